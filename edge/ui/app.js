@@ -1,0 +1,1032 @@
+// Edge Control UI: pairs this browser with the gateway over the control
+// WebSocket and, for admin devices, manages the other devices.
+//
+// Security rules this file keeps:
+// - It connects ONLY to its own origin's /ws. No gateway URL, host or token is
+//   ever read from the query string or fragment (the CVE-2026-25253 class).
+//   The one thing read from the fragment is `#invite=<code>`, a credential for
+//   this same origin, which is removed from the address bar at once.
+// - The device key is an Ed25519 CryptoKey generated non-extractable and kept
+//   in IndexedDB (see identity.js). Tokens live in localStorage.
+// - Text from the gateway is set as text, never as markup.
+//
+// Stable test hooks (data-testid):
+//   state                 the state card; data-state is one of
+//                         connecting | token-needed | waiting | connected |
+//                         revoked | error | insecure | forgotten
+//   state-title, state-message
+//   close-reason-message  human message for the last close; data-close-code and
+//                         data-close-reason carry the raw code and reason
+//   connection-badge      header badge mirroring data-state
+//   announcer             polite live region announcing state changes
+//   insecure-panel, insecure-message, insecure-cli, insecure-port
+//   token-form, token-input, token-reveal, token-error, token-submit,
+//   device-name-input, request-admin (checkbox)
+//   waiting-panel, waiting-with-id, request-id, approve-command, copy-command,
+//   waiting-status, cancel-upgrade, change-token
+//   retry-button, start-over, connect-again
+//   identity, device-name, device-role, device-id, identity-note,
+//   request-admin-upgrade, forget-device, forget-confirm-group, forget-confirm,
+//   forget-cancel
+//   admin-panel, admin-status, pending-count, pending-list, pending-empty,
+//   pending-<REQUESTID>, approve-user-<REQUESTID>, approve-admin-<REQUESTID>,
+//   reject-<REQUESTID>
+//   device-list, device-<DEVICEID>, device-name-<DEVICEID>, device-role-<DEVICEID>,
+//   rename-<DEVICEID>, rename-input-<DEVICEID>, rename-save-<DEVICEID>,
+//   revoke-<DEVICEID>, revoke-confirm-<DEVICEID>, revoke-cancel-<DEVICEID>,
+//   revoked-list, gone-<DEVICEID>
+//   invite-form, invite-role, invite-name, invite-ttl, invite-submit,
+//   invite-result, invite-url, invite-copy, invite-qr, invite-list,
+//   invite-<INVITEID>, invite-cancel-<INVITEID>
+//   whoami, whoami-explanation, whoami-ip, whoami-peer, whoami-local,
+//   whoami-hops, whoami-anomalies, whoami-error, whoami-refresh
+
+import { AdminPanel } from "./admin.js";
+import { byTestId, copyButton, el, show } from "./dom.js";
+import {
+  UnsupportedError,
+  deleteIdentity,
+  loadOrCreateIdentity,
+  secureContextProblems,
+  signConnect,
+} from "./identity.js";
+import { loadWhoami } from "./whoami.js";
+
+const APP_VERSION = "1.0";
+const WAITING_RETRY_MS = 2000;
+const BACKOFF_FIRST_MS = 1000;
+const BACKOFF_MAX_MS = 30000;
+const REQUEST_TIMEOUT_MS = 15000;
+const MAX_TOKEN_LENGTH = 512;
+const INVITE_FRAGMENT = /^#invite=([A-Za-z0-9_.~-]{4,256})$/;
+
+const KEYS = {
+  deviceToken: "edge.deviceToken",
+  gatewayToken: "edge.gatewayToken",
+  deviceName: "edge.deviceName",
+  wantAdmin: "edge.requestAdmin",
+  invite: "edge.invite",
+};
+
+/**
+ * Every way the gateway can end the control connection, with what to tell the
+ * person in front of the screen and what the page does next.
+ *
+ * next: ask-token    show the token form
+ *       retry-now    reconnect at once (after dropping a stale credential)
+ *       backoff      reconnect with exponential backoff
+ *       wait         pairing pending: reconnect every 2 s until approved
+ *       manual       stop; a "Try again" button reconnects
+ *       start-over   stop; offer to start again with a new device key
+ * drop: stored credentials that the reason proves useless.
+ */
+const CLOSE_REASONS = {
+  "origin not allowed": {
+    state: "error",
+    title: "This page's address is not allowed",
+    message:
+      "The gateway accepts its control connection only from its own address. Open the Control UI at the gateway's own address (the one your reverse proxy serves), or ask the operator to add this page's origin to auth.allowed_origins.",
+    next: "manual",
+  },
+  "invalid handshake": {
+    state: "error",
+    title: "The gateway could not read the handshake",
+    message:
+      "Reload the page. If it keeps happening, this page and the gateway are different versions: clear the browser cache or update the gateway.",
+    next: "manual",
+  },
+  "handshake timeout": {
+    state: "connecting",
+    title: "The handshake timed out",
+    message: "The gateway did not receive this page's answer in time (slow network or a suspended tab).",
+    next: "backoff",
+  },
+  "unauthorized: gateway token missing": {
+    state: "token-needed",
+    title: "Gateway token needed",
+    message:
+      "This browser is not paired with the gateway yet. Paste the gateway token to ask for approval; on the gateway host, `edge token show` prints it.",
+    next: "ask-token",
+  },
+  "unauthorized: gateway token mismatch": {
+    state: "token-needed",
+    title: "That gateway token is wrong",
+    message:
+      "The token does not match this gateway's. Check for a missing character or a rotated token: run `edge token show` on the gateway host and paste it again.",
+    next: "ask-token",
+    drop: ["gatewayToken"],
+  },
+  "unauthorized: device token invalid": {
+    state: "connecting",
+    title: "This device's token is no longer valid",
+    message:
+      "It was rotated, or the gateway's data was reset. Asking again with the gateway token; without one, paste it below.",
+    next: "retry-now",
+    drop: ["deviceToken"],
+  },
+  "unauthorized: invite invalid": {
+    state: "token-needed",
+    title: "The invite link is not valid",
+    message:
+      "It expired, was already used or was cancelled. Ask an admin for a new invite link, or paste the gateway token.",
+    next: "ask-token",
+    drop: ["invite"],
+  },
+  "unauthorized: too many failed attempts": {
+    state: "error",
+    title: "Too many failed attempts",
+    message:
+      "After repeated wrong credentials the gateway locked out your address for a few minutes (auth.rate_limit). Wait about 5 minutes, then try again with the right token.",
+    next: "manual",
+  },
+  "device identity required": {
+    state: "error",
+    title: "Device identity missing",
+    message:
+      "The gateway needs this browser's device key and none arrived. Reload the page; if it persists, use a current browser or pair from a terminal with `edge pair --url URL --token T`.",
+    next: "manual",
+  },
+  "device identity mismatch": {
+    state: "error",
+    title: "Device identity does not match",
+    message:
+      "The stored device key does not match the device id or token the gateway knows. Start over as a new device; an operator approves it again.",
+    next: "start-over",
+  },
+  "device signature invalid": {
+    state: "error",
+    title: "Device signature rejected",
+    message:
+      "The gateway could not verify this browser's signature. Start over as a new device; if it persists, pair from a terminal with `edge pair --url URL --token T`.",
+    next: "start-over",
+  },
+  "device signature expired": {
+    state: "error",
+    title: "The clocks disagree",
+    message:
+      "This computer's clock and the gateway's differ by more than 2 minutes, so the signature counted as expired. Turn on automatic time (NTP) on both, then try again.",
+    next: "manual",
+  },
+  "pairing required": {
+    state: "waiting",
+    title: "Waiting for approval",
+    message: "An operator has to approve this device before it can connect.",
+    next: "wait",
+  },
+  "device revoked": {
+    state: "revoked",
+    title: "This device was revoked",
+    message:
+      "An operator revoked this device, so its token no longer works. To use this browser again, start over: it asks to pair as a new device and an operator approves it.",
+    next: "start-over",
+    drop: ["deviceToken"],
+  },
+};
+
+/** Close codes other than 1008 (whose reason is looked up above). */
+const CLOSE_CODES = {
+  1000: { title: "The gateway closed the connection", message: "Reconnecting.", next: "backoff" },
+  1001: { title: "The gateway is going away", message: "It is shutting down or reloading.", next: "backoff" },
+  1006: {
+    title: "Cannot reach the gateway",
+    message: "The network or the reverse proxy dropped the connection.",
+    next: "backoff",
+  },
+  1009: {
+    state: "error",
+    title: "A message was too large",
+    message:
+      "The gateway closed the connection because a message exceeded its limit (64 KiB before pairing). Reload the page; if it persists, report it with the gateway log.",
+    next: "manual",
+  },
+  1011: { title: "The gateway hit an internal error", message: "Its log says why.", next: "backoff" },
+  1012: { title: "The gateway is restarting", message: "It will be back shortly.", next: "backoff" },
+  1013: { title: "The gateway is busy", message: "It asked clients to come back later.", next: "backoff" },
+};
+
+const UNKNOWN_REFUSAL = {
+  state: "error",
+  title: "The gateway refused the connection",
+  message: "It gave a reason this page does not know; the gateway log has the details.",
+  next: "manual",
+};
+
+const WAITING_REASONS = {
+  "not-paired": "This device is new to the gateway.",
+  "role-upgrade": "This device asked to become an admin; until approved it stays a user.",
+};
+
+class GatewayError extends Error {
+  constructor(code, message) {
+    super(message);
+    this.code = code;
+  }
+}
+
+// ---------------------------------------------------------------- storage
+
+function storage(area) {
+  return {
+    get(key) {
+      try {
+        return window[area].getItem(key);
+      } catch {
+        return null;
+      }
+    },
+    set(key, value) {
+      try {
+        window[area].setItem(key, value);
+      } catch {
+        // Storage refused (private mode, quota): the value lasts for this page only.
+      }
+    },
+    remove(key) {
+      try {
+        window[area].removeItem(key);
+      } catch {
+        // Nothing stored, nothing to remove.
+      }
+    },
+  };
+}
+
+const local = storage("localStorage");
+const session = storage("sessionStorage");
+
+function dropCredentials(names) {
+  for (const name of names || []) {
+    (name === "invite" ? session : local).remove(KEYS[name]);
+  }
+}
+
+function defaultDeviceName() {
+  const ua = navigator.userAgent;
+  const browser = /Edg\//.test(ua)
+    ? "Microsoft Edge"
+    : /Firefox\//.test(ua)
+      ? "Firefox"
+      : /Chrome\//.test(ua)
+        ? "Chromium"
+        : /Safari\//.test(ua)
+          ? "Safari"
+          : "Browser";
+  const system = /Android/.test(ua)
+    ? "Android"
+    : /iPhone|iPad/.test(ua)
+      ? "iOS"
+      : /Mac OS X/.test(ua)
+        ? "macOS"
+        : /Windows/.test(ua)
+          ? "Windows"
+          : /Linux/.test(ua)
+            ? "Linux"
+            : "another system";
+  return `${browser} on ${system}`;
+}
+
+function deviceName() {
+  return (local.get(KEYS.deviceName) || defaultDeviceName()).slice(0, 64);
+}
+
+// ---------------------------------------------------------------- page elements
+
+const ui = {
+  state: byTestId("state"),
+  title: byTestId("state-title"),
+  message: byTestId("state-message"),
+  closeReason: byTestId("close-reason-message"),
+  badge: byTestId("connection-badge"),
+  announcer: byTestId("announcer"),
+  insecure: document.getElementById("panel-insecure"),
+  tokenForm: byTestId("token-form"),
+  tokenInput: byTestId("token-input"),
+  tokenReveal: byTestId("token-reveal"),
+  tokenError: byTestId("token-error"),
+  nameInput: byTestId("device-name-input"),
+  adminBox: byTestId("request-admin"),
+  waiting: document.getElementById("panel-waiting"),
+  waitingWithId: byTestId("waiting-with-id"),
+  requestId: byTestId("request-id"),
+  approveCommand: byTestId("approve-command"),
+  copyCommand: byTestId("copy-command"),
+  waitingStatus: byTestId("waiting-status"),
+  cancelUpgrade: byTestId("cancel-upgrade"),
+  changeToken: byTestId("change-token"),
+  retryPanel: document.getElementById("panel-retry"),
+  retry: byTestId("retry-button"),
+  startOver: byTestId("start-over"),
+  connectAgain: byTestId("connect-again"),
+  identity: byTestId("identity"),
+  identityName: byTestId("device-name"),
+  identityRole: byTestId("device-role"),
+  identityId: byTestId("device-id"),
+  identityNote: byTestId("identity-note"),
+  upgrade: byTestId("request-admin-upgrade"),
+  forget: byTestId("forget-device"),
+  forgetGroup: byTestId("forget-confirm-group"),
+  forgetConfirm: byTestId("forget-confirm"),
+  forgetCancel: byTestId("forget-cancel"),
+  whoami: byTestId("whoami"),
+  whoamiRefresh: byTestId("whoami-refresh"),
+};
+
+// ---------------------------------------------------------------- state
+
+let identity = null;
+let socket = null;
+let hello = null;
+let pairingError = null;
+let lastAuthKind = null;
+let attempt = 0;
+let reconnectTimer = null;
+let countdownTimer = null;
+let nextRequestId = 1;
+const pendingRequests = new Map();
+let currentState = null;
+let currentTitle = null;
+let currentMessage = null;
+let reconnectNote = "";
+let forgetting = false;
+let forgetClose = null;
+
+const admin = new AdminPanel(byTestId("admin-panel"), request);
+
+function announce(text) {
+  ui.announcer.textContent = "";
+  window.setTimeout(() => {
+    ui.announcer.textContent = text;
+  }, 50);
+}
+
+/** Text with `code` spans, from a message using backticks. */
+function richText(node, text) {
+  const parts = String(text).split("`");
+  node.replaceChildren(...parts.map((part, index) => (index % 2 === 1 ? el("code", {}, part) : part)));
+}
+
+/**
+ * Show one state. Focus moves only when the state itself changes, so a
+ * waiting page that re-checks every 2 seconds does not steal the keyboard.
+ */
+function setState(state, { title, message, next = null, closeMessage = null, close = null, focus = true }) {
+  const changed = state !== currentState || title !== currentTitle || message !== currentMessage;
+  const stateChanged = state !== currentState;
+  currentState = state;
+  currentTitle = title;
+  currentMessage = message;
+  ui.state.dataset.state = state;
+  ui.badge.dataset.state = state;
+  ui.badge.textContent = state.replace("-", " ");
+  ui.title.textContent = title;
+  richText(ui.message, message || "");
+  if (closeMessage) {
+    richText(ui.closeReason, closeMessage);
+    ui.closeReason.dataset.closeCode = close ? String(close.code) : "";
+    ui.closeReason.dataset.closeReason = close ? close.reason : "";
+    show(ui.closeReason, true);
+  } else {
+    ui.closeReason.textContent = "";
+    delete ui.closeReason.dataset.closeCode;
+    delete ui.closeReason.dataset.closeReason;
+    show(ui.closeReason, false);
+  }
+  show(ui.insecure, state === "insecure");
+  show(ui.tokenForm, state === "token-needed");
+  show(ui.waiting, state === "waiting");
+  show(ui.retryPanel, state === "error" || state === "revoked" || state === "forgotten");
+  show(ui.retry, state === "error");
+  show(ui.startOver, next === "start-over");
+  show(ui.connectAgain, state === "forgotten");
+  document.title = `${title} — Edge`;
+  if (changed) {
+    announce(`${title}. ${String(message || "").replace(/`/g, "")}`);
+  }
+  if (stateChanged && focus) {
+    if (state === "token-needed") {
+      ui.tokenInput.focus();
+    } else if (state !== "connecting") {
+      ui.title.focus();
+    }
+  }
+}
+
+function renderIdentity() {
+  if (!identity) {
+    show(ui.identity, false);
+    return;
+  }
+  show(ui.identity, true);
+  ui.identityId.textContent = identity.id;
+  ui.identityName.textContent = hello ? hello.device.name : deviceName();
+  ui.identityRole.textContent = hello ? hello.device.role : "not connected";
+  show(ui.upgrade, Boolean(hello) && hello.device.role !== "admin");
+  ui.identityNote.textContent = identity.persisted
+    ? ""
+    : "This browser does not let the page keep its key (private browsing?), so the pairing ends when you close the tab.";
+  show(ui.identityNote, !identity.persisted);
+}
+
+// ---------------------------------------------------------------- connection
+
+function authFor() {
+  const deviceToken = local.get(KEYS.deviceToken);
+  if (deviceToken) {
+    return ["deviceToken", { deviceToken }];
+  }
+  const token = local.get(KEYS.gatewayToken);
+  if (token) {
+    return ["token", { token }];
+  }
+  const invite = session.get(KEYS.invite);
+  if (invite) {
+    return ["invite", { invite }];
+  }
+  return ["none", {}];
+}
+
+function requestedRole() {
+  return local.get(KEYS.wantAdmin) === "1" ? "admin" : "user";
+}
+
+function clearTimers() {
+  window.clearTimeout(reconnectTimer);
+  window.clearInterval(countdownTimer);
+  reconnectTimer = null;
+  countdownTimer = null;
+}
+
+function detachSocket() {
+  if (socket) {
+    socket.onopen = null;
+    socket.onmessage = null;
+    socket.onclose = null;
+    socket.onerror = null;
+    if (socket.readyState === WebSocket.OPEN || socket.readyState === WebSocket.CONNECTING) {
+      socket.close(1000, "client reconnecting");
+    }
+    socket = null;
+  }
+}
+
+function failPendingRequests(message) {
+  for (const [, pending] of pendingRequests) {
+    window.clearTimeout(pending.timer);
+    pending.reject(new GatewayError("not_connected", message));
+  }
+  pendingRequests.clear();
+}
+
+/** Open the control socket to this page's own origin and nowhere else. */
+function connect() {
+  clearTimers();
+  detachSocket();
+  hello = null;
+  pairingError = null;
+  if (!identity) {
+    return;
+  }
+  if (currentState === "connecting") {
+    ui.message.textContent = reconnectNote ? `${reconnectNote} Reconnecting…` : "Opening the control connection.";
+    show(ui.retryPanel, false);
+  } else if (currentState !== "waiting") {
+    setState("connecting", { title: "Connecting to the gateway…", message: "Opening the control connection.", focus: false });
+  }
+  reconnectNote = "";
+  const url = `${window.location.protocol === "https:" ? "wss://" : "ws://"}${window.location.host}/ws`;
+  const ws = new WebSocket(url);
+  let answered = false;
+  socket = ws;
+  ws.onmessage = (event) => {
+    let frame;
+    try {
+      frame = JSON.parse(event.data);
+    } catch {
+      return;
+    }
+    if (!frame || typeof frame !== "object") {
+      return;
+    }
+    if (frame.type === "challenge" && !answered) {
+      answered = true;
+      answerChallenge(ws, frame);
+    } else if (frame.type === "hello") {
+      onHello(frame);
+    } else if (frame.type === "error") {
+      pairingError = frame;
+    } else if (frame.type === "res") {
+      onResponse(frame);
+    } else if (frame.type === "event") {
+      onEvent(frame);
+    }
+  };
+  ws.onclose = (event) => {
+    if (socket !== ws) {
+      return;
+    }
+    socket = null;
+    if (forgetting) {
+      // self.forget revokes this very device, so the gateway may close before it answers.
+      forgetClose = { code: event.code, reason: event.reason || "" };
+      hello = null;
+      failPendingRequests("The connection to the gateway closed.");
+      return;
+    }
+    onClose(event.code, event.reason || "");
+  };
+}
+
+async function answerChallenge(ws, challenge) {
+  if (typeof challenge.nonce !== "string" || challenge.nonce.length === 0 || challenge.nonce.length > 256) {
+    ws.close(1002, "bad challenge");
+    return;
+  }
+  const role = requestedRole();
+  const [kind, auth] = authFor();
+  lastAuthKind = kind;
+  const signedAt = Date.now();
+  let signature;
+  try {
+    signature = await signConnect(identity, challenge.nonce, signedAt, role);
+  } catch (error) {
+    detachSocket();
+    showInsecure("sign-failed", error);
+    return;
+  }
+  if (ws.readyState !== WebSocket.OPEN) {
+    return;
+  }
+  ws.send(
+    JSON.stringify({
+      type: "connect",
+      auth,
+      device: { id: identity.id, publicKey: identity.publicKey, signedAt, signature },
+      client: { name: deviceName(), app: "control-ui", version: APP_VERSION },
+      role,
+    }),
+  );
+}
+
+function onHello(frame) {
+  if (!frame.device || typeof frame.device.id !== "string") {
+    return;
+  }
+  hello = frame;
+  attempt = 0;
+  clearTimers();
+  if (typeof frame.deviceToken === "string" && frame.deviceToken) {
+    local.set(KEYS.deviceToken, frame.deviceToken);
+    startSession(frame.deviceToken);
+  }
+  session.remove(KEYS.invite);
+  if (frame.device.role !== requestedRole()) {
+    // The operator decided the role; asking again on every reconnect would nag.
+    local.remove(KEYS.wantAdmin);
+  }
+  const client = frame.client || {};
+  const where = client.local ? "a local client" : `address ${client.ip || "unknown"}`;
+  setState("connected", {
+    title: "Connected",
+    message: `Connected as ${frame.device.name || "this device"} (${frame.device.role}) from ${where}.`,
+  });
+  renderIdentity();
+  if (frame.device.role === "admin") {
+    admin.open(frame.device.id);
+  } else {
+    admin.close();
+  }
+  refreshWhoami();
+}
+
+/** Trade the device token for the HttpOnly session cookie, so plain page loads through the gateway work too. */
+async function startSession(deviceToken) {
+  try {
+    await fetch("/api/session", {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { authorization: `Bearer ${deviceToken}` },
+    });
+  } catch {
+    // The socket works without the cookie; only proxied pages would need it.
+  }
+}
+
+function onResponse(frame) {
+  const pending = pendingRequests.get(frame.id);
+  if (!pending) {
+    return;
+  }
+  pendingRequests.delete(frame.id);
+  window.clearTimeout(pending.timer);
+  if (frame.ok) {
+    pending.resolve(frame.result);
+  } else {
+    const error = frame.error || {};
+    pending.reject(new GatewayError(error.code || "error", error.message || "The gateway refused the request."));
+  }
+}
+
+function onEvent(frame) {
+  const data = frame.data && typeof frame.data === "object" ? frame.data : {};
+  if (hello && frame.event === "device.renamed" && data.id === hello.device.id && data.name) {
+    hello.device.name = data.name;
+    renderIdentity();
+  }
+  admin.onEvent(String(frame.event || ""), data);
+}
+
+/** Send one request over the connected socket; resolves with `result`, rejects with a GatewayError. */
+function request(method, params = {}) {
+  if (!socket || socket.readyState !== WebSocket.OPEN || !hello) {
+    return Promise.reject(new GatewayError("not_connected", "Not connected to the gateway."));
+  }
+  const id = nextRequestId++;
+  return new Promise((resolve, reject) => {
+    const timer = window.setTimeout(() => {
+      pendingRequests.delete(id);
+      reject(new GatewayError("timeout", `The gateway did not answer ${method} in time.`));
+    }, REQUEST_TIMEOUT_MS);
+    pendingRequests.set(id, { resolve, reject, timer });
+    socket.send(JSON.stringify({ type: "req", id, method, params }));
+  });
+}
+
+function describeClose(code, reason) {
+  if (code === 1008) {
+    return CLOSE_REASONS[reason] || { ...UNKNOWN_REFUSAL, message: `${UNKNOWN_REFUSAL.message} (reason: “${reason}”)` };
+  }
+  return CLOSE_CODES[code] || { title: "The connection closed", message: `Close code ${code}.`, next: "backoff" };
+}
+
+function onClose(code, reason) {
+  const wasConnected = Boolean(hello);
+  hello = null;
+  failPendingRequests("The connection to the gateway closed.");
+  admin.close();
+  const entry = describeClose(code, reason);
+  dropCredentials(entry.drop);
+  const close = { code, reason };
+  const closeMessage = `${entry.title}. ${entry.message}`;
+  renderIdentity();
+
+  switch (entry.next) {
+    case "wait":
+      waitForApproval(close);
+      return;
+    case "retry-now":
+      if (local.get(KEYS.gatewayToken) || session.get(KEYS.invite)) {
+        setState("connecting", { title: entry.title, message: entry.message, closeMessage, close, focus: false });
+        connect();
+      } else {
+        setState("token-needed", { title: entry.title, message: entry.message, closeMessage, close });
+      }
+      return;
+    case "ask-token":
+      ui.tokenInput.value = "";
+      setState("token-needed", { title: entry.title, message: entry.message, closeMessage, close });
+      if (reason === "unauthorized: gateway token mismatch") {
+        showTokenError("The gateway rejected that token. Paste it again.");
+      }
+      return;
+    case "backoff":
+      if (currentState === "waiting") {
+        scheduleReconnect(backoffDelay(), "waiting");
+        return;
+      }
+      setState("connecting", {
+        title: wasConnected ? `Disconnected: ${entry.title.toLowerCase()}` : entry.title,
+        message: entry.message,
+        closeMessage,
+        close,
+        focus: false,
+      });
+      scheduleReconnect(backoffDelay(), "connecting", entry.message);
+      return;
+    default:
+      setState(entry.state || "error", {
+        title: entry.title,
+        message: entry.message,
+        next: entry.next,
+        closeMessage,
+        close,
+      });
+  }
+}
+
+function backoffDelay() {
+  const base = Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * 2 ** attempt);
+  attempt += 1;
+  return Math.round(base * (0.8 + Math.random() * 0.4));
+}
+
+/** Reconnect after `delay` ms, counting down on the page so nobody wonders what it is doing. */
+function scheduleReconnect(delay, mode, note = "") {
+  clearTimers();
+  const due = Date.now() + delay;
+  const approvalPending = Boolean(pairingError && pairingError.requestId);
+  reconnectNote = note;
+  const render = () => {
+    const seconds = Math.max(1, Math.ceil((due - Date.now()) / 1000));
+    if (mode === "waiting") {
+      ui.waitingStatus.textContent = approvalPending
+        ? "Still waiting for an operator; checking every 2 seconds."
+        : `Trying again in ${seconds} s…`;
+    } else {
+      ui.message.textContent = `${note} Reconnecting in ${seconds} s…`.trim();
+    }
+  };
+  render();
+  if (mode === "connecting") {
+    show(ui.retryPanel, true);
+    show(ui.retry, true);
+  }
+  if (delay >= 1500) {
+    countdownTimer = window.setInterval(render, 1000);
+  }
+  reconnectTimer = window.setTimeout(connect, delay);
+}
+
+function waitForApproval(close) {
+  const info = pairingError || {};
+  const requestId = typeof info.requestId === "string" && info.requestId ? info.requestId : null;
+  const upgrade = info.reason === "role-upgrade";
+  const entry = CLOSE_REASONS["pairing required"];
+  if (requestId) {
+    ui.requestId.textContent = requestId;
+    ui.approveCommand.textContent = `edge devices approve ${requestId}`;
+    show(ui.waitingWithId, true);
+    setState("waiting", {
+      title: upgrade ? "Waiting for admin approval" : entry.title,
+      message: `${WAITING_REASONS[info.reason] || entry.message} Request ${requestId} expires after a few minutes.`,
+      closeMessage: null,
+      close,
+    });
+    show(ui.cancelUpgrade, upgrade);
+    show(ui.changeToken, !upgrade && lastAuthKind === "token");
+    attempt = 0;
+    scheduleReconnect(WAITING_RETRY_MS, "waiting");
+    return;
+  }
+  show(ui.waitingWithId, false);
+  const detail = info.detail || info.reason || "the gateway's pending-request limit";
+  setState("waiting", {
+    title: "The gateway cannot take a new request right now",
+    message: `Too many devices are already waiting (${detail}). Ask an operator to approve or reject pending requests (\`edge devices list\`); this page keeps trying.`,
+    close,
+  });
+  show(ui.cancelUpgrade, upgrade);
+  show(ui.changeToken, lastAuthKind === "token");
+  scheduleReconnect(Math.max(WAITING_RETRY_MS, backoffDelay()), "waiting");
+}
+
+// ---------------------------------------------------------------- user actions
+
+function showTokenError(message) {
+  ui.tokenError.textContent = message;
+  show(ui.tokenError, Boolean(message));
+  ui.tokenInput.setAttribute("aria-invalid", message ? "true" : "false");
+  if (message) {
+    ui.tokenInput.focus();
+  }
+}
+
+function onTokenSubmit(event) {
+  event.preventDefault();
+  const token = ui.tokenInput.value.trim();
+  if (!token) {
+    showTokenError("Paste the gateway token first.");
+    return;
+  }
+  if (token.length > MAX_TOKEN_LENGTH || /\s/.test(token)) {
+    showTokenError("That does not look like a gateway token: it is one line of letters, digits, '-' and '_'.");
+    return;
+  }
+  showTokenError("");
+  const name = ui.nameInput.value.trim();
+  if (name) {
+    local.set(KEYS.deviceName, name.slice(0, 64));
+  }
+  if (ui.adminBox.checked) {
+    local.set(KEYS.wantAdmin, "1");
+  } else {
+    local.remove(KEYS.wantAdmin);
+  }
+  local.set(KEYS.gatewayToken, token);
+  ui.tokenInput.value = "";
+  attempt = 0;
+  setState("connecting", { title: "Asking the gateway…", message: "Sending the pairing request." });
+  renderIdentity();
+  connect();
+}
+
+function onReveal() {
+  const reveal = ui.tokenInput.type === "password";
+  ui.tokenInput.type = reveal ? "text" : "password";
+  ui.tokenReveal.textContent = reveal ? "Hide" : "Show";
+  ui.tokenReveal.setAttribute("aria-pressed", String(reveal));
+}
+
+async function startOver() {
+  clearTimers();
+  detachSocket();
+  admin.close();
+  await deleteIdentity();
+  local.remove(KEYS.deviceToken);
+  local.remove(KEYS.wantAdmin);
+  hello = null;
+  identity = null;
+  attempt = 0;
+  await ensureIdentity();
+  connect();
+}
+
+function askForAdmin() {
+  local.set(KEYS.wantAdmin, "1");
+  attempt = 0;
+  connect();
+}
+
+function stayUser() {
+  local.remove(KEYS.wantAdmin);
+  attempt = 0;
+  setState("connecting", { title: "Connecting as a user…", message: "Withdrawing the admin request." });
+  connect();
+}
+
+function changeToken() {
+  clearTimers();
+  detachSocket();
+  local.remove(KEYS.gatewayToken);
+  setState("token-needed", {
+    title: "Gateway token needed",
+    message: "Paste the gateway token; on the gateway host, `edge token show` prints it.",
+  });
+}
+
+function showForgetConfirm(visible) {
+  show(ui.forgetGroup, visible);
+  show(ui.forget, !visible);
+  (visible ? ui.forgetCancel : ui.forget).focus();
+}
+
+/** Revoke this device on the gateway (when connected) and erase its key and tokens here. */
+async function forgetDevice() {
+  show(ui.forgetGroup, false);
+  show(ui.forget, true);
+  let serverNote = "The gateway revoked it as well.";
+  if (hello) {
+    forgetting = true;
+    forgetClose = null;
+    try {
+      await request("self.forget", {});
+    } catch (error) {
+      if (!forgetClose || forgetClose.reason !== "device revoked") {
+        serverNote = `The gateway could not revoke it (${error.message}); an admin should revoke it from the device list or with \`edge devices revoke ${identity.id}\`.`;
+      }
+    } finally {
+      forgetting = false;
+    }
+  } else {
+    serverNote = "This page was not connected, so the gateway may still list it; an admin can revoke it there.";
+  }
+  clearTimers();
+  detachSocket();
+  failPendingRequests("This device was forgotten.");
+  admin.close();
+  await deleteIdentity();
+  for (const key of [KEYS.deviceToken, KEYS.gatewayToken, KEYS.wantAdmin]) {
+    local.remove(key);
+  }
+  session.remove(KEYS.invite);
+  try {
+    await fetch("/api/session", { method: "DELETE", credentials: "same-origin" });
+  } catch {
+    // No session cookie to clear.
+  }
+  hello = null;
+  identity = null;
+  renderIdentity();
+  setState("forgotten", {
+    title: "This device was forgotten",
+    message: `Its key and tokens are deleted from this browser. ${serverNote} Connect again to pair as a new device.`,
+  });
+}
+
+async function connectAgain() {
+  attempt = 0;
+  await ensureIdentity();
+  connect();
+}
+
+function takeInviteFromFragment() {
+  const hash = window.location.hash;
+  if (!hash.startsWith("#invite=")) {
+    return false;
+  }
+  window.history.replaceState(null, "", window.location.pathname + window.location.search);
+  const match = INVITE_FRAGMENT.exec(hash);
+  if (!match) {
+    return "malformed";
+  }
+  session.set(KEYS.invite, match[1]);
+  return true;
+}
+
+function refreshWhoami() {
+  loadWhoami(ui.whoami);
+}
+
+// ---------------------------------------------------------------- start
+
+function insecureCopy(kind, error) {
+  const origin = window.location.origin;
+  const messages = {
+    "not-secure-context": `This page was loaded from ${origin} over plain HTTP, which browsers do not treat as a secure context, so they switch off the cryptography this browser needs to hold a device key.`,
+    "no-webcrypto": "This browser offers no WebCrypto (crypto.subtle), which the device key needs.",
+    "no-ed25519": "This browser has WebCrypto but cannot make Ed25519 keys. Current Chromium, Firefox and Safari can; update the browser or use another one.",
+    "sign-failed": `This browser could not sign with its device key (${error && error.message ? error.message : "unknown error"}).`,
+  };
+  return {
+    title: "This browser cannot pair here",
+    message: `${messages[kind] || messages["no-webcrypto"]} Nothing was sent to the gateway. Use one of the options below.`,
+  };
+}
+
+function showInsecure(kind, error) {
+  byTestId("insecure-message").textContent = insecureCopy(kind, error).message;
+  byTestId("insecure-port").textContent = window.location.port || (window.location.protocol === "https:" ? "443" : "80");
+  byTestId("insecure-cli").textContent = `edge pair --url ${window.location.origin} --token <gateway token>`;
+  setState("insecure", { ...insecureCopy(kind, error), message: "" });
+  show(ui.identity, false);
+}
+
+async function ensureIdentity() {
+  try {
+    identity = await loadOrCreateIdentity();
+  } catch (error) {
+    identity = null;
+    showInsecure(error instanceof UnsupportedError ? "no-ed25519" : "no-webcrypto", error);
+    return false;
+  }
+  renderIdentity();
+  return true;
+}
+
+function wireControls() {
+  ui.tokenForm.addEventListener("submit", onTokenSubmit);
+  ui.tokenReveal.addEventListener("click", onReveal);
+  ui.nameInput.value = deviceName();
+  ui.adminBox.checked = requestedRole() === "admin";
+  ui.copyCommand.replaceWith(
+    copyButton(() => ui.approveCommand.textContent, ui.approveCommand, "copy-command", "Copy command"),
+  );
+  ui.retry.addEventListener("click", () => {
+    attempt = 0;
+    connect();
+  });
+  ui.startOver.addEventListener("click", startOver);
+  ui.connectAgain.addEventListener("click", connectAgain);
+  ui.cancelUpgrade.addEventListener("click", stayUser);
+  ui.changeToken.addEventListener("click", changeToken);
+  ui.upgrade.addEventListener("click", askForAdmin);
+  ui.forget.addEventListener("click", () => showForgetConfirm(true));
+  ui.forgetCancel.addEventListener("click", () => showForgetConfirm(false));
+  ui.forgetConfirm.addEventListener("click", forgetDevice);
+  ui.whoamiRefresh.addEventListener("click", refreshWhoami);
+  window.addEventListener("online", () => {
+    if (reconnectTimer !== null) {
+      attempt = 0;
+      connect();
+    }
+  });
+  window.addEventListener("hashchange", () => {
+    if (takeInviteFromFragment() === true && !hello && identity) {
+      attempt = 0;
+      connect();
+    }
+  });
+}
+
+async function main() {
+  wireControls();
+  refreshWhoami();
+  const invite = takeInviteFromFragment();
+  const problems = secureContextProblems();
+  if (problems.length > 0) {
+    showInsecure(problems[0]);
+    return;
+  }
+  if (!(await ensureIdentity())) {
+    return;
+  }
+  if (invite === "malformed") {
+    setState("token-needed", {
+      title: "The invite link is damaged",
+      message: "The invite code in the link is not valid (it may have been cut off). Ask for a new link, or paste the gateway token.",
+    });
+    return;
+  }
+  connect();
+}
+
+main();
