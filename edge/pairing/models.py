@@ -1,0 +1,218 @@
+"""The pairing domain's values: roles, devices, pending requests, invites, events.
+
+All are immutable; a change is a new value written to the store together with
+the event that describes it.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Final
+
+PAIRED: Final = "paired"
+REVOKED: Final = "revoked"
+NOT_PAIRED: Final = "not-paired"
+ROLE_UPGRADE: Final = "role-upgrade"
+
+
+class Role(enum.StrEnum):
+    ADMIN = "admin"  # may manage devices
+    USER = "user"
+
+    def covers(self, other: Role) -> bool:
+        """Whether a device approved for this role may act as ``other`` (admin covers user)."""
+        return self is Role.ADMIN or other is self
+
+    @classmethod
+    def parse(cls, text: object) -> Role | None:
+        """The role named by ``text`` (exact, lowercase), or None."""
+        if isinstance(text, str):
+            for role in cls:
+                if role.value == text:
+                    return role
+        return None
+
+
+@dataclass(frozen=True)
+class Device:
+    """A device that was approved once; ``status`` is ``paired`` or ``revoked``.
+
+    ``token_hash`` is None between approval and the device's next connect,
+    where it receives its device token. A revoked device keeps its token hash so
+    that its token is answered with ``device revoked`` rather than ``invalid``.
+    """
+
+    id: str
+    public_key: str
+    name: str
+    role: Role
+    status: str
+    token_hash: str | None
+    created_at: float
+    approved_by: str
+    last_seen_at: float | None = None
+    last_ip: str | None = None
+    revoked_at: float | None = None
+
+    @property
+    def is_paired(self) -> bool:
+        return self.status == PAIRED
+
+    def __repr__(self) -> str:  # keeps the token hash out of logs and tracebacks
+        return (
+            f"Device(id={self.id[:12]!r}, name={self.name!r}, role={self.role.value!r}, "
+            f"status={self.status!r})"
+        )
+
+
+@dataclass(frozen=True)
+class PairingRequest:
+    """A device waiting for an operator: at most one per device, until ``expires_at``."""
+
+    id: str
+    device_id: str
+    public_key: str
+    name: str
+    client_ip: str | None
+    user_agent: str | None
+    role: Role
+    reason: str  # NOT_PAIRED or ROLE_UPGRADE
+    created_at: float
+    expires_at: float
+
+    def expired(self, now: float) -> bool:
+        return now >= self.expires_at
+
+
+@dataclass(frozen=True)
+class Invite:
+    """A single-use code that pairs whichever device presents it first, with ``role``."""
+
+    id: str
+    code_hash: str
+    role: Role
+    name: str | None
+    created_at: float
+    expires_at: float
+    created_by: str
+    used_at: float | None = None
+    used_by_device: str | None = None
+
+    def usable(self, now: float) -> bool:
+        return self.used_at is None and now < self.expires_at
+
+    def __repr__(self) -> str:
+        return f"Invite(id={self.id!r}, role={self.role.value!r}, used={self.used_at is not None})"
+
+
+@dataclass(frozen=True)
+class Event:
+    """One entry of the append-only change log; ``seq`` increases, data holds no secret."""
+
+    seq: int
+    type: str
+    data: dict[str, object]
+    at: float
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """An event to append; the store gives it its ``seq`` and time in the same transaction."""
+
+    type: str
+    data: Mapping[str, object] = field(default_factory=dict)
+
+
+def approved_device(
+    existing: Device | None,
+    *,
+    device_id: str,
+    public_key: str,
+    name: str,
+    role: Role,
+    approved_by: str,
+    now: float,
+    token_hash: str | None = None,
+) -> Device:
+    """The device record after an approval (request, invite or local client).
+
+    A device that is still paired keeps its name (an operator may have renamed
+    it), creation time and, unless ``token_hash`` is given, its token. A new or
+    revoked device starts afresh: its old token stays dead.
+    """
+    if existing is not None and existing.is_paired:
+        return Device(
+            id=existing.id,
+            public_key=existing.public_key,
+            name=existing.name,
+            role=role,
+            status=PAIRED,
+            token_hash=existing.token_hash if token_hash is None else token_hash,
+            created_at=existing.created_at,
+            approved_by=approved_by,
+            last_seen_at=existing.last_seen_at,
+            last_ip=existing.last_ip,
+        )
+    return Device(
+        id=device_id,
+        public_key=public_key,
+        name=name,
+        role=role,
+        status=PAIRED,
+        token_hash=token_hash,
+        created_at=now,
+        approved_by=approved_by,
+        last_seen_at=existing.last_seen_at if existing else None,
+        last_ip=existing.last_ip if existing else None,
+    )
+
+
+def approval_role(existing: Device | None, requested: Role, override: Role | None) -> Role:
+    """The role an approval grants: the operator's choice, else the requested role.
+
+    Without an explicit choice a still-paired device never loses a role it
+    already has (approving a stale "user" request of an admin keeps it admin).
+    """
+    if override is not None:
+        return override
+    if existing is not None and existing.is_paired and existing.role.covers(requested):
+        return existing.role
+    return requested
+
+
+def device_event_data(device: Device, actor: str, **extra: object) -> dict[str, object]:
+    """The common data of a ``device.*`` event (never the token hash)."""
+    return {
+        "device_id": device.id,
+        "name": device.name,
+        "role": device.role.value,
+        "actor": actor,
+        **extra,
+    }
+
+
+def request_event_data(request: PairingRequest, **extra: object) -> dict[str, object]:
+    """The common data of a ``pairing.*`` event."""
+    return {
+        "request_id": request.id,
+        "device_id": request.device_id,
+        "name": request.name,
+        "role": request.role.value,
+        "reason": request.reason,
+        "client_ip": request.client_ip,
+        **extra,
+    }
+
+
+def invite_event_data(invite: Invite, actor: str, **extra: object) -> dict[str, object]:
+    """The common data of an ``invite.*`` event (never the code or its hash)."""
+    return {
+        "invite_id": invite.id,
+        "role": invite.role.value,
+        "name": invite.name,
+        "expires_at": invite.expires_at,
+        "actor": actor,
+        **extra,
+    }

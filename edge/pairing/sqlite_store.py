@@ -1,0 +1,872 @@
+"""The default store: one SQLite file shared by every worker process and the CLI.
+
+WAL lets readers run beside the single writer; ``synchronous=FULL`` makes an
+acknowledged write survive a crash or ``kill -9``; ``BEGIN IMMEDIATE`` takes
+the write lock before the first read of a read-modify-write, so two processes
+deciding on the same request are serialised by SQLite itself. Each thread gets
+its own connection (SQLite connections are not meant to be shared). The schema
+is versioned with ``PRAGMA user_version`` and marked as Edge's with
+``PRAGMA application_id``, so a foreign or damaged file is refused with a
+clear message instead of being written into.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from edge.pairing.codes import new_request_id
+from edge.pairing.models import (
+    PAIRED,
+    REVOKED,
+    Device,
+    Event,
+    Invite,
+    PairingRequest,
+    Role,
+    approval_role,
+    approved_device,
+    device_event_data,
+    invite_event_data,
+    request_event_data,
+)
+from edge.pairing.store import (
+    EVENT_LOG_MAX_AGE,
+    EVENT_LOG_MAX_EVENTS,
+    MAX_EVENTS_PER_READ,
+    RESOLVED_RETENTION,
+    PendingCapHit,
+    Resolution,
+    ResolveStatus,
+    Seen,
+    StoreError,
+)
+from edge.pairing.tokens import PRIVATE_FILE_MODE, ensure_private_dir
+
+APPLICATION_ID = 0x45444745  # "EDGE"
+BUSY_TIMEOUT = 10.0
+POLL_INTERVAL = 0.05
+_PENDING = "pending"
+
+# Ordered migrations: MIGRATIONS[n] takes the schema from version n to n + 1.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE devices (
+            id TEXT PRIMARY KEY,
+            public_key TEXT NOT NULL,
+            name TEXT NOT NULL,
+            role TEXT NOT NULL,
+            status TEXT NOT NULL,
+            token_hash TEXT UNIQUE,
+            created_at REAL NOT NULL,
+            approved_by TEXT NOT NULL,
+            last_seen_at REAL,
+            last_ip TEXT,
+            revoked_at REAL
+        )""",
+        """CREATE TABLE requests (
+            id TEXT PRIMARY KEY,
+            device_id TEXT NOT NULL,
+            public_key TEXT NOT NULL,
+            name TEXT NOT NULL,
+            client_ip TEXT,
+            user_agent TEXT,
+            role TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            expires_at REAL NOT NULL,
+            status TEXT NOT NULL DEFAULT 'pending',
+            resolved_at REAL,
+            resolved_by TEXT
+        )""",
+        "CREATE UNIQUE INDEX requests_pending_device ON requests(device_id) "
+        "WHERE status = 'pending'",
+        "CREATE INDEX requests_pending_expiry ON requests(expires_at) WHERE status = 'pending'",
+        "CREATE INDEX requests_pending_client ON requests(client_ip) WHERE status = 'pending'",
+        "CREATE INDEX requests_resolved ON requests(resolved_at) WHERE status != 'pending'",
+        """CREATE TABLE invites (
+            id TEXT PRIMARY KEY,
+            code_hash TEXT NOT NULL UNIQUE,
+            role TEXT NOT NULL,
+            name TEXT,
+            created_at REAL NOT NULL,
+            expires_at REAL NOT NULL,
+            created_by TEXT NOT NULL,
+            used_at REAL,
+            used_by_device TEXT
+        )""",
+        """CREATE TABLE failures (
+            client TEXT PRIMARY KEY,
+            window_start REAL NOT NULL,
+            count INTEGER NOT NULL,
+            locked_until REAL NOT NULL DEFAULT 0
+        )""",
+        """CREATE TABLE events (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            type TEXT NOT NULL,
+            data TEXT NOT NULL,
+            at REAL NOT NULL
+        )""",
+        "CREATE INDEX events_at ON events(at)",
+    ),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class SqliteStore:
+    """``Store`` on a SQLite file; safe for many threads and processes at once."""
+
+    def __init__(self, path: Path, *, busy_timeout: float = BUSY_TIMEOUT) -> None:
+        self.path = Path(path).absolute()
+        self._busy_timeout = busy_timeout
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
+        self._closed = False
+        self._prepare_file()
+        self._migrate()
+
+    @property
+    def description(self) -> str:
+        return f"sqlite://{self.path}"
+
+    def __repr__(self) -> str:
+        return f"SqliteStore({str(self.path)!r})"
+
+    # -- connection and schema ------------------------------------------------------------
+
+    def _prepare_file(self) -> None:
+        if self.path.is_dir():
+            raise StoreError(f"SQLite store {self.path} is a directory; set store.url to a file")
+        try:
+            ensure_private_dir(self.path.parent)
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
+        except FileExistsError:
+            return
+        except OSError as exc:
+            raise StoreError(
+                f"SQLite store {self.path}: cannot create it ({exc.strerror or exc}); "
+                "check that data_dir is writable by the gateway's user"
+            ) from None
+        os.fchmod(fd, PRIVATE_FILE_MODE)
+        os.close(fd)
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None and getattr(self._local, "pid", None) == os.getpid():
+            return conn
+        if self._closed:
+            raise StoreError(f"SQLite store {self.path} is closed")
+        try:
+            conn = sqlite3.connect(
+                self.path,
+                timeout=self._busy_timeout,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA synchronous = FULL")
+        except sqlite3.Error as exc:
+            raise self._error("open it", exc) from None
+        self._local.conn = conn
+        self._local.pid = os.getpid()
+        with self._connections_lock:
+            self._connections.append(conn)
+        return conn
+
+    def _migrate(self) -> None:
+        conn = self._conn()
+        try:
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StoreError(
+                    f"SQLite store {self.path}: cannot switch to WAL mode (got {mode!r}); "
+                    "put data_dir on a local file system"
+                )
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._check_identity(conn)
+                version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+                for statements in MIGRATIONS[version:]:
+                    for statement in statements:
+                        conn.execute(statement)
+                if version < SCHEMA_VERSION:
+                    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                conn.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise
+            problems = [row[0] for row in conn.execute("PRAGMA quick_check").fetchall()]
+        except sqlite3.DatabaseError as exc:
+            self.close()
+            raise self._damaged(str(exc)) from None
+        except BaseException:
+            self.close()
+            raise
+        if problems != ["ok"]:
+            self.close()
+            raise self._damaged("; ".join(str(p) for p in problems[:3]))
+
+    def _check_identity(self, conn: sqlite3.Connection) -> None:
+        app_id = int(conn.execute("PRAGMA application_id").fetchone()[0])
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        foreign_tables = conn.execute(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        ).fetchone()[0]
+        if app_id not in (0, APPLICATION_ID) or (app_id == 0 and foreign_tables):
+            raise StoreError(
+                f"SQLite store {self.path} is a database of another application, not Edge's; "
+                "point store.url at a new file or move this one away"
+            )
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"SQLite store {self.path} was written by a newer Edge (schema {version}, this "
+                f"version knows {SCHEMA_VERSION}); upgrade Edge or restore a backup"
+            )
+
+    def _damaged(self, detail: str) -> StoreError:
+        return StoreError(
+            f"SQLite store {self.path} is damaged or not a database ({detail}); stop the "
+            "gateway, move the file away (keep it for inspection) and start again: a new empty "
+            "store is created and devices must pair again"
+        )
+
+    def _error(self, action: str, exc: sqlite3.Error) -> StoreError:
+        hint = "check free disk space and the permissions of data_dir"
+        if "locked" in str(exc) or "busy" in str(exc):
+            hint = f"another process held the write lock for over {self._busy_timeout:g} s"
+        return StoreError(f"SQLite store {self.path}: cannot {action} ({exc}); {hint}")
+
+    @contextlib.contextmanager
+    def _write(self, action: str) -> Iterator[sqlite3.Connection]:
+        """One write transaction, holding the database's write lock from its first read."""
+        conn = self._conn()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise self._error(action, exc) from None
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise self._error(action, exc) from None
+            raise
+
+    def _query(self, action: str, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        try:
+            return self._conn().execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise self._error(action, exc) from None
+
+    @staticmethod
+    def _append(
+        conn: sqlite3.Connection, type_: str, data: Mapping[str, object], at: float
+    ) -> None:
+        conn.execute(
+            "INSERT INTO events (type, data, at) VALUES (?, ?, ?)",
+            (type_, json.dumps(dict(data), separators=(",", ":")), at),
+        )
+
+    def close(self) -> None:
+        self._closed = True
+        with self._connections_lock:
+            connections, self._connections = self._connections, []
+        for conn in connections:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+
+    # -- row conversion -----------------------------------------------------------------------
+
+    def _role(self, value: object) -> Role:
+        role = Role.parse(value)
+        if role is None:
+            raise self._damaged(f"unknown role {value!r} in a stored row")
+        return role
+
+    def _device(self, row: sqlite3.Row) -> Device:
+        return Device(
+            id=row["id"],
+            public_key=row["public_key"],
+            name=row["name"],
+            role=self._role(row["role"]),
+            status=row["status"],
+            token_hash=row["token_hash"],
+            created_at=row["created_at"],
+            approved_by=row["approved_by"],
+            last_seen_at=row["last_seen_at"],
+            last_ip=row["last_ip"],
+            revoked_at=row["revoked_at"],
+        )
+
+    def _request(self, row: sqlite3.Row) -> PairingRequest:
+        return PairingRequest(
+            id=row["id"],
+            device_id=row["device_id"],
+            public_key=row["public_key"],
+            name=row["name"],
+            client_ip=row["client_ip"],
+            user_agent=row["user_agent"],
+            role=self._role(row["role"]),
+            reason=row["reason"],
+            created_at=row["created_at"],
+            expires_at=row["expires_at"],
+        )
+
+    def _invite(self, row: sqlite3.Row) -> Invite:
+        return Invite(
+            id=row["id"],
+            code_hash=row["code_hash"],
+            role=self._role(row["role"]),
+            name=row["name"],
+            created_at=row["created_at"],
+            expires_at=row["expires_at"],
+            created_by=row["created_by"],
+            used_at=row["used_at"],
+            used_by_device=row["used_by_device"],
+        )
+
+    def _device_in(self, conn: sqlite3.Connection, device_id: str) -> Device | None:
+        row = conn.execute("SELECT * FROM devices WHERE id = ?", (device_id,)).fetchone()
+        return None if row is None else self._device(row)
+
+    @staticmethod
+    def _upsert_device(conn: sqlite3.Connection, device: Device) -> None:
+        conn.execute(
+            "INSERT INTO devices (id, public_key, name, role, status, token_hash, created_at, "
+            "approved_by, last_seen_at, last_ip, revoked_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT(id) DO UPDATE SET public_key = excluded.public_key, "
+            "name = excluded.name, role = excluded.role, status = excluded.status, "
+            "token_hash = excluded.token_hash, created_at = excluded.created_at, "
+            "approved_by = excluded.approved_by, last_seen_at = excluded.last_seen_at, "
+            "last_ip = excluded.last_ip, revoked_at = excluded.revoked_at",
+            (
+                device.id,
+                device.public_key,
+                device.name,
+                device.role.value,
+                device.status,
+                device.token_hash,
+                device.created_at,
+                device.approved_by,
+                device.last_seen_at,
+                device.last_ip,
+                device.revoked_at,
+            ),
+        )
+
+    def _settle(
+        self,
+        conn: sqlite3.Connection,
+        request: PairingRequest,
+        decision: str,
+        actor: str,
+        now: float,
+        **extra: object,
+    ) -> None:
+        conn.execute(
+            "UPDATE requests SET status = ?, resolved_at = ?, resolved_by = ? WHERE id = ?",
+            (decision, now, actor, request.id),
+        )
+        self._append(
+            conn,
+            "pairing.resolved",
+            request_event_data(request, decision=decision, actor=actor, **extra),
+            now,
+        )
+
+    def _settle_pending_of(
+        self, conn: sqlite3.Connection, device_id: str, decision: str, actor: str, now: float
+    ) -> None:
+        row = conn.execute(
+            "SELECT * FROM requests WHERE device_id = ? AND status = ?",
+            (device_id, _PENDING),
+        ).fetchone()
+        if row is not None:
+            self._settle(conn, self._request(row), decision, actor, now)
+
+    # -- devices ------------------------------------------------------------------------------
+
+    def get_device(self, device_id: str) -> Device | None:
+        rows = self._query("read a device", "SELECT * FROM devices WHERE id = ?", (device_id,))
+        return self._device(rows[0]) if rows else None
+
+    def device_for_token(self, token_hash: str) -> Device | None:
+        rows = self._query(
+            "read a device",
+            "SELECT * FROM devices WHERE token_hash = ?",
+            (token_hash,),
+        )
+        return self._device(rows[0]) if rows else None
+
+    def list_devices(self, *, include_revoked: bool = False) -> list[Device]:
+        if include_revoked:
+            query = "SELECT * FROM devices ORDER BY created_at, id"
+            rows = self._query("list devices", query)
+        else:
+            query = "SELECT * FROM devices WHERE status = ? ORDER BY created_at, id"
+            rows = self._query("list devices", query, (PAIRED,))
+        return [self._device(row) for row in rows]
+
+    def pair_device(self, device: Device, *, actor: str, now: float) -> None:
+        with self._write("pair a device") as conn:
+            existing = self._device_in(conn, device.id)
+            self._upsert_device(conn, device)
+            self._append(
+                conn,
+                "device.paired",
+                device_event_data(
+                    device,
+                    actor,
+                    previous_status=existing.status if existing else None,
+                    previous_role=existing.role.value if existing else None,
+                ),
+                now,
+            )
+            self._settle_pending_of(conn, device.id, "approved", actor, now)
+
+    def replace_token(
+        self,
+        device_id: str,
+        *,
+        expected_hash: str | None,
+        new_hash: str,
+        actor: str,
+        reason: str,
+        now: float,
+    ) -> Device | None:
+        with self._write("replace a device token") as conn:
+            device = self._device_in(conn, device_id)
+            if device is None or not device.is_paired or device.token_hash != expected_hash:
+                return None
+            conn.execute("UPDATE devices SET token_hash = ? WHERE id = ?", (new_hash, device_id))
+            self._append(
+                conn, "device.token_rotated", device_event_data(device, actor, reason=reason), now
+            )
+        return replace(device, token_hash=new_hash)
+
+    def revoke_device(self, device_id: str, *, actor: str, now: float) -> Device | None:
+        with self._write("revoke a device") as conn:
+            device = self._device_in(conn, device_id)
+            if device is None or device.status == REVOKED:
+                return None
+            conn.execute(
+                "UPDATE devices SET status = ?, revoked_at = ? WHERE id = ?",
+                (REVOKED, now, device_id),
+            )
+            self._append(conn, "device.revoked", device_event_data(device, actor), now)
+            self._settle_pending_of(conn, device_id, "rejected", actor, now)
+        return replace(device, status=REVOKED, revoked_at=now)
+
+    def rename_device(self, device_id: str, name: str, *, actor: str, now: float) -> Device | None:
+        with self._write("rename a device") as conn:
+            device = self._device_in(conn, device_id)
+            if device is None:
+                return None
+            conn.execute("UPDATE devices SET name = ? WHERE id = ?", (name, device_id))
+            renamed = replace(device, name=name)
+            self._append(
+                conn,
+                "device.renamed",
+                device_event_data(renamed, actor, previous_name=device.name),
+                now,
+            )
+        return renamed
+
+    def record_seen(self, seen: Mapping[str, Seen]) -> None:
+        if not seen:
+            return
+        with self._write("record last-seen times") as conn:
+            conn.executemany(
+                "UPDATE devices SET last_seen_at = MAX(COALESCE(last_seen_at, 0), ?), "
+                "last_ip = COALESCE(?, last_ip) WHERE id = ?",
+                [(item.at, item.ip, device_id) for device_id, item in seen.items()],
+            )
+
+    def expire_idle_devices(self, idle_before: float, *, now: float) -> list[Device]:
+        query = (
+            "SELECT * FROM devices WHERE COALESCE(last_seen_at, created_at) < ? ORDER BY created_at"
+        )
+        if not self._query("find idle devices", query, (idle_before,)):
+            return []
+        with self._write("expire idle devices") as conn:
+            idle = [self._device(row) for row in conn.execute(query, (idle_before,)).fetchall()]
+            for device in idle:
+                conn.execute("DELETE FROM devices WHERE id = ?", (device.id,))
+                self._append(
+                    conn,
+                    "device.expired",
+                    device_event_data(device, "sweep", last_seen_at=device.last_seen_at),
+                    now,
+                )
+        return idle
+
+    # -- pairing requests -----------------------------------------------------------------------
+
+    def open_request(
+        self, candidate: PairingRequest, *, max_pending: int, max_pending_per_client: int
+    ) -> PairingRequest | PendingCapHit:
+        now = candidate.created_at
+        with self._write("open a pairing request") as conn:
+            row = conn.execute(
+                "SELECT * FROM requests WHERE device_id = ? AND status = ?",
+                (candidate.device_id, _PENDING),
+            ).fetchone()
+            if row is not None:
+                existing = self._request(row)
+                if not existing.expired(now):
+                    return self._refresh(conn, existing, candidate)
+                self._settle(conn, existing, "expired", "sweep", now)
+            per_client = conn.execute(
+                "SELECT count(*) FROM requests WHERE status = ? AND expires_at > ? "
+                "AND client_ip IS ?",
+                (_PENDING, now, candidate.client_ip),
+            ).fetchone()[0]
+            if per_client >= max_pending_per_client:
+                return PendingCapHit("max_pending_per_client", max_pending_per_client)
+            total = conn.execute(
+                "SELECT count(*) FROM requests WHERE status = ? AND expires_at > ?",
+                (_PENDING, now),
+            ).fetchone()[0]
+            if total >= max_pending:
+                return PendingCapHit("max_pending", max_pending)
+            request_id = candidate.id
+            while conn.execute("SELECT 1 FROM requests WHERE id = ?", (request_id,)).fetchone():
+                request_id = new_request_id()
+            request = replace(candidate, id=request_id)
+            conn.execute(
+                "INSERT INTO requests (id, device_id, public_key, name, client_ip, user_agent, "
+                "role, reason, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    request.id,
+                    request.device_id,
+                    request.public_key,
+                    request.name,
+                    request.client_ip,
+                    request.user_agent,
+                    request.role.value,
+                    request.reason,
+                    request.created_at,
+                    request.expires_at,
+                ),
+            )
+            self._append(
+                conn,
+                "pairing.requested",
+                request_event_data(request, expires_at=request.expires_at),
+                now,
+            )
+        return request
+
+    def _refresh(
+        self, conn: sqlite3.Connection, existing: PairingRequest, candidate: PairingRequest
+    ) -> PairingRequest:
+        refreshed = replace(candidate, id=existing.id, created_at=existing.created_at)
+        conn.execute(
+            "UPDATE requests SET public_key = ?, name = ?, client_ip = ?, user_agent = ?, "
+            "role = ?, reason = ?, expires_at = ? WHERE id = ?",
+            (
+                refreshed.public_key,
+                refreshed.name,
+                refreshed.client_ip,
+                refreshed.user_agent,
+                refreshed.role.value,
+                refreshed.reason,
+                refreshed.expires_at,
+                refreshed.id,
+            ),
+        )
+        changed = (existing.role, existing.reason, existing.name) != (
+            refreshed.role,
+            refreshed.reason,
+            refreshed.name,
+        )
+        if changed:
+            self._append(
+                conn,
+                "pairing.requested",
+                request_event_data(refreshed, expires_at=refreshed.expires_at, refreshed=True),
+                candidate.created_at,
+            )
+        return refreshed
+
+    def get_request(self, request_id: str) -> PairingRequest | None:
+        rows = self._query(
+            "read a pairing request",
+            "SELECT * FROM requests WHERE id = ? AND status = ?",
+            (request_id, _PENDING),
+        )
+        return self._request(rows[0]) if rows else None
+
+    def list_requests(self, now: float) -> list[PairingRequest]:
+        rows = self._query(
+            "list pairing requests",
+            "SELECT * FROM requests WHERE status = ? AND expires_at > ? ORDER BY created_at, id",
+            (_PENDING, now),
+        )
+        return [self._request(row) for row in rows]
+
+    def resolve_request(
+        self, request_id: str, *, approve: bool, role: Role | None, actor: str, now: float
+    ) -> Resolution:
+        with self._write("resolve a pairing request") as conn:
+            row = conn.execute(
+                "SELECT * FROM requests WHERE id = ?",
+                (request_id,),
+            ).fetchone()
+            if row is None:
+                return Resolution(ResolveStatus.NOT_FOUND)
+            request = self._request(row)
+            if row["status"] != _PENDING:
+                return Resolution(
+                    ResolveStatus.ALREADY_RESOLVED,
+                    request,
+                    decision=row["status"],
+                    resolved_by=row["resolved_by"],
+                )
+            if request.expired(now):
+                self._settle(conn, request, "expired", "sweep", now)
+                return Resolution(
+                    ResolveStatus.EXPIRED, request, decision="expired", resolved_by="sweep"
+                )
+            if not approve:
+                self._settle(conn, request, "rejected", actor, now)
+                return Resolution(
+                    ResolveStatus.RESOLVED, request, decision="rejected", resolved_by=actor
+                )
+            existing = self._device_in(conn, request.device_id)
+            granted = approval_role(existing, request.role, role)
+            device = approved_device(
+                existing,
+                device_id=request.device_id,
+                public_key=request.public_key,
+                name=request.name,
+                role=granted,
+                approved_by=actor,
+                now=now,
+            )
+            self._upsert_device(conn, device)
+            self._settle(conn, request, "approved", actor, now, granted_role=granted.value)
+        return Resolution(
+            ResolveStatus.RESOLVED, request, device, decision="approved", resolved_by=actor
+        )
+
+    def expire_requests(self, now: float) -> list[PairingRequest]:
+        query = "SELECT * FROM requests WHERE status = ? AND expires_at <= ? ORDER BY created_at"
+        if not self._query("find expired pairing requests", query, (_PENDING, now)):
+            return []
+        with self._write("expire pairing requests") as conn:
+            expired = [self._request(r) for r in conn.execute(query, (_PENDING, now)).fetchall()]
+            for request in expired:
+                self._settle(conn, request, "expired", "sweep", now)
+        return expired
+
+    # -- invites --------------------------------------------------------------------------------
+
+    def add_invite(self, invite: Invite) -> None:
+        with self._write("create an invite") as conn:
+            conn.execute(
+                "INSERT INTO invites (id, code_hash, role, name, created_at, expires_at, "
+                "created_by, used_at, used_by_device) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    invite.id,
+                    invite.code_hash,
+                    invite.role.value,
+                    invite.name,
+                    invite.created_at,
+                    invite.expires_at,
+                    invite.created_by,
+                    invite.used_at,
+                    invite.used_by_device,
+                ),
+            )
+            self._append(
+                conn,
+                "invite.created",
+                invite_event_data(invite, invite.created_by),
+                invite.created_at,
+            )
+
+    def list_invites(self) -> list[Invite]:
+        rows = self._query("list invites", "SELECT * FROM invites ORDER BY created_at, id")
+        return [self._invite(row) for row in rows]
+
+    def cancel_invite(self, invite_id: str, *, actor: str, now: float) -> Invite | None:
+        with self._write("cancel an invite") as conn:
+            row = conn.execute(
+                "SELECT * FROM invites WHERE id = ? AND used_at IS NULL",
+                (invite_id,),
+            ).fetchone()
+            if row is None:
+                return None
+            invite = self._invite(row)
+            conn.execute("DELETE FROM invites WHERE id = ?", (invite_id,))
+            self._append(conn, "invite.cancelled", invite_event_data(invite, actor), now)
+        return invite
+
+    def redeem_invite(
+        self,
+        code_hash: str,
+        *,
+        device_id: str,
+        public_key: str,
+        name: str,
+        token_hash: str,
+        now: float,
+    ) -> Device | None:
+        with self._write("redeem an invite") as conn:
+            row = conn.execute("SELECT * FROM invites WHERE code_hash = ?", (code_hash,)).fetchone()
+            if row is None:
+                return None
+            invite = self._invite(row)
+            if not invite.usable(now):
+                return None
+            conn.execute(
+                "UPDATE invites SET used_at = ?, used_by_device = ? WHERE id = ?",
+                (now, device_id, invite.id),
+            )
+            existing = self._device_in(conn, device_id)
+            actor = f"{invite.created_by} (invite {invite.id})"
+            device = approved_device(
+                existing,
+                device_id=device_id,
+                public_key=public_key,
+                name=invite.name or name,
+                role=approval_role(existing, invite.role, None),
+                approved_by=actor,
+                now=now,
+                token_hash=token_hash,
+            )
+            self._upsert_device(conn, device)
+            self._append(
+                conn,
+                "invite.used",
+                invite_event_data(
+                    invite,
+                    actor,
+                    device_id=device.id,
+                    device_name=device.name,
+                    granted_role=device.role.value,
+                ),
+                now,
+            )
+            self._settle_pending_of(conn, device_id, "approved", actor, now)
+        return device
+
+    # -- failed attempts ------------------------------------------------------------------------
+
+    def record_failure(
+        self, client: str, *, now: float, window: float, threshold: int, lockout: float
+    ) -> float | None:
+        with self._write("count a failed attempt") as conn:
+            row = conn.execute(
+                "SELECT window_start, count, locked_until FROM failures WHERE client = ?",
+                (client,),
+            ).fetchone()
+            locked_until = float(row["locked_until"]) if row else 0.0
+            if row is None or now - row["window_start"] >= window:
+                window_start, count = now, 1
+            else:
+                window_start, count = float(row["window_start"]), int(row["count"]) + 1
+            started: float | None = None
+            if locked_until <= now and count >= threshold:
+                started = locked_until = now + lockout
+                self._append(
+                    conn,
+                    "auth.lockout",
+                    {"client": client, "failures": count, "until": started, "lockout": lockout},
+                    now,
+                )
+                window_start, count = now, 0
+            conn.execute(
+                "INSERT INTO failures (client, window_start, count, locked_until) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT(client) DO UPDATE SET "
+                "window_start = excluded.window_start, count = excluded.count, "
+                "locked_until = excluded.locked_until",
+                (client, window_start, count, locked_until),
+            )
+        return started
+
+    def locked_until(self, client: str) -> float:
+        rows = self._query(
+            "read a lockout", "SELECT locked_until FROM failures WHERE client = ?", (client,)
+        )
+        return float(rows[0][0]) if rows else 0.0
+
+    # -- events ---------------------------------------------------------------------------------
+
+    def latest_seq(self) -> int:
+        rows = self._query(
+            "read the event log", "SELECT seq FROM sqlite_sequence WHERE name = 'events'"
+        )
+        return int(rows[0][0]) if rows else 0
+
+    def events_after(self, seq: int, limit: int = 500) -> list[Event]:
+        limit = max(1, min(int(limit), MAX_EVENTS_PER_READ))
+        rows = self._query(
+            "read the event log",
+            "SELECT seq, type, data, at FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+            (int(seq), limit),
+        )
+        events = []
+        for row in rows:
+            try:
+                data = json.loads(row["data"])
+            except ValueError:
+                raise self._damaged(f"event {row['seq']} holds no JSON") from None
+            events.append(Event(seq=row["seq"], type=row["type"], data=data, at=row["at"]))
+        return events
+
+    def wait_events(self, after: int, timeout: float) -> list[Event]:
+        """Poll every 50 ms: SQLite has no notifications across processes."""
+        deadline = time.monotonic() + max(0.0, timeout)
+        while True:
+            events = self.events_after(after)
+            remaining = deadline - time.monotonic()
+            if events or remaining <= 0 or self._closed:
+                return events
+            time.sleep(min(POLL_INTERVAL, remaining))
+
+    # -- upkeep ---------------------------------------------------------------------------------
+
+    def counts(self, now: float) -> tuple[int, dict[str, int]]:
+        pending = self._query(
+            "count pairing requests",
+            "SELECT count(*) FROM requests WHERE status = ? AND expires_at > ?",
+            (_PENDING, now),
+        )[0][0]
+        by_role = {role.value: 0 for role in Role}
+        for row in self._query(
+            "count devices",
+            "SELECT role, count(*) FROM devices WHERE status = ? GROUP BY role",
+            (PAIRED,),
+        ):
+            by_role[str(row[0])] = int(row[1])
+        return int(pending), by_role
+
+    def housekeeping(self, now: float) -> None:
+        old = now - RESOLVED_RETENTION
+        with self._write("trim old records") as conn:
+            conn.execute(
+                "DELETE FROM events WHERE at < ? OR seq <= "
+                "(SELECT COALESCE(MAX(seq), 0) FROM events) - ?",
+                (now - EVENT_LOG_MAX_AGE, EVENT_LOG_MAX_EVENTS),
+            )
+            conn.execute(
+                "DELETE FROM requests WHERE status != ? AND resolved_at < ?", (_PENDING, old)
+            )
+            conn.execute("DELETE FROM invites WHERE COALESCE(used_at, expires_at) < ?", (old,))
+            conn.execute("DELETE FROM failures WHERE MAX(window_start, locked_until) < ?", (old,))

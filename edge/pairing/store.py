@@ -1,0 +1,339 @@
+"""The storage contract of the pairing domain, and the choice of backend from a URL.
+
+A store keeps devices, pending requests, invites, failure counters and an
+append-only event log. Every method that changes something does it in one
+atomic step *together with* the events describing the change, so the log is
+never ahead of or behind the data: a watcher that sees ``device.revoked``
+finds the device revoked. Decisions that need a read and a write (two
+operators approving one request, two clients racing for one invite, the
+pending caps) happen inside that step, never as read-then-write in Python.
+
+Backends: ``SqliteStore`` (default; several threads and processes on one
+host) and ``RedisStore`` (replicas). Both are held to the same contract tests
+(``tests/pairing/test_store_contract.py``).
+"""
+
+from __future__ import annotations
+
+import enum
+import importlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+from urllib.parse import urlsplit, urlunsplit
+
+from edge.pairing.models import Device, Event, Invite, PairingRequest, Role
+
+DEFAULT_SQLITE_NAME = "edge.sqlite3"
+EVENT_LOG_MAX_EVENTS = 10_000
+EVENT_LOG_MAX_AGE = 86_400.0
+RESOLVED_RETENTION = 86_400.0  # resolved requests are kept this long to answer "already resolved"
+MAX_EVENTS_PER_READ = 10_000
+
+
+class StoreError(Exception):
+    """The store cannot be used; the message names it and says what to do."""
+
+
+class ResolveStatus(enum.Enum):
+    RESOLVED = "resolved"
+    NOT_FOUND = "not_found"
+    EXPIRED = "expired"
+    ALREADY_RESOLVED = "already_resolved"
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """What ``resolve_request`` did.
+
+    ``request`` is set unless NOT_FOUND; ``device`` is the paired device after
+    an approval; ``decision`` is ``approved``/``rejected``/``expired`` (for
+    ALREADY_RESOLVED: the earlier decision) and ``resolved_by`` who made it.
+    """
+
+    status: ResolveStatus
+    request: PairingRequest | None = None
+    device: Device | None = None
+    decision: str | None = None
+    resolved_by: str | None = None
+
+
+@dataclass(frozen=True)
+class PendingCapHit:
+    """``open_request`` refused to add a request: ``cap`` (a config key) is at ``limit``."""
+
+    cap: str  # "max_pending" or "max_pending_per_client"
+    limit: int
+
+
+@dataclass(frozen=True)
+class Seen:
+    """A batched last-seen update for one device; ``ip`` None keeps the stored one."""
+
+    at: float
+    ip: str | None
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Persistence for the pairing domain. All times are epoch seconds given by the caller.
+
+    Events each mutator appends (``data`` never holds a token, code or hash):
+    ``pair_device`` -> ``device.paired`` and, if the device had a pending
+    request, ``pairing.resolved`` (approved); ``replace_token`` ->
+    ``device.token_rotated``; ``revoke_device`` -> ``device.revoked`` (plus
+    ``pairing.resolved`` rejected for its pending request); ``rename_device``
+    -> ``device.renamed``; ``expire_idle_devices`` -> ``device.expired``;
+    ``open_request`` -> ``pairing.requested`` (also when a refresh changed the
+    role, reason or name, with ``refreshed: true``); ``resolve_request`` and
+    ``expire_requests`` -> ``pairing.resolved`` with ``decision``;
+    ``add_invite``/``redeem_invite``/``cancel_invite`` -> ``invite.created``/
+    ``invite.used``/``invite.cancelled``; ``record_failure`` -> ``auth.lockout``
+    when it starts one.
+    """
+
+    @property
+    def description(self) -> str:
+        """Where the data lives, for logs and ``edge doctor`` (never a password)."""
+        ...
+
+    # -- devices ------------------------------------------------------------------
+
+    def get_device(self, device_id: str) -> Device | None: ...
+
+    def device_for_token(self, token_hash: str) -> Device | None:
+        """The device (paired or revoked) whose current token has this hash."""
+        ...
+
+    def list_devices(self, *, include_revoked: bool = False) -> list[Device]:
+        """Devices, oldest first."""
+        ...
+
+    def pair_device(self, device: Device, *, actor: str, now: float) -> None:
+        """Insert or replace ``device`` (status paired); settle its pending request as approved."""
+        ...
+
+    def replace_token(
+        self,
+        device_id: str,
+        *,
+        expected_hash: str | None,
+        new_hash: str,
+        actor: str,
+        reason: str,
+        now: float,
+    ) -> Device | None:
+        """Set a paired device's token hash if it still is ``expected_hash`` (compare-and-set).
+
+        Only the token changes, never the role. None when the device is gone,
+        revoked, or its token changed meanwhile.
+        """
+        ...
+
+    def revoke_device(self, device_id: str, *, actor: str, now: float) -> Device | None:
+        """Mark a paired device revoked (its token hash is kept); None if missing or revoked."""
+        ...
+
+    def rename_device(self, device_id: str, name: str, *, actor: str, now: float) -> Device | None:
+        """None when the device does not exist."""
+        ...
+
+    def record_seen(self, seen: Mapping[str, Seen]) -> None:
+        """One batched write of last-seen times (never moved backwards) and addresses."""
+        ...
+
+    def expire_idle_devices(self, idle_before: float, *, now: float) -> list[Device]:
+        """Delete devices not seen (or created, if never seen) since ``idle_before``."""
+        ...
+
+    # -- pairing requests -----------------------------------------------------------
+
+    def open_request(
+        self, candidate: PairingRequest, *, max_pending: int, max_pending_per_client: int
+    ) -> PairingRequest | PendingCapHit:
+        """Create or refresh THE pending request of ``candidate.device_id``.
+
+        ``candidate.created_at`` is now. An unexpired pending request of the
+        device is refreshed (its id and creation time kept; address, agent,
+        name, role, reason and expiry taken from the candidate) whatever the
+        caps. Otherwise a new one is added unless an unexpired-pending cap is
+        reached (requests of the same ``client_ip``, None counting as one
+        address); an id already in use is replaced by a fresh one.
+        """
+        ...
+
+    def get_request(self, request_id: str) -> PairingRequest | None:
+        """The request with this id if it is still pending (expired or not)."""
+        ...
+
+    def list_requests(self, now: float) -> list[PairingRequest]:
+        """Unexpired pending requests, oldest first."""
+        ...
+
+    def resolve_request(
+        self, request_id: str, *, approve: bool, role: Role | None, actor: str, now: float
+    ) -> Resolution:
+        """Atomically take a pending request: at most one caller ever gets RESOLVED.
+
+        Approval pairs the device (``models.approved_device`` with
+        ``models.approval_role``). An expired pending request is settled as
+        expired and reported EXPIRED.
+        """
+        ...
+
+    def expire_requests(self, now: float) -> list[PairingRequest]:
+        """Settle every pending request past its expiry as expired."""
+        ...
+
+    # -- invites ----------------------------------------------------------------------
+
+    def add_invite(self, invite: Invite) -> None: ...
+
+    def list_invites(self) -> list[Invite]:
+        """Invites not cancelled (used and expired ones until housekeeping), oldest first."""
+        ...
+
+    def cancel_invite(self, invite_id: str, *, actor: str, now: float) -> Invite | None:
+        """Delete an unused invite; None when there is no unused invite with this id."""
+        ...
+
+    def redeem_invite(
+        self,
+        code_hash: str,
+        *,
+        device_id: str,
+        public_key: str,
+        name: str,
+        token_hash: str,
+        now: float,
+    ) -> Device | None:
+        """Use an invite once: pair the device with the invite's role and this token.
+
+        None when no usable (unused, unexpired) invite has this code; of two
+        racing callers exactly one gets the device. A still-paired device whose
+        role covers the invite's keeps its role.
+        """
+        ...
+
+    # -- failed attempts --------------------------------------------------------------
+
+    def record_failure(
+        self, client: str, *, now: float, window: float, threshold: int, lockout: float
+    ) -> float | None:
+        """Count a failed attempt of ``client`` in a fixed window of ``window`` seconds.
+
+        Reaching ``threshold`` starts a lockout: the counter restarts and the
+        lockout end is returned (and an ``auth.lockout`` event written).
+        Failures during a lockout are counted but never extend it.
+        """
+        ...
+
+    def locked_until(self, client: str) -> float:
+        """The end of ``client``'s lockout (0.0 when there never was one)."""
+        ...
+
+    # -- events -------------------------------------------------------------------------
+
+    def latest_seq(self) -> int:
+        """The seq of the newest event ever appended (0 for none), trimmed or not."""
+        ...
+
+    def events_after(self, seq: int, limit: int = 500) -> list[Event]: ...
+
+    def wait_events(self, after: int, timeout: float) -> list[Event]:
+        """``events_after(after)``, waiting up to ``timeout`` seconds for at least one."""
+        ...
+
+    # -- upkeep ---------------------------------------------------------------------------
+
+    def counts(self, now: float) -> tuple[int, dict[str, int]]:
+        """(unexpired pending requests, paired devices by role value)."""
+        ...
+
+    def housekeeping(self, now: float) -> None:
+        """Trim the event log and drop stale counters, resolved requests and old invites."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def open_store(url: str | None, data_dir: Path) -> Store:
+    """The store named by ``store.url``.
+
+    ``None`` is the default SQLite file in ``data_dir``; ``sqlite:///abs/path``
+    an absolute file; ``sqlite:name`` a file relative to ``data_dir``;
+    ``redis://`` / ``rediss://`` / ``unix://`` the Redis store.
+    """
+    if url is None:
+        return _sqlite(data_dir / DEFAULT_SQLITE_NAME)
+    if not isinstance(url, str) or not url.strip():
+        raise StoreError("store.url: empty; leave it unset for the default SQLite file")
+    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
+    if scheme == "sqlite":
+        return _sqlite(_sqlite_path(url, data_dir))
+    if scheme in {"redis", "rediss", "unix"}:
+        return _redis(url)
+    raise StoreError(
+        f"store.url: {redact_url(url)!r} is not a supported store; use sqlite:///path/to/file, "
+        "sqlite:name (inside data_dir) or redis://host:port/db"
+    )
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``, for messages and logs."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        netloc = parts.netloc.rsplit("@", 1)[1]
+        user = parts.username or ""
+        return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+    except ValueError:
+        return "<unparseable url>"
+
+
+def _sqlite_path(url: str, data_dir: Path) -> Path:
+    rest = url[len("sqlite:") :]
+    if rest.startswith("///"):
+        path = Path("/" + rest[3:].lstrip("/"))
+        if path == Path("/"):
+            raise StoreError(f"store.url: {url!r} names no file; use sqlite:///path/to/file")
+        return path
+    if rest.startswith("//"):
+        raise StoreError(
+            f"store.url: {url!r} has a host part; SQLite files are local: use "
+            "sqlite:///absolute/path or sqlite:relative/path"
+        )
+    if not rest or "\x00" in rest:
+        raise StoreError(f"store.url: {url!r} names no file; use sqlite:///path/to/file")
+    return data_dir / rest
+
+
+def _sqlite(path: Path) -> Store:
+    from edge.pairing.sqlite_store import SqliteStore
+
+    return SqliteStore(path)
+
+
+def _redis(url: str) -> Store:
+    try:
+        module = importlib.import_module("edge.pairing.redis_store")
+    except ModuleNotFoundError as exc:
+        if exc.name not in {"edge.pairing.redis_store", "redis"}:
+            raise
+        raise StoreError(
+            f"store.url: {redact_url(url)!r} asks for the Redis store, which is not available "
+            f"in this installation ({exc.name} is missing); unset store.url to use SQLite"
+        ) from None
+    store: Store = module.RedisStore(url)
+    return store
+
+
+def pending_cap_message(hit: PendingCapHit) -> str:
+    """The operator-facing explanation of a refused pairing request."""
+    scope = "for this address" if hit.cap == "max_pending_per_client" else "in total"
+    return (
+        f"too many pending pairing requests {scope} (pairing.{hit.cap} = {hit.limit}); "
+        "approve or reject some, or wait for them to expire"
+    )
