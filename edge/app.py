@@ -1,0 +1,90 @@
+"""``create_app(config)``: build the ASGI app. Wiring only; behaviour lives in the layers."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.responses import FileResponse, Response
+from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+
+from edge.config import Settings, load_settings
+from edge.gateway.api import build_routes
+from edge.gateway.guard import ClientResolutionMiddleware, GuardMiddleware
+from edge.gateway.runtime import Gateway
+from edge.gateway.ws import ControlSocket
+
+UI_DIR = Path(__file__).parent / "ui"
+
+
+def create_app(config: str | os.PathLike[str] | Mapping[str, Any] | Settings | None = None) -> Starlette:
+    """The gateway as an ASGI app, from a YAML path, a mapping of the same shape, or settings."""
+    settings = config if isinstance(config, Settings) else load_settings(config)
+    gateway = Gateway(settings)
+
+    async def index(request: Any) -> Response:
+        return FileResponse(
+            UI_DIR / "index.html",
+            headers={
+                "cache-control": "no-cache",
+                "content-security-policy": (
+                    "default-src 'self'; img-src 'self' data:; style-src 'self'; "
+                    "script-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'"
+                ),
+                "x-content-type-options": "nosniff",
+                "referrer-policy": "no-referrer",
+            },
+        )
+
+    routes: list[BaseRoute] = [
+        Route("/", index),
+        WebSocketRoute("/ws", ControlSocket(gateway)),
+        *build_routes(gateway),
+    ]
+    routes.extend(_extension_routes(gateway))
+    if UI_DIR.is_dir():
+        routes.append(Mount("/ui", app=StaticFiles(directory=UI_DIR), name="ui"))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await gateway.start()
+        try:
+            yield
+        finally:
+            await gateway.stop()
+
+    app = Starlette(
+        routes=routes,
+        middleware=[
+            Middleware(ClientResolutionMiddleware, gateway=gateway),
+            Middleware(GuardMiddleware, gateway=gateway),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.gateway = gateway
+    return app
+
+
+def _extension_routes(gateway: Gateway) -> list[BaseRoute]:
+    """Forward-auth endpoints and upstream forwarding, when their modules are present."""
+    routes: list[BaseRoute] = []
+    with contextlib.suppress(ModuleNotFoundError):
+        from edge.gateway.forward_auth import build_forward_auth_routes
+
+        routes.extend(build_forward_auth_routes(gateway))
+    with contextlib.suppress(ModuleNotFoundError):
+        from edge.gateway.upstream import build_upstream_routes
+
+        routes.extend(build_upstream_routes(gateway))
+    return routes
+
+
+def app_from_env() -> Starlette:
+    """Factory for ``uvicorn --factory`` and worker processes: config from ``$EDGE_CONFIG``."""
+    return create_app(None)

@@ -1,0 +1,225 @@
+"""``edge devices``: list, approve, reject, revoke, rename, invite — straight on the store."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import click
+from rich.console import Console
+from rich.table import Table
+
+from edge.cli.common import Refused, config_option, load, pairing_service
+from edge.gateway.admin import invite_url
+from edge.gateway.serialize import device_json, invite_json, request_json
+from edge.pairing.models import Device, PairingRequest, Role
+from edge.pairing.service import PairingError
+
+ACTOR = "cli"
+ROLE_CHOICE = click.Choice([r.value for r in Role])
+
+
+def _age(then: float | None, now: float) -> str:
+    if then is None:
+        return "never"
+    seconds = max(0, int(now - then))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit} ago"
+    return f"{seconds}s ago"
+
+
+def _pending_table(requests: list[PairingRequest], now: float) -> Table:
+    table = Table(title=f"Pending requests ({len(requests)})", title_justify="left")
+    for column in ("REQUEST", "DEVICE", "NAME", "ROLE", "CLIENT IP", "AGE", "EXPIRES"):
+        table.add_column(column, no_wrap=column != "NAME")
+    for r in requests:
+        role = f"{r.role} (upgrade)" if r.reason == "role-upgrade" else str(r.role)
+        table.add_row(
+            r.id, r.device_id[:12], r.name, role, r.client_ip or "-",
+            _age(r.created_at, now), f"in {max(0, int(r.expires_at - now))}s",
+        )
+    return table
+
+
+def _device_table(devices: list[Device], now: float) -> Table:
+    table = Table(title=f"Paired devices ({len(devices)})", title_justify="left")
+    for column in ("DEVICE", "NAME", "ROLE", "STATUS", "LAST SEEN", "LAST IP", "APPROVED BY"):
+        table.add_column(column, no_wrap=column != "NAME")
+    for d in devices:
+        table.add_row(
+            d.id[:12], d.name, str(d.role), d.status, _age(d.last_seen_at, now),
+            d.last_ip or "-", d.approved_by,
+        )
+    return table
+
+
+def _fail(exc: PairingError) -> Refused:
+    return Refused(str(exc))
+
+
+@click.group("devices")
+def devices() -> None:
+    """Manage paired devices and pairing requests."""
+
+
+@devices.command("list")
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--all", "include_revoked", is_flag=True, help="Include revoked devices.")
+def list_devices(config_path: str | None, as_json: bool, include_revoked: bool) -> None:
+    """Pending requests and paired devices."""
+    settings = load(config_path)
+    with pairing_service(settings) as service:
+        requests = service.list_requests()
+        paired = service.list_devices(include_revoked=include_revoked)
+        invites = service.list_invites()
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "requests": [request_json(r) for r in requests],
+                    "devices": [device_json(d) for d in paired],
+                    "invites": [invite_json(i) for i in invites],
+                },
+                indent=2,
+            )
+        )
+        return
+    now = time.time()
+    console = Console(width=140)
+    console.print(_pending_table(requests, now))
+    if requests:
+        console.print(f"Approve with: edge devices approve {requests[-1].id}   (or --latest)")
+    console.print(_device_table(paired, now))
+
+
+@devices.command("approve")
+@config_option
+@click.argument("request_id", required=False)
+@click.option("--latest", is_flag=True, help="Approve the newest pending request.")
+@click.option("--role", type=ROLE_CHOICE, default=None, help="Role to grant (default: as requested).")
+def approve(config_path: str | None, request_id: str | None, latest: bool, role: str | None) -> None:
+    """Approve a pending request by its id (e.g. K7QF-2M9D)."""
+    if bool(request_id) == latest:
+        raise click.UsageError("give a REQUEST id or --latest (one of them)")
+    settings = load(config_path)
+    with pairing_service(settings) as service:
+        try:
+            if latest:
+                device = service.approve_latest(role=Role(role) if role else None, actor=ACTOR)
+            else:
+                assert request_id is not None
+                device = service.approve(request_id, role=Role(role) if role else None, actor=ACTOR)
+        except PairingError as exc:
+            raise _fail(exc) from None
+    click.echo(f"approved {device.name!r} ({device.id[:12]}) as {device.role}")
+
+
+@devices.command("reject")
+@config_option
+@click.argument("request_id")
+def reject(config_path: str | None, request_id: str) -> None:
+    """Reject a pending request."""
+    with pairing_service(load(config_path)) as service:
+        try:
+            request = service.reject(request_id, actor=ACTOR)
+        except PairingError as exc:
+            raise _fail(exc) from None
+    click.echo(f"rejected {request.id} ({request.name!r})")
+
+
+@devices.command("revoke")
+@config_option
+@click.argument("device_id")
+def revoke(config_path: str | None, device_id: str) -> None:
+    """Revoke a device (id or unique prefix); its live sockets close within 2 seconds."""
+    with pairing_service(load(config_path)) as service:
+        try:
+            device = service.revoke(device_id, actor=ACTOR)
+        except PairingError as exc:
+            raise _fail(exc) from None
+    click.echo(f"revoked {device.name!r} ({device.id[:12]})")
+
+
+@devices.command("rename")
+@config_option
+@click.argument("device_id")
+@click.argument("name")
+def rename(config_path: str | None, device_id: str, name: str) -> None:
+    """Give a device a new display name."""
+    with pairing_service(load(config_path)) as service:
+        try:
+            device = service.rename(device_id, name, actor=ACTOR)
+        except PairingError as exc:
+            raise _fail(exc) from None
+    click.echo(f"renamed {device.id[:12]} to {device.name!r}")
+
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
+
+
+def parse_duration(text: str) -> float:
+    match = _DURATION.match(text.strip().lower())
+    if not match:
+        raise click.BadParameter(f"{text!r} is not a duration like 90s, 10m, 2h or 1d")
+    value = float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+    if not 0 < value <= 7 * 86400:
+        raise click.BadParameter("must be between 1 second and 7 days")
+    return value
+
+
+@devices.command("invite")
+@config_option
+@click.option("--role", type=ROLE_CHOICE, default="user", show_default=True)
+@click.option("--name", default=None, help="Name the device will get.")
+@click.option("--ttl", default="10m", show_default=True, help="How long the invite lives (90s, 10m, 2h, 1d).")
+@click.option("--url", "base_url", default=None, help="Dashboard base URL to put in the link.")
+@click.option("--json", "as_json", is_flag=True)
+def invite(
+    config_path: str | None, role: str, name: str | None, ttl: str, base_url: str | None, as_json: bool
+) -> None:
+    """Create a single-use invite that pairs a headless device at once."""
+    settings = load(config_path)
+    seconds = parse_duration(ttl)
+    base = base_url or f"http://{settings.server.host}:{settings.server.port}"
+    with pairing_service(settings) as service:
+        try:
+            created, code = service.create_invite(role=Role(role), name=name, ttl=seconds, actor=ACTOR)
+        except PairingError as exc:
+            raise _fail(exc) from None
+    url = invite_url(base, code)
+    if as_json:
+        click.echo(json.dumps({"invite": invite_json(created), "code": code, "url": url}, indent=2))
+        return
+    click.echo(f"invite {created.id} for a {role} device, valid for {ttl}, single use")
+    click.echo(f"  code: {code}")
+    click.echo(f"  url:  {url}")
+    click.echo(f"  CLI:  edge pair --url {base} --invite {code}")
+
+
+@devices.command("invites")
+@config_option
+@click.option("--cancel", "cancel_id", default=None, help="Cancel the invite with this id.")
+def invites(config_path: str | None, cancel_id: str | None) -> None:
+    """List open invites, or cancel one."""
+    with pairing_service(load(config_path)) as service:
+        try:
+            if cancel_id:
+                cancelled = service.cancel_invite(cancel_id, actor=ACTOR)
+                click.echo(f"cancelled invite {cancelled.id}")
+                return
+            rows = service.list_invites()
+        except PairingError as exc:
+            raise _fail(exc) from None
+    now = time.time()
+    table = Table(title=f"Invites ({len(rows)})", title_justify="left")
+    for column in ("INVITE", "ROLE", "NAME", "CREATED", "EXPIRES", "USED"):
+        table.add_column(column)
+    for i in rows:
+        table.add_row(
+            i.id, str(i.role), i.name or "-", _age(i.created_at, now),
+            f"in {max(0, int(i.expires_at - now))}s", _age(i.used_at, now) if i.used_at else "no",
+        )
+    Console(width=140).print(table)
+

@@ -1,0 +1,190 @@
+"""``edge doctor``: check a deployment and say what to fix, finding by finding."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import stat
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import click
+
+from edge.cli.common import EXIT_REFUSED, config_option, load
+from edge.config import ConfigError, Settings
+from edge.gateway_token import GatewayTokenError, generated_token_path, load_gateway_token, rotate_gateway_token
+from edge.pairing.store import StoreError, open_store
+
+PROXY_PROCESSES = ("nginx", "caddy", "haproxy", "traefik", "envoy", "apache2", "httpd")
+
+
+@dataclass(frozen=True)
+class Finding:
+    level: str  # "ok", "warn", "error"
+    check: str
+    message: str
+    fix: str = ""
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def check_files(settings: Settings) -> list[Finding]:
+    findings = []
+    data_dir = settings.data_dir
+    if not data_dir.exists():
+        findings.append(Finding("ok", "data_dir", f"{data_dir} will be created (0700) on first start"))
+    elif _mode(data_dir) & 0o077:
+        findings.append(
+            Finding(
+                "warn", "data_dir", f"{data_dir} is readable by other users (mode {_mode(data_dir):o})",
+                f"chmod 700 {data_dir}",
+            )
+        )
+    else:
+        findings.append(Finding("ok", "data_dir", f"{data_dir} is private (0700)"))
+    for path in (settings.auth.token_file, generated_token_path(settings)):
+        if path is not None and path.exists() and _mode(path) & 0o077:
+            findings.append(
+                Finding("error", "token file", f"{path} is readable by other users (mode {_mode(path):o})",
+                        f"chmod 600 {path}")
+            )
+    return findings
+
+
+def check_token(settings: Settings, generate: bool) -> list[Finding]:
+    try:
+        token = load_gateway_token(settings, create=False)
+    except GatewayTokenError:
+        if generate:
+            created = rotate_gateway_token(settings)
+            return [Finding("ok", "gateway token", f"generated a new gateway token in {created.path}")]
+        level = "ok" if settings.server.binds_loopback else "error"
+        fix = "run `edge doctor --generate-gateway-token` (or `edge token generate`)"
+        if level == "ok":
+            return [Finding("ok", "gateway token", "none yet; the first start generates one", "")]
+        return [
+            Finding(
+                "error", "gateway token",
+                f"server.host {settings.server.host!r} is reachable from other machines and no gateway "
+                "token exists: the gateway will refuse to start", fix,
+            )
+        ]
+    return [Finding("ok", "gateway token", f"present (from {token.source})")]
+
+
+def check_store(settings: Settings) -> list[Finding]:
+    try:
+        store = open_store(settings.store.url, settings.data_dir)
+    except StoreError as exc:
+        return [Finding("error", "store", str(exc), "fix store.url or the file named above")]
+    except OSError as exc:
+        return [Finding("error", "store", f"cannot open the store: {exc}", "check data_dir permissions")]
+    try:
+        from edge.pairing.service import PairingService
+
+        service = PairingService(store, "")
+        pending = service.list_requests()
+        devices = service.list_devices()
+    except Exception as exc:
+        return [Finding("error", "store", f"store unreadable: {exc}", "restore it from a backup or move it aside")]
+    finally:
+        store.close()
+    findings = [Finding("ok", "store", f"{settings.store.url or 'sqlite in data_dir'}: {len(devices)} device(s)")]
+    if pending:
+        findings.append(
+            Finding("warn", "pairing", f"{len(pending)} request(s) waiting for approval",
+                    f"review with `edge devices list`, then `edge devices approve {pending[-1].id}`")
+        )
+    return findings
+
+
+def _running_proxies() -> list[str]:
+    found = set()
+    for comm in Path("/proc").glob("[0-9]*/comm"):
+        try:
+            name = comm.read_text(encoding="utf-8").strip()
+        except OSError:
+            continue
+        if name in PROXY_PROCESSES:
+            found.add(name)
+    return sorted(found)
+
+
+def check_proxy(settings: Settings) -> list[Finding]:
+    findings = []
+    trusted = settings.proxy.trusted_proxies
+    nets = []
+    for entry in trusted:
+        if entry.lower() == "unix":
+            continue
+        nets.append(ipaddress.ip_network(entry, strict=False))
+    for net in nets:
+        if net.version == 4 and net.prefixlen < 8 or net.version == 6 and net.prefixlen < 32:
+            findings.append(
+                Finding("warn", "proxy.trusted_proxies",
+                        f"{net} is very broad: any client inside it can forge its address",
+                        "list only your reverse proxies' addresses")
+            )
+    proxies = _running_proxies()
+    loopback_trusted = any(net.network_address.is_loopback for net in nets)
+    if proxies and not trusted:
+        findings.append(
+            Finding(
+                "warn", "proxy.trusted_proxies",
+                f"{', '.join(proxies)} is running on this host but proxy.trusted_proxies is empty: "
+                "requests through it are attributed to the proxy's address and are never local "
+                "(Edge fails closed), and the real client address is lost",
+                "if it proxies to Edge, add its address (usually 127.0.0.1 and ::1) to "
+                "proxy.trusted_proxies, then check with `edge explain`",
+            )
+        )
+    if loopback_trusted and not settings.server.binds_loopback:
+        findings.append(
+            Finding(
+                "warn", "server.host",
+                f"Edge binds {settings.server.host} while its proxy is on loopback: clients can "
+                "bypass the proxy and reach Edge directly",
+                "bind server.host to 127.0.0.1 (or ::1) when the proxy runs on the same host",
+            )
+        )
+    for entry in settings.local.networks:
+        net = ipaddress.ip_network(entry, strict=False)
+        if net.is_global:
+            findings.append(
+                Finding("warn", "local.networks",
+                        f"{net} is a public network: its clients skip pairing",
+                        "keep local.networks to private ranges you control")
+            )
+    if not any(f.check.startswith("proxy") for f in findings):
+        findings.append(Finding("ok", "proxy", f"trusted proxies: {', '.join(trusted) or 'none'}"))
+    return findings
+
+
+@click.command("doctor")
+@config_option
+@click.option("--generate-gateway-token", "generate", is_flag=True, help="Create the token if missing.")
+@click.option("--json", "as_json", is_flag=True)
+def doctor(config_path: str | None, generate: bool, as_json: bool) -> None:
+    """Check configuration, store, permissions and proxy sanity; each finding says what to do."""
+    try:
+        settings = load(config_path)
+    except ConfigError:
+        raise
+    findings = [Finding("ok", "config", f"valid ({settings.source or 'built-in defaults'})")]
+    findings += check_files(settings)
+    findings += check_token(settings, generate)
+    findings += check_store(settings)
+    findings += check_proxy(settings)
+    if as_json:
+        click.echo(json.dumps([asdict(f) for f in findings], indent=2))
+    else:
+        colours = {"ok": "green", "warn": "yellow", "error": "red"}
+        for f in findings:
+            click.secho(f"[{f.level:^5}] ", fg=colours[f.level], nl=False)
+            click.echo(f"{f.check}: {f.message}")
+            if f.fix:
+                click.echo(f"        fix: {f.fix}")
+    if any(f.level == "error" for f in findings):
+        raise click.exceptions.Exit(EXIT_REFUSED)

@@ -1,0 +1,97 @@
+"""``edge explain`` and ``edge config check``."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from edge.cli.common import config_option, load
+from edge.gateway.runtime import build_policy
+from edge.net import describe, parse_ip, resolve
+
+
+def _header_pairs(raw_headers: tuple[str, ...]) -> list[tuple[bytes, bytes]]:
+    pairs = []
+    for raw in raw_headers:
+        name, sep, value = raw.partition(":")
+        if not sep or not name.strip() or any(c.isspace() for c in name.strip()):
+            raise click.BadParameter(f"{raw!r} is not 'Name: value'", param_hint="-H")
+        pairs.append((name.strip().lower().encode("latin-1"), value.strip().encode("latin-1", "replace")))
+    return pairs
+
+
+@click.command("explain")
+@config_option
+@click.option("--peer", required=True, help="Address the connection comes from (IP, or 'unix').")
+@click.option("--peer-port", type=click.IntRange(0, 65535), default=50000, show_default=True)
+@click.option("-H", "--header", "headers", multiple=True, help="A request header, 'Name: value' (repeatable).")
+@click.option("--scheme", type=click.Choice(["http", "https"]), default="http", show_default=True)
+@click.option("--websocket", is_flag=True, help="Resolve as a WebSocket request.")
+@click.option("--json", "as_json", is_flag=True, help="Print the resolution as JSON (as /api/whoami does).")
+def explain(
+    config_path: str | None,
+    peer: str,
+    peer_port: int,
+    headers: tuple[str, ...],
+    scheme: str,
+    websocket: bool,
+    as_json: bool,
+) -> None:
+    """Show how the gateway would resolve a request, hop by hop, and why it is local or not.
+
+    \b
+    Example:
+      edge explain --peer 127.0.0.1 -H 'X-Forwarded-For: 203.0.113.7' -H 'Host: edge.example.com'
+    """
+    settings = load(config_path)
+    policy = build_policy(settings)
+    if peer.lower() == "unix":
+        peer_tuple = None
+    else:
+        if parse_ip(peer) is None:
+            raise click.BadParameter(f"{peer!r} is not an IP address", param_hint="--peer")
+        peer_tuple = (peer, peer_port)
+    resolution = resolve(peer_tuple, _header_pairs(headers), policy, scheme=scheme, websocket=websocket)
+    if as_json:
+        click.echo(json.dumps(resolution.to_dict(), indent=2))
+    else:
+        click.echo(describe(resolution, policy))
+
+
+@click.group("config")
+def config_group() -> None:
+    """Inspect the configuration."""
+
+
+@config_group.command("check")
+@config_option
+def check(config_path: str | None) -> None:
+    """Validate the configuration; print one line per problem (exit 2) or a summary."""
+    settings = load(config_path)
+    click.echo(f"configuration OK: {settings.source or 'built-in defaults'}")
+    click.echo(f"  bind        {settings.server.host}:{settings.server.port} x{settings.server.workers}")
+    click.echo(f"  data_dir    {settings.data_dir}")
+    click.echo(f"  trusted     {', '.join(settings.proxy.trusted_proxies) or 'none'}")
+    click.echo(f"  headers     {', '.join(settings.proxy.client_ip_headers)}")
+    click.echo(f"  local nets  {', '.join(settings.local.networks) or 'none'}")
+    click.echo(f"  store       {settings.store.url or 'sqlite in data_dir'}")
+    click.echo(f"  upstreams   {', '.join(u.prefix for u in settings.upstreams) or 'none'}")
+
+
+@config_group.command("show")
+@config_option
+def show(config_path: str | None) -> None:
+    """Print the effective configuration as JSON (secrets masked)."""
+    settings = load(config_path)
+    data = settings.model_dump(mode="json")
+    if data["auth"].get("token"):
+        data["auth"]["token"] = "***"
+    if data["metrics"].get("bearer_token"):
+        data["metrics"]["bearer_token"] = "***"
+    for hook in data.get("notify", {}).get("webhooks", []):
+        hook["secret"] = "***"
+    click.echo(json.dumps(data, indent=2))
+
+
+__all__ = ["config_group", "explain"]

@@ -1,0 +1,216 @@
+"""``edge pair`` (a command-line device) and ``edge dashboard``."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import webbrowser
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import click
+from rich.console import Console
+
+from edge.cli.common import Refused, config_option, load
+from edge.pairing.denials import Denial
+from edge.pairing.identity import DeviceKey
+from edge.pairing.tokens import write_secret_file
+
+PAIR_DIR_ENV = "EDGE_PAIR_DIR"
+RETRY_SECONDS = 2.0
+_DENIALS = {d.reason: d for d in Denial}
+
+
+def pair_dir() -> Path:
+    if os.environ.get(PAIR_DIR_ENV):
+        return Path(os.environ[PAIR_DIR_ENV])
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "edge"
+
+
+def _ws_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https", "ws", "wss") or not parts.netloc:
+        raise click.BadParameter(f"{url!r} is not an http(s):// URL of a gateway", param_hint="--url")
+    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
+    return f"{scheme}://{parts.netloc}/ws"
+
+
+@dataclass
+class Attempt:
+    hello: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    close_code: int | None = None
+    close_reason: str = ""
+
+
+def connect_once(url: str, key: DeviceKey, auth: dict[str, str], name: str, role: str, timeout: float = 10.0) -> Attempt:
+    """One handshake against ``url``; returns hello, or the error frame and close reason."""
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    attempt = Attempt()
+    try:
+        with connect(_ws_url(url), open_timeout=timeout, close_timeout=2, max_size=1 << 20) as ws:
+            challenge = json.loads(ws.recv(timeout=timeout))
+            nonce = str(challenge.get("nonce", ""))
+            frame = {
+                "type": "connect",
+                "auth": auth,
+                "device": key.device_field(nonce, role),
+                "client": {"name": name, "app": "edge-cli", "version": "1"},
+                "role": role,
+            }
+            ws.send(json.dumps(frame))
+            while True:
+                message = json.loads(ws.recv(timeout=timeout))
+                if message.get("type") == "hello":
+                    attempt.hello = message
+                    return attempt
+                if message.get("type") == "error":
+                    attempt.error = message
+    except ConnectionClosed as exc:
+        if exc.rcvd is not None:
+            attempt.close_code = exc.rcvd.code
+            attempt.close_reason = exc.rcvd.reason
+        else:
+            attempt.close_code = 1006
+    except (OSError, TimeoutError) as exc:
+        attempt.close_code = 1006
+        attempt.close_reason = f"cannot reach {url}: {exc}"
+    return attempt
+
+
+def _state_path(directory: Path) -> Path:
+    return directory / "device.json"
+
+
+def _load_state(directory: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(_state_path(directory).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _save_state(directory: Path, state: dict[str, Any]) -> None:
+    write_secret_file(_state_path(directory), json.dumps(state, indent=2))
+
+
+def _load_key(directory: Path) -> DeviceKey:
+    path = directory / "device.key"
+    if path.exists():
+        return DeviceKey.load(path)
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key = DeviceKey.generate()
+    key.save(path)
+    return key
+
+
+def _explain_close(attempt: Attempt) -> str:
+    denial = _DENIALS.get(attempt.close_reason)
+    if denial is not None:
+        return f"{denial.reason} — {denial.next_step}"
+    return attempt.close_reason or f"connection closed ({attempt.close_code})"
+
+
+@click.command("pair")
+@click.option("--url", default=None, help="Gateway URL, e.g. https://edge.example.com")
+@click.option("--token", default=None, envvar="EDGE_GATEWAY_TOKEN", help="The gateway token.")
+@click.option("--invite", default=None, help="An invite code (pairs at once, no approval needed).")
+@click.option("--name", default=None, help="Device name shown to the operator.")
+@click.option("--role", type=click.Choice(["user", "admin"]), default="user", show_default=True)
+@click.option("--wait", type=click.FloatRange(0, 86400), default=600, show_default=True, help="Seconds to wait for approval.")
+@click.option("--status", is_flag=True, help="Report whether this machine is paired, and check it.")
+def pair(
+    url: str | None, token: str | None, invite: str | None, name: str | None, role: str, wait: float, status: bool
+) -> None:
+    """Pair this machine as a device (key kept 0600 in ~/.config/edge/), wait for approval."""
+    directory = pair_dir()
+    state = _load_state(directory)
+    console = Console(stderr=True)
+    if status:
+        _status(directory, state, url)
+        return
+    if url is None:
+        raise click.UsageError("--url is required")
+    key = _load_key(directory)
+    device_name = name or state.get("name") or f"{os.environ.get('USER', 'cli')}@{os.uname().nodename}"
+    if state.get("deviceToken") and state.get("url") == url and not (token or invite):
+        auth = {"deviceToken": str(state["deviceToken"])}
+    elif invite:
+        auth = {"invite": invite}
+    elif token:
+        auth = {"token": token}
+    else:
+        raise click.UsageError("give --token (the gateway token) or --invite")
+    deadline = time.monotonic() + wait
+    shown: str | None = None
+    with console.status("connecting...") as spinner:
+        while True:
+            attempt = connect_once(url, key, auth, device_name, role)
+            if attempt.hello is not None:
+                break
+            if attempt.error and attempt.error.get("code") == "PAIRING_REQUIRED":
+                request_id = attempt.error.get("requestId")
+                if request_id and request_id != shown:
+                    shown = request_id
+                    console.print(f"Pairing request [bold]{request_id}[/bold] is waiting for an operator.")
+                    console.print(f"Approve it on the gateway host with:  edge devices approve {request_id}")
+                elif not request_id:
+                    raise Refused(f"pairing required but not queued: {attempt.error.get('detail', '')}")
+                spinner.update(f"waiting for approval of {request_id} ...")
+                if time.monotonic() >= deadline:
+                    raise Refused(f"not approved within {int(wait)}s; request {request_id} stays pending")
+                time.sleep(RETRY_SECONDS)
+                continue
+            if auth.get("deviceToken") and attempt.close_reason == Denial.DEVICE_TOKEN_INVALID.reason and token:
+                auth = {"token": token}
+                continue
+            raise Refused(_explain_close(attempt))
+    hello = attempt.hello
+    device = hello.get("device", {})
+    _save_state(
+        directory,
+        {
+            "url": url,
+            "deviceId": key.device_id,
+            "name": device.get("name", device_name),
+            "role": device.get("role", role),
+            "deviceToken": hello.get("deviceToken"),
+            "pairedAt": int(time.time()),
+        },
+    )
+    click.echo(f"paired as {device.get('name')!r} ({key.device_id[:12]}) with role {device.get('role')}")
+    click.echo(f"device token stored in {_state_path(directory)} (0600)")
+
+
+def _status(directory: Path, state: dict[str, Any], url: str | None) -> None:
+    if not state.get("deviceToken"):
+        raise Refused(f"this machine is not paired (no device token in {_state_path(directory)})")
+    target = url or str(state.get("url"))
+    key = _load_key(directory)
+    attempt = connect_once(target, key, {"deviceToken": str(state["deviceToken"])}, str(state.get("name", "")), str(state.get("role", "user")))
+    if attempt.hello is None:
+        raise Refused(f"paired with {target} as {state.get('role')}, but the gateway refused: {_explain_close(attempt)}")
+    click.echo(f"paired with {target} as {state.get('name')!r} ({key.device_id[:12]}), role {attempt.hello['device']['role']}: OK")
+
+
+@click.command("dashboard")
+@config_option
+@click.option("--open", "open_browser", is_flag=True, help="Open it in a browser.")
+def dashboard(config_path: str | None, open_browser: bool) -> None:
+    """Print the dashboard URL of this machine's gateway."""
+    settings = load(config_path)
+    host = settings.server.host
+    if host in ("0.0.0.0", "::"):  # noqa: S104 - display only
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    url = f"http://{host}:{settings.server.port}/"
+    click.echo(url)
+    if open_browser:
+        webbrowser.open(url)

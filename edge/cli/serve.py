@@ -1,0 +1,103 @@
+"""``edge serve`` and ``edge gateway reload``."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import click
+
+from edge.cli.common import ConfigProblem, Refused, config_option, load
+from edge.config import CONFIG_ENV, Settings
+from edge.gateway_token import GatewayTokenError, load_gateway_token
+from edge.gateway.workers import live_worker_pids, run_dir
+from edge.metrics import prepare_multiprocess_dir
+
+WS_MAX_SIZE = 1024 * 1024
+
+
+def _banner(settings: Settings, host: str, port: int, token_source: str, token_path: Path | None) -> None:
+    shown_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104 - display only
+    if ":" in shown_host:
+        shown_host = f"[{shown_host}]"
+    url = f"http://{shown_host}:{port}/"
+    click.echo(f"Edge {settings.source or '(built-in defaults)'}")
+    click.echo(f"  listening   http://{host}:{port}/ ({settings.server.workers} worker(s))")
+    click.echo(f"  dashboard   {url}   (a browser on this machine is an admin)")
+    where = f"{token_path}" if token_path else token_source
+    click.echo(f"  token       from {where}; show it with `edge token show`")
+    click.echo(f"  data        {settings.data_dir}")
+    if settings.proxy.trusted_proxies:
+        click.echo(f"  proxies     trusting {', '.join(settings.proxy.trusted_proxies)}")
+    else:
+        click.echo("  proxies     none trusted: proxy headers are ignored (see `edge doctor`)")
+
+
+@click.command("serve")
+@config_option
+@click.option("--host", default=None, help="Bind address (overrides server.host).")
+@click.option("--port", type=click.IntRange(0, 65535), default=None, help="Port (overrides server.port).")
+@click.option("--workers", type=click.IntRange(1, 64), default=None, help="Worker processes.")
+def serve(config_path: str | None, host: str | None, port: int | None, workers: int | None) -> None:
+    """Run the gateway (uvicorn). Ctrl-C or SIGTERM stops it gracefully."""
+    import uvicorn
+
+    settings = load(config_path)
+    updates = {
+        k: v for k, v in (("host", host), ("port", port), ("workers", workers)) if v is not None
+    }
+    if updates:
+        server = settings.server.model_copy(update=updates)
+        settings = settings.model_copy(update={"server": server})
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise ConfigProblem(f"data_dir: cannot create {settings.data_dir} ({exc.strerror})") from None
+    try:
+        token = load_gateway_token(settings, create=True)
+    except GatewayTokenError as exc:
+        raise ConfigProblem(str(exc)) from None
+    if settings.source:
+        os.environ[CONFIG_ENV] = str(Path(settings.source).resolve())
+    else:
+        os.environ.pop(CONFIG_ENV, None)
+    if settings.server.workers > 1:
+        prepare_multiprocess_dir(settings.data_dir / "metrics")
+    _banner(settings, settings.server.host, settings.server.port, token.source, token.path)
+    uvicorn.run(
+            "edge.app:app_from_env",
+            factory=True,
+            host=settings.server.host,
+            port=settings.server.port,
+            workers=settings.server.workers,
+            proxy_headers=False,  # Edge resolves proxy headers itself, under its own trust rules
+            server_header=False,
+            access_log=False,
+            log_level=settings.logging.level,
+            ws_max_size=WS_MAX_SIZE,
+            ws_ping_interval=20.0,
+            ws_ping_timeout=20.0,
+            timeout_graceful_shutdown=int(settings.server.graceful_timeout),
+        )
+
+
+@click.group("gateway")
+def gateway_group() -> None:
+    """Control a running gateway."""
+
+
+@gateway_group.command("reload")
+@config_option
+def reload(config_path: str | None) -> None:
+    """Re-read trusted proxies, origins and the token in every worker, keeping sockets (SIGHUP)."""
+    settings = load(config_path)
+    pids = live_worker_pids(settings)
+    if not pids:
+        raise Refused(f"no running gateway found (no worker registered in {run_dir(settings)})")
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGHUP)
+        except PermissionError:
+            raise Refused(f"not allowed to signal pid {pid}; run as the gateway's user") from None
+    click.echo(f"sent SIGHUP to {len(pids)} worker(s): {', '.join(map(str, pids))}")

@@ -1,0 +1,477 @@
+"""Configuration: the YAML shape of DESIGN.md, validated once into typed settings.
+
+Every problem is reported as one line that names the key
+(``proxy.trusted_proxies[2]: '10.0.0.5/24' has host bits set ...``); a bad
+configuration never starts a gateway, never produces a traceback and never
+loses an entry silently (unknown keys and duplicate YAML keys are errors too).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from edge.net import NetworkSet, parse_network
+
+CONFIG_ENV = "EDGE_CONFIG"
+TOKEN_ENV = "EDGE_GATEWAY_TOKEN"
+HEADER_NAMES = ("forwarded", "x-forwarded-for", "x-real-ip")
+RESERVED_PREFIXES = ("/api/", "/ws", "/ui/", "/healthz", "/readyz", "/auth/")
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)(\.[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)*\.?$")
+_ORIGIN = re.compile(r"^(https?)://(\[[0-9a-f:.]+\]|[a-z0-9.-]+)(:\d{1,5})?$")
+
+
+class ConfigError(Exception):
+    """A configuration that cannot start a gateway; ``problems`` has one line per fault."""
+
+    def __init__(self, problems: list[str], source: str | None = None) -> None:
+        self.problems = problems
+        self.source = source
+        where = f" in {source}" if source else ""
+        super().__init__(f"invalid configuration{where}:\n" + "\n".join(f"  {p}" for p in problems))
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+def _check_networks(entries: list[str], *, allow_unix: bool) -> list[str]:
+    NetworkSet.parse(entries, allow_unix_word=allow_unix)
+    return entries
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(18789, ge=0, le=65535)
+    workers: int = Field(1, ge=1, le=64)
+    graceful_timeout: float = Field(10.0, gt=0, le=600)
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        value = value.strip().lower()
+        try:
+            ipaddress.ip_address(value.strip("[]"))
+        except ValueError:
+            if not _HOSTNAME.match(value):
+                raise ValueError(f"{value!r} is not an IP address or host name") from None
+        return value.strip("[]")
+
+    @property
+    def binds_loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+
+class ProxySettings(_Section):
+    trusted_proxies: list[str] = []
+    client_ip_headers: list[str] = ["x-forwarded-for"]
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _trusted(cls, value: list[str]) -> list[str]:
+        _check_networks(value, allow_unix=True)
+        for index, entry in enumerate(value):
+            if entry.strip().lower() == "unix":
+                continue
+            if parse_network(entry).prefixlen == 0:
+                raise ValueError(
+                    f"[{index}]: {entry!r} trusts every address, so any client could forge its "
+                    "address; list only the addresses of your reverse proxies"
+                )
+        return value
+
+    @field_validator("client_ip_headers")
+    @classmethod
+    def _headers(cls, value: list[str]) -> list[str]:
+        seen: set[str] = set()
+        normalised = []
+        for index, name in enumerate(value):
+            lowered = name.strip().lower()
+            if lowered not in HEADER_NAMES:
+                raise ValueError(
+                    f"[{index}]: {name!r} is not a supported header (use one of: "
+                    + ", ".join(HEADER_NAMES)
+                    + ")"
+                )
+            if lowered in seen:
+                raise ValueError(f"[{index}]: {name!r} is listed twice")
+            seen.add(lowered)
+            normalised.append(lowered)
+        return normalised
+
+
+class LocalSettings(_Section):
+    loopback: bool = True
+    networks: list[str] = []
+    hosts: list[str] = []
+
+    @field_validator("networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        return _check_networks(value, allow_unix=False)
+
+    @field_validator("hosts")
+    @classmethod
+    def _hosts(cls, value: list[str]) -> list[str]:
+        result = []
+        for index, host in enumerate(value):
+            lowered = host.strip().lower().rstrip(".")
+            if not _HOSTNAME.match(lowered):
+                raise ValueError(f"[{index}]: {host!r} is not a host name")
+            result.append(lowered)
+        return result
+
+
+class RateLimitSettings(_Section):
+    failures: int = Field(10, ge=1, le=100_000)
+    window: float = Field(60, gt=0, le=86_400)
+    lockout: float = Field(300, gt=0, le=86_400 * 7)
+
+
+class AuthSettings(_Section):
+    token: str | None = None
+    token_file: Path | None = None
+    allowed_origins: list[str] = []
+    rate_limit: RateLimitSettings = RateLimitSettings()
+
+    @field_validator("token")
+    @classmethod
+    def _token(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip()
+        if len(value) < 24:
+            raise ValueError(
+                "is shorter than 24 characters; generate one with `edge token generate`"
+            )
+        return value
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        result = []
+        for index, origin in enumerate(value):
+            lowered = origin.strip().lower().rstrip("/")
+            if lowered == "*" or not _ORIGIN.match(lowered):
+                raise ValueError(
+                    f"[{index}]: {origin!r} is not an origin like 'https://app.example.com' "
+                    "(scheme, host and optional port; no path, no wildcard)"
+                )
+            result.append(lowered)
+        return result
+
+    @model_validator(mode="after")
+    def _one_source(self) -> AuthSettings:
+        if self.token is not None and self.token_file is not None:
+            raise ValueError("set either auth.token or auth.token_file, not both")
+        return self
+
+
+class PairingSettings(_Section):
+    request_ttl: float = Field(300, gt=0, le=86_400)
+    max_pending: int = Field(256, ge=1, le=1_000_000)
+    max_pending_per_client: int = Field(8, ge=1, le=10_000)
+    handshake_timeout: float = Field(10, gt=0, le=300)
+    max_unauthenticated_sockets_per_client: int = Field(32, ge=1, le=100_000)
+    device_idle_expiry: float | None = Field(None, gt=0)
+
+
+class StoreSettings(_Section):
+    url: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.startswith(("sqlite:", "redis://", "rediss://", "unix://")):
+            raise ValueError(
+                f"{value!r} is not a store URL (use sqlite:///path/to/edge.db or redis://host:port/db)"
+            )
+        return value
+
+
+class MetricsSettings(_Section):
+    enabled: bool = True
+    path: str = "/metrics"
+    allowed_networks: list[str] = []
+    bearer_token: str | None = None
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if not value.startswith("/") or any(c in value for c in "?# "):
+            raise ValueError(f"{value!r} must be an absolute path like '/metrics'")
+        return value
+
+    @field_validator("allowed_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        return _check_networks(value, allow_unix=False)
+
+    @field_validator("bearer_token")
+    @classmethod
+    def _bearer(cls, value: str | None) -> str | None:
+        if value is not None and len(value.strip()) < 16:
+            raise ValueError("is shorter than 16 characters")
+        return value.strip() if value is not None else None
+
+
+class UpstreamSettings(_Section):
+    prefix: str
+    url: str
+    name: str | None = None
+    websocket: bool = False
+    strip_prefix: bool = False
+    timeout: float = Field(30, gt=0, le=3600)
+    connect_timeout: float = Field(5, gt=0, le=300)
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if not value.startswith("/") or not value.endswith("/"):
+            raise ValueError(f"{value!r} must start and end with '/' (like '/app/')")
+        if any(value.startswith(r) or r.startswith(value) for r in RESERVED_PREFIXES):
+            raise ValueError(f"{value!r} overlaps a path the gateway serves itself")
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/?#\s]+(/[^?#\s]*)?$", value):
+            raise ValueError(f"{value!r} is not an http:// or https:// URL")
+        return value.rstrip("/")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^[a-z0-9_-]{1,40}$", value):
+            raise ValueError(f"{value!r} must be 1-40 of a-z, 0-9, '_' or '-' (it is a metric label)")
+        return value
+
+    @property
+    def label(self) -> str:
+        """Bounded metric label: the configured name, else the prefix without slashes."""
+        return self.name or (self.prefix.strip("/").replace("/", "_") or "root")
+
+
+class LoggingSettings(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["text", "json"] = "text"
+    access_log: bool = False
+
+
+class WebhookSettings(_Section):
+    url: str
+    secret: str
+    events: list[str] = ["pairing.requested", "pairing.resolved", "device.revoked", "auth.lockout"]
+    timeout: float = Field(5, gt=0, le=60)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/?#\s]+(/\S*)?$", value):
+            raise ValueError(f"{value!r} is not an http:// or https:// URL")
+        return value
+
+    @field_validator("secret")
+    @classmethod
+    def _secret(cls, value: str) -> str:
+        if len(value) < 16:
+            raise ValueError("is shorter than 16 characters")
+        return value
+
+
+class NotifySettings(_Section):
+    webhooks: list[WebhookSettings] = []
+    queue_size: int = Field(1000, ge=1, le=1_000_000)
+    max_attempts: int = Field(8, ge=1, le=100)
+
+
+class Settings(_Section):
+    server: ServerSettings = ServerSettings()
+    data_dir: Path = Path("./data")
+    proxy: ProxySettings = ProxySettings()
+    local: LocalSettings = LocalSettings()
+    auth: AuthSettings = AuthSettings()
+    pairing: PairingSettings = PairingSettings()
+    store: StoreSettings = StoreSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    upstreams: list[UpstreamSettings] = []
+    logging: LoggingSettings = LoggingSettings()
+    notify: NotifySettings = NotifySettings()
+    source: str | None = Field(None, exclude=True)
+
+    @model_validator(mode="after")
+    def _upstreams_unique(self) -> Settings:
+        seen: set[str] = set()
+        for upstream in self.upstreams:
+            if upstream.label in seen:
+                raise ValueError(
+                    f"upstreams: two upstreams share the name {upstream.label!r}; give one a 'name'"
+                )
+            seen.add(upstream.label)
+        if self.metrics.enabled and any(
+            self.metrics.path.startswith(u.prefix) for u in self.upstreams
+        ):
+            raise ValueError("metrics.path lies under an upstream prefix")
+        return self
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys instead of keeping the last one."""
+
+
+def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    loader.flatten_mapping(node)
+    result: dict[Any, Any] = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node)
+        if key in result:
+            mark = key_node.start_mark
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (line {mark.line + 1})", mark
+            )
+        result[key] = loader.construct_object(value_node, deep=True)
+    return result
+
+
+_UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+    _construct_mapping,  # type: ignore[arg-type]
+)
+
+
+def _format_location(loc: tuple[int | str, ...]) -> str:
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text
+
+
+def _format_errors(error: ValidationError, model: type[BaseModel]) -> list[str]:
+    problems = []
+    for item in error.errors(include_url=False):
+        loc = tuple(p for p in item["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        key = _format_location(loc)
+        message = str(item["msg"]).removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown key" + _allowed_keys_hint(model, loc[:-1])
+        elif item["type"] == "missing":
+            message = "is required"
+        elif message.startswith("["):
+            # list validators name their own indexes: "[2]: ...; [5]: ..." -> key[2]: ...
+            for part in re.split(r"; (?=\[\d+\]: )", message):
+                index, _, text = part.partition(": ")
+                problems.append(f"{key}{index}: {text}")
+            continue
+        problems.append(f"{key}: {message}" if key else message)
+    return problems
+
+
+def _allowed_keys_hint(model: type[BaseModel], loc: tuple[int | str, ...]) -> str:
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = getattr(current, "model_fields", {}).get(part)
+        if field is None:
+            return ""
+        annotation = field.annotation
+        args = getattr(annotation, "__args__", ())
+        current = next((a for a in (annotation, *args) if hasattr(a, "model_fields")), None)
+        if current is None:
+            return ""
+    names = [n for n in getattr(current, "model_fields", {}) if n != "source"]
+    return f" (allowed: {', '.join(names)})" if names else ""
+
+
+def parse_yaml(text: str, source: str = "<config>") -> Mapping[str, Any]:
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+        raise ConfigError([f"{where}: {exc.problem or exc.context}"], source) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{source}: {exc}"], source) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError([f"{source}: the top level must be a mapping of keys"], source)
+    return data
+
+
+def load_settings(
+    config: str | os.PathLike[str] | Mapping[str, Any] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Load and validate settings from a YAML path, a mapping, or ``$EDGE_CONFIG``.
+
+    Relative paths inside a file (``data_dir``, ``auth.token_file``) are taken
+    relative to that file's directory, so a unit file can point at it from anywhere.
+    """
+    env = os.environ if environ is None else environ
+    base_dir = Path.cwd()
+    source: str | None = None
+    if config is None and env.get(CONFIG_ENV):
+        config = env[CONFIG_ENV]
+    if config is None:
+        data: Mapping[str, Any] = {}
+    elif isinstance(config, Mapping):
+        data = config
+    else:
+        path = Path(config)
+        source = str(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError([f"{path}: no such configuration file"], source) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError([f"{path}: cannot be read ({exc})"], source) from None
+        data = parse_yaml(text, source)
+        base_dir = path.resolve().parent
+    try:
+        settings = Settings.model_validate(dict(data))
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, Settings), source) from None
+    updates: dict[str, Any] = {"source": source}
+    if not settings.data_dir.is_absolute():
+        updates["data_dir"] = (base_dir / settings.data_dir).resolve()
+    auth_updates: dict[str, Any] = {}
+    if settings.auth.token_file is not None and not settings.auth.token_file.is_absolute():
+        auth_updates["token_file"] = (base_dir / settings.auth.token_file).resolve()
+    env_token = env.get(TOKEN_ENV)
+    if env_token:
+        try:
+            AuthSettings._token(env_token)
+        except ValueError as exc:
+            raise ConfigError([f"{TOKEN_ENV}: {exc}"], source) from None
+        auth_updates["token"] = env_token.strip()
+        auth_updates["token_file"] = None
+    if auth_updates:
+        updates["auth"] = settings.auth.model_copy(update=auth_updates)
+    return settings.model_copy(update=updates)

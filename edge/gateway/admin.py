@@ -1,0 +1,153 @@
+"""Device management shared by the socket's ``req`` frames and the REST API.
+
+One function per operation, each called with the acting device so the audit
+trail says who did it. Admin rights are checked here, once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import segno
+
+from edge.gateway.serialize import device_json, invite_json, request_json
+from edge.pairing.models import Device, Role
+from edge.pairing.service import PairingError
+
+if TYPE_CHECKING:
+    from edge.gateway.runtime import Gateway
+
+MAX_INVITE_TTL = 7 * 86_400.0
+DEFAULT_INVITE_TTL = 600.0
+
+
+class AdminError(Exception):
+    """A refused or failed management call; ``code`` is machine-readable."""
+
+    def __init__(self, code: str, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status = status
+
+
+def actor_of(device: Device | None) -> str:
+    if device is None:
+        return "local"
+    return f"device:{device.id[:12]} ({device.name})"
+
+
+def _str(params: Mapping[str, Any], key: str) -> str:
+    value = params.get(key)
+    if not isinstance(value, str) or not value.strip():
+        raise AdminError("bad_request", f"'{key}' must be a non-empty string")
+    return value.strip()
+
+
+def _role(params: Mapping[str, Any], key: str = "role") -> Role | None:
+    value = params.get(key)
+    if value is None:
+        return None
+    try:
+        return Role(value)
+    except ValueError:
+        raise AdminError("bad_request", f"'{key}' must be 'admin' or 'user'") from None
+
+
+def _ttl(params: Mapping[str, Any]) -> float:
+    value = params.get("ttl", DEFAULT_INVITE_TTL)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= MAX_INVITE_TTL:
+        raise AdminError("bad_request", f"'ttl' must be seconds between 1 and {int(MAX_INVITE_TTL)}")
+    return float(value)
+
+
+def invite_url(origin_url: str, code: str) -> str:
+    """Dashboard URL carrying the code in the fragment, which browsers never send to a server."""
+    return f"{origin_url.rstrip('/')}/#invite={code}"
+
+
+def invite_qr_svg(url: str) -> str:
+    return str(segno.make(url, error="m").svg_inline(scale=4, border=2, dark="#000", light="#fff"))
+
+
+def _list(gateway: Gateway) -> dict[str, Any]:
+    service = gateway.service
+    return {
+        "devices": [device_json(d) for d in service.list_devices()],
+        "requests": [request_json(r) for r in service.list_requests()],
+        "invites": [invite_json(i) for i in service.list_invites()],
+    }
+
+
+def _dispatch(
+    gateway: Gateway, method: str, params: Mapping[str, Any], actor_device: Device | None, origin_url: str
+) -> Any:
+    service = gateway.service
+    actor = actor_of(actor_device)
+    if method == "self.forget":
+        if actor_device is None:
+            raise AdminError("bad_request", "a local client without a device has nothing to forget")
+        return device_json(service.revoke(actor_device.id, actor=actor))
+    if actor_device is not None and actor_device.role != Role.ADMIN:
+        raise AdminError("forbidden", "this device is not an admin; ask an operator", status=403)
+    handlers: dict[str, Callable[[], Any]] = {
+        "devices.list": lambda: _list(gateway),
+        "devices.approve": lambda: device_json(
+            service.approve(_str(params, "requestId"), role=_role(params), actor=actor)
+        ),
+        "devices.reject": lambda: request_json(service.reject(_str(params, "requestId"), actor=actor)),
+        "devices.revoke": lambda: device_json(service.revoke(_str(params, "deviceId"), actor=actor)),
+        "devices.rename": lambda: device_json(
+            service.rename(_str(params, "deviceId"), _str(params, "name"), actor=actor)
+        ),
+        "devices.rotate": lambda: {"deviceToken": service.rotate_token(_str(params, "deviceId"), actor=actor)},
+        "invites.list": lambda: [invite_json(i) for i in service.list_invites()],
+        "invites.create": lambda: _create_invite(gateway, params, actor, origin_url),
+        "invites.cancel": lambda: invite_json(service.cancel_invite(_str(params, "inviteId"), actor=actor)),
+    }
+    handler = handlers.get(method)
+    if handler is None:
+        raise AdminError("unknown_method", f"unknown method {method!r}", status=404)
+    return handler()
+
+
+def _create_invite(gateway: Gateway, params: Mapping[str, Any], actor: str, origin_url: str) -> Any:
+    role = _role(params) or Role.USER
+    name = params.get("name")
+    if name is not None and (not isinstance(name, str) or len(name) > 64):
+        raise AdminError("bad_request", "'name' must be a string of at most 64 characters")
+    invite, code = gateway.service.create_invite(role=role, name=name or None, ttl=_ttl(params), actor=actor)
+    url = invite_url(origin_url, code)
+    return {"invite": invite_json(invite), "code": code, "url": url, "qrSvg": invite_qr_svg(url)}
+
+
+async def call_admin_method(
+    gateway: Gateway,
+    method: str,
+    params: Mapping[str, Any],
+    *,
+    device: Device | None,
+    origin_url: str,
+) -> Any:
+    """Run one management call in a worker thread (the store may block)."""
+    try:
+        return await asyncio.to_thread(_dispatch, gateway, method, params, device, origin_url)
+    except PairingError as exc:
+        code, status = _error_kind(exc)
+        raise AdminError(code, str(exc), status) from None
+
+
+_ERROR_KINDS = {
+    "NotFound": ("not_found", 404),
+    "AlreadyResolved": ("already_resolved", 409),
+    "PendingLimitReached": ("pending_limit", 429),
+    "InvalidValue": ("bad_request", 400),
+}
+
+
+def _error_kind(exc: PairingError) -> tuple[str, int]:
+    for cls in type(exc).__mro__:
+        if cls.__name__ in _ERROR_KINDS:
+            return _ERROR_KINDS[cls.__name__]
+    return ("pairing_error", 400)

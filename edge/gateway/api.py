@@ -1,0 +1,165 @@
+"""HTTP endpoints: whoami, health, the browser session cookie, device management, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from edge.gateway.admin import AdminError, call_admin_method
+from edge.gateway.context import AuthState, auth_of, resolution_of
+from edge.gateway.guard import SESSION_COOKIE, _bearer, denial_response
+from edge.gateway.serialize import device_json
+from edge.net.address import parse_ip
+from edge.pairing.tokens import secrets_equal
+
+if TYPE_CHECKING:
+    from edge.gateway.runtime import Gateway
+
+MAX_BODY = 64 * 1024
+
+
+def _json(data: Any, status: int = 200) -> JSONResponse:
+    return JSONResponse(data, status_code=status, headers={"cache-control": "no-store"})
+
+
+def _error(code: str, detail: str, status: int) -> JSONResponse:
+    return _json({"error": code, "detail": detail}, status)
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    raw = b""
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > MAX_BODY:
+            raise AdminError("bad_request", "request body over 64 KiB", 413)
+    if not raw.strip():
+        return {}
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise AdminError("bad_request", "request body is not JSON") from None
+    if not isinstance(data, dict):
+        raise AdminError("bad_request", "request body must be a JSON object")
+    return data
+
+
+def _origin_url(request: Request) -> str:
+    resolution = resolution_of(request.scope)
+    return f"{resolution.scheme}://{resolution.host or 'localhost'}"
+
+
+def build_routes(gateway: Gateway) -> list[Route]:
+    async def whoami(request: Request) -> Response:
+        resolution = resolution_of(request.scope)
+        auth = auth_of(request.scope)
+        body = resolution.to_dict()
+        body["auth"] = {
+            "state": auth.state,
+            "device": device_json(auth.device) if auth.device else None,
+        }
+        return _json(body)
+
+    async def healthz(request: Request) -> Response:
+        return _json({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        try:
+            await asyncio.to_thread(gateway.service.latest_seq)
+        except Exception as exc:
+            return _json({"status": "unavailable", "store": f"unreachable: {type(exc).__name__}"}, 503)
+        if not gateway.store_healthy:
+            return _json({"status": "unavailable", "store": "event log unreadable"}, 503)
+        return _json({"status": "ready", "store": "ok"})
+
+    async def session_create(request: Request) -> Response:
+        auth = auth_of(request.scope)
+        token = _bearer(request.scope)
+        if auth.device is None or token is None:
+            return _error(
+                "bad_request",
+                "send `Authorization: Bearer <device token>` of a paired device to start a session",
+                400,
+            )
+        response = _json({"device": device_json(auth.device)})
+        response.set_cookie(
+            SESSION_COOKIE,
+            token,
+            httponly=True,
+            samesite="strict",
+            secure=resolution_of(request.scope).scheme == "https",
+            path="/",
+        )
+        return response
+
+    async def session_delete(request: Request) -> Response:
+        response = Response(status_code=204)
+        response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
+        return response
+
+    async def admin_call(request: Request, method: str, params: dict[str, Any]) -> Response:
+        auth = auth_of(request.scope)
+        try:
+            result = await call_admin_method(
+                gateway, method, params, device=auth.device, origin_url=_origin_url(request)
+            )
+        except AdminError as exc:
+            return _error(exc.code, str(exc), exc.status)
+        return _json(result)
+
+    def admin_route(method: str, *, body: bool = False, **path_params: str) -> Any:
+        async def endpoint(request: Request) -> Response:
+            try:
+                params = await _body(request) if body else {}
+            except AdminError as exc:
+                return _error(exc.code, str(exc), exc.status)
+            for key, path_key in path_params.items():
+                params[key] = request.path_params[path_key]
+            return await admin_call(request, method, params)
+
+        return endpoint
+
+    async def metrics(request: Request) -> Response:
+        if not _metrics_allowed(gateway, request):
+            status, headers, body = denial_response(AuthState("anonymous"))
+            return Response(body, status_code=status, headers={k.decode(): v.decode() for k, v in headers})
+        data, content_type = gateway.metrics.render()
+        return Response(data, headers={"content-type": content_type, "cache-control": "no-store"})
+
+    routes = [
+        Route("/api/whoami", whoami),
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/api/session", session_create, methods=["POST"]),
+        Route("/api/session", session_delete, methods=["DELETE"]),
+        Route("/api/devices", admin_route("devices.list")),
+        Route("/api/requests/{rid}/approve", admin_route("devices.approve", body=True, requestId="rid"), methods=["POST"]),
+        Route("/api/requests/{rid}/reject", admin_route("devices.reject", requestId="rid"), methods=["POST"]),
+        Route("/api/devices/{did}/revoke", admin_route("devices.revoke", deviceId="did"), methods=["POST"]),
+        Route("/api/devices/{did}/rename", admin_route("devices.rename", body=True, deviceId="did"), methods=["POST"]),
+        Route("/api/devices/{did}/rotate", admin_route("devices.rotate", deviceId="did"), methods=["POST"]),
+        Route("/api/invites", admin_route("invites.list"), methods=["GET"]),
+        Route("/api/invites", admin_route("invites.create", body=True), methods=["POST"]),
+        Route("/api/invites/{iid}", admin_route("invites.cancel", inviteId="iid"), methods=["DELETE"]),
+    ]
+    if gateway.settings.metrics.enabled:
+        routes.append(Route(gateway.settings.metrics.path, metrics))
+    return routes
+
+
+def _metrics_allowed(gateway: Gateway, request: Request) -> bool:
+    """Local clients, ``metrics.allowed_networks``, or ``metrics.bearer_token``."""
+    resolution = resolution_of(request.scope)
+    if resolution.local:
+        return True
+    ip = parse_ip(resolution.client_ip) if resolution.client_ip else None
+    if ip is not None and ip in gateway.live.metrics_networks:
+        return True
+    expected = gateway.settings.metrics.bearer_token
+    presented = _bearer(request.scope)
+    return bool(expected and presented and secrets_equal(presented, expected))
+

@@ -1,0 +1,40 @@
+"""What the middleware leaves in the ASGI scope for the layers after it."""
+
+from __future__ import annotations
+
+from collections.abc import MutableMapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from edge.net import Resolution
+from edge.pairing.denials import Denial
+from edge.pairing.models import Device
+
+RESOLUTION_KEY = "edge.resolution"
+AUTH_KEY = "edge.auth"
+
+
+@dataclass(frozen=True, slots=True)
+class AuthState:
+    """Who the HTTP caller is: local, a paired device, or nobody (with the reason)."""
+
+    state: Literal["local", "paired", "anonymous"]
+    device: Device | None = None
+    denial: Denial | None = None
+    retry_after: float = 0.0
+
+
+ANONYMOUS = AuthState("anonymous")
+LOCAL = AuthState("local")
+
+
+def resolution_of(scope: MutableMapping[str, Any]) -> Resolution:
+    resolution = scope.get(RESOLUTION_KEY)
+    if not isinstance(resolution, Resolution):
+        raise RuntimeError("ClientResolutionMiddleware must wrap the app")
+    return resolution
+
+
+def auth_of(scope: MutableMapping[str, Any]) -> AuthState:
+    auth = scope.get(AUTH_KEY)
+    return auth if isinstance(auth, AuthState) else ANONYMOUS

@@ -1,0 +1,245 @@
+"""The two pure ASGI middlewares every request passes through.
+
+``ClientResolutionMiddleware`` resolves the real client once per HTTP or
+WebSocket scope (``edge.net.resolve``), rewrites ``scope["client"]`` and
+``scope["scheme"]`` to the resolved values, and leaves the full resolution in
+the scope. ``GuardMiddleware`` decides who an HTTP caller is (local, a paired
+device, or nobody), answers 401/403 on protected routes, and counts the
+decision. The control socket does its own handshake, so WebSocket scopes only
+pass through the resolution step.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from http.cookies import SimpleCookie
+from typing import TYPE_CHECKING
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from edge.gateway.context import ANONYMOUS, AUTH_KEY, LOCAL, RESOLUTION_KEY, AuthState
+from edge.net import resolve
+from edge.pairing.denials import Denial
+from edge.pairing.models import Device, Role
+
+if TYPE_CHECKING:
+    from edge.gateway.runtime import Gateway
+
+SESSION_COOKIE = "edge_session"
+PUBLIC_EXACT = frozenset({"/", "/healthz", "/readyz", "/api/whoami", "/favicon.ico"})
+PUBLIC_PREFIXES = ("/ui/",)
+SELF_GUARDED_PREFIXES = ("/auth/",)  # forward-auth endpoints judge the forwarded request
+ADMIN_PREFIXES = ("/api/devices", "/api/requests", "/api/invites")
+
+_ANOMALY_ADVICE = {
+    "untrusted_proxy_headers": (
+        "Received proxy headers from {peer}, which is not in proxy.trusted_proxies: they were "
+        "ignored and the client is treated as {peer}. If {peer} is your reverse proxy, add it to "
+        "proxy.trusted_proxies; otherwise a client is trying to forge its address."
+    ),
+    "malformed_forwarded": (
+        "Malformed {header} chain from trusted proxy {peer}: the walk stopped at the last "
+        "trusted address. Check the proxy's header settings (see `edge explain`)."
+    ),
+    "too_many_hops": (
+        "Proxy chain from {peer} is longer than 64 hops: the walk stopped. A client may be "
+        "stuffing {header}; make the proxy overwrite the header instead of appending to it."
+    ),
+}
+
+logger = logging.getLogger("edge.access")
+
+
+class ClientResolutionMiddleware:
+    def __init__(self, app: ASGIApp, gateway: Gateway) -> None:
+        self.app = app
+        self.gateway = gateway
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind != "http" and kind != "websocket":
+            await self.app(scope, receive, send)
+            return
+        gateway = self.gateway
+        resolution = resolve(
+            scope.get("client"),
+            scope["headers"],
+            gateway.live.policy,
+            scheme=scope.get("scheme", "http"),
+            websocket=kind == "websocket",
+        )
+        scope[RESOLUTION_KEY] = resolution
+        if resolution.client_ip is not None:
+            scope["client"] = (resolution.client_ip, resolution.client_port or 0)
+        scope["scheme"] = resolution.scheme
+        outcome = resolution.proxy_outcome
+        gateway.metrics.proxy_outcome(outcome)
+        if resolution.anomalies:
+            anomaly = resolution.anomalies[0]
+            gateway.warner.warn(
+                f"{anomaly}:{resolution.peer_ip}",
+                _ANOMALY_ADVICE[anomaly].format(
+                    peer=resolution.peer_ip or "unix socket",
+                    header=resolution.header_used or "forwarding header",
+                ),
+                anomaly=anomaly,
+                peer=resolution.peer_ip,
+            )
+        await self.app(scope, receive, send)
+
+
+def _bearer(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            scheme, _, credential = value.decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer" and credential.strip():
+                return credential.strip()
+        elif name == b"cookie":
+            cookie: SimpleCookie = SimpleCookie()
+            try:
+                cookie.load(value.decode("latin-1"))
+            except Exception:  # noqa: S112 - a garbled cookie header is simply no session
+                continue
+            morsel = cookie.get(SESSION_COOKIE)
+            if morsel is not None and morsel.value:
+                return morsel.value
+    return None
+
+
+def authenticate_http(gateway: Gateway, scope: Scope) -> AuthState:
+    """Local, paired, or anonymous (with the denial that applies)."""
+    resolution = scope[RESOLUTION_KEY]
+    if resolution.local:
+        return LOCAL
+    token = _bearer(scope)
+    if token is None:
+        return ANONYMOUS
+    service = gateway.service
+    key = resolution.client_ip or "unix"
+    remaining = service.lockout_remaining(key)
+    if remaining > 0:
+        return AuthState("anonymous", denial=Denial.RATE_LIMITED, retry_after=remaining)
+    outcome = service.authenticate_token(token)
+    if isinstance(outcome, Device):
+        service.touch(outcome.id, resolution.client_ip)
+        return AuthState("paired", device=outcome)
+    if outcome.counts_as_failure:
+        service.record_failure(key)
+    return AuthState("anonymous", denial=outcome)
+
+
+def denial_response(auth: AuthState, *, forbidden: bool = False) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """The 401/403 answer for a protected route: JSON body and ``WWW-Authenticate``."""
+    if forbidden:
+        denial = Denial.ROLE_FORBIDDEN
+        body = {"error": "forbidden", "reason": denial.metric_label, "detail": denial.next_step}
+        status = 403
+    elif auth.denial is None:
+        denial = Denial.CREDENTIALS_MISSING
+        body = {
+            "error": "pairing_required",
+            "reason": denial.metric_label,
+            "detail": (
+                "This client is not local and sent no device token. Pair it first: open the "
+                "dashboard and paste the gateway token, or run `edge pair --url <gateway URL> "
+                "--token <gateway token>`; once an operator approves it (`edge devices approve "
+                "<REQUEST>`), send `Authorization: Bearer <device token>`."
+            ),
+        }
+        status = 401
+    else:
+        denial = auth.denial
+        body = {
+            "error": "unauthorized",
+            "reason": denial.metric_label,
+            "detail": f"{denial.reason}. {denial.next_step}",
+        }
+        status = 401
+    headers = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
+    if status == 401:
+        challenge = 'Bearer realm="edge"'
+        if auth.denial is not None:
+            challenge += ', error="invalid_token"'
+        headers.append((b"www-authenticate", challenge.encode()))
+    if auth.retry_after > 0:
+        headers.append((b"retry-after", str(int(auth.retry_after) + 1).encode()))
+    return status, headers, json.dumps(body).encode()
+
+
+def is_public(path: str) -> bool:
+    return path in PUBLIC_EXACT or path.startswith(PUBLIC_PREFIXES)
+
+
+class GuardMiddleware:
+    def __init__(self, app: ASGIApp, gateway: Gateway) -> None:
+        self.app = app
+        self.gateway = gateway
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        gateway = self.gateway
+        path: str = scope["path"]
+        metrics_path = gateway.settings.metrics.path if gateway.settings.metrics.enabled else None
+        if path == metrics_path or path.startswith(SELF_GUARDED_PREFIXES):
+            await self.app(scope, receive, send)
+            return
+        auth = authenticate_http(gateway, scope)
+        scope[AUTH_KEY] = auth
+        if auth.state == "anonymous" and not is_public(path):
+            await self._refuse(scope, send, auth, started)
+            return
+        if (
+            auth.state == "paired"
+            and path.startswith(ADMIN_PREFIXES)
+            and auth.device is not None
+            and auth.device.role != Role.ADMIN
+        ):
+            await self._refuse(scope, send, auth, started, forbidden=True)
+            return
+        decision = "public" if auth.state == "anonymous" else auth.state
+        status_holder: list[int] = []
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status_holder.append(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            elapsed = time.perf_counter() - started
+            gateway.metrics.observe_request("http", decision, elapsed)
+            if gateway.settings.logging.access_log:
+                self._log(scope, decision, status_holder[0] if status_holder else 500, elapsed)
+
+    async def _refuse(
+        self, scope: Scope, send: Send, auth: AuthState, started: float, *, forbidden: bool = False
+    ) -> None:
+        status, headers, body = denial_response(auth, forbidden=forbidden)
+        reason = (Denial.ROLE_FORBIDDEN if forbidden else auth.denial or Denial.CREDENTIALS_MISSING)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        elapsed = time.perf_counter() - started
+        self.gateway.metrics.auth_failure(reason.metric_label)
+        self.gateway.metrics.observe_request("http", "denied", elapsed)
+        self._log(scope, "denied", status, elapsed, reason=reason.metric_label)
+
+    def _log(self, scope: Scope, decision: str, status: int, elapsed: float, **extra: object) -> None:
+        resolution = scope[RESOLUTION_KEY]
+        logger.info(
+            "%s %s %d",
+            scope["method"],
+            scope["path"],
+            status,
+            extra={
+                "client": resolution.client_ip,
+                "decision": decision,
+                "ms": round(elapsed * 1000, 2),
+                **extra,
+            },
+        )

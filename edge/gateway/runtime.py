@@ -1,0 +1,214 @@
+"""The gateway's live state: settings, resolver policy, pairing service, metrics, sockets.
+
+One ``Gateway`` per app. Everything that can change at run time (trusted
+proxies, origins, the gateway token) is swapped here by ``reload`` in one
+assignment, so a request sees either the old or the new configuration, never
+a mixture.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge import __version__
+from edge.config import ConfigError, Settings, load_settings
+from edge.gateway.origins import normalise_origin
+from edge.gateway.sockets import SocketHub
+from edge.gateway.workers import register_worker, unregister_worker
+from edge.gateway_token import GatewayTokenError, load_gateway_token
+from edge.logs import SignalWarner, setup_logging
+from edge.metrics import Metrics, mark_worker_dead
+from edge.net import NetworkSet, ResolverPolicy
+from edge.pairing.models import Event
+from edge.pairing.service import PairingPolicy, PairingService, RateLimitPolicy
+from edge.pairing.store import Store, open_store
+
+logger = logging.getLogger("edge.gateway")
+
+SWEEP_INTERVAL = 5.0
+EVENT_WAIT = 0.25
+
+
+def build_policy(settings: Settings) -> ResolverPolicy:
+    return ResolverPolicy(
+        trusted_proxies=NetworkSet.parse(settings.proxy.trusted_proxies),
+        client_ip_headers=tuple(settings.proxy.client_ip_headers),
+        local_loopback=settings.local.loopback,
+        local_networks=NetworkSet.parse(settings.local.networks, allow_unix_word=False),
+        local_hosts=frozenset(settings.local.hosts),
+    )
+
+
+def build_pairing_policy(settings: Settings) -> PairingPolicy:
+    rate = settings.auth.rate_limit
+    return PairingPolicy(
+        request_ttl=settings.pairing.request_ttl,
+        max_pending=settings.pairing.max_pending,
+        max_pending_per_client=settings.pairing.max_pending_per_client,
+        device_idle_expiry=settings.pairing.device_idle_expiry,
+        rate_limit=RateLimitPolicy(rate.failures, rate.window, rate.lockout),
+    )
+
+
+@dataclass(frozen=True)
+class LiveConfig:
+    """The parts of the configuration a reload may change, swapped as one value."""
+
+    settings: Settings
+    policy: ResolverPolicy
+    allowed_origins: frozenset[str]
+    metrics_networks: NetworkSet
+
+
+def _live_config(settings: Settings) -> LiveConfig:
+    return LiveConfig(
+        settings=settings,
+        policy=build_policy(settings),
+        allowed_origins=frozenset(
+            o for o in map(normalise_origin, settings.auth.allowed_origins) if o is not None
+        ),
+        metrics_networks=NetworkSet.parse(settings.metrics.allowed_networks, allow_unix_word=False),
+    )
+
+
+class Gateway:
+    def __init__(self, settings: Settings, *, store: Store | None = None) -> None:
+        setup_logging(settings.logging)
+        self.live = _live_config(settings)
+        token = load_gateway_token(settings, create=True)
+        self.store = store or open_store(settings.store.url, settings.data_dir)
+        self.service = PairingService(self.store, token.value, build_pairing_policy(settings))
+        self.metrics = Metrics(__version__)
+        self.hub = SocketHub(self)
+        self.warner = SignalWarner(logging.getLogger("edge.proxy"))
+        self.started_at = time.time()
+        self._stop = threading.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._watcher: threading.Thread | None = None
+        self._event_seq = self.service.latest_seq()
+        self.store_healthy = True
+        self._worker_file: Path | None = None
+
+    @property
+    def settings(self) -> Settings:
+        return self.live.settings
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._stop.clear()
+        self._worker_file = register_worker(self.settings)
+        with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
+            # only possible in the main thread (uvicorn); the test client runs elsewhere
+            loop.add_signal_handler(signal.SIGHUP, self._reload_from_signal)
+        self._watcher = threading.Thread(
+            target=self._watch_events, args=(loop,), name="edge-events", daemon=True
+        )
+        self._watcher.start()
+        self._tasks.append(asyncio.create_task(self._housekeeping()))
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._worker_file is not None:
+            unregister_worker(self._worker_file)
+        mark_worker_dead(os.getpid())
+        await self.hub.shutdown()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        if self._watcher is not None:
+            await asyncio.to_thread(self._watcher.join, 2.0)
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(self.service.flush_touches)
+        # The store stays open: every write is already durable, and an app may be
+        # started again (the test client runs the lifespan once per session).
+
+    def _reload_from_signal(self) -> None:
+        try:
+            self.reload()
+        except (ConfigError, GatewayTokenError) as exc:
+            logger.error("reload refused, keeping the running configuration: %s", exc)
+
+    def reload(self) -> list[str]:
+        """Re-read the configuration file: trusted proxies, origins, local rules, token.
+
+        Returns what changed. A bad file leaves the running configuration as it
+        was and raises ``ConfigError``.
+        """
+        settings = load_settings(self.settings.source)
+        live = _live_config(settings)
+        token = load_gateway_token(settings, create=False)
+        changed = [
+            name
+            for name, old, new in (
+                ("proxy", self.settings.proxy, settings.proxy),
+                ("local", self.settings.local, settings.local),
+                ("auth.allowed_origins", self.settings.auth.allowed_origins, settings.auth.allowed_origins),
+                ("metrics", self.settings.metrics, settings.metrics),
+            )
+            if old != new
+        ]
+        if not self.service.check_gateway_token(token.value):
+            changed.append("gateway token")
+        self.service.set_gateway_token(token.value)
+        self.live = live
+        logger.info("configuration reloaded", extra={"changed": ",".join(changed) or "nothing"})
+        return changed
+
+    # -- background work -------------------------------------------------------------
+
+    def _watch_events(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Block on the store's event log and hand new events to the loop.
+
+        Events from this process, other workers, other replicas and the CLI all
+        arrive here, so socket closing and dashboard updates have one path.
+        """
+        backoff = 0.5
+        while not self._stop.is_set():
+            try:
+                events = self.service.wait_events(self._event_seq, EVENT_WAIT)
+                backoff = 0.5
+            except Exception as exc:  # the store is down: keep serving, retry
+                if self.store_healthy:
+                    logger.error("event log unreadable, retrying: %s", exc)
+                self.store_healthy = False
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            self.store_healthy = True
+            if events:
+                self._event_seq = events[-1].seq
+                loop.call_soon_threadsafe(self._dispatch, events)
+
+    def _dispatch(self, events: Sequence[Event]) -> None:
+        self.service.apply_events(events)
+        for event in events:
+            self.metrics.pairing_event(event.type, event.data)
+        self.hub.dispatch(events)
+
+    async def _housekeeping(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL)
+            try:
+                await asyncio.to_thread(self._housekeeping_once)
+            except Exception as exc:
+                logger.error("housekeeping failed: %s", exc)
+
+    def _housekeeping_once(self) -> None:
+        self.service.sweep()
+        self.service.flush_touches()
+        pending, by_role = self.service.counts()
+        self.metrics.set_pairing_state(pending, by_role)

@@ -1,0 +1,162 @@
+"""Live control sockets: who is connected, the per-address cap, and event fan-out.
+
+Every event from the store log (this worker, other workers, replicas, the
+CLI) comes through ``dispatch``: admin sockets receive it, and a revoked or
+expired device's sockets are closed with 1008 ``device revoked``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from starlette.websockets import WebSocket, WebSocketState
+
+from edge.gateway.serialize import event_frame
+from edge.pairing.denials import Denial
+from edge.pairing.models import Device, Event, Role
+
+if TYPE_CHECKING:
+    from edge.gateway.runtime import Gateway
+
+logger = logging.getLogger("edge.ws")
+
+CLOSE_POLICY = 1008
+CLOSE_TOO_BIG = 1009
+CLOSE_RESTART = 1012
+_CLOSING_EVENTS = frozenset({"device.revoked", "device.expired"})
+
+
+class ControlConnection:
+    """One accepted control socket; sends are serialised by a lock."""
+
+    __slots__ = ("client_ip", "closed", "device", "local", "websocket", "_lock")
+
+    def __init__(self, websocket: WebSocket, client_ip: str | None, local: bool) -> None:
+        self.websocket = websocket
+        self.client_ip = client_ip
+        self.local = local
+        self.device: Device | None = None
+        self.closed = False
+        self._lock = asyncio.Lock()
+
+    def device_id_or_none(self) -> str | None:
+        return self.device.id if self.device is not None else None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.device is not None and self.device.role == Role.ADMIN
+
+    async def send_json(self, payload: dict[str, Any]) -> None:
+        if self.closed:
+            return
+        async with self._lock:
+            if self.websocket.application_state != WebSocketState.CONNECTED:
+                return
+            try:
+                await self.websocket.send_text(json.dumps(payload, separators=(",", ":")))
+            except Exception:
+                self.closed = True
+
+    async def close(self, code: int, reason: str = "") -> None:
+        if self.closed:
+            return
+        self.closed = True
+        async with self._lock:
+            if self.websocket.application_state == WebSocketState.CONNECTED:
+                with contextlib.suppress(Exception):
+                    await self.websocket.close(code, reason)
+
+    async def deny(self, denial: Denial) -> None:
+        await self.close(CLOSE_POLICY, denial.reason)
+
+
+class SocketHub:
+    def __init__(self, gateway: Gateway) -> None:
+        self._gateway = gateway
+        self._unauthenticated: dict[str, int] = defaultdict(int)
+        self._by_device: dict[str, set[ControlConnection]] = defaultdict(set)
+        self._all: set[ControlConnection] = set()
+        self._background: set[asyncio.Task[None]] = set()
+
+    def __len__(self) -> int:
+        return len(self._all)
+
+    # -- unauthenticated sockets -------------------------------------------------------
+
+    def try_open(self, conn: ControlConnection, cap: int) -> bool:
+        """Count a new unauthenticated socket; False when the address has ``cap`` already."""
+        key = conn.client_ip or "unix"
+        if self._unauthenticated[key] >= cap:
+            return False
+        self._unauthenticated[key] += 1
+        self._all.add(conn)
+        self._gateway.metrics.websockets.inc()
+        return True
+
+    def _release_unauthenticated(self, conn: ControlConnection) -> None:
+        key = conn.client_ip or "unix"
+        count = self._unauthenticated.get(key, 0) - 1
+        if count > 0:
+            self._unauthenticated[key] = count
+        else:
+            self._unauthenticated.pop(key, None)
+
+    def admit(self, conn: ControlConnection, device: Device) -> None:
+        self._release_unauthenticated(conn)
+        conn.device = device
+        self._by_device[device.id].add(conn)
+
+    def forget(self, conn: ControlConnection) -> None:
+        if conn not in self._all:
+            return
+        self._all.discard(conn)
+        self._gateway.metrics.websockets.dec()
+        if conn.device is None:
+            self._release_unauthenticated(conn)
+            return
+        peers = self._by_device.get(conn.device.id)
+        if peers is not None:
+            peers.discard(conn)
+            if not peers:
+                del self._by_device[conn.device.id]
+
+    # -- events -------------------------------------------------------------------------
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def dispatch(self, events: Sequence[Event]) -> None:
+        for event in events:
+            device_id = event.data.get("device_id")
+            if event.type in _CLOSING_EVENTS and isinstance(device_id, str):
+                for conn in list(self._by_device.get(device_id, ())):
+                    self._spawn(conn.deny(Denial.DEVICE_REVOKED))
+            if event.type == "device.renamed" and isinstance(device_id, str):
+                self._refresh_devices(device_id)
+            frame = event_frame(event)
+            for peers in self._by_device.values():
+                for conn in peers:
+                    if conn.is_admin or device_id == conn.device_id_or_none():
+                        self._spawn(conn.send_json(frame))
+
+    def _refresh_devices(self, device_id: str) -> None:
+        device = self._gateway.store.get_device(device_id)
+        if device is None:
+            return
+        for conn in self._by_device.get(device_id, ()):
+            conn.device = device
+
+    async def shutdown(self) -> None:
+        """Close every socket with 1012 so clients reconnect to the next process."""
+        conns = list(self._all)
+        await asyncio.gather(
+            *(c.close(CLOSE_RESTART, "server restarting") for c in conns), return_exceptions=True
+        )

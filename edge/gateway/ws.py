@@ -1,0 +1,233 @@
+"""The control WebSocket ``/ws``: origin check, challenge, connect, hello, then requests.
+
+Every refusal is accepted first and then closed with 1008 and the contract's
+reason, because a close before ``accept`` reaches the client as a bare HTTP
+403 and the operator would never learn why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import secrets
+import time
+from typing import TYPE_CHECKING, Any
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from edge.gateway.admin import AdminError, call_admin_method
+from edge.gateway.context import resolution_of
+from edge.gateway.origins import origin_allowed
+from edge.gateway.serialize import device_json
+from edge.gateway.sockets import CLOSE_TOO_BIG, ControlConnection
+from edge.pairing.denials import Denial
+from edge.pairing.service import Admitted, Denied
+
+if TYPE_CHECKING:
+    from edge.gateway.runtime import Gateway
+
+logger = logging.getLogger("edge.ws")
+
+MAX_FRAME_BEFORE_HELLO = 64 * 1024
+MAX_FRAME_AFTER_HELLO = 1024 * 1024
+
+
+class _FrameTooBig(Exception):
+    pass
+
+
+def _new_nonce() -> str:
+    return base64.urlsafe_b64encode(secrets.token_bytes(32)).rstrip(b"=").decode()
+
+
+async def _receive_text(websocket: WebSocket, limit: int) -> str | None:
+    """Next text frame; None for a binary frame; raises on disconnect or oversize."""
+    message = await websocket.receive()
+    if message["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(message.get("code", 1000))
+    text = message.get("text")
+    if text is None:
+        data = message.get("bytes") or b""
+        if len(data) > limit:
+            raise _FrameTooBig
+        return None
+    if len(text) > limit or len(text.encode("utf-8")) > limit:
+        raise _FrameTooBig
+    return str(text)
+
+
+def _header(websocket: WebSocket, name: str) -> str | None:
+    return websocket.headers.get(name)
+
+
+class ControlSocket:
+    """ASGI endpoint for ``/ws``."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        websocket = WebSocket(scope, receive, send)
+        gateway = self.gateway
+        resolution = resolution_of(scope)
+        started = time.perf_counter()
+        conn = ControlConnection(websocket, resolution.client_ip, resolution.local)
+        origin = _header(websocket, "origin")
+
+        await websocket.accept()
+        if not origin_allowed(origin, resolution, gateway.live.allowed_origins):
+            self._refused(Denial.ORIGIN_NOT_ALLOWED, started, origin=origin)
+            await conn.deny(Denial.ORIGIN_NOT_ALLOWED)
+            return
+        cap = gateway.settings.pairing.max_unauthenticated_sockets_per_client
+        if not gateway.hub.try_open(conn, cap):
+            self._refused(Denial.RATE_LIMITED, started, detail="unauthenticated socket cap")
+            await conn.deny(Denial.RATE_LIMITED)
+            return
+        try:
+            await self._serve(conn, started)
+        except WebSocketDisconnect:
+            pass
+        except _FrameTooBig:
+            await conn.close(CLOSE_TOO_BIG, "frame too large")
+        finally:
+            gateway.hub.forget(conn)
+
+    def _refused(self, denial: Denial, started: float, **fields: object) -> None:
+        metrics = self.gateway.metrics
+        metrics.auth_failure(denial.metric_label)
+        metrics.observe_request("websocket", "denied", time.perf_counter() - started)
+        logger.info("control socket refused: %s", denial.reason, extra={"reason": denial.metric_label, **fields})
+
+    async def _serve(self, conn: ControlConnection, started: float) -> None:
+        gateway = self.gateway
+        websocket = conn.websocket
+        resolution = resolution_of(websocket.scope)
+        nonce = _new_nonce()
+        await conn.send_json({"type": "challenge", "nonce": nonce, "ts": int(time.time() * 1000)})
+        try:
+            text = await asyncio.wait_for(
+                _receive_text(websocket, MAX_FRAME_BEFORE_HELLO),
+                timeout=gateway.settings.pairing.handshake_timeout,
+            )
+        except TimeoutError:
+            self._refused(Denial.HANDSHAKE_TIMEOUT, started, client=resolution.client_ip)
+            await conn.deny(Denial.HANDSHAKE_TIMEOUT)
+            return
+        frame = _parse_connect(text)
+        if frame is None:
+            self._refused(Denial.INVALID_HANDSHAKE, started, client=resolution.client_ip)
+            await conn.deny(Denial.INVALID_HANDSHAKE)
+            return
+        outcome = await asyncio.to_thread(
+            gateway.service.connect,
+            frame=frame,
+            nonce=nonce,
+            client_ip=resolution.client_ip,
+            local=resolution.local,
+            user_agent=_header(websocket, "user-agent"),
+        )
+        if isinstance(outcome, Denied):
+            await self._deny(conn, outcome, started)
+            return
+        await self._hello(conn, outcome, started)
+        await self._requests(conn)
+
+    async def _deny(self, conn: ControlConnection, outcome: Denied, started: float) -> None:
+        denial = outcome.denial
+        if denial is Denial.PAIRING_REQUIRED:
+            request = outcome.request
+            payload: dict[str, Any] = {
+                "type": "error",
+                "code": "PAIRING_REQUIRED",
+                "requestId": request.id if request else None,
+                "reason": request.reason if request else outcome.detail,
+            }
+            if request is None:
+                payload["detail"] = outcome.detail
+            await conn.send_json(payload)
+        self._refused(denial, started, client=conn.client_ip, detail=outcome.detail)
+        await conn.deny(denial)
+
+    async def _hello(self, conn: ControlConnection, outcome: Admitted, started: float) -> None:
+        device = outcome.device
+        self.gateway.hub.admit(conn, device)
+        await conn.send_json(
+            {
+                "type": "hello",
+                "device": {"id": device.id, "name": device.name, "role": str(device.role)},
+                "deviceToken": outcome.device_token,
+                "client": {"ip": conn.client_ip, "local": conn.local},
+            }
+        )
+        decision = "local" if conn.local else "paired"
+        self.gateway.metrics.observe_request("websocket", decision, time.perf_counter() - started)
+        logger.info(
+            "control socket admitted",
+            extra={"client": conn.client_ip, "decision": decision, "role": str(device.role)},
+        )
+
+    async def _requests(self, conn: ControlConnection) -> None:
+        while not conn.closed:
+            text = await _receive_text(conn.websocket, MAX_FRAME_AFTER_HELLO)
+            if text is None:
+                continue
+            try:
+                frame = json.loads(text)
+            except ValueError:
+                await conn.send_json(_error_res(None, "bad_request", "frame is not JSON"))
+                continue
+            if not isinstance(frame, dict) or frame.get("type") != "req":
+                await conn.send_json(_error_res(None, "bad_request", "expected a 'req' frame"))
+                continue
+            req_id = frame.get("id")
+            if not isinstance(req_id, str | int) or isinstance(req_id, bool):
+                req_id = None
+            method = frame.get("method")
+            params = frame.get("params", {})
+            if not isinstance(method, str) or not isinstance(params, dict):
+                await conn.send_json(_error_res(req_id, "bad_request", "method and params required"))
+                continue
+            await conn.send_json(await self._call(conn, req_id, method, params))
+
+    async def _call(
+        self, conn: ControlConnection, req_id: Any, method: str, params: dict[str, Any]
+    ) -> dict[str, Any]:
+        assert conn.device is not None
+        if method == "self.whoami":
+            return {"type": "res", "id": req_id, "ok": True, "result": device_json(conn.device)}
+        try:
+            result = await call_admin_method(
+                self.gateway,
+                method,
+                params,
+                device=conn.device,
+                origin_url=_origin_url(conn.websocket),
+            )
+        except AdminError as exc:
+            return _error_res(req_id, exc.code, str(exc))
+        return {"type": "res", "id": req_id, "ok": True, "result": result}
+
+
+def _origin_url(websocket: WebSocket) -> str:
+    resolution = resolution_of(websocket.scope)
+    scheme = "https" if resolution.scheme in ("wss", "https") else "http"
+    return f"{scheme}://{resolution.host or 'localhost'}"
+
+
+def _error_res(req_id: Any, code: str, message: str) -> dict[str, Any]:
+    return {"type": "res", "id": req_id, "ok": False, "error": {"code": code, "message": message}}
+
+
+def _parse_connect(text: str | None) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    try:
+        frame = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(frame, dict) or frame.get("type") != "connect":
+        return None
+    return frame

@@ -1,0 +1,82 @@
+"""Shared fixtures: a gateway app on a temporary data_dir, and a real Ed25519 test device."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from edge import create_app
+from edge.pairing.identity import DeviceKey
+
+GATEWAY_TOKEN = "test-gateway-token-0123456789abcdefghijklmnop"
+REMOTE = ("203.0.113.7", 40000)
+LOOPBACK = ("127.0.0.1", 40001)
+
+
+def base_config(tmp_path: Path, **overrides: Any) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "data_dir": str(tmp_path / "data"),
+        "auth": {"token": GATEWAY_TOKEN},
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(config.get(key), dict):
+            config[key] = {**config[key], **value}
+        else:
+            config[key] = value
+    return config
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> dict[str, Any]:
+    return base_config(tmp_path)
+
+
+@pytest.fixture
+def app(config: dict[str, Any]) -> Iterator[Any]:
+    application = create_app(config)
+    yield application
+
+
+def client_for(app: Any, address: tuple[str, int] = REMOTE, base_url: str = "http://edge.example.com") -> TestClient:
+    return TestClient(app, client=address, base_url=base_url)
+
+
+class Device:
+    """A test device: an Ed25519 key that runs the real handshake."""
+
+    def __init__(self, name: str = "test device") -> None:
+        self.key = DeviceKey.generate()
+        self.name = name
+        self.token: str | None = None
+
+    @property
+    def id(self) -> str:
+        return self.key.device_id
+
+    def connect_frame(self, nonce: str, auth: dict[str, str] | None = None, role: str = "user") -> dict[str, Any]:
+        return {
+            "type": "connect",
+            "auth": auth if auth is not None else {},
+            "device": self.key.device_field(nonce, role),
+            "client": {"name": self.name, "app": "test", "version": "1"},
+            "role": role,
+        }
+
+    def handshake(self, ws: Any, auth: dict[str, str] | None = None, role: str = "user") -> dict[str, Any]:
+        challenge = ws.receive_json()
+        assert challenge["type"] == "challenge"
+        ws.send_text(json.dumps(self.connect_frame(challenge["nonce"], auth, role)))
+        reply: dict[str, Any] = ws.receive_json()
+        if reply.get("type") == "hello":
+            self.token = reply["deviceToken"]
+        return reply
+
+
+@pytest.fixture
+def device() -> Device:
+    return Device()
