@@ -503,13 +503,14 @@ export class AdminPanel {
     urlInput.addEventListener("focus", () => urlInput.select());
     const invite = created.invite || {};
     const qr = created.qrSvg ? qrImage(created.qrSvg, `QR code of the invite link for a ${invite.role || "user"} device`) : null;
-    this.inviteResult.replaceChildren(
+    const parts = [
       el("h4", { tabindex: "-1", id: "invite-result-heading" }, `Invite for a ${invite.role || "user"} device`),
       el("label", { for: "invite-url" }, "Invite link (single use, expires ", remaining(invite.expiresAt) || "soon", ")"),
       el("div", { class: "copy-row" }, urlInput, copyButton(() => url, urlInput, "invite-copy")),
       qr,
       el("p", { class: "muted" }, "The code travels in the link's #fragment, which browsers never send to any server, proxy logs included."),
-    );
+    ].filter(Boolean);
+    this.inviteResult.replaceChildren(...parts);
     this.inviteResult.hidden = false;
     this.inviteResult.querySelector("#invite-result-heading").focus();
   }

@@ -380,8 +380,12 @@ function setState(state, { title, message, next = null, closeMessage = null, clo
   ui.badge.textContent = state.replace("-", " ");
   ui.title.textContent = title;
   richText(ui.message, message || "");
+  show(ui.message, !closeMessage);
   if (closeMessage) {
     richText(ui.closeReason, closeMessage);
+    if (close && close.reason) {
+      ui.closeReason.append(" ", el("span", { class: "raw-reason" }, `(gateway's reason: “${close.reason}”, code ${close.code})`));
+    }
     ui.closeReason.dataset.closeCode = close ? String(close.code) : "";
     ui.closeReason.dataset.closeReason = close ? close.reason : "";
     show(ui.closeReason, true);
@@ -666,7 +670,7 @@ function onClose(code, reason) {
   const entry = describeClose(code, reason);
   dropCredentials(entry.drop);
   const close = { code, reason };
-  const closeMessage = `${entry.title}. ${entry.message}`;
+  const closeMessage = entry.message;
   renderIdentity();
 
   switch (entry.next) {
@@ -696,8 +700,6 @@ function onClose(code, reason) {
       setState("connecting", {
         title: wasConnected ? `Disconnected: ${entry.title.toLowerCase()}` : entry.title,
         message: entry.message,
-        closeMessage,
-        close,
         focus: false,
       });
       scheduleReconnect(backoffDelay(), "connecting", entry.message);
@@ -926,10 +928,23 @@ function takeInviteFromFragment() {
   window.history.replaceState(null, "", window.location.pathname + window.location.search);
   const match = INVITE_FRAGMENT.exec(hash);
   if (!match) {
+    session.remove(KEYS.invite);
     return "malformed";
   }
   session.set(KEYS.invite, match[1]);
   return true;
+}
+
+function showDamagedInvite() {
+  if (hello) {
+    return;
+  }
+  clearTimers();
+  detachSocket();
+  setState("token-needed", {
+    title: "The invite link is damaged",
+    message: "The invite code in the link is not valid (it may have been cut off). Ask for a new link, or paste the gateway token.",
+  });
 }
 
 function refreshWhoami() {
@@ -1000,7 +1015,10 @@ function wireControls() {
     }
   });
   window.addEventListener("hashchange", () => {
-    if (takeInviteFromFragment() === true && !hello && identity) {
+    const invite = takeInviteFromFragment();
+    if (invite === "malformed") {
+      showDamagedInvite();
+    } else if (invite === true && !hello && identity) {
       attempt = 0;
       connect();
     }
@@ -1020,10 +1038,7 @@ async function main() {
     return;
   }
   if (invite === "malformed") {
-    setState("token-needed", {
-      title: "The invite link is damaged",
-      message: "The invite code in the link is not valid (it may have been cut off). Ask for a new link, or paste the gateway token.",
-    });
+    showDamagedInvite();
     return;
   }
   connect();

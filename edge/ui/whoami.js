@@ -101,7 +101,7 @@ export function renderWhoami(container, info) {
   const anomalies = Array.isArray(info.anomalies) ? info.anomalies : [];
   const hops = Array.isArray(info.hops) ? info.hops : [];
   const authState = info.auth && info.auth.state ? info.auth.state : "anonymous";
-  container.replaceChildren(
+  const parts = [
     el("p", { class: "lead", dataset: { testid: "whoami-explanation" } }, explain(info)),
     el(
       "dl",
@@ -123,7 +123,8 @@ export function renderWhoami(container, info) {
           ),
         )
       : null,
-  );
+  ];
+  container.replaceChildren(...parts.filter(Boolean));
 }
 
 export async function loadWhoami(container) {
