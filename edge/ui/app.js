@@ -578,16 +578,21 @@ function onHello(frame) {
   hello = frame;
   attempt = 0;
   clearTimers();
-  if (typeof frame.deviceToken === "string" && frame.deviceToken) {
-    local.set(KEYS.deviceToken, frame.deviceToken);
-    startSession(frame.deviceToken);
+  const client = frame.client || {};
+  const token = typeof frame.deviceToken === "string" ? frame.deviceToken : "";
+  if (token) {
+    local.set(KEYS.deviceToken, token);
+  }
+  if (token && !client.local) {
+    startSession(token).then(refreshWhoami);
+  } else {
+    refreshWhoami();
   }
   session.remove(KEYS.invite);
   if (frame.device.role !== requestedRole()) {
     // The operator decided the role; asking again on every reconnect would nag.
     local.remove(KEYS.wantAdmin);
   }
-  const client = frame.client || {};
   const where = client.local ? "a local client" : `address ${client.ip || "unknown"}`;
   setState("connected", {
     title: "Connected",
@@ -599,7 +604,6 @@ function onHello(frame) {
   } else {
     admin.close();
   }
-  refreshWhoami();
 }
 
 /** Trade the device token for the HttpOnly session cookie, so plain page loads through the gateway work too. */

@@ -15,12 +15,6 @@ const ANOMALIES = {
     "The forwarding header listed more hops than the gateway walks (64). Something is appending to it in a loop, or a client is padding it.",
 };
 
-const LOCAL_RULES = {
-  loopback: "a direct loopback connection with no proxy headers",
-  network: "your address is in local.networks",
-  "local-network": "your address is in local.networks",
-};
-
 function format(address) {
   if (!address || !address.ip) {
     return "a unix socket";
@@ -34,11 +28,16 @@ export function explain(info) {
   const client = info.client && info.client.ip ? info.client.ip : "unknown";
   const peer = format(info.peer);
   const anomalies = Array.isArray(info.anomalies) ? info.anomalies : [];
+  const hops = Array.isArray(info.hops) ? info.hops.filter((hop) => hop.source !== "peer").length : 0;
+  const header = info.header_used;
   const sentences = [];
-  if (info.trusted_peer) {
-    const hops = Array.isArray(info.hops) ? info.hops.length : 0;
+  if (info.trusted_peer && header) {
     sentences.push(
-      `Your connection reached the gateway through ${peer}, a trusted proxy; walking its forwarding header right to left (${hops} ${hops === 1 ? "entry" : "entries"}), the gateway takes ${client} as your address.`,
+      `Your connection reached the gateway through ${peer}, a trusted proxy; reading its ${header} header right to left (${hops} ${hops === 1 ? "entry" : "entries"}), the gateway takes ${client} as your address.`,
+    );
+  } else if (info.trusted_peer) {
+    sentences.push(
+      `Your connection came from ${peer}, an address in proxy.trusted_proxies, but it sent no forwarding header, so ${client} is your address.`,
     );
   } else if (anomalies.includes("untrusted_proxy_headers")) {
     sentences.push(
@@ -47,13 +46,19 @@ export function explain(info) {
   } else {
     sentences.push(`Your connection came straight from ${peer}; no proxy was involved, so ${client} is your address.`);
   }
+  const rule = typeof info.local_rule === "string" && info.local_rule ? info.local_rule : null;
   if (info.local) {
-    const rule = LOCAL_RULES[info.local_rule] || info.local_rule || "a local rule";
-    sentences.push(`You count as local (${rule}), so this browser is approved as admin without a token.`);
+    sentences.push(
+      `You count as local${rule ? ` (${rule})` : ""}, so this browser is approved as admin without a token.`,
+    );
   } else if (anomalies.length > 0) {
-    sentences.push("You do not count as local, because the gateway recorded an anomaly (below). Pairing needs the gateway token.");
+    sentences.push(
+      "You do not count as local, because the gateway recorded an anomaly (below); a device from here pairs with the gateway token and an operator's approval.",
+    );
   } else {
-    sentences.push("You do not count as local, so pairing needs the gateway token and an operator's approval.");
+    sentences.push(
+      `You do not count as local${rule ? ` (${rule})` : ""}, so a device from here pairs with the gateway token and an operator's approval.`,
+    );
   }
   return sentences.join(" ");
 }
@@ -110,7 +115,8 @@ export function renderWhoami(container, info) {
       row("Connected peer", format(info.peer), "whoami-peer"),
       row("Peer is a trusted proxy", info.trusted_peer ? "yes" : "no"),
       row("Scheme and host", `${info.scheme || "?"}://${info.host || "?"}`),
-      row("Local", info.local ? `yes (${info.local_rule || "local"})` : "no", "whoami-local"),
+      row("Forwarding header used", info.header_used || "none"),
+      row("Local", info.local ? "yes" : "no", "whoami-local"),
       row("HTTP auth", authState),
     ),
     hops.length > 0 ? hopsTable(hops) : null,
