@@ -160,11 +160,11 @@ class SqliteStore:
         os.close(fd)
 
     def _conn(self) -> sqlite3.Connection:
+        if self._closed:
+            raise StoreError(f"SQLite store {self.path} is closed")
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is not None and getattr(self._local, "pid", None) == os.getpid():
             return conn
-        if self._closed:
-            raise StoreError(f"SQLite store {self.path} is closed")
         try:
             conn = sqlite3.connect(
                 self.path,
@@ -172,9 +172,13 @@ class SqliteStore:
                 isolation_level=None,
                 check_same_thread=False,
             )
+        except sqlite3.Error as exc:
+            raise self._error("open it", exc) from None
+        try:
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA synchronous = FULL")
         except sqlite3.Error as exc:
+            conn.close()
             raise self._error("open it", exc) from None
         self._local.conn = conn
         self._local.pid = os.getpid()
@@ -183,8 +187,8 @@ class SqliteStore:
         return conn
 
     def _migrate(self) -> None:
-        conn = self._conn()
         try:
+            conn = self._conn()
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise StoreError(
@@ -207,9 +211,9 @@ class SqliteStore:
                     conn.execute("ROLLBACK")
                 raise
             problems = [row[0] for row in conn.execute("PRAGMA quick_check").fetchall()]
-        except sqlite3.DatabaseError as exc:
+        except sqlite3.Error as exc:
             self.close()
-            raise self._damaged(str(exc)) from None
+            raise self._error("prepare its schema", exc) from None
         except BaseException:
             self.close()
             raise
@@ -242,8 +246,12 @@ class SqliteStore:
         )
 
     def _error(self, action: str, exc: sqlite3.Error) -> StoreError:
+        if type(exc) is sqlite3.DatabaseError or "malformed" in str(exc):
+            return self._damaged(str(exc))  # not a database, or a corrupt page
         hint = "check free disk space and the permissions of data_dir"
-        if "locked" in str(exc) or "busy" in str(exc):
+        if isinstance(exc, sqlite3.IntegrityError):
+            hint = "it conflicts with a stored record; nothing was changed"
+        elif "locked" in str(exc) or "busy" in str(exc):
             hint = f"another process held the write lock for over {self._busy_timeout:g} s"
         return StoreError(f"SQLite store {self.path}: cannot {action} ({exc}); {hint}")
 
