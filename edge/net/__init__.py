@@ -1,0 +1,35 @@
+"""Client resolution: pure functions and frozen values, no I/O and no Starlette."""
+
+from edge.net.address import (
+    IPAddress,
+    IPNetwork,
+    is_loopback,
+    parse_endpoint,
+    parse_host,
+    parse_ip,
+    parse_network,
+)
+from edge.net.explain import describe
+from edge.net.forwarded import ForwardedElement, parse_forwarded, split_x_forwarded_for
+from edge.net.networks import NetworkSet, NetworkSetError
+from edge.net.resolve import Hop, Resolution, ResolverPolicy, resolve
+
+__all__ = [
+    "ForwardedElement",
+    "Hop",
+    "IPAddress",
+    "IPNetwork",
+    "NetworkSet",
+    "NetworkSetError",
+    "Resolution",
+    "ResolverPolicy",
+    "describe",
+    "is_loopback",
+    "parse_endpoint",
+    "parse_forwarded",
+    "parse_host",
+    "parse_ip",
+    "parse_network",
+    "resolve",
+    "split_x_forwarded_for",
+]
