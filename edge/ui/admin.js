@@ -273,7 +273,7 @@ export class AdminPanel {
   }
 
   async reject(requestId) {
-    const done = await this.act(() => this.request("devices.reject", { requestId }), () => `Rejected request ${requestId}.`);
+    const done = await this.act(() => this.request("devices.reject", { requestId }), () => `Request ${requestId} rejected.`);
     if (done) {
       this.requests.delete(requestId);
       this.render();

@@ -348,6 +348,8 @@ let currentTitle = null;
 let currentMessage = null;
 let reconnectNote = "";
 let forgetting = false;
+let waitingFor = null;
+let connectedNotice = "";
 let forgetClose = null;
 
 const admin = new AdminPanel(byTestId("admin-panel"), request);
@@ -375,6 +377,9 @@ function setState(state, { title, message, next = null, closeMessage = null, clo
   currentState = state;
   currentTitle = title;
   currentMessage = message;
+  if (state !== "waiting") {
+    waitingFor = null;
+  }
   ui.state.dataset.state = state;
   ui.badge.dataset.state = state;
   ui.badge.textContent = state.replace("-", " ");
@@ -596,8 +601,9 @@ function onHello(frame) {
   const where = client.local ? "a local client" : `address ${client.ip || "unknown"}`;
   setState("connected", {
     title: "Connected",
-    message: `Connected as ${frame.device.name || "this device"} (${frame.device.role}) from ${where}.`,
+    message: `Connected as ${frame.device.name || "this device"} (${frame.device.role}) from ${where}.${connectedNotice}`,
   });
+  connectedNotice = "";
   renderIdentity();
   if (frame.device.role === "admin") {
     admin.open(frame.device.id);
@@ -757,7 +763,12 @@ function waitForApproval(close) {
   const requestId = typeof info.requestId === "string" && info.requestId ? info.requestId : null;
   const upgrade = info.reason === "role-upgrade";
   const entry = CLOSE_REASONS["pairing required"];
+  if (requestId && waitingFor && requestId !== waitingFor) {
+    requestGone(waitingFor, requestId, upgrade, close);
+    return;
+  }
   if (requestId) {
+    waitingFor = requestId;
     ui.requestId.textContent = requestId;
     ui.approveCommand.textContent = `edge devices approve ${requestId}`;
     show(ui.waitingWithId, true);
@@ -783,6 +794,30 @@ function waitForApproval(close) {
   show(ui.cancelUpgrade, upgrade);
   show(ui.changeToken, lastAuthKind === "token");
   scheduleReconnect(Math.max(WAITING_RETRY_MS, backoffDelay()), "waiting");
+}
+
+/**
+ * The request this page waited on is gone (rejected, or it expired) and the
+ * last check opened a new one. Stop checking: asking again every 2 seconds
+ * would make rejection pointless for the operator.
+ */
+function requestGone(previous, fresh, upgrade, close) {
+  clearTimers();
+  if (upgrade) {
+    local.remove(KEYS.wantAdmin);
+    connectedNotice = ` Admin access was not granted (request ${previous} was rejected or expired).`;
+    attempt = 0;
+    setState("connecting", { title: "Connecting as a user…", message: "The admin request was not granted." });
+    connect();
+    return;
+  }
+  setState("error", {
+    title: "The request was rejected or expired",
+    message: "",
+    next: "manual",
+    closeMessage: `Request ${previous} is no longer pending: an operator rejected it, or nobody approved it in time. This page stopped asking so it does not flood the operator; the last check opened request ${fresh}, and “Try again” waits for that one.`,
+    close,
+  });
 }
 
 // ---------------------------------------------------------------- user actions

@@ -1,0 +1,142 @@
+"""The admin dashboard: live pending requests, approval with a click, rename, reject, invites."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.browser.conftest import OpenedPage, PageOpener
+from tests.conftest import GATEWAY_TOKEN
+from tests.integration.conftest import EdgeServer
+
+pytestmark = pytest.mark.integration
+
+
+def listing(gateway: EdgeServer) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads(gateway.cli("devices", "list", "--json").stdout)
+    return result
+
+
+def local_admin(open_page: PageOpener, gateway: EdgeServer) -> OpenedPage:
+    """A browser on the gateway host itself: local, so approved as admin without a token."""
+    admin = open_page(gateway.url)
+    admin.expect_state("connected")
+    expect(admin.page.get_by_test_id("device-role")).to_have_text("admin")
+    expect(admin.page.get_by_test_id("admin-panel")).to_be_visible()
+    return admin
+
+
+def waiting_remote(
+    open_page: PageOpener, gateway: EdgeServer, remote_ip: str, name: str
+) -> tuple[OpenedPage, str]:
+    remote = open_page(gateway.url, remote_ip=remote_ip)
+    remote.expect_state("token-needed")
+    remote.page.get_by_label("Gateway token", exact=True).fill(GATEWAY_TOKEN)
+    remote.page.get_by_label("Name for this device").fill(name)
+    remote.page.get_by_test_id("token-submit").click()
+    remote.expect_state("waiting")
+    return remote, remote.page.get_by_test_id("request-id").inner_text()
+
+
+def test_admin_page_approves_another_browsers_request_with_a_click(
+    open_page: PageOpener, gateway: EdgeServer
+) -> None:
+    admin = local_admin(open_page, gateway)
+    expect(admin.page.get_by_test_id("pending-empty")).to_be_visible()
+    remote, request_id = waiting_remote(open_page, gateway, "198.51.100.20", "Bob's phone")
+
+    item = admin.page.get_by_test_id(f"pending-{request_id}")
+    expect(item).to_be_visible()  # pushed by the pairing.requested event; the page never reloads
+    expect(item).to_contain_text("Bob's phone")
+    expect(item).to_contain_text("198.51.100.20")
+    expect(admin.page.get_by_test_id("pending-count")).to_have_text("1")
+    admin.shoot("admin-pending")
+
+    admin.page.get_by_test_id(f"approve-user-{request_id}").click()
+    remote.expect_state("connected")
+    expect(item).to_be_hidden()
+    device_id = remote.page.get_by_test_id("device-id").inner_text()
+    expect(admin.page.get_by_test_id(f"device-{device_id}")).to_contain_text("Bob's phone")
+    expect(admin.page.get_by_test_id(f"device-role-{device_id}")).to_have_text("user")
+    approved_by = {d["id"]: d["approvedBy"] for d in listing(gateway)["devices"]}[device_id]
+    assert approved_by and approved_by != "cli"
+    admin.shoot("admin-dashboard")
+
+
+def test_admin_renames_and_revokes_from_the_keyboard(
+    open_page: PageOpener, gateway: EdgeServer
+) -> None:
+    admin = local_admin(open_page, gateway)
+    remote, request_id = waiting_remote(open_page, gateway, "198.51.100.21", "old name")
+    admin.page.get_by_test_id(f"approve-user-{request_id}").click()
+    remote.expect_state("connected")
+    device_id = remote.page.get_by_test_id("device-id").inner_text()
+    page = admin.page
+
+    page.get_by_test_id(f"rename-{device_id}").focus()
+    page.keyboard.press("Enter")
+    rename_input = page.get_by_test_id(f"rename-input-{device_id}")
+    expect(rename_input).to_be_focused()
+    rename_input.fill("<b>shared tablet</b>")
+    page.keyboard.press("Enter")
+    expect(page.get_by_test_id(f"device-name-{device_id}")).to_have_text("<b>shared tablet</b>")
+    assert page.locator("b", has_text="shared tablet").count() == 0  # a name is text, never markup
+    expect(page.get_by_test_id(f"rename-{device_id}")).to_be_focused()
+    assert {d["id"]: d["name"] for d in listing(gateway)["devices"]}[
+        device_id
+    ] == "<b>shared tablet</b>"
+
+    page.get_by_test_id(f"revoke-{device_id}").click()
+    expect(page.get_by_test_id(f"revoke-confirm-{device_id}")).to_be_focused()
+    page.keyboard.press("Enter")
+    remote.expect_state("revoked")
+    expect(page.get_by_test_id(f"device-{device_id}")).to_be_hidden()
+
+
+def test_rejected_request_leaves_the_list_and_the_browser_stops_asking(
+    open_page: PageOpener, gateway: EdgeServer
+) -> None:
+    admin = local_admin(open_page, gateway)
+    remote, request_id = waiting_remote(open_page, gateway, "198.51.100.22", "unknown visitor")
+    admin.page.get_by_test_id(f"reject-{request_id}").click()
+    expect(admin.page.get_by_test_id(f"pending-{request_id}")).to_be_hidden()
+    expect(admin.page.get_by_test_id("admin-status")).to_contain_text(
+        f"Request {request_id} rejected"
+    )
+    remote.expect_state("error")
+    expect(remote.page.get_by_test_id("state-title")).to_have_text(
+        "The request was rejected or expired"
+    )
+    expect(remote.page.get_by_test_id("close-reason-message")).to_contain_text(request_id)
+    expect(remote.page.get_by_test_id("retry-button")).to_be_visible()
+    # The check that found the rejection left one new request; the page does not pile up more.
+    assert len(listing(gateway)["requests"]) == 1
+    remote.shoot("rejected")
+
+
+def test_invite_form_shows_the_link_and_its_qr_code(
+    open_page: PageOpener, gateway: EdgeServer
+) -> None:
+    admin = local_admin(open_page, gateway)
+    page = admin.page
+    page.get_by_label("Role").select_option("user")
+    page.get_by_label("Name (optional)").fill("kitchen display")
+    page.get_by_test_id("invite-submit").click()
+    url = page.get_by_test_id("invite-url")
+    expect(url).to_be_visible()
+    link = url.input_value()
+    assert link.startswith(f"{gateway.url}/#invite=")
+    qr = page.get_by_test_id("invite-qr")
+    expect(qr).to_be_visible()
+    assert qr.evaluate("image => image.complete && image.naturalWidth > 0")
+    invites = page.get_by_test_id("invite-list")
+    expect(invites).to_contain_text("kitchen display")
+    admin.shoot("admin-invite")
+
+    remote = open_page(link, remote_ip="198.51.100.23")
+    remote.expect_state("connected")
+    expect(remote.page.get_by_test_id("device-name")).to_have_text("kitchen display")
+    expect(invites).not_to_contain_text("kitchen display")
