@@ -140,3 +140,43 @@ def test_invite_form_shows_the_link_and_its_qr_code(
     remote.expect_state("connected")
     expect(remote.page.get_by_test_id("device-name")).to_have_text("kitchen display")
     expect(invites).not_to_contain_text("kitchen display")
+
+
+def test_user_device_asks_for_admin_and_an_admin_grants_it(
+    open_page: PageOpener, gateway: EdgeServer
+) -> None:
+    admin = local_admin(open_page, gateway)
+    remote, request_id = waiting_remote(open_page, gateway, "198.51.100.24", "carol")
+    admin.page.get_by_test_id(f"approve-user-{request_id}").click()
+    remote.expect_state("connected")
+    expect(remote.page.get_by_test_id("admin-panel")).to_be_hidden()
+
+    remote.page.get_by_test_id("request-admin-upgrade").click()
+    remote.expect_state("waiting")
+    expect(remote.page.get_by_test_id("state-title")).to_have_text("Waiting for admin approval")
+    expect(remote.page.get_by_test_id("cancel-upgrade")).to_be_visible()
+    upgrade_id = remote.page.get_by_test_id("request-id").inner_text()
+    expect(admin.page.get_by_test_id(f"pending-{upgrade_id}")).to_contain_text(
+        "wants admin (upgrade)"
+    )
+
+    admin.page.get_by_test_id(f"approve-admin-{upgrade_id}").click()
+    remote.expect_state("connected")
+    expect(remote.page.get_by_test_id("device-role")).to_have_text("admin")
+    expect(remote.page.get_by_test_id("admin-panel")).to_be_visible()
+
+
+def test_stay_a_user_withdraws_the_admin_request_and_reconnects_as_user(
+    open_page: PageOpener, gateway: EdgeServer
+) -> None:
+    admin = local_admin(open_page, gateway)
+    remote, request_id = waiting_remote(open_page, gateway, "198.51.100.25", "dave")
+    admin.page.get_by_test_id(f"approve-user-{request_id}").click()
+    remote.expect_state("connected")
+    remote.page.get_by_test_id("request-admin-upgrade").click()
+    remote.expect_state("waiting")
+
+    remote.page.get_by_test_id("cancel-upgrade").click()
+    remote.expect_state("connected")
+    expect(remote.page.get_by_test_id("device-role")).to_have_text("user")
+    assert remote.storage("edge.requestAdmin") is None
