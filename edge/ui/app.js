@@ -57,6 +57,8 @@ const WAITING_RETRY_MS = 2000;
 const BACKOFF_FIRST_MS = 1000;
 const BACKOFF_MAX_MS = 30000;
 const REQUEST_TIMEOUT_MS = 15000;
+const HANDSHAKE_STALL_MS = 20000;
+const CLOSE_STALLED = 4000;
 const MAX_TOKEN_LENGTH = 512;
 const INVITE_FRAGMENT = /^#invite=([A-Za-z0-9_.~-]{4,256})$/;
 
@@ -202,6 +204,11 @@ const CLOSE_CODES = {
   1011: { title: "The gateway hit an internal error", message: "Its log says why.", next: "backoff" },
   1012: { title: "The gateway is restarting", message: "It will be back shortly.", next: "backoff" },
   1013: { title: "The gateway is busy", message: "It asked clients to come back later.", next: "backoff" },
+  [CLOSE_STALLED]: {
+    title: "The gateway did not answer",
+    message: "The connection opened but the handshake never finished (a proxy buffering WebSockets?).",
+    next: "backoff",
+  },
 };
 
 const UNKNOWN_REFUSAL = {
@@ -506,6 +513,12 @@ function connect() {
   const ws = new WebSocket(url);
   let answered = false;
   socket = ws;
+  // A proxy that accepts the upgrade but never relays frames would leave the page "connecting" forever.
+  const stall = window.setTimeout(() => {
+    if (socket === ws && !hello) {
+      ws.close(CLOSE_STALLED, "handshake stalled");
+    }
+  }, HANDSHAKE_STALL_MS);
   ws.onmessage = (event) => {
     let frame;
     try {
@@ -530,6 +543,7 @@ function connect() {
     }
   };
   ws.onclose = (event) => {
+    window.clearTimeout(stall);
     if (socket !== ws) {
       return;
     }
