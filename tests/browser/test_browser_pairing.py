@@ -178,3 +178,18 @@ def test_invite_link_pairs_at_once_and_leaves_the_address_bar_clean(
     expect(reused.page.get_by_test_id("close-reason-message")).to_have_attribute(
         "data-close-reason", "unauthorized: invite invalid"
     )
+
+
+def test_gateway_restart_shows_reconnecting_and_the_page_comes_back_by_itself(
+    open_page: PageOpener, gateway: EdgeServer
+) -> None:
+    remote = pair_remote_browser(open_page, gateway)
+    page = remote.page
+    gateway.stop()
+    remote.expect_state("connecting")
+    expect(page.get_by_test_id("state-title")).to_contain_text("restarting")
+    expect(page.get_by_test_id("state-message")).to_contain_text("Reconnecting")
+    expect(page.get_by_test_id("retry-button")).to_be_visible()
+    remote.shoot("reconnecting")
+    gateway.start()
+    remote.expect_state("connected", timeout=45_000)
