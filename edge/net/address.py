@@ -44,6 +44,13 @@ def address_of(text: str) -> Address | None:
     """
     if not isinstance(text, str) or not 0 < len(text) <= _MAX_ADDRESS_LENGTH:
         return None
+    return _address_of(text)
+
+
+# Proxy addresses recur on every request; the cache is bounded and only ever
+# holds strings of at most 45 characters (checked above).
+@functools.lru_cache(maxsize=4096)
+def _address_of(text: str) -> Address | None:
     if ":" not in text:
         if _IPV4.fullmatch(text) is None:
             return None
