@@ -50,9 +50,9 @@ DEFAULT_MAX_HOPS = 64
 _MAX_HOST_TEXT = 300
 
 
-def _normalise_local_host(index: int, host: object) -> str:
+def _normalise_local_host(host: object) -> str:
     if not isinstance(host, str):
-        raise ValueError(f"local_hosts[{index}]: {clip(repr(host))} is not a string")
+        raise ValueError(f"local_hosts: {clip(repr(host))} is not a string")
     parsed = parse_host(host)
     if parsed is not None and parsed[1] is None:
         return parsed[0]
@@ -101,7 +101,7 @@ class ResolverPolicy:
             raise ValueError(f"max_hops must be a positive integer, got {self.max_hops!r}")
         if isinstance(self.local_hosts, str):
             raise TypeError("local_hosts must be a collection of host names, not one string")
-        hosts = frozenset(_normalise_local_host(i, h) for i, h in enumerate(self.local_hosts))
+        hosts = frozenset(_normalise_local_host(h) for h in self.local_hosts)
         object.__setattr__(self, "client_ip_headers", tuple(headers))
         object.__setattr__(self, "header_keys", tuple((h, h.encode()) for h in headers))
         object.__setattr__(self, "local_hosts", hosts)
@@ -120,6 +120,8 @@ class Hop:
 
 @dataclass(frozen=True, slots=True)
 class Resolution:
+    """What resolution decided about one request; ``hops`` and ``local_rule`` say why."""
+
     client_ip: str | None
     client_port: int | None
     peer_ip: str | None

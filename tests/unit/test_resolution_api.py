@@ -65,7 +65,7 @@ def test_policy_normalises_header_names_and_local_hosts() -> None:
         pytest.param(
             {"local_hosts": frozenset({5})},
             ValueError,
-            "local_hosts[0]: 5 is not a string",
+            "local_hosts: 5 is not a string",
             id="non_string_host",
         ),
     ],
