@@ -80,3 +80,14 @@ class Device:
 @pytest.fixture
 def device() -> Device:
     return Device()
+
+
+def open_ws(client: TestClient, headers: dict[str, str] | None = None) -> Any:
+    """``websocket_connect('/ws')`` with the Host of the client's base URL.
+
+    Starlette's test client always sends ``Host: testserver`` on WebSockets,
+    which the locality and same-origin rules rightly treat as a foreign name.
+    """
+    merged = {"host": client.base_url.netloc.decode()}
+    merged.update(headers or {})
+    return client.websocket_connect("/ws", headers=merged)

@@ -6,7 +6,7 @@ from typing import Any
 
 from starlette.testclient import TestClient
 
-from tests.conftest import LOOPBACK, REMOTE, Device, client_for
+from tests.conftest import LOOPBACK, REMOTE, Device, client_for, open_ws
 
 
 def pair_remote(app: Any, device: Device, role: str = "user") -> str:
@@ -15,11 +15,11 @@ def pair_remote(app: Any, device: Device, role: str = "user") -> str:
 
     gateway = app.state.gateway
     with client_for(app, REMOTE) as client:
-        with client.websocket_connect("/ws") as ws:
+        with open_ws(client) as ws:
             reply = device.handshake(ws, {"token": GATEWAY_TOKEN}, role=role)
         assert reply["code"] == "PAIRING_REQUIRED"
         gateway.service.approve(reply["requestId"], actor="test")
-        with client.websocket_connect("/ws") as ws:
+        with open_ws(client) as ws:
             hello = device.handshake(ws, {"token": GATEWAY_TOKEN}, role=role)
     assert hello["type"] == "hello"
     return str(hello["deviceToken"])

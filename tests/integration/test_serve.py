@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import time
 from collections.abc import Callable
 from typing import Any
@@ -85,3 +86,20 @@ def test_pair_through_proxy_headers_approve_with_cli_then_revoke_closes_socket(
                 ws.recv(timeout=max(0.01, deadline - time.monotonic()))
     assert info.value.rcvd is not None
     assert (info.value.rcvd.code, info.value.rcvd.reason) == (1008, "device revoked")
+
+
+def test_shutdown_closes_live_sockets_with_1012(edge_server_factory: Callable[..., EdgeServer]) -> None:
+    server = edge_server_factory()
+    device = Device("local admin")
+    with connect(server.ws_url) as ws:
+        challenge = json.loads(ws.recv(timeout=5))
+        ws.send(json.dumps(device.connect_frame(challenge["nonce"], {})))
+        assert json.loads(ws.recv(timeout=5))["type"] == "hello"
+        assert server.proc is not None
+        server.proc.send_signal(signal.SIGTERM)
+        with pytest.raises(ConnectionClosed) as info:
+            while True:
+                ws.recv(timeout=10)
+    assert info.value.rcvd is not None
+    # uvicorn closes sockets itself (1012, no reason) before the lifespan shutdown runs
+    assert info.value.rcvd.code == 1012
