@@ -16,8 +16,10 @@ from starlette.staticfiles import StaticFiles
 
 from edge.config import Settings, load_settings
 from edge.gateway.api import build_routes
+from edge.gateway.forward_auth import build_forward_auth_routes
 from edge.gateway.guard import ClientResolutionMiddleware, GuardMiddleware
 from edge.gateway.runtime import Gateway
+from edge.gateway.upstream import build_upstream_routes
 from edge.gateway.ws import ControlSocket
 
 UI_DIR = Path(__file__).parent / "ui"
@@ -72,17 +74,8 @@ def create_app(config: str | os.PathLike[str] | Mapping[str, Any] | Settings | N
 
 
 def _extension_routes(gateway: Gateway) -> list[BaseRoute]:
-    """Forward-auth endpoints and upstream forwarding, when their modules are present."""
-    routes: list[BaseRoute] = []
-    with contextlib.suppress(ModuleNotFoundError):
-        from edge.gateway.forward_auth import build_forward_auth_routes
-
-        routes.extend(build_forward_auth_routes(gateway))
-    with contextlib.suppress(ModuleNotFoundError):
-        from edge.gateway.upstream import build_upstream_routes
-
-        routes.extend(build_upstream_routes(gateway))
-    return routes
+    """Forward-auth endpoints (``/auth/...``) and upstream forwarding (``upstreams``)."""
+    return [*build_forward_auth_routes(gateway), *build_upstream_routes(gateway)]
 
 
 def app_from_env() -> Starlette:

@@ -1,0 +1,210 @@
+"""Forward-auth endpoints: nginx ``auth_request`` and Caddy ``forward_auth`` ask Edge.
+
+The proxy sends a sub-request that carries the original request's credentials
+(``Authorization: Bearer`` or the ``edge_session`` cookie) and its own
+forwarding headers. The client was already resolved from those headers under
+the usual trust rules, so a request is judged exactly as if it had reached
+Edge itself. Allowing answers 200 with identity headers for the proxy to copy.
+
+Denying differs per proxy because their contracts differ: nginx turns any
+status but 2xx, 401 and 403 into a 500 and must never see a redirect, so
+``/auth/nginx`` answers 401 and names the dashboard in ``Location`` for the
+proxy's ``error_page`` to use; Caddy hands a non-2xx answer to the client as
+it is, so ``/auth/caddy`` redirects browsers (302) and gives API clients
+401 JSON.
+
+A refused browser is sent to Edge's own origin (``/``), where the dashboard
+pairs it and sets the session cookie. That cookie is host-only, so browsers
+can use a protected app only on the host that serves Edge; API clients send
+``Authorization: Bearer <device token>`` and work from anywhere. The query
+parameter ``role=admin`` (set in the proxy's configuration) admits only admin
+devices and local clients.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Literal
+from urllib.parse import quote
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from edge.gateway.context import AuthState, resolution_of
+from edge.gateway.guard import authenticate_http, denial_response
+from edge.gateway.origins import own_origin
+from edge.net import Resolution
+from edge.pairing.denials import Denial
+from edge.pairing.models import Role
+
+if TYPE_CHECKING:
+    from edge.gateway.runtime import Gateway
+
+logger = logging.getLogger("edge.forward_auth")
+
+NGINX_PATH = "/auth/nginx"
+CADDY_PATH = "/auth/caddy"
+METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+# What a forward-auth answer asserts about the caller. A proxy must remove
+# client-supplied copies of these before it copies Edge's (GHSA-7r4p-vjf4-gxv4);
+# the shipped configurations do.
+IDENTITY_HEADERS = (
+    "remote-user",
+    "remote-groups",
+    "x-edge-auth",
+    "x-edge-device-id",
+    "x-edge-role",
+)
+
+# Original request line, as each proxy passes it to the sub-request.
+_ORIGINAL = {
+    "nginx": ("x-original-method", "x-original-uri"),
+    "caddy": ("x-forwarded-method", "x-forwarded-uri"),
+}
+# Printable ASCII except '%': what may stay as it is in a header value.
+_HEADER_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
+_MAX_LOGGED_URI = 200
+
+
+def header_safe(text: str) -> bytes:
+    """A display name as a header value: non-ASCII and control characters percent-encoded."""
+    return quote(text, safe=_HEADER_SAFE).encode("ascii")
+
+
+def identity_headers(auth: AuthState) -> list[tuple[bytes, bytes]]:
+    """What Edge asserts about an admitted caller, for forward-auth answers and upstreams.
+
+    ``Remote-User`` is a display name (the device's, or ``local``); decisions
+    belong on ``X-Edge-Auth``, ``X-Edge-Role`` and ``X-Edge-Device-Id``.
+    """
+    if auth.state == "local":
+        return [
+            (b"remote-user", b"local"),
+            (b"remote-groups", b"admin"),
+            (b"x-edge-auth", b"local"),
+            (b"x-edge-role", b"admin"),
+        ]
+    device = auth.device
+    if auth.state != "paired" or device is None:
+        return []
+    role = str(device.role).encode("ascii")
+    return [
+        (b"remote-user", header_safe(device.name.strip() or device.id[:12])),
+        (b"remote-groups", role),
+        (b"x-edge-auth", b"paired"),
+        (b"x-edge-device-id", device.id.encode("ascii")),
+        (b"x-edge-role", role),
+    ]
+
+
+def _wants_html(request: Request) -> bool:
+    return "text/html" in request.headers.get("accept", "").lower()
+
+
+def _required_role(request: Request) -> Role | Literal["invalid"] | None:
+    text = request.query_params.get("role")
+    if text is None:
+        return None
+    role = Role.parse(text)
+    return role if role is not None else "invalid"
+
+
+class ForwardAuth:
+    """One forward-auth endpoint; ``proxy`` selects the denial contract."""
+
+    def __init__(self, gateway: Gateway, proxy: Literal["nginx", "caddy"]) -> None:
+        self.gateway = gateway
+        self.proxy = proxy
+
+    async def endpoint(self, request: Request) -> Response:
+        started = time.perf_counter()
+        gateway = self.gateway
+        required = _required_role(request)
+        if required == "invalid":
+            # A broken proxy configuration, not a client's fault: nginx reports it as a 500.
+            logger.error(
+                "forward-auth %s: role=%r is not a role (use role=admin or role=user)",
+                request.url.path,
+                request.query_params.get("role"),
+            )
+            return _json_response(
+                500,
+                b'{"error":"misconfigured","detail":"the proxy asked for an unknown role; '
+                b'use role=admin or role=user in the forward-auth URL"}',
+            )
+        auth = authenticate_http(gateway, request.scope)
+        if auth.state == "anonymous":
+            return self._deny(request, auth, started)
+        if (
+            required is not None
+            and auth.state == "paired"
+            and auth.device is not None
+            and not auth.device.role.covers(required)
+        ):
+            return self._deny(request, auth, started, forbidden=True)
+        gateway.metrics.observe_request("http", auth.state, time.perf_counter() - started)
+        if gateway.settings.logging.access_log:
+            self._log(request, auth.state, 200)
+        response = Response(status_code=200, headers={"cache-control": "no-store"})
+        response.raw_headers.extend(identity_headers(auth))
+        return response
+
+    def _deny(
+        self, request: Request, auth: AuthState, started: float, *, forbidden: bool = False
+    ) -> Response:
+        status, headers, body = denial_response(auth, forbidden=forbidden)
+        reason = Denial.ROLE_FORBIDDEN if forbidden else auth.denial or Denial.CREDENTIALS_MISSING
+        metrics = self.gateway.metrics
+        metrics.auth_failure(reason.metric_label)
+        metrics.observe_request("http", "denied", time.perf_counter() - started)
+        browser = _wants_html(request)
+        if browser and not forbidden:
+            location = self._dashboard_url(request).encode("latin-1")
+            if self.proxy == "caddy":
+                status, body = 302, b""
+                headers = [(b"cache-control", b"no-store")]
+            headers.append((b"location", location))
+        self._log(request, "denied", status, reason=reason.metric_label)
+        return _raw_response(status, headers, body)
+
+    def _dashboard_url(self, request: Request) -> str:
+        own = own_origin(resolution_of(request.scope))
+        return f"{own}/" if own else "/"
+
+    def _log(self, request: Request, decision: str, status: int, **extra: object) -> None:
+        method_header, uri_header = _ORIGINAL[self.proxy]
+        resolution: Resolution = resolution_of(request.scope)
+        logger.info(
+            "forward-auth %s %s -> %d",
+            request.headers.get(method_header, "?")[:16],
+            request.headers.get(uri_header, "?")[:_MAX_LOGGED_URI],
+            status,
+            extra={
+                "proxy": self.proxy,
+                "client": resolution.client_ip,
+                "decision": decision,
+                **extra,
+            },
+        )
+
+
+def _raw_response(status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> Response:
+    response = Response(body, status_code=status)
+    response.raw_headers = [(b"content-length", str(len(body)).encode("ascii")), *headers]
+    return response
+
+
+def _json_response(status: int, body: bytes) -> Response:
+    headers = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
+    return _raw_response(status, headers, body)
+
+
+def build_forward_auth_routes(gateway: Gateway) -> list[BaseRoute]:
+    """``/auth/nginx`` and ``/auth/caddy``; the guard lets ``/auth/`` through to judge itself."""
+    return [
+        Route(NGINX_PATH, ForwardAuth(gateway, "nginx").endpoint, methods=METHODS),
+        Route(CADDY_PATH, ForwardAuth(gateway, "caddy").endpoint, methods=METHODS),
+    ]

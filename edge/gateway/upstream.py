@@ -1,0 +1,586 @@
+"""Forward authenticated HTTP and WebSocket traffic to the configured ``upstreams``.
+
+A request under an upstream's prefix reaches this module only once the guard
+has admitted it (HTTP) or, for WebSockets, which the guard passes through,
+once this module has checked the same credentials and the Origin itself.
+
+What the upstream sees is rebuilt, never trusted: hop-by-hop headers and every
+header named in ``Connection`` are dropped (a client could otherwise make a
+proxy delete the headers the upstream relies on, Traefik CVE-2024-45410);
+client-supplied forwarding and identity headers (``Forwarded``,
+``X-Forwarded-*``, ``X-Real-IP``, ``Remote-*``, ``X-Edge-*``) are dropped and
+set afresh from the resolved client and the authenticated caller; the
+credential that authenticated the caller to Edge (the bearer token or the
+``edge_session`` cookie) is not passed on. Bodies stream both ways; one
+pooled ``httpx.AsyncClient`` per upstream and event loop carries the traffic.
+An unreachable upstream is answered 502 and a slow one 504, as JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Iterable
+from http.cookiejar import CookieJar, DefaultCookiePolicy
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+import httpx
+from starlette.routing import BaseRoute, Match, NoMatchFound
+from starlette.types import Message, Receive, Scope, Send
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.typing import Origin, Subprotocol
+
+from edge.config import UpstreamSettings
+from edge.gateway.context import AuthState, auth_of, resolution_of
+from edge.gateway.forward_auth import identity_headers
+from edge.gateway.guard import SESSION_COOKIE, authenticate_http, denial_response
+from edge.gateway.origins import origin_allowed
+from edge.net import Resolution
+from edge.pairing.denials import Denial
+
+if TYPE_CHECKING:
+    from starlette.datastructures import URLPath
+
+    from edge.gateway.runtime import Gateway
+
+logger = logging.getLogger("edge.upstream")
+
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"expect",  # uvicorn has already answered 100-continue
+    }
+)
+FORWARDING = frozenset(
+    {
+        b"forwarded",
+        b"x-forwarded-for",
+        b"x-forwarded-host",
+        b"x-forwarded-port",
+        b"x-forwarded-prefix",
+        b"x-forwarded-proto",
+        b"x-real-ip",
+    }
+)
+IDENTITY_PREFIXES = (b"remote-", b"x-edge-")
+# The WebSocket client library writes these itself for the upstream handshake.
+WEBSOCKET_HANDSHAKE = frozenset(
+    {
+        b"host",
+        b"origin",
+        b"user-agent",
+        b"sec-websocket-accept",
+        b"sec-websocket-extensions",
+        b"sec-websocket-key",
+        b"sec-websocket-protocol",
+        b"sec-websocket-version",
+    }
+)
+WEBSOCKET_MAX_MESSAGE = 16 * 1024 * 1024
+POOL_LIMITS = httpx.Limits(max_connections=512, max_keepalive_connections=128, keepalive_expiry=30)
+# Close codes that may not appear in a close frame, and what to send instead.
+_UNSENDABLE_CLOSE = {1005: 1000, 1006: 1014, 1015: 1014}
+_FORWARDED_SCHEME = {"ws": "http", "wss": "https", "http": "http", "https": "https"}
+
+
+class _ClientGone(Exception):
+    """The client disconnected while its request body was being forwarded."""
+
+
+class _RejectAllCookies(DefaultCookiePolicy):
+    """The pooled client is shared by every caller, so it must never remember a cookie."""
+
+    def set_ok(self, cookie: Any, request: Any) -> bool:
+        return False
+
+
+def _connection_named(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:
+    named: set[bytes] = set()
+    for name, value in headers:
+        if name.lower() == b"connection":
+            named.update(t.strip().lower() for t in value.split(b",") if t.strip())
+    return frozenset(named)
+
+
+def end_to_end(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """Headers without hop-by-hop ones and without those the ``Connection`` header names."""
+    headers = list(headers)
+    dropped = HOP_BY_HOP | _connection_named(headers)
+    return [(name, value) for name, value in headers if name.lower() not in dropped]
+
+
+def _without_session_cookie(value: bytes) -> bytes:
+    kept = [
+        part
+        for part in (p.strip() for p in value.split(b";"))
+        if part and part.split(b"=", 1)[0].strip() != SESSION_COOKIE.encode()
+    ]
+    return b"; ".join(kept)
+
+
+def _quoted(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def forwarding_headers(resolution: Resolution) -> list[tuple[bytes, bytes]]:
+    """``X-Forwarded-*`` and ``Forwarded`` describing the resolved client, for the upstream."""
+    proto = _FORWARDED_SCHEME.get(resolution.scheme, "http")
+    headers: list[tuple[bytes, bytes]] = []
+    node = "unknown"
+    if resolution.client_ip is not None:
+        headers.append((b"x-forwarded-for", resolution.client_ip.encode("ascii")))
+        ip = resolution.client_ip
+        node = _quoted(f"[{ip}]") if ":" in ip else ip
+    headers.append((b"x-forwarded-proto", proto.encode("ascii")))
+    forwarded = f"for={node};proto={proto}"
+    host = resolution.host
+    if host and host.isascii() and host.isprintable():
+        headers.append((b"x-forwarded-host", host.encode("ascii")))
+        forwarded += f";host={_quoted(host)}"
+    headers.append((b"forwarded", forwarded.encode("ascii")))
+    return headers
+
+
+def upstream_request_headers(
+    scope: Scope, auth: AuthState, *, drop: frozenset[bytes] = frozenset()
+) -> list[tuple[bytes, bytes]]:
+    """The client's end-to-end headers, cleaned, plus fresh forwarding and identity headers."""
+    authenticated_by_bearer = auth.state == "paired" and any(
+        name == b"authorization" and value[:7].lower() == b"bearer "
+        for name, value in scope["headers"]
+    )
+    headers: list[tuple[bytes, bytes]] = []
+    for name, value in end_to_end(scope["headers"]):
+        if (
+            name in FORWARDING
+            or name.startswith(IDENTITY_PREFIXES)
+            or name in drop
+            or name == b"host"
+            or (name == b"authorization" and authenticated_by_bearer)
+        ):
+            continue
+        if name == b"cookie":
+            value = _without_session_cookie(value)
+            if not value:
+                continue
+        headers.append((name, value))
+    headers.extend(forwarding_headers(resolution_of(scope)))
+    headers.extend(identity_headers(auth))
+    return headers
+
+
+def _json_body(error: str, detail: str) -> bytes:
+    return json.dumps({"error": error, "detail": detail}).encode()
+
+
+class UpstreamRoute(BaseRoute):
+    """Every path under one upstream's prefix, HTTP and (if enabled) WebSocket."""
+
+    def __init__(self, gateway: Gateway, upstream: UpstreamSettings) -> None:
+        self.gateway = gateway
+        self.upstream = upstream
+        self.prefix = upstream.prefix
+        self.base = httpx.URL(upstream.url)
+        self.timeout = httpx.Timeout(
+            upstream.timeout, connect=upstream.connect_timeout, pool=upstream.connect_timeout
+        )
+        self._clients: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
+
+    # -- routing ---------------------------------------------------------------------
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        kind = scope["type"]
+        if kind == "http" or (kind == "websocket" and self.upstream.websocket):
+            path: str = scope["path"]
+            if path.startswith(self.prefix) or path == self.prefix[:-1]:
+                return Match.FULL, {}
+        return Match.NONE, {}
+
+    def url_path_for(self, name: str, /, **path_params: Any) -> URLPath:
+        raise NoMatchFound(name, path_params)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
+        elif scope["path"] == self.prefix[:-1]:
+            query = scope.get("query_string", b"")
+            location = self.prefix.encode() + (b"?" + query if query else b"")
+            await _send_simple(send, 308, b"", [(b"location", location)])
+        else:
+            await self._http(scope, receive, send)
+
+    # -- the pooled client -----------------------------------------------------------
+
+    def client(self) -> httpx.AsyncClient:
+        """This event loop's pooled client (a test client may run several loops in turn)."""
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            for old_loop in [known for known in self._clients if known.is_closed()]:
+                del self._clients[old_loop]
+            client = httpx.AsyncClient(
+                timeout=self.timeout,
+                limits=POOL_LIMITS,
+                follow_redirects=False,
+                trust_env=False,  # never route loopback upstream traffic through an env proxy
+                cookies=CookieJar(policy=_RejectAllCookies()),
+            )
+            self._clients[loop] = client
+        return client
+
+    async def aclose(self) -> None:
+        """Close this event loop's pooled connections."""
+        client = self._clients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.aclose()
+
+    # -- paths -----------------------------------------------------------------------
+
+    def _target_path(self, scope: Scope) -> bytes:
+        """The raw path (still percent-encoded) to ask the upstream for."""
+        path: str = scope["path"]
+        raw = scope.get("raw_path") or quote(path).encode("ascii")
+        prefix = self.prefix.encode("ascii")
+        if self.upstream.strip_prefix:
+            if raw.startswith(prefix):
+                raw = raw[len(prefix) - 1 :]
+            else:  # the client percent-encoded part of the prefix
+                raw = quote(path[len(self.prefix) - 1 :]).encode("ascii")
+        base_path = self.base.raw_path.rstrip(b"/")
+        return (base_path + raw) or b"/"
+
+    def _rewrite_location(self, value: bytes) -> bytes:
+        """An absolute redirect to the upstream itself becomes a path on the gateway."""
+        base = str(self.base).rstrip("/").encode("latin-1")
+        if not value.startswith(base) or value[len(base) : len(base) + 1] not in (b"", b"/", b"?"):
+            return value
+        rest = value[len(base) :]
+        if not rest.startswith(b"/"):
+            rest = b"/" + rest
+        if self.upstream.strip_prefix:
+            rest = self.prefix[:-1].encode("ascii") + rest
+        return rest
+
+    # -- HTTP ------------------------------------------------------------------------
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        auth = auth_of(scope)
+        query: bytes = scope.get("query_string", b"")
+        try:
+            url = self.base.copy_with(
+                raw_path=self._target_path(scope) + (b"?" + query if query else b"")
+            )
+        except (httpx.InvalidURL, UnicodeError):
+            await _send_json(send, 400, "bad_request", "the request path cannot be forwarded")
+            return
+        headers = upstream_request_headers(scope, auth)
+        request = httpx.Request(
+            scope["method"],
+            url,
+            headers=headers,
+            content=_request_body(receive) if _has_body(scope["headers"]) else None,
+            extensions={"timeout": self.timeout.as_dict()},
+        )
+        label = self.upstream.label
+        metrics = self.gateway.metrics
+        started = time.perf_counter()
+        try:
+            response = await self.client().send(request, stream=True)
+        except _ClientGone:
+            return
+        except httpx.TimeoutException as exc:
+            metrics.upstream(label, 504, time.perf_counter() - started)
+            self._warn("timeout", exc)
+            await _send_json(
+                send,
+                504,
+                "upstream_timeout",
+                f"upstream {label!r} did not answer in time ({type(exc).__name__})",
+            )
+            return
+        except httpx.TransportError as exc:
+            metrics.upstream(label, 502, time.perf_counter() - started)
+            self._warn("unreachable", exc)
+            await _send_json(
+                send,
+                502,
+                "bad_gateway",
+                f"upstream {label!r} is unreachable or answered badly ({type(exc).__name__})",
+            )
+            return
+        metrics.upstream(label, response.status_code, time.perf_counter() - started)
+        try:
+            await self._relay_response(response, receive, send)
+        finally:
+            await response.aclose()
+
+    async def _relay_response(self, response: httpx.Response, receive: Receive, send: Send) -> None:
+        headers = []
+        for name, value in end_to_end(response.headers.raw):
+            lowered = name.lower()
+            if lowered in (b"location", b"content-location"):
+                value = self._rewrite_location(value)
+            headers.append((lowered, value))
+        await send(
+            {"type": "http.response.start", "status": response.status_code, "headers": headers}
+        )
+        relay = asyncio.ensure_future(_relay_body(response, send))
+        watcher = asyncio.ensure_future(_wait_disconnect(receive))
+        try:
+            await asyncio.wait((relay, watcher), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watcher.cancel()
+            if not relay.done():  # the client left: stop reading the upstream
+                relay.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+            try:
+                await relay
+            except asyncio.CancelledError:
+                pass
+            except httpx.TransportError as exc:
+                # Headers are gone already: all that is left is to cut the connection,
+                # which tells the client the body is incomplete.
+                self._warn("broke off mid-body", exc)
+                raise
+
+    def _warn(self, what: str, exc: BaseException) -> None:
+        advice = {
+            "timeout": "raise upstreams[].timeout (or connect_timeout) if it is just slow",
+            "unreachable": "check that it is running and that upstreams[].url is right",
+        }.get(what, "check the upstream's own log")
+        self.gateway.warner.warn(
+            f"upstream:{self.upstream.label}:{what}",
+            f"upstream {self.upstream.label!r} ({self.upstream.url}) {what}: "
+            f"{type(exc).__name__}: {exc}; {advice}",
+            upstream=self.upstream.label,
+        )
+
+    # -- WebSocket -------------------------------------------------------------------
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        if (await receive())["type"] != "websocket.connect":
+            return
+        gateway = self.gateway
+        metrics = gateway.metrics
+        resolution = resolution_of(scope)
+        origin = _header(scope, b"origin")
+        auth = authenticate_http(gateway, scope)
+        if not origin_allowed(origin, resolution, gateway.live.allowed_origins):
+            metrics.auth_failure(Denial.ORIGIN_NOT_ALLOWED.metric_label)
+            metrics.observe_request("websocket", "denied", time.perf_counter() - started)
+            body = _json_body("forbidden", f"origin {origin!r} may not open this socket")
+            await _deny_websocket(scope, send, 403, [], body, 1008, "origin not allowed")
+            return
+        if auth.state == "anonymous":
+            denial = auth.denial or Denial.CREDENTIALS_MISSING
+            metrics.auth_failure(denial.metric_label)
+            metrics.observe_request("websocket", "denied", time.perf_counter() - started)
+            status, headers, body = denial_response(auth)
+            await _deny_websocket(scope, send, status, headers, body, 1008, denial.reason)
+            return
+        label = self.upstream.label
+        connected = time.perf_counter()
+        try:
+            upstream = await connect(
+                self._websocket_url(scope),
+                additional_headers=[
+                    (name.decode("latin-1"), value.decode("latin-1"))
+                    for name, value in upstream_request_headers(
+                        scope, auth, drop=WEBSOCKET_HANDSHAKE
+                    )
+                ],
+                origin=Origin(origin) if origin is not None else None,
+                user_agent_header=_header(scope, b"user-agent"),
+                subprotocols=_subprotocols(scope),
+                open_timeout=self.upstream.connect_timeout,
+                max_size=WEBSOCKET_MAX_MESSAGE,
+                proxy=None,
+                compression=None,
+            )
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            metrics.upstream(label, status, time.perf_counter() - connected)
+            body = _json_body("upstream_refused", f"upstream {label!r} answered {status}")
+            await _deny_websocket(scope, send, status, [], body, 1014, "bad gateway")
+            return
+        except (TimeoutError, OSError, InvalidHandshake) as exc:
+            timed_out = isinstance(exc, TimeoutError)
+            status = 504 if timed_out else 502
+            metrics.upstream(label, status, time.perf_counter() - connected)
+            self._warn("timeout" if timed_out else "unreachable", exc)
+            error = "upstream_timeout" if timed_out else "bad_gateway"
+            detail = f"upstream {label!r} WebSocket failed ({type(exc).__name__})"
+            await _deny_websocket(
+                scope, send, status, [], _json_body(error, detail), 1014, "bad gateway"
+            )
+            return
+        metrics.upstream(label, 101, time.perf_counter() - connected)
+        metrics.observe_request("websocket", auth.state, time.perf_counter() - started)
+        try:
+            await send({"type": "websocket.accept", "subprotocol": upstream.subprotocol})
+            await _relay_websocket(upstream, receive, send)
+        finally:
+            await upstream.close()
+
+    def _websocket_url(self, scope: Scope) -> str:
+        scheme = "wss" if self.base.scheme == "https" else "ws"
+        query: bytes = scope.get("query_string", b"")
+        raw = self._target_path(scope) + (b"?" + query if query else b"")
+        return str(self.base.copy_with(scheme=scheme, raw_path=raw))
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+def _subprotocols(scope: Scope) -> list[Subprotocol] | None:
+    offered = [
+        Subprotocol(token.strip())
+        for key, value in scope["headers"]
+        if key == b"sec-websocket-protocol"
+        for token in value.decode("latin-1").split(",")
+        if token.strip()
+    ]
+    return offered or None
+
+
+def _has_body(headers: Iterable[tuple[bytes, bytes]]) -> bool:
+    for name, value in headers:
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
+            return True
+    return False
+
+
+async def _request_body(receive: Receive) -> AsyncIterator[bytes]:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _ClientGone
+        body = message.get("body", b"")
+        if body:
+            yield body
+        if not message.get("more_body", False):
+            return
+
+
+async def _relay_body(response: httpx.Response, send: Send) -> None:
+    async for chunk in response.aiter_raw():
+        if chunk:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _wait_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _send_simple(
+    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]
+) -> None:
+    headers = [(b"content-length", str(len(body)).encode("ascii")), *headers]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _send_json(send: Send, status: int, error: str, detail: str) -> None:
+    headers = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
+    await _send_simple(send, status, _json_body(error, detail), headers)
+
+
+async def _deny_websocket(
+    scope: Scope,
+    send: Send,
+    status: int,
+    headers: list[tuple[bytes, bytes]],
+    body: bytes,
+    close_code: int,
+    close_reason: str,
+) -> None:
+    """An HTTP answer to the handshake where the server can send one, else accept and close.
+
+    Closing before accepting would reach the client as a bare 403 with no reason.
+    The client's ``websocket.connect`` message has been received already.
+    """
+    if "websocket.http.response" in scope.get("extensions", {}):
+        response_headers = [(k, v) for k, v in headers if k != b"content-type"]
+        response_headers.append((b"content-type", b"application/json"))
+        response_headers.append((b"content-length", str(len(body)).encode("ascii")))
+        await send(
+            {"type": "websocket.http.response.start", "status": status, "headers": response_headers}
+        )
+        await send({"type": "websocket.http.response.body", "body": body})
+        return
+    await send({"type": "websocket.accept"})
+    await send({"type": "websocket.close", "code": close_code, "reason": close_reason})
+
+
+def _sendable(code: int | None) -> int:
+    if code is None:
+        return 1000
+    return _UNSENDABLE_CLOSE.get(code, code)
+
+
+async def _relay_websocket(upstream: ClientConnection, receive: Receive, send: Send) -> None:
+    """Frames both ways until one side closes; its close code and reason go to the other."""
+
+    async def client_to_upstream() -> None:
+        while True:
+            message: Message = await receive()
+            if message["type"] == "websocket.receive":
+                text = message.get("text")
+                await upstream.send(text if text is not None else message.get("bytes") or b"")
+            elif message["type"] == "websocket.disconnect":
+                code = _sendable(message.get("code", 1000))
+                await upstream.close(1001 if code == 1014 else code, message.get("reason") or "")
+                return
+
+    async def upstream_to_client() -> None:
+        with contextlib.suppress(ConnectionClosed):
+            async for data in upstream:
+                if isinstance(data, str):
+                    await send({"type": "websocket.send", "text": data})
+                else:
+                    await send({"type": "websocket.send", "bytes": data})
+        code = upstream.close_code
+        reason = upstream.close_reason or ""
+        if code == 1006:
+            reason = "upstream connection lost"
+        await send({"type": "websocket.close", "code": _sendable(code), "reason": reason})
+
+    tasks = [
+        asyncio.ensure_future(client_to_upstream()),
+        asyncio.ensure_future(upstream_to_client()),
+    ]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, ConnectionClosed, OSError):
+                await task
+
+
+def build_upstream_routes(gateway: Gateway) -> list[BaseRoute]:
+    """One route per configured upstream, longest prefix first so nested prefixes work."""
+    upstreams = sorted(gateway.settings.upstreams, key=lambda u: len(u.prefix), reverse=True)
+    return [UpstreamRoute(gateway, upstream) for upstream in upstreams]

@@ -1,0 +1,341 @@
+"""Upstream forwarding in process: the gateway app under the test client, a real upstream on loopback."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient, WebSocketDenialResponse
+from starlette.websockets import WebSocketDisconnect
+
+from edge import create_app
+from edge.gateway.upstream import end_to_end, forwarding_headers
+from edge.net import Resolution
+from tests.conftest import GATEWAY_TOKEN, LOOPBACK, REMOTE, Device, base_config, client_for, open_ws
+from tests.integration.conftest import free_port
+from tests.integration.proxies import UvicornThread, header_values, upstream_app
+
+PROXY = ("127.0.0.1", 50000)
+CLIENT_IP = "198.51.100.23"
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[UvicornThread]:
+    with UvicornThread(upstream_app) as server:
+        yield server
+
+
+@pytest.fixture
+def app(tmp_path: Path, upstream: UvicornThread) -> Any:
+    return create_app(
+        base_config(
+            tmp_path,
+            proxy={"trusted_proxies": ["127.0.0.1"]},
+            upstreams=[
+                {"prefix": "/svc/", "url": upstream.url, "websocket": True},
+                {"prefix": "/strip/", "url": f"{upstream.url}/base", "strip_prefix": True, "name": "stripped"},
+                {"prefix": "/slow/", "url": upstream.url, "timeout": 0.3, "websocket": True},
+                {"prefix": "/down/", "url": f"http://127.0.0.1:{free_port()}", "connect_timeout": 1, "websocket": True},
+                {"prefix": "/nows/", "url": upstream.url},
+            ],
+        )
+    )
+
+
+def pair(app: Any, device: Device) -> str:
+    with client_for(app, REMOTE) as client:
+        with open_ws(client) as ws:
+            reply = device.handshake(ws, {"token": GATEWAY_TOKEN})
+        app.state.gateway.service.approve(reply["requestId"], actor="test")
+        with open_ws(client) as ws:
+            hello = device.handshake(ws, {"token": GATEWAY_TOKEN})
+    return str(hello["deviceToken"])
+
+
+def via_proxy(app: Any) -> TestClient:
+    return TestClient(app, client=PROXY, base_url="http://127.0.0.1:18789")
+
+
+def proxied(token: str | None = None, **extra: str) -> dict[str, str]:
+    headers = {
+        "x-forwarded-for": CLIENT_IP,
+        "x-forwarded-proto": "https",
+        "x-forwarded-host": "edge.example.com",
+        "host": "127.0.0.1:18789",
+    }
+    if token is not None:
+        headers["authorization"] = f"Bearer {token}"
+    headers.update(extra)
+    return headers
+
+
+def local_client(app: Any) -> TestClient:
+    return client_for(app, LOOPBACK, base_url="http://localhost:18789")
+
+
+def sample(app: Any, name: str, **labels: str) -> float:
+    return float(app.state.gateway.metrics.registry.get_sample_value(name, labels) or 0.0)
+
+
+# -- HTTP --------------------------------------------------------------------------------
+
+
+def test_anonymous_remote_client_is_refused_before_the_upstream(app: Any) -> None:
+    with via_proxy(app) as client:
+        response = client.get("/svc/echo", headers=proxied())
+    assert response.status_code == 401
+    assert response.json()["error"] == "pairing_required"
+
+
+def test_paired_device_reaches_the_upstream_with_fresh_forwarding_and_identity(app: Any) -> None:
+    device = Device("Bob's phone")
+    token = pair(app, device)
+    forged = {
+        "x-forwarded-for": f"203.0.113.66, {CLIENT_IP}",
+        "x-real-ip": "203.0.113.66",
+        "forwarded": "for=203.0.113.66",
+        "remote-user": "admin",
+        "x-edge-role": "admin",
+        "remote-email": "root@example.com",
+    }
+    with via_proxy(app) as client:
+        response = client.get("/svc/echo?x=1", headers=proxied(token, **forged))
+    assert response.status_code == 200
+    echo = response.json()
+    assert echo["path"] == "/svc/echo"
+    assert echo["query"] == "x=1"
+    assert header_values(echo, "x-forwarded-for") == [CLIENT_IP]
+    assert header_values(echo, "x-forwarded-proto") == ["https"]
+    assert header_values(echo, "x-forwarded-host") == ["edge.example.com"]
+    assert header_values(echo, "forwarded") == [f'for={CLIENT_IP};proto=https;host="edge.example.com"']
+    assert header_values(echo, "x-real-ip") == []
+    assert header_values(echo, "remote-user") == ["Bob's phone"]
+    assert header_values(echo, "remote-email") == []
+    assert header_values(echo, "x-edge-role") == ["user"]
+    assert header_values(echo, "x-edge-device-id") == [device.id]
+    assert header_values(echo, "authorization") == []  # the device token stays with Edge
+
+
+def test_local_client_is_forwarded_as_local(app: Any) -> None:
+    with local_client(app) as client:
+        echo = client.get("/svc/echo").json()
+    assert header_values(echo, "remote-user") == ["local"]
+    assert header_values(echo, "x-edge-auth") == ["local"]
+    assert header_values(echo, "x-forwarded-for") == ["127.0.0.1"]
+    assert header_values(echo, "x-edge-device-id") == []
+
+
+def test_headers_named_in_connection_are_not_forwarded(app: Any) -> None:
+    # Traefik CVE-2024-45410: a client must not make the gateway drop or pass hop headers.
+    with local_client(app) as client:
+        echo = client.get(
+            "/svc/echo",
+            headers={"connection": "keep-alive, X-Hop-Secret", "x-hop-secret": "1", "keep-alive": "5", "te": "trailers"},
+        ).json()
+    assert header_values(echo, "x-hop-secret") == []
+    assert header_values(echo, "keep-alive") == []
+    assert header_values(echo, "te") == []
+
+
+def test_upstream_hop_headers_are_not_returned(app: Any) -> None:
+    with local_client(app) as client:
+        response = client.get("/svc/echo?connection_header=1")
+    assert response.status_code == 200
+    assert "x-upstream-secret" not in response.headers
+
+
+def test_authorization_and_session_cookie_stay_with_edge_other_cookies_pass(app: Any) -> None:
+    token = pair(app, Device())
+    with via_proxy(app) as client:
+        echo = client.get(
+            "/svc/echo", headers=proxied(cookie=f"theme=dark; edge_session={token}; lang=en")
+        ).json()
+    assert header_values(echo, "cookie") == ["theme=dark; lang=en"]
+    assert header_values(echo, "x-edge-auth") == ["paired"]
+
+
+def test_strip_prefix_keeps_the_encoded_path_under_the_upstream_base(app: Any) -> None:
+    with local_client(app) as client:
+        echo = client.get("/strip/a%2Fb/c?q=1%202").json()
+    assert echo["raw_path"] == "/base/a%2Fb/c"
+    assert echo["query"] == "q=1%202"
+
+
+def test_request_body_is_forwarded_whole(app: Any) -> None:
+    payload = bytes(range(256)) * 4096  # 1 MiB
+    with local_client(app) as client:
+        echo = client.post("/svc/upload", content=payload).json()
+    assert echo["method"] == "POST"
+    assert echo["body_length"] == len(payload)
+
+
+def test_streamed_response_arrives_whole(app: Any) -> None:
+    with local_client(app) as client:
+        response = client.get("/svc/stream?chunks=5")
+    assert response.text == "".join(f"chunk {i}\n" for i in range(5))
+
+
+def test_upstream_redirect_to_itself_becomes_a_gateway_path(app: Any) -> None:
+    with local_client(app) as client:
+        plain = client.get("/svc/x?redirect=/svc/next", follow_redirects=False)
+        stripped = client.get("/strip/x?redirect=/base/next", follow_redirects=False)
+    assert plain.status_code == 302
+    assert plain.headers["location"] == "/svc/next"
+    assert stripped.headers["location"] == "/strip/next"
+
+
+def test_upstream_cookies_reach_the_client_and_are_never_shared(app: Any) -> None:
+    with local_client(app) as client:
+        first = client.get("/svc/echo?set_cookie=alice")
+        client.cookies.clear()
+        second = client.get("/svc/echo").json()
+    assert "app_cookie=alice" in first.headers["set-cookie"]
+    assert header_values(second, "cookie") == []
+
+
+def test_prefix_without_slash_redirects_to_the_prefix(app: Any) -> None:
+    with local_client(app) as client:
+        response = client.get("/svc?a=1", follow_redirects=False)
+    assert response.status_code == 308
+    assert response.headers["location"] == "/svc/?a=1"
+
+
+def test_unreachable_upstream_is_502_json_and_counted(app: Any) -> None:
+    before = sample(app, "edge_upstream_requests_total", upstream="down", code_class="5xx")
+    with local_client(app) as client:
+        response = client.get("/down/x")
+    assert response.status_code == 502
+    assert response.json()["error"] == "bad_gateway"
+    assert "'down'" in response.json()["detail"]
+    assert sample(app, "edge_upstream_requests_total", upstream="down", code_class="5xx") == before + 1
+
+
+def test_slow_upstream_is_504_json(app: Any) -> None:
+    with local_client(app) as client:
+        response = client.get("/slow/x?delay=3")
+    assert response.status_code == 504
+    assert response.json()["error"] == "upstream_timeout"
+
+
+def test_successful_forwarding_is_counted_by_upstream_name(app: Any) -> None:
+    before = sample(app, "edge_upstream_requests_total", upstream="stripped", code_class="2xx")
+    with local_client(app) as client:
+        client.get("/strip/x")
+    assert sample(app, "edge_upstream_requests_total", upstream="stripped", code_class="2xx") == before + 1
+    assert sample(app, "edge_upstream_duration_seconds_count", upstream="stripped") >= 1
+
+
+# -- WebSocket -----------------------------------------------------------------------------
+
+
+def test_websocket_frames_relay_both_ways_with_identity(app: Any) -> None:
+    device = Device("tablet")
+    token = pair(app, device)
+    with via_proxy(app) as client, client.websocket_connect("/svc/live", headers=proxied(token)) as ws:
+        ws.send_text("hello")
+        assert ws.receive_text() == "hello"
+        ws.send_bytes(b"\x00\x01binary")
+        assert ws.receive_bytes() == b"\x00\x01binary"
+        ws.send_text("headers")
+        seen = {k: v for k, v in json.loads(ws.receive_text())}
+    assert seen["x-forwarded-for"] == CLIENT_IP
+    assert seen["x-forwarded-proto"] == "https"
+    assert seen["remote-user"] == "tablet"
+    assert seen["x-edge-device-id"] == device.id
+    assert "authorization" not in seen
+
+
+def test_websocket_subprotocol_is_negotiated_by_the_upstream(app: Any) -> None:
+    with local_client(app) as client, client.websocket_connect(
+        "/svc/live", headers={"host": "localhost:18789"}, subprotocols=["chat.v2", "chat.v1"]
+    ) as ws:
+        assert ws.accepted_subprotocol == "chat.v2"
+
+
+def test_websocket_close_code_and_reason_of_the_upstream_reach_the_client(app: Any) -> None:
+    with local_client(app) as client, client.websocket_connect("/svc/live", headers={"host": "localhost:18789"}) as ws:
+        ws.send_text("close:4001:finished here")
+        with pytest.raises(WebSocketDisconnect) as info:
+            ws.receive_text()
+    assert (info.value.code, info.value.reason) == (4001, "finished here")
+
+
+def test_anonymous_websocket_is_refused_with_an_http_401(app: Any) -> None:
+    with (
+        via_proxy(app) as client,
+        pytest.raises(WebSocketDenialResponse) as info,
+        client.websocket_connect("/svc/live", headers=proxied()),
+    ):
+        pass
+    assert info.value.status_code == 401
+    assert info.value.json()["error"] == "pairing_required"
+
+
+def test_websocket_from_a_foreign_origin_is_refused(app: Any) -> None:
+    token = pair(app, Device())
+    headers = proxied(token, origin="https://evil.example.net")
+    with (
+        via_proxy(app) as client,
+        pytest.raises(WebSocketDenialResponse) as info,
+        client.websocket_connect("/svc/live", headers=headers),
+    ):
+        pass
+    assert info.value.status_code == 403
+
+
+def test_websocket_to_an_unreachable_upstream_is_a_502(app: Any) -> None:
+    with (
+        local_client(app) as client,
+        pytest.raises(WebSocketDenialResponse) as info,
+        client.websocket_connect("/down/live", headers={"host": "localhost:18789"}),
+    ):
+        pass
+    assert info.value.status_code == 502
+
+
+def test_websocket_is_not_forwarded_where_the_upstream_does_not_allow_it(app: Any) -> None:
+    with (
+        local_client(app) as client,
+        pytest.raises(WebSocketDisconnect),
+        client.websocket_connect("/nows/live", headers={"host": "localhost:18789"}) as ws,
+    ):
+        ws.receive_text()
+
+
+# -- the pure parts ------------------------------------------------------------------------
+
+
+def test_end_to_end_drops_hop_by_hop_and_connection_named_headers() -> None:
+    headers = [
+        (b"Connection", b"close, X-Private"),
+        (b"x-private", b"1"),
+        (b"transfer-encoding", b"chunked"),
+        (b"upgrade", b"h2c"),
+        (b"proxy-authorization", b"Basic x"),
+        (b"content-type", b"text/plain"),
+    ]
+    assert end_to_end(headers) == [(b"content-type", b"text/plain")]
+
+
+def test_forwarded_header_quotes_ipv6_and_hosts() -> None:
+    resolution = Resolution(
+        client_ip="2001:db8::7",
+        client_port=None,
+        peer_ip="::1",
+        peer_port=1,
+        trusted_peer=True,
+        scheme="wss",
+        host="edge.example.com:8443",
+        local=False,
+        local_rule="",
+        hops=(),
+        anomalies=(),
+        header_used="x-forwarded-for",
+    )
+    headers = dict(forwarding_headers(resolution))
+    assert headers[b"x-forwarded-for"] == b"2001:db8::7"
+    assert headers[b"x-forwarded-proto"] == b"https"
+    assert headers[b"forwarded"] == b'for="[2001:db8::7]";proto=https;host="edge.example.com:8443"'
