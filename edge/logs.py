@@ -1,9 +1,17 @@
-"""Logging setup: plain text or one JSON object per line, and rate-limited warnings.
+"""Logging: plain text or one JSON object per line, rate-limited warnings, and the audit trail.
 
 Misconfiguration signals (proxy headers from an untrusted peer, malformed
 chains) can arrive on every request; ``SignalWarner`` logs each distinct
 signal once per interval, with the config key that fixes it, so the log stays
 readable and the line an operator searches for is there.
+
+The audit trail (logger ``edge.audit``) has one line per store event: who
+asked to pair and from where, who approved, rejected, revoked or rotated, and
+which address was locked out. It is written from the event log, so actions of
+the CLI, the dashboard and other workers are all in it, once.
+
+Secrets never reach a line: the event log holds none, and both formatters
+redact any extra field whose name says it is a token, secret or credential.
 """
 
 from __future__ import annotations
@@ -13,13 +21,41 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any, TextIO
 
 from edge.config import LoggingSettings
+from edge.pairing.models import Event
 
 LOGGER_NAME = "edge"
+AUDIT_LOGGER_NAME = "edge.audit"
+UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
+REDACTED = "[redacted]"
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+_SECRET_WORDS = ("token", "secret", "password", "authorization", "cookie", "hash", "credential")
+
+
+def is_secret_field(name: str) -> bool:
+    """Whether a log field's name says its value is a credential (and must not be written)."""
+    lowered = name.lower()
+    return any(word in lowered for word in _SECRET_WORDS)
+
+
+def _extra_fields(record: logging.LogRecord) -> dict[str, Any]:
+    return {
+        key: REDACTED if is_secret_field(key) else value
+        for key, value in record.__dict__.items()
+        if key not in _RESERVED and not key.startswith("_")
+    }
+
+
+def _timestamp(created: float) -> str:
+    return (
+        datetime.fromtimestamp(created, UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
 
 
 class JsonFormatter(logging.Formatter):
@@ -27,47 +63,77 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         payload: dict[str, Any] = {
-            "ts": round(record.created, 3),
+            "ts": _timestamp(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        for key, value in record.__dict__.items():
-            if key not in _RESERVED and not key.startswith("_"):
-                payload[key] = value
+        for key, value in _extra_fields(record).items():
+            payload.setdefault(key, value)
         if record.exc_info:
             payload["exc"] = self.formatException(record.exc_info)
-        return json.dumps(payload, default=str, separators=(",", ":"))
+        return json.dumps(payload, default=str, separators=(",", ":"), ensure_ascii=False)
+
+
+def _logfmt_value(value: object) -> str:
+    text = "null" if value is None else str(value)
+    if text == "" or any(c in text for c in ' "=\\') or not text.isprintable():
+        return json.dumps(text, ensure_ascii=False)
+    return text
 
 
 class TextFormatter(logging.Formatter):
+    """``time LEVEL logger: message key=value ...``; values with spaces are quoted."""
+
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
-        extras = {
-            k: v for k, v in record.__dict__.items() if k not in _RESERVED and not k.startswith("_")
-        }
+        extras = _extra_fields(record)
         if extras:
-            text += " " + " ".join(f"{k}={v}" for k, v in extras.items())
+            text += " " + " ".join(f"{k}={_logfmt_value(v)}" for k, v in extras.items())
         return text
 
 
+class _StderrHandler(logging.StreamHandler[TextIO]):
+    """Writes to whatever ``sys.stderr`` is now, not what it was when logging was set up."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:
+        """The stream always follows ``sys.stderr``; assignments are ignored."""
+
+
+def make_formatter(settings: LoggingSettings) -> logging.Formatter:
+    return JsonFormatter() if settings.format == "json" else TextFormatter()
+
+
 def setup_logging(settings: LoggingSettings) -> None:
-    """Configure the ``edge`` logger once per process (idempotent)."""
+    """Configure the ``edge`` logger once per process (idempotent; a reload updates it).
+
+    With ``format: json`` uvicorn's own handlers get the JSON formatter too, so
+    a log shipper never meets a plain-text line in the middle of the stream.
+    """
     logger = logging.getLogger(LOGGER_NAME)
     logger.setLevel(settings.level.upper())
-    formatter: logging.Formatter = JsonFormatter() if settings.format == "json" else TextFormatter()
-    for handler in logger.handlers:
-        if getattr(handler, "_edge", False):
-            handler.setFormatter(formatter)
-            return
-    handler = logging.StreamHandler(sys.stderr)
-    handler._edge = True  # type: ignore[attr-defined]
-    handler.setFormatter(formatter)
-    logger.addHandler(handler)
     logger.propagate = False
+    formatter = make_formatter(settings)
+    handler = next((h for h in logger.handlers if isinstance(h, _StderrHandler)), None)
+    if handler is None:
+        handler = _StderrHandler()
+        logger.addHandler(handler)
+    handler.setFormatter(formatter)
+    if settings.format == "json":
+        for name in UVICORN_LOGGERS:
+            for uvicorn_handler in logging.getLogger(name).handlers:
+                uvicorn_handler.setFormatter(formatter)
 
 
 class SignalWarner:
@@ -101,3 +167,64 @@ class SignalWarner:
             message += f" ({suppressed} more like this since the last warning)"
         self._logger.warning(message, extra={"signal": signal, **fields})
         return True
+
+
+# -- the audit trail --------------------------------------------------------------------------
+
+_AUDIT_MESSAGES = {
+    "pairing.requested": (
+        "pairing request {request_id} from {client_ip}: device {device} asks for {role} ({reason})"
+    ),
+    "pairing.resolved": (
+        "pairing request {request_id} {decision} by {actor}: device {device}, "
+        "requested from {client_ip}"
+    ),
+    "device.paired": "device {device} paired as {role} by {actor}",
+    "device.token_rotated": "device token of {device} replaced ({reason}) by {actor}",
+    "device.revoked": "device {device} revoked by {actor}",
+    "device.renamed": "device {device} renamed (was {previous_name}) by {actor}",
+    "device.expired": "device {device} removed after being idle, by {actor}",
+    "invite.created": "invite {invite_id} for a {role} device created by {actor}",
+    "invite.cancelled": "invite {invite_id} cancelled by {actor}",
+    "invite.used": "invite {invite_id} used: device {device} paired as {granted_role}",
+    "auth.lockout": "client {client_ip} locked out for {lockout}s after {failures} failed attempts",
+}
+# Event keys that would collide with LogRecord attributes, or read better renamed.
+_AUDIT_RENAMES = {"name": "device_name", "client": "client_ip"}
+
+
+class _Fields(dict[str, object]):
+    def __missing__(self, key: str) -> str:
+        return "-"
+
+
+def audit_fields(event: Event) -> dict[str, object]:
+    """The structured fields of an audit line: the event's data, renamed, secrets redacted."""
+    fields: dict[str, object] = {"event": event.type, "seq": event.seq}
+    for key, value in event.data.items():
+        name = _AUDIT_RENAMES.get(key, key)
+        if name in _RESERVED or name in fields:
+            name = f"data_{name}"
+        fields[name] = REDACTED if is_secret_field(key) else value
+    return fields
+
+
+def audit_message(event: Event) -> str:
+    """One sentence an operator can read: what happened, to which device, by whom, from where."""
+    data: Mapping[str, object] = event.data
+    values = _Fields({k: v for k, v in data.items() if v is not None and not is_secret_field(k)})
+    device_id = data.get("device_id")
+    name = data.get("name") or data.get("device_name")
+    if isinstance(device_id, str):
+        values["device"] = f"{device_id[:12]} ({name})" if name else device_id[:12]
+    client = data.get("client_ip") or data.get("client")
+    values["client_ip"] = client if client else "an unknown address"
+    template = _AUDIT_MESSAGES.get(event.type, event.type)
+    return template.format_map(values)
+
+
+def audit_event(event: Event, logger: logging.Logger | None = None) -> None:
+    """Write the audit line of one store event (once per event: see ``edge.metrics.EventClaim``)."""
+    (logger or logging.getLogger(AUDIT_LOGGER_NAME)).info(
+        audit_message(event), extra=audit_fields(event)
+    )

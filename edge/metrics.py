@@ -1,21 +1,29 @@
 """Prometheus metrics: every decision the gateway makes is countable here.
 
-Labels are bounded by construction: kinds, decisions, reasons and outcomes
-are closed sets, upstream labels are configured names. No label ever holds a
-path, an address, a device id or a token.
+Labels are bounded by construction: kinds, decisions, reasons, outcomes and
+pairing events are closed sets, upstream labels are configured names. No label
+ever holds a path, an address, a device id or a token.
 
 With several uvicorn workers, ``prepare_multiprocess_dir`` must run in the
 parent before the workers start (``edge serve`` does it); each worker then
 writes its own files and ``render`` aggregates them. Gauges state how they
 aggregate: live sockets add up over live workers; store-derived gauges (every
 worker reads the same store) take the newest value.
+
+Store events (pairing, revocation, lockouts) reach every worker, because each
+one reads the whole event log. ``EventClaim`` makes sure each event is counted
+by exactly one of them.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
+import logging
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from prometheus_client import (
@@ -29,25 +37,34 @@ from prometheus_client import (
 )
 from prometheus_client import multiprocess as _multiprocess
 
+from edge.pairing.denials import Denial
+
 # `_created` series double the exposition and no dashboard here uses them.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
+logger = logging.getLogger("edge.metrics")
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+CLAIM_FILE = "pairing-events.claim"
 KINDS = ("http", "websocket")
 DECISIONS = ("local", "paired", "denied")
-PROXY_OUTCOMES = ("none", "trusted", "untrusted_proxy_headers", "malformed_forwarded", "too_many_hops")
+PUBLIC_DECISION = "public"  # anonymous HTTP requests to public routes (/healthz, the UI, whoami)
+PROXY_OUTCOMES = (
+    "none",
+    "trusted",
+    "untrusted_proxy_headers",
+    "malformed_forwarded",
+    "too_many_hops",
+)
 PAIRING_EVENTS = ("requested", "approved", "rejected", "expired", "revoked", "rotated")
+AUTH_FAILURE_REASONS = tuple(denial.metric_label for denial in Denial)
 ROLES = ("admin", "user")
 CODE_CLASSES = ("2xx", "3xx", "4xx", "5xx", "error")
+REQUEST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
-# Store event type -> edge_pairing_events_total{event}
-_EVENT_LABELS = {
-    "pairing.requested": "requested",
-    "device.revoked": "revoked",
-    "device.token_rotated": "rotated",
-    "device.expired": "expired",
-}
 _DECISION_LABELS = {"approved": "approved", "rejected": "rejected", "expired": "expired"}
+_DEVICE_EVENT_LABELS = {"device.revoked": "revoked", "device.expired": "expired"}
+_STATE_EVENT_PREFIXES = ("pairing.", "device.", "invite.used")
 
 
 def multiprocess_enabled() -> bool:
@@ -55,7 +72,10 @@ def multiprocess_enabled() -> bool:
 
 
 def prepare_multiprocess_dir(path: Path) -> None:
-    """Create (or wipe) the directory workers share, and point this process tree at it."""
+    """Create (or wipe) the directory workers share, and point this process tree at it.
+
+    Wiping matters: files left by the previous run would add its totals to this one.
+    """
     if path.exists():
         shutil.rmtree(path)
     path.mkdir(parents=True, mode=0o700)
@@ -63,22 +83,156 @@ def prepare_multiprocess_dir(path: Path) -> None:
 
 
 def mark_worker_dead(pid: int) -> None:
-    """Drop a dead worker's live gauges (uvicorn's supervisor calls this via a hook)."""
+    """Drop a worker's live gauges; ``Gateway.stop`` calls it as the worker exits."""
     if multiprocess_enabled():
-        _multiprocess.mark_process_dead(pid)
+        _multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def forget_dead_workers(directory: Path) -> list[int]:
+    """Mark dead every worker whose live-gauge files remain but whose process is gone.
+
+    A worker killed outright (OOM, SIGKILL) never runs ``Gateway.stop``; without
+    this its open sockets would stay in ``edge_websocket_connections`` forever.
+    """
+    dead: set[int] = set()
+    for file in directory.glob("gauge_live*_*.db"):
+        suffix = file.stem.rpartition("_")[2]
+        if suffix.isdigit() and not _process_alive(int(suffix)):
+            dead.add(int(suffix))
+    for pid in sorted(dead):
+        _multiprocess.mark_process_dead(pid, str(directory))  # type: ignore[no-untyped-call]
+    return sorted(dead)
 
 
 def pairing_event_label(event_type: str, data: Mapping[str, object]) -> str | None:
-    """The ``event`` label for a store event, or None when it is not a pairing event."""
+    """The ``event`` label for a store event, or None when it is not a counted pairing event.
+
+    A refreshed request (the same device asking again while pending) is not a
+    new request, and a token re-issued on reconnect is not an operator's
+    rotation; counting either would make the rates meaningless.
+    """
+    if event_type == "pairing.requested":
+        return None if data.get("refreshed") else "requested"
     if event_type == "pairing.resolved":
         return _DECISION_LABELS.get(str(data.get("decision")))
-    return _EVENT_LABELS.get(event_type)
+    if event_type == "device.token_rotated":
+        return "rotated" if data.get("reason") == "rotate" else None
+    return _DEVICE_EVENT_LABELS.get(event_type)
+
+
+def changes_pairing_state(event_type: str) -> bool:
+    """Whether an event can change the pending-request or paired-device gauges."""
+    return event_type.startswith(_STATE_EVENT_PREFIXES)
 
 
 def code_class(status: int | None) -> str:
     if status is None or not 100 <= status <= 599:
         return "error"
     return f"{status // 100}xx" if status >= 200 else "2xx"
+
+
+class EventClaim:
+    """Which store events this process counts, so each is counted once over all workers.
+
+    Every worker reads the whole event log, so counting in each would multiply
+    each event by the number of workers. With ``path`` (a file shared by the
+    workers of one ``edge serve``, under an exclusive lock) a worker owns the
+    events no worker claimed before it. The file keeps a floor (everything at
+    or below is claimed) and up to ``max_ranges`` claimed ranges above it, so a
+    worker that starts late cannot steal older events from the others. Without
+    ``path`` this process is the only reader and owns every event.
+    """
+
+    def __init__(self, path: Path | None, *, max_ranges: int = 64) -> None:
+        self.path = path
+        self.max_ranges = max_ranges
+        self._failed = False
+
+    def claim(self, seqs: Iterable[int]) -> set[int]:
+        """The seqs among ``seqs`` that this process owns (and must count) from now on."""
+        wanted = set(seqs)
+        if self.path is None or not wanted:
+            return wanted
+        try:
+            owned = self._claim_locked(self.path, wanted)
+        except (OSError, ValueError) as exc:
+            # Counting twice beats losing an audit line: own them all, say so once.
+            if not self._failed:
+                logger.error(
+                    "pairing event claim file %s unusable, counting locally: %s", self.path, exc
+                )
+            self._failed = True
+            return wanted
+        self._failed = False
+        return owned
+
+    def _claim_locked(self, path: Path, wanted: set[int]) -> set[int]:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "r+", encoding="utf-8") as file:
+            fcntl.flock(file, fcntl.LOCK_EX)
+            try:
+                floor, ranges = _parse_claims(file.read())
+                owned = {
+                    seq
+                    for seq in wanted
+                    if seq > floor and not any(low <= seq <= high for low, high in ranges)
+                }
+                floor, ranges = _merge_claims(floor, ranges, owned, self.max_ranges)
+                file.seek(0)
+                file.truncate()
+                file.write(json.dumps({"floor": floor, "ranges": ranges}))
+                file.flush()
+            finally:
+                fcntl.flock(file, fcntl.LOCK_UN)
+        return owned
+
+
+def _parse_claims(text: str) -> tuple[int, list[list[int]]]:
+    if not text.strip():
+        return 0, []
+    data = json.loads(text)
+    floor = data.get("floor") if isinstance(data, dict) else None
+    ranges = data.get("ranges") if isinstance(data, dict) else None
+    if (
+        not isinstance(floor, int)
+        or not isinstance(ranges, list)
+        or not all(
+            isinstance(r, list) and len(r) == 2 and all(isinstance(v, int) for v in r)
+            for r in ranges
+        )
+    ):
+        raise ValueError("claim file holds no floor and ranges")
+    return floor, ranges
+
+
+def _merge_claims(
+    floor: int, ranges: list[list[int]], owned: set[int], max_ranges: int
+) -> tuple[int, list[list[int]]]:
+    merged: list[list[int]] = []
+    for low, high in sorted([*ranges, *([seq, seq] for seq in owned)]):
+        if merged and low <= merged[-1][1] + 1:
+            merged[-1][1] = max(merged[-1][1], high)
+        else:
+            merged.append([low, high])
+    while merged and (merged[0][0] <= floor + 1 or len(merged) > max_ranges):
+        floor = max(floor, merged.pop(0)[1])
+    return floor, merged
+
+
+def event_claim_for_process() -> EventClaim:
+    """The claim file in the shared multiprocess directory, or none for a single process."""
+    directory = os.environ.get(MULTIPROC_ENV)
+    return EventClaim(Path(directory) / CLAIM_FILE if directory else None)
 
 
 class Metrics:
@@ -88,17 +242,29 @@ class Metrics:
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
-            "edge_requests", "Requests by kind and decision.", ["kind", "decision"], registry=r
+            "edge_requests",
+            "HTTP requests and WebSocket handshakes by kind and decision "
+            "(local, paired, denied; public for anonymous requests to public routes).",
+            ["kind", "decision"],
+            registry=r,
         )
         self.request_duration = Histogram(
             "edge_request_duration_seconds",
             "Time to answer an HTTP request or complete a WebSocket handshake.",
             ["kind"],
             registry=r,
-            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            buckets=REQUEST_BUCKETS,
         )
         self.auth_failures = Counter(
-            "edge_auth_failures", "Refused authentications by reason.", ["reason"], registry=r
+            "edge_auth_failures",
+            "Refused authentications by reason (one per 401/403 cause and 1008 close reason).",
+            ["reason"],
+            registry=r,
+        )
+        self.auth_lockouts = Counter(
+            "edge_auth_lockouts",
+            "Client addresses locked out after too many failed attempts.",
+            registry=r,
         )
         self.pairing_events = Counter(
             "edge_pairing_events", "Pairing lifecycle events.", ["event"], registry=r
@@ -148,10 +314,14 @@ class Metrics:
             multiprocess_mode="max",
         )
         self.build_info.labels(version=version).set(1)
+        # Every bounded series exists from the start, so rate() and alerts see zeros.
         for kind in KINDS:
             self.request_duration.labels(kind=kind)
             for decision in DECISIONS:
                 self.requests.labels(kind=kind, decision=decision)
+        self.requests.labels(kind="http", decision=PUBLIC_DECISION)
+        for reason in AUTH_FAILURE_REASONS:
+            self.auth_failures.labels(reason=reason)
         for outcome in PROXY_OUTCOMES:
             self.proxy_headers.labels(outcome=outcome)
         for event in PAIRING_EVENTS:
@@ -166,7 +336,11 @@ class Metrics:
     def auth_failure(self, reason: str) -> None:
         self.auth_failures.labels(reason=reason).inc()
 
-    def pairing_event(self, event_type: str, data: Mapping[str, object]) -> None:
+    def store_event(self, event_type: str, data: Mapping[str, object]) -> None:
+        """Count one store event; call it only for events ``EventClaim`` gave this process."""
+        if event_type == "auth.lockout":
+            self.auth_lockouts.inc()
+            return
         label = pairing_event_label(event_type, data)
         if label is not None:
             self.pairing_events.labels(event=label).inc()
@@ -185,8 +359,11 @@ class Metrics:
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text; aggregated over all workers in multiprocess mode."""
-        if multiprocess_enabled():
+        directory = os.environ.get(MULTIPROC_ENV)
+        if directory:
+            with contextlib.suppress(OSError):
+                forget_dead_workers(Path(directory))
             registry = CollectorRegistry()
-            _multiprocess.MultiProcessCollector(registry)
+            _multiprocess.MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
             return generate_latest(registry), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
