@@ -25,8 +25,8 @@ from edge.gateway.origins import normalise_origin
 from edge.gateway.sockets import SocketHub
 from edge.gateway.workers import register_worker, unregister_worker
 from edge.gateway_token import GatewayTokenError, load_gateway_token
-from edge.logs import SignalWarner, setup_logging
-from edge.metrics import Metrics, mark_worker_dead
+from edge.logs import SignalWarner, audit_event, setup_logging
+from edge.metrics import Metrics, changes_pairing_state, event_claim_for_process, mark_worker_dead
 from edge.net import NetworkSet, ResolverPolicy
 from edge.pairing.models import Event
 from edge.pairing.service import PairingPolicy, PairingService, RateLimitPolicy
@@ -88,6 +88,7 @@ class Gateway:
         self.store = store or open_store(settings.store.url, settings.data_dir)
         self.service = PairingService(self.store, token.value, build_pairing_policy(settings))
         self.metrics = Metrics(__version__)
+        self.event_claim = event_claim_for_process()
         self.hub = SocketHub(self)
         self.warner = SignalWarner(logging.getLogger("edge.proxy"))
         self.started_at = time.time()
@@ -115,6 +116,8 @@ class Gateway:
             target=self._watch_events, args=(loop,), name="edge-events", daemon=True
         )
         self._watcher.start()
+        with contextlib.suppress(Exception):  # the store may be down; housekeeping retries
+            await asyncio.to_thread(self._refresh_pairing_gauges)
         self._tasks.append(asyncio.create_task(self._housekeeping()))
 
     async def stop(self) -> None:
@@ -192,11 +195,28 @@ class Gateway:
             if events:
                 self._event_seq = events[-1].seq
                 loop.call_soon_threadsafe(self._dispatch, events)
+                self._observe_events(events)
+
+    def _observe_events(self, events: Sequence[Event]) -> None:
+        """Count and audit each event once over all workers, then refresh the gauges.
+
+        Every worker sees every event, so ``event_claim`` picks the one that
+        counts it. The gauges are refreshed at once so a scrape right after an
+        approval is already right (housekeeping refreshes them every 5 s too).
+        """
+        try:
+            owned = self.event_claim.claim(event.seq for event in events)
+            for event in events:
+                if event.seq in owned:
+                    self.metrics.store_event(event.type, event.data)
+                    audit_event(event)
+            if any(changes_pairing_state(event.type) for event in events):
+                self._refresh_pairing_gauges()
+        except Exception as exc:
+            logger.error("could not count or audit store events: %s", exc)
 
     def _dispatch(self, events: Sequence[Event]) -> None:
         self.service.apply_events(events)
-        for event in events:
-            self.metrics.pairing_event(event.type, event.data)
         self.hub.dispatch(events)
 
     async def _housekeeping(self) -> None:
@@ -210,5 +230,8 @@ class Gateway:
     def _housekeeping_once(self) -> None:
         self.service.sweep()
         self.service.flush_touches()
+        self._refresh_pairing_gauges()
+
+    def _refresh_pairing_gauges(self) -> None:
         pending, by_role = self.service.counts()
         self.metrics.set_pairing_state(pending, by_role)
