@@ -202,6 +202,10 @@ class GuardMiddleware:
             await self._refuse(scope, send, auth, started, forbidden=True)
             return
         decision = "public" if auth.state == "anonymous" else auth.state
+        # A bad or locked-out credential on a public route is still a refused attempt.
+        failure = auth.denial.metric_label if auth.denial is not None else None
+        if failure is not None:
+            gateway.metrics.auth_failure(failure)
         status_holder: list[int] = []
 
         async def send_wrapper(message: Message) -> None:
@@ -215,7 +219,9 @@ class GuardMiddleware:
             elapsed = time.perf_counter() - started
             gateway.metrics.observe_request("http", decision, elapsed)
             if gateway.settings.logging.access_log:
-                self._log(scope, decision, status_holder[0] if status_holder else 500, elapsed)
+                status = status_holder[0] if status_holder else 500
+                extra = {"reason": failure} if failure is not None else {}
+                self._log(scope, decision, status, elapsed, **extra)
 
     async def _refuse(
         self, scope: Scope, send: Send, auth: AuthState, started: float, *, forbidden: bool = False
@@ -237,6 +243,10 @@ class GuardMiddleware:
             scope["path"],
             status,
             extra={
+                "kind": "http",
+                "method": scope["method"],
+                "path": scope["path"],
+                "status": status,
                 "client": resolution.client_ip,
                 "decision": decision,
                 "ms": round(elapsed * 1000, 2),

@@ -78,12 +78,19 @@ class ControlSocket:
 
         await websocket.accept()
         if not origin_allowed(origin, resolution, gateway.live.allowed_origins):
-            self._refused(Denial.ORIGIN_NOT_ALLOWED, started, origin=origin)
+            self._refused(
+                Denial.ORIGIN_NOT_ALLOWED, started, client=resolution.client_ip, origin=origin
+            )
             await conn.deny(Denial.ORIGIN_NOT_ALLOWED)
             return
         cap = gateway.settings.pairing.max_unauthenticated_sockets_per_client
         if not gateway.hub.try_open(conn, cap):
-            self._refused(Denial.RATE_LIMITED, started, detail="unauthenticated socket cap")
+            self._refused(
+                Denial.RATE_LIMITED,
+                started,
+                client=resolution.client_ip,
+                detail="unauthenticated socket cap",
+            )
             await conn.deny(Denial.RATE_LIMITED)
             return
         try:
@@ -99,7 +106,16 @@ class ControlSocket:
         metrics = self.gateway.metrics
         metrics.auth_failure(denial.metric_label)
         metrics.observe_request("websocket", "denied", time.perf_counter() - started)
-        logger.info("control socket refused: %s", denial.reason, extra={"reason": denial.metric_label, **fields})
+        logger.info(
+            "control socket refused: %s",
+            denial.reason,
+            extra={
+                "kind": "websocket",
+                "decision": "denied",
+                "reason": denial.metric_label,
+                **fields,
+            },
+        )
 
     async def _serve(self, conn: ControlConnection, started: float) -> None:
         gateway = self.gateway
@@ -166,7 +182,12 @@ class ControlSocket:
         self.gateway.metrics.observe_request("websocket", decision, time.perf_counter() - started)
         logger.info(
             "control socket admitted",
-            extra={"client": conn.client_ip, "decision": decision, "role": str(device.role)},
+            extra={
+                "kind": "websocket",
+                "client": conn.client_ip,
+                "decision": decision,
+                "role": str(device.role),
+            },
         )
 
     async def _requests(self, conn: ControlConnection) -> None:
