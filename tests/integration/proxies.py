@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -274,6 +275,12 @@ def self_signed(directory: Path, names: tuple[str, ...] = ("edge.example.com", "
     return cert_path, key_path
 
 
+def tls_context(cert: Path) -> ssl.SSLContext:
+    """A client context that trusts exactly the test certificate."""
+    context = ssl.create_default_context(cafile=str(cert))
+    return context
+
+
 # -- nginx -----------------------------------------------------------------------------------
 
 
@@ -298,6 +305,13 @@ class Nginx:
     @property
     def url(self) -> str:
         return f"https://127.0.0.1:{self.https_port}"
+
+    @property
+    def cert(self) -> Path:
+        return self.prefix / "certs" / "fullchain.pem"
+
+    def tls(self) -> ssl.SSLContext:
+        return tls_context(self.cert)
 
     @property
     def ws_url(self) -> str:
