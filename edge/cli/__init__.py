@@ -31,7 +31,7 @@ for command in (serve, gateway_group, explain, config_group, devices, token, doc
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        cli.main(args=argv, prog_name="edge", standalone_mode=False)
+        result = cli.main(args=argv, prog_name="edge", standalone_mode=False)
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
     except click.Abort:
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE if isinstance(exc, click.UsageError) else exc.exit_code
     except KeyboardInterrupt:
         return 130
-    return 0
+    return result if isinstance(result, int) else 0
 
 
 if __name__ == "__main__":

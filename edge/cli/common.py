@@ -12,6 +12,7 @@ from edge.config import CONFIG_ENV, ConfigError, Settings, load_settings
 from edge.gateway_token import GatewayTokenError, load_gateway_token
 from edge.pairing.service import PairingService
 from edge.pairing.store import StoreError, open_store
+from edge.pairing.tokens import generate_secret
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
@@ -65,7 +66,8 @@ def pairing_service(settings: Settings) -> Iterator[PairingService]:
     try:
         token = load_gateway_token(settings, create=False).value
     except GatewayTokenError:
-        token = ""  # the CLI never checks the gateway token; managing devices needs none
+        # Managing devices needs no gateway token; an unguessable stand-in never matches.
+        token = generate_secret()
     try:
         store = open_store(settings.store.url, settings.data_dir)
     except StoreError as exc:

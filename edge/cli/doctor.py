@@ -13,7 +13,9 @@ import click
 from edge.cli.common import EXIT_REFUSED, config_option, load
 from edge.config import ConfigError, Settings
 from edge.gateway_token import GatewayTokenError, generated_token_path, load_gateway_token, rotate_gateway_token
+from edge.pairing.service import PairingService
 from edge.pairing.store import StoreError, open_store
+from edge.pairing.tokens import generate_secret
 
 PROXY_PROCESSES = ("nginx", "caddy", "haproxy", "traefik", "envoy", "apache2", "httpd")
 
@@ -82,9 +84,7 @@ def check_store(settings: Settings) -> list[Finding]:
     except OSError as exc:
         return [Finding("error", "store", f"cannot open the store: {exc}", "check data_dir permissions")]
     try:
-        from edge.pairing.service import PairingService
-
-        service = PairingService(store, "")
+        service = PairingService(store, generate_secret())
         pending = service.list_requests()
         devices = service.list_devices()
     except Exception as exc:
