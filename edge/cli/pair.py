@@ -17,7 +17,7 @@ from rich.console import Console
 from edge.cli.common import Refused, config_option, load
 from edge.pairing.denials import Denial
 from edge.pairing.identity import DeviceKey
-from edge.pairing.tokens import write_secret_file
+from edge.pairing.tokens import write_private_file
 
 PAIR_DIR_ENV = "EDGE_PAIR_DIR"
 RETRY_SECONDS = 2.0
@@ -97,7 +97,7 @@ def _load_state(directory: Path) -> dict[str, Any]:
 
 
 def _save_state(directory: Path, state: dict[str, Any]) -> None:
-    write_secret_file(_state_path(directory), json.dumps(state, indent=2))
+    write_private_file(_state_path(directory), json.dumps(state, indent=2).encode("utf-8"))
 
 
 def _load_key(directory: Path) -> DeviceKey:
