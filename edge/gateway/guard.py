@@ -104,7 +104,7 @@ def _bearer(scope: Scope) -> str | None:
                 continue
             morsel = cookie.get(SESSION_COOKIE)
             if morsel is not None and morsel.value:
-                return morsel.value
+                return str(morsel.value)
     return None
 
 
