@@ -93,7 +93,8 @@ class ClientResolutionMiddleware:
 def _bearer(scope: Scope) -> str | None:
     for name, value in scope["headers"]:
         if name == b"authorization":
-            scheme, _, credential = value.decode("latin-1").partition(" ")
+            header: str = value.decode("latin-1")
+            scheme, _, credential = header.partition(" ")
             if scheme.lower() == "bearer" and credential.strip():
                 return credential.strip()
         elif name == b"cookie":
