@@ -12,12 +12,12 @@ import click
 
 from edge.cli.common import EXIT_REFUSED, config_option, load
 from edge.config import ConfigError, Settings
+from edge.hostcheck import running_reverse_proxies, same_host_proxy_advice
 from edge.gateway_token import GatewayTokenError, generated_token_path, load_gateway_token, rotate_gateway_token
 from edge.pairing.service import PairingService
 from edge.pairing.store import StoreError, open_store
 from edge.pairing.tokens import generate_secret
 
-PROXY_PROCESSES = ("nginx", "caddy", "haproxy", "traefik", "envoy", "apache2", "httpd")
 
 
 @dataclass(frozen=True)
@@ -100,18 +100,6 @@ def check_store(settings: Settings) -> list[Finding]:
     return findings
 
 
-def _running_proxies() -> list[str]:
-    found = set()
-    for comm in Path("/proc").glob("[0-9]*/comm"):
-        try:
-            name = comm.read_text(encoding="utf-8").strip()
-        except OSError:
-            continue
-        if name in PROXY_PROCESSES:
-            found.add(name)
-    return sorted(found)
-
-
 def check_proxy(settings: Settings) -> list[Finding]:
     findings = []
     trusted = settings.proxy.trusted_proxies
@@ -127,7 +115,7 @@ def check_proxy(settings: Settings) -> list[Finding]:
                         f"{net} is very broad: any client inside it can forge its address",
                         "list only your reverse proxies' addresses")
             )
-    proxies = _running_proxies()
+    proxies = running_reverse_proxies()
     loopback_trusted = any(net.network_address.is_loopback for net in nets)
     if proxies and not trusted:
         findings.append(
@@ -138,6 +126,14 @@ def check_proxy(settings: Settings) -> list[Finding]:
                 "(Edge fails closed), and the real client address is lost",
                 "if it proxies to Edge, add its address (usually 127.0.0.1 and ::1) to "
                 "proxy.trusted_proxies, then check with `edge explain`",
+            )
+        )
+    if proxies and trusted and settings.local.loopback:
+        findings.append(
+            Finding(
+                "warn", "local.loopback", same_host_proxy_advice(proxies),
+                "check with `edge explain --peer 127.0.0.1 -H 'Host: 127.0.0.1:18789'`; a proxy "
+                "that forwards no header must not reach Edge, or set local.loopback: false",
             )
         )
     if loopback_trusted and not settings.server.binds_loopback:

@@ -24,6 +24,7 @@ from edge.config import ConfigError, Settings, load_settings
 from edge.gateway.origins import normalise_origin
 from edge.gateway.sockets import SocketHub
 from edge.gateway.workers import register_worker, unregister_worker
+from edge.hostcheck import running_reverse_proxies, same_host_proxy_advice
 from edge.gateway_token import GatewayTokenError, load_gateway_token
 from edge.logs import SignalWarner, audit_event, setup_logging
 from edge.metrics import Metrics, changes_pairing_state, event_claim_for_process, mark_worker_dead
@@ -106,6 +107,9 @@ class Gateway:
     # -- lifecycle -----------------------------------------------------------------
 
     async def start(self) -> None:
+        proxies = running_reverse_proxies() if self.settings.local.loopback else []
+        if proxies:
+            logger.warning(same_host_proxy_advice(proxies), extra={"signal": "same_host_proxy"})
         loop = asyncio.get_running_loop()
         self._stop.clear()
         self._worker_file = register_worker(self.settings)
