@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import signal
+import stat
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,7 +20,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from tests.conftest import GATEWAY_TOKEN, Device
-from tests.integration.conftest import EdgeServer
+from tests.integration.conftest import EdgeServer, free_port, stop_process, wait_for_port
 
 pytestmark = pytest.mark.integration
 
@@ -103,3 +109,25 @@ def test_shutdown_closes_live_sockets_with_1012(edge_server_factory: Callable[..
     assert info.value.rcvd is not None
     # uvicorn closes sockets itself (1012, no reason) before the lifespan shutdown runs
     assert info.value.rcvd.code == 1012
+
+
+def test_serve_on_the_shipped_example_config_answers_healthz(tmp_path: Path) -> None:
+    example = Path(__file__).resolve().parents[2] / "config" / "edge.yaml"
+    config = tmp_path / "edge.yaml"
+    shutil.copy(example, config)  # data_dir is relative to the file: it lands in tmp_path
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGE_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edge.cli", "serve", "-c", str(config), "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True, text=True,
+    )
+    try:
+        wait_for_port(port, proc=proc)
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz").json() == {"status": "ok"}
+        token = tmp_path / "data" / "gateway_token"
+        assert token.exists() and stat.S_IMODE(token.stat().st_mode) == 0o600
+    finally:
+        stop_process(proc)
+    banner = proc.stdout.read() if proc.stdout else ""
+    assert f"http://127.0.0.1:{port}/" in banner
+    assert token.read_text().strip() not in banner
