@@ -1,0 +1,45 @@
+"""Misconfiguration signals are logged once per interval, naming the key to change."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+
+from tests.conftest import client_for
+
+
+@pytest.fixture
+def proxy_log(caplog: pytest.LogCaptureFixture) -> Any:
+    logger = logging.getLogger("edge.proxy")
+    logger.addHandler(caplog.handler)
+    caplog.set_level(logging.WARNING, logger="edge.proxy")
+    yield caplog
+    logger.removeHandler(caplog.handler)
+
+
+def test_headers_from_an_untrusted_peer_warn_once_naming_trusted_proxies(app: Any, proxy_log: Any) -> None:
+    with client_for(app, ("10.9.8.7", 5000)) as client:
+        for _ in range(50):
+            client.get("/api/whoami", headers={"x-forwarded-for": "203.0.113.1"})
+    records = [r for r in proxy_log.records if r.name == "edge.proxy"]
+    assert len(records) == 1
+    message = records[0].getMessage()
+    assert "10.9.8.7" in message and "proxy.trusted_proxies" in message
+    assert records[0].anomaly == "untrusted_proxy_headers"
+
+
+def test_each_distinct_signal_gets_its_own_warning(app: Any, proxy_log: Any) -> None:
+    with client_for(app, ("10.9.8.7", 5000)) as a, client_for(app, ("10.9.8.8", 5000)) as b:
+        a.get("/api/whoami", headers={"x-real-ip": "1.2.3.4"})
+        b.get("/api/whoami", headers={"forwarded": "for=1.2.3.4"})
+    peers = {r.peer for r in proxy_log.records if r.name == "edge.proxy"}
+    assert peers == {"10.9.8.7", "10.9.8.8"}
+
+
+def test_clean_requests_log_nothing(app: Any, proxy_log: Any) -> None:
+    with client_for(app) as client:
+        for _ in range(10):
+            client.get("/api/whoami")
+    assert [r for r in proxy_log.records if r.name == "edge.proxy"] == []
