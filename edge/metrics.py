@@ -27,7 +27,6 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -45,6 +44,8 @@ disable_created_metrics()  # type: ignore[no-untyped-call]
 logger = logging.getLogger("edge.metrics")
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# The classic text format every Prometheus version reads; edge's metric names need nothing newer.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 CLAIM_FILE = "pairing-events.claim"
 KINDS = ("http", "websocket")
 DECISIONS = ("local", "paired", "denied")
@@ -365,5 +366,5 @@ class Metrics:
                 forget_dead_workers(Path(directory))
             registry = CollectorRegistry()
             _multiprocess.MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
-            return generate_latest(registry), CONTENT_TYPE_LATEST
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+            return generate_latest(registry), CONTENT_TYPE
+        return generate_latest(self.registry), CONTENT_TYPE
