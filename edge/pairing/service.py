@@ -6,7 +6,7 @@ shape, device signature, then the credential. Every refusal is a ``Denial``;
 those that guess at a secret feed the per-address lockout automatically.
 
 The service holds two small in-memory caches, both safe to lose: device by
-token hash (the HTTP hot path) and lockout ends. Changes made by this process
+token hash and lockout state per address (both on the HTTP hot path). Changes made by this process
 invalidate them at once; changes made elsewhere (other workers, replicas, the
 CLI) arrive as store events through ``apply_events``, and cached devices are
 re-read after ``TOKEN_CACHE_TTL`` seconds in any case.
@@ -54,6 +54,7 @@ INVITE_CODE_BYTES = 18  # 144 bits: short enough for a QR code or a chat message
 TOKEN_CACHE_SIZE = 4096
 TOKEN_CACHE_TTL = 30.0
 LOCKOUT_CACHE_SIZE = 65_536
+LOCKOUT_RECHECK = 1.0
 TOKEN_SWAP_ATTEMPTS = 8
 UNKNOWN_CLIENT = "unknown"
 LOCAL_ACTOR = "local"
@@ -243,7 +244,7 @@ class PairingService:
         self.set_gateway_token(gateway_token)
         self._lock = threading.Lock()
         self._token_cache: OrderedDict[str, tuple[Device, float]] = OrderedDict()
-        self._lockouts: dict[str, float] = {}
+        self._lockouts: dict[str, tuple[float, float]] = {}  # key -> (until, checked at)
         self._touches: dict[str, Seen] = {}
 
     # -- gateway token and lockouts ---------------------------------------------------------
@@ -259,18 +260,24 @@ class PairingService:
         return secrets_equal(presented, self._gateway_token)
 
     def lockout_remaining(self, client_key: str) -> float:
-        """Seconds until ``client_key`` may try again; 0.0 when it is not locked out."""
+        """Seconds until ``client_key`` may try again; 0.0 when it is not locked out.
+
+        On the hot path of every HTTP request: the store is asked at most once
+        per ``LOCKOUT_RECHECK`` seconds per address. Lockouts this process starts
+        are known at once, those of other processes through ``apply_events``.
+        """
         now = self._clock()
         with self._lock:
-            until = self._lockouts.get(client_key, 0.0)
-        if until <= now:
-            until = self.store.locked_until(client_key)
-            if until <= now:
-                with self._lock:
-                    self._lockouts.pop(client_key, None)
+            cached = self._lockouts.get(client_key)
+        if cached is not None:
+            until, checked_at = cached
+            if until > now:
+                return until - now
+            if time.monotonic() - checked_at < LOCKOUT_RECHECK:
                 return 0.0
-            self._remember_lockout(client_key, until)
-        return until - now
+        until = self.store.locked_until(client_key)
+        self._remember_lockout(client_key, until)
+        return max(0.0, until - now)
 
     def record_failure(self, client_key: str) -> bool:
         """Count a failed attempt; True when it started a lockout (``auth.lockout`` event)."""
@@ -288,13 +295,23 @@ class PairingService:
         return True
 
     def _remember_lockout(self, client_key: str, until: float) -> None:
+        checked_at = time.monotonic()
         with self._lock:
             if len(self._lockouts) >= LOCKOUT_CACHE_SIZE:
-                now = self._clock()
-                self._lockouts = {k: v for k, v in self._lockouts.items() if v > now}
+                self._prune_lockouts()
                 if len(self._lockouts) >= LOCKOUT_CACHE_SIZE:
                     self._lockouts.clear()  # only a cache: the store still has them
-            self._lockouts[client_key] = max(until, self._lockouts.get(client_key, 0.0))
+            previous = self._lockouts.get(client_key, (0.0, 0.0))[0]
+            self._lockouts[client_key] = (max(until, previous), checked_at)
+
+    def _prune_lockouts(self) -> None:
+        """Drop ended lockouts whose recheck is due (the caller holds the lock)."""
+        now, fresh = self._clock(), time.monotonic() - LOCKOUT_RECHECK
+        self._lockouts = {
+            key: (until, checked_at)
+            for key, (until, checked_at) in self._lockouts.items()
+            if until > now or checked_at > fresh
+        }
 
     # -- the handshake ----------------------------------------------------------------------
 
@@ -733,7 +750,7 @@ class PairingService:
                 self._forget_device(device.id)
         self.store.housekeeping(now)
         with self._lock:
-            self._lockouts = {k: v for k, v in self._lockouts.items() if v > now}
+            self._prune_lockouts()
 
     def touch(self, device_id: str, client_ip: str | None) -> None:
         """Note that a device was seen (written later by ``flush_touches``)."""

@@ -400,8 +400,8 @@ class SqliteStore:
         self, conn: sqlite3.Connection, device_id: str, decision: str, actor: str, now: float
     ) -> None:
         row = conn.execute(
-            "SELECT * FROM requests WHERE device_id = ? AND status = ?",
-            (device_id, _PENDING),
+            "SELECT * FROM requests WHERE device_id = ? AND status = 'pending'",
+            (device_id,),
         ).fetchone()
         if row is not None:
             self._settle(conn, self._request(row), decision, actor, now)
@@ -530,8 +530,8 @@ class SqliteStore:
         now = candidate.created_at
         with self._write("open a pairing request") as conn:
             row = conn.execute(
-                "SELECT * FROM requests WHERE device_id = ? AND status = ?",
-                (candidate.device_id, _PENDING),
+                "SELECT * FROM requests WHERE device_id = ? AND status = 'pending'",
+                (candidate.device_id,),
             ).fetchone()
             if row is not None:
                 existing = self._request(row)
@@ -539,15 +539,15 @@ class SqliteStore:
                     return self._refresh(conn, existing, candidate)
                 self._settle(conn, existing, "expired", "sweep", now)
             per_client = conn.execute(
-                "SELECT count(*) FROM requests WHERE status = ? AND expires_at > ? "
+                "SELECT count(*) FROM requests WHERE status = 'pending' AND expires_at > ? "
                 "AND client_ip IS ?",
-                (_PENDING, now, candidate.client_ip),
+                (now, candidate.client_ip),
             ).fetchone()[0]
             if per_client >= max_pending_per_client:
                 return PendingCapHit("max_pending_per_client", max_pending_per_client)
             total = conn.execute(
-                "SELECT count(*) FROM requests WHERE status = ? AND expires_at > ?",
-                (_PENDING, now),
+                "SELECT count(*) FROM requests WHERE status = 'pending' AND expires_at > ?",
+                (now,),
             ).fetchone()[0]
             if total >= max_pending:
                 return PendingCapHit("max_pending", max_pending)
@@ -614,16 +614,17 @@ class SqliteStore:
     def get_request(self, request_id: str) -> PairingRequest | None:
         rows = self._query(
             "read a pairing request",
-            "SELECT * FROM requests WHERE id = ? AND status = ?",
-            (request_id, _PENDING),
+            "SELECT * FROM requests WHERE id = ? AND status = 'pending'",
+            (request_id,),
         )
         return self._request(rows[0]) if rows else None
 
     def list_requests(self, now: float) -> list[PairingRequest]:
         rows = self._query(
             "list pairing requests",
-            "SELECT * FROM requests WHERE status = ? AND expires_at > ? ORDER BY created_at, id",
-            (_PENDING, now),
+            "SELECT * FROM requests WHERE status = 'pending' AND expires_at > ? "
+            "ORDER BY created_at, id",
+            (now,),
         )
         return [self._request(row) for row in rows]
 
@@ -673,11 +674,14 @@ class SqliteStore:
         )
 
     def expire_requests(self, now: float) -> list[PairingRequest]:
-        query = "SELECT * FROM requests WHERE status = ? AND expires_at <= ? ORDER BY created_at"
-        if not self._query("find expired pairing requests", query, (_PENDING, now)):
+        query = (
+            "SELECT * FROM requests WHERE status = 'pending' AND expires_at <= ? "
+            "ORDER BY created_at"
+        )
+        if not self._query("find expired pairing requests", query, (now,)):
             return []
         with self._write("expire pairing requests") as conn:
-            expired = [self._request(r) for r in conn.execute(query, (_PENDING, now)).fetchall()]
+            expired = [self._request(r) for r in conn.execute(query, (now,)).fetchall()]
             for request in expired:
                 self._settle(conn, request, "expired", "sweep", now)
         return expired
@@ -853,8 +857,8 @@ class SqliteStore:
     def counts(self, now: float) -> tuple[int, dict[str, int]]:
         pending = self._query(
             "count pairing requests",
-            "SELECT count(*) FROM requests WHERE status = ? AND expires_at > ?",
-            (_PENDING, now),
+            "SELECT count(*) FROM requests WHERE status = 'pending' AND expires_at > ?",
+            (now,),
         )[0][0]
         by_role = {role.value: 0 for role in Role}
         for row in self._query(
@@ -874,7 +878,7 @@ class SqliteStore:
                 (now - EVENT_LOG_MAX_AGE, EVENT_LOG_MAX_EVENTS),
             )
             conn.execute(
-                "DELETE FROM requests WHERE status != ? AND resolved_at < ?", (_PENDING, old)
+                "DELETE FROM requests WHERE status != 'pending' AND resolved_at < ?", (old,)
             )
             conn.execute("DELETE FROM invites WHERE COALESCE(used_at, expires_at) < ?", (old,))
             conn.execute("DELETE FROM failures WHERE MAX(window_start, locked_until) < ?", (old,))

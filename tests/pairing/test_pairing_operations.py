@@ -299,6 +299,32 @@ def test_lockout_event_from_another_worker_is_applied(
     assert worker_b.lockout_remaining("203.0.113.1") == pytest.approx(300)
 
 
+def test_unlocked_address_costs_one_store_read_per_recheck_interval(
+    service: PairingService, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import edge.pairing.service as service_module
+
+    monkeypatch.setattr(service_module, "LOCKOUT_RECHECK", 3600.0)
+    calls: list[str] = []
+    real = store.locked_until
+
+    def counting(client: str) -> float:
+        calls.append(client)
+        return real(client)
+
+    monkeypatch.setattr(store, "locked_until", counting)
+    for _ in range(100):
+        assert service.lockout_remaining("192.0.2.1") == 0.0
+    assert calls == ["192.0.2.1"]
+    for _ in range(service.policy.rate_limit.failures):  # this process's own lockout ...
+        service.record_failure("192.0.2.1")
+    assert service.lockout_remaining("192.0.2.1") > 0  # ... is known without a read
+    monkeypatch.setattr(service_module, "LOCKOUT_RECHECK", 0.0)
+    service.lockout_remaining("192.0.2.2")
+    service.lockout_remaining("192.0.2.2")
+    assert calls == ["192.0.2.1", "192.0.2.2", "192.0.2.2"]
+
+
 # -- sweeping, last seen, counts -------------------------------------------------------------------
 
 
