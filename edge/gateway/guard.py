@@ -122,9 +122,8 @@ def authenticate_http(gateway: Gateway, scope: Scope) -> AuthState:
     remaining = service.lockout_remaining(key)
     if remaining > 0:
         return AuthState("anonymous", denial=Denial.RATE_LIMITED, retry_after=remaining)
-    outcome = service.authenticate_token(token)
+    outcome = service.authenticate_token(token, client_ip=resolution.client_ip)
     if isinstance(outcome, Device):
-        service.touch(outcome.id, resolution.client_ip)
         return AuthState("paired", device=outcome)
     if outcome.counts_as_failure:
         service.record_failure(key)
