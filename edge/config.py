@@ -31,7 +31,9 @@ CONFIG_ENV = "EDGE_CONFIG"
 TOKEN_ENV = "EDGE_GATEWAY_TOKEN"
 HEADER_NAMES = ("forwarded", "x-forwarded-for", "x-real-ip")
 RESERVED_PREFIXES = ("/api/", "/ws", "/ui/", "/healthz", "/readyz", "/auth/")
-_HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)(\.[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)*\.?$")
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)(\.[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)*\.?$"
+)
 _ORIGIN = re.compile(r"^(https?)://(\[[0-9a-f:.]+\]|[a-z0-9.-]+)(:\d{1,5})?$")
 
 
@@ -265,7 +267,9 @@ class UpstreamSettings(_Section):
     @classmethod
     def _name(cls, value: str | None) -> str | None:
         if value is not None and not re.match(r"^[a-z0-9_-]{1,40}$", value):
-            raise ValueError(f"{value!r} must be 1-40 of a-z, 0-9, '_' or '-' (it is a metric label)")
+            raise ValueError(
+                f"{value!r} must be 1-40 of a-z, 0-9, '_' or '-' (it is a metric label)"
+            )
         return value
 
     @property
@@ -374,7 +378,9 @@ def _format_location(loc: tuple[int | str, ...]) -> str:
 def _format_errors(error: ValidationError, model: type[BaseModel]) -> list[str]:
     problems = []
     for item in error.errors(include_url=False):
-        loc = tuple(p for p in item["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        loc = tuple(
+            p for p in item["loc"] if not (isinstance(p, str) and p.startswith("function-"))
+        )
         key = _format_location(loc)
         message = str(item["msg"]).removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":

@@ -11,8 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge.config import Settings
-from edge.pairing.tokens import read_or_create_secret_file, write_secret_file
-from edge.pairing.tokens import generate_secret
+from edge.pairing.tokens import generate_secret, read_or_create_secret_file, write_secret_file
 
 GENERATED_TOKEN_NAME = "gateway_token"
 

@@ -42,7 +42,9 @@ def app(config: dict[str, Any]) -> Iterator[Any]:
     yield application
 
 
-def client_for(app: Any, address: tuple[str, int] = REMOTE, base_url: str = "http://edge.example.com") -> TestClient:
+def client_for(
+    app: Any, address: tuple[str, int] = REMOTE, base_url: str = "http://edge.example.com"
+) -> TestClient:
     return TestClient(app, client=address, base_url=base_url)
 
 
@@ -58,7 +60,9 @@ class Device:
     def id(self) -> str:
         return self.key.device_id
 
-    def connect_frame(self, nonce: str, auth: dict[str, str] | None = None, role: str = "user") -> dict[str, Any]:
+    def connect_frame(
+        self, nonce: str, auth: dict[str, str] | None = None, role: str = "user"
+    ) -> dict[str, Any]:
         return {
             "type": "connect",
             "auth": auth if auth is not None else {},
@@ -67,7 +71,9 @@ class Device:
             "role": role,
         }
 
-    def handshake(self, ws: Any, auth: dict[str, str] | None = None, role: str = "user") -> dict[str, Any]:
+    def handshake(
+        self, ws: Any, auth: dict[str, str] | None = None, role: str = "user"
+    ) -> dict[str, Any]:
         challenge = ws.receive_json()
         assert challenge["type"] == "challenge"
         ws.send_text(json.dumps(self.connect_frame(challenge["nonce"], auth, role)))

@@ -25,7 +25,17 @@ def cli() -> None:
     """Edge: a reverse-proxy-aware gateway with device pairing."""
 
 
-for command in (serve, gateway_group, explain, config_group, devices, token, doctor, dashboard, pair):
+for command in (
+    serve,
+    gateway_group,
+    explain,
+    config_group,
+    devices,
+    token,
+    doctor,
+    dashboard,
+    pair,
+):
     cli.add_command(command)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import time
+
 import click
 from rich.console import Console
 from rich.table import Table
@@ -36,8 +37,13 @@ def _pending_table(requests: list[PairingRequest], now: float) -> Table:
     for r in requests:
         role = f"{r.role} (upgrade)" if r.reason == "role-upgrade" else str(r.role)
         table.add_row(
-            r.id, r.device_id[:12], r.name, role, r.client_ip or "-",
-            _age(r.created_at, now), f"in {max(0, int(r.expires_at - now))}s",
+            r.id,
+            r.device_id[:12],
+            r.name,
+            role,
+            r.client_ip or "-",
+            _age(r.created_at, now),
+            f"in {max(0, int(r.expires_at - now))}s",
         )
     return table
 
@@ -48,8 +54,13 @@ def _device_table(devices: list[Device], now: float) -> Table:
         table.add_column(column, no_wrap=column != "NAME")
     for d in devices:
         table.add_row(
-            d.id[:12], d.name, str(d.role), d.status, _age(d.last_seen_at, now),
-            d.last_ip or "-", d.approved_by,
+            d.id[:12],
+            d.name,
+            str(d.role),
+            d.status,
+            _age(d.last_seen_at, now),
+            d.last_ip or "-",
+            d.approved_by,
         )
     return table
 
@@ -98,8 +109,12 @@ def list_devices(config_path: str | None, as_json: bool, include_revoked: bool) 
 @config_option
 @click.argument("request_id", required=False)
 @click.option("--latest", is_flag=True, help="Approve the newest pending request.")
-@click.option("--role", type=ROLE_CHOICE, default=None, help="Role to grant (default: as requested).")
-def approve(config_path: str | None, request_id: str | None, latest: bool, role: str | None) -> None:
+@click.option(
+    "--role", type=ROLE_CHOICE, default=None, help="Role to grant (default: as requested)."
+)
+def approve(
+    config_path: str | None, request_id: str | None, latest: bool, role: str | None
+) -> None:
     """Approve a pending request by its id (e.g. K7QF-2M9D)."""
     if bool(request_id) == latest:
         raise click.UsageError("give a REQUEST id or --latest (one of them)")
@@ -173,11 +188,18 @@ def parse_duration(text: str) -> float:
 @config_option
 @click.option("--role", type=ROLE_CHOICE, default="user", show_default=True)
 @click.option("--name", default=None, help="Name the device will get.")
-@click.option("--ttl", default="10m", show_default=True, help="How long the invite lives (90s, 10m, 2h, 1d).")
+@click.option(
+    "--ttl", default="10m", show_default=True, help="How long the invite lives (90s, 10m, 2h, 1d)."
+)
 @click.option("--url", "base_url", default=None, help="Dashboard base URL to put in the link.")
 @click.option("--json", "as_json", is_flag=True)
 def invite(
-    config_path: str | None, role: str, name: str | None, ttl: str, base_url: str | None, as_json: bool
+    config_path: str | None,
+    role: str,
+    name: str | None,
+    ttl: str,
+    base_url: str | None,
+    as_json: bool,
 ) -> None:
     """Create a single-use invite that pairs a headless device at once."""
     settings = load(config_path)
@@ -185,7 +207,9 @@ def invite(
     base = base_url or f"http://{settings.server.host}:{settings.server.port}"
     with pairing_service(settings) as service:
         try:
-            created, code = service.create_invite(role=Role(role), name=name, ttl=seconds, actor=ACTOR)
+            created, code = service.create_invite(
+                role=Role(role), name=name, ttl=seconds, actor=ACTOR
+            )
         except PairingError as exc:
             raise _fail(exc) from None
     url = invite_url(base, code)
@@ -218,8 +242,11 @@ def invites(config_path: str | None, cancel_id: str | None) -> None:
         table.add_column(column)
     for i in rows:
         table.add_row(
-            i.id, str(i.role), i.name or "-", _age(i.created_at, now),
-            f"in {max(0, int(i.expires_at - now))}s", _age(i.used_at, now) if i.used_at else "no",
+            i.id,
+            str(i.role),
+            i.name or "-",
+            _age(i.created_at, now),
+            f"in {max(0, int(i.expires_at - now))}s",
+            _age(i.used_at, now) if i.used_at else "no",
         )
     Console(width=140).print(table)
-

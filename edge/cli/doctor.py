@@ -12,12 +12,16 @@ import click
 
 from edge.cli.common import EXIT_REFUSED, config_option, load
 from edge.config import ConfigError, Settings
+from edge.gateway_token import (
+    GatewayTokenError,
+    generated_token_path,
+    load_gateway_token,
+    rotate_gateway_token,
+)
 from edge.hostcheck import running_reverse_proxies, same_host_proxy_advice
-from edge.gateway_token import GatewayTokenError, generated_token_path, load_gateway_token, rotate_gateway_token
 from edge.pairing.service import PairingService
 from edge.pairing.store import StoreError, open_store
 from edge.pairing.tokens import generate_secret
-
 
 
 @dataclass(frozen=True)
@@ -36,11 +40,15 @@ def check_files(settings: Settings) -> list[Finding]:
     findings = []
     data_dir = settings.data_dir
     if not data_dir.exists():
-        findings.append(Finding("ok", "data_dir", f"{data_dir} will be created (0700) on first start"))
+        findings.append(
+            Finding("ok", "data_dir", f"{data_dir} will be created (0700) on first start")
+        )
     elif _mode(data_dir) & 0o077:
         findings.append(
             Finding(
-                "warn", "data_dir", f"{data_dir} is readable by other users (mode {_mode(data_dir):o})",
+                "warn",
+                "data_dir",
+                f"{data_dir} is readable by other users (mode {_mode(data_dir):o})",
                 f"chmod 700 {data_dir}",
             )
         )
@@ -49,8 +57,12 @@ def check_files(settings: Settings) -> list[Finding]:
     for path in (settings.auth.token_file, generated_token_path(settings)):
         if path is not None and path.exists() and _mode(path) & 0o077:
             findings.append(
-                Finding("error", "token file", f"{path} is readable by other users (mode {_mode(path):o})",
-                        f"chmod 600 {path}")
+                Finding(
+                    "error",
+                    "token file",
+                    f"{path} is readable by other users (mode {_mode(path):o})",
+                    f"chmod 600 {path}",
+                )
             )
     return findings
 
@@ -61,16 +73,20 @@ def check_token(settings: Settings, generate: bool) -> list[Finding]:
     except GatewayTokenError:
         if generate:
             created = rotate_gateway_token(settings)
-            return [Finding("ok", "gateway token", f"generated a new gateway token in {created.path}")]
+            return [
+                Finding("ok", "gateway token", f"generated a new gateway token in {created.path}")
+            ]
         level = "ok" if settings.server.binds_loopback else "error"
         fix = "run `edge doctor --generate-gateway-token` (or `edge token generate`)"
         if level == "ok":
             return [Finding("ok", "gateway token", "none yet; the first start generates one", "")]
         return [
             Finding(
-                "error", "gateway token",
-                f"server.host {settings.server.host!r} is reachable from other machines and no gateway "
-                "token exists: the gateway will refuse to start", fix,
+                "error",
+                "gateway token",
+                f"server.host {settings.server.host!r} is reachable from other machines and no "
+                "gateway token exists: the gateway will refuse to start",
+                fix,
             )
         ]
     return [Finding("ok", "gateway token", f"present (from {token.source})")]
@@ -82,20 +98,37 @@ def check_store(settings: Settings) -> list[Finding]:
     except StoreError as exc:
         return [Finding("error", "store", str(exc), "fix store.url or the file named above")]
     except OSError as exc:
-        return [Finding("error", "store", f"cannot open the store: {exc}", "check data_dir permissions")]
+        return [
+            Finding("error", "store", f"cannot open the store: {exc}", "check data_dir permissions")
+        ]
     try:
         service = PairingService(store, generate_secret())
         pending = service.list_requests()
         devices = service.list_devices()
     except Exception as exc:
-        return [Finding("error", "store", f"store unreadable: {exc}", "restore it from a backup or move it aside")]
+        return [
+            Finding(
+                "error",
+                "store",
+                f"store unreadable: {exc}",
+                "restore it from a backup or move it aside",
+            )
+        ]
     finally:
         store.close()
-    findings = [Finding("ok", "store", f"{settings.store.url or 'sqlite in data_dir'}: {len(devices)} device(s)")]
+    findings = [
+        Finding(
+            "ok", "store", f"{settings.store.url or 'sqlite in data_dir'}: {len(devices)} device(s)"
+        )
+    ]
     if pending:
         findings.append(
-            Finding("warn", "pairing", f"{len(pending)} request(s) waiting for approval",
-                    f"review with `edge devices list`, then `edge devices approve {pending[-1].id}`")
+            Finding(
+                "warn",
+                "pairing",
+                f"{len(pending)} request(s) waiting for approval",
+                f"review with `edge devices list`, then `edge devices approve {pending[-1].id}`",
+            )
         )
     return findings
 
@@ -109,18 +142,22 @@ def check_proxy(settings: Settings) -> list[Finding]:
             continue
         nets.append(ipaddress.ip_network(entry, strict=False))
     for net in nets:
-        if net.version == 4 and net.prefixlen < 8 or net.version == 6 and net.prefixlen < 32:
+        if (net.version == 4 and net.prefixlen < 8) or (net.version == 6 and net.prefixlen < 32):
             findings.append(
-                Finding("warn", "proxy.trusted_proxies",
-                        f"{net} is very broad: any client inside it can forge its address",
-                        "list only your reverse proxies' addresses")
+                Finding(
+                    "warn",
+                    "proxy.trusted_proxies",
+                    f"{net} is very broad: any client inside it can forge its address",
+                    "list only your reverse proxies' addresses",
+                )
             )
     proxies = running_reverse_proxies()
     loopback_trusted = any(net.network_address.is_loopback for net in nets)
     if proxies and not trusted:
         findings.append(
             Finding(
-                "warn", "proxy.trusted_proxies",
+                "warn",
+                "proxy.trusted_proxies",
                 f"{', '.join(proxies)} is running on this host but proxy.trusted_proxies is empty: "
                 "requests through it are attributed to the proxy's address and are never local "
                 "(Edge fails closed), and the real client address is lost",
@@ -131,7 +168,9 @@ def check_proxy(settings: Settings) -> list[Finding]:
     if proxies and trusted and settings.local.loopback:
         findings.append(
             Finding(
-                "warn", "local.loopback", same_host_proxy_advice(proxies),
+                "warn",
+                "local.loopback",
+                same_host_proxy_advice(proxies),
                 "check with `edge explain --peer 127.0.0.1 -H 'Host: 127.0.0.1:18789'`; a proxy "
                 "that forwards no header must not reach Edge, or set local.loopback: false",
             )
@@ -139,7 +178,8 @@ def check_proxy(settings: Settings) -> list[Finding]:
     if loopback_trusted and not settings.server.binds_loopback:
         findings.append(
             Finding(
-                "warn", "server.host",
+                "warn",
+                "server.host",
                 f"Edge binds {settings.server.host} while its proxy is on loopback: clients can "
                 "bypass the proxy and reach Edge directly",
                 "bind server.host to 127.0.0.1 (or ::1) when the proxy runs on the same host",
@@ -149,9 +189,12 @@ def check_proxy(settings: Settings) -> list[Finding]:
         net = ipaddress.ip_network(entry, strict=False)
         if net.is_global:
             findings.append(
-                Finding("warn", "local.networks",
-                        f"{net} is a public network: its clients skip pairing",
-                        "keep local.networks to private ranges you control")
+                Finding(
+                    "warn",
+                    "local.networks",
+                    f"{net} is a public network: its clients skip pairing",
+                    "keep local.networks to private ranges you control",
+                )
             )
     if not any(f.check.startswith("proxy") for f in findings):
         findings.append(Finding("ok", "proxy", f"trusted proxies: {', '.join(trusted) or 'none'}"))
@@ -160,7 +203,9 @@ def check_proxy(settings: Settings) -> list[Finding]:
 
 @click.command("doctor")
 @config_option
-@click.option("--generate-gateway-token", "generate", is_flag=True, help="Create the token if missing.")
+@click.option(
+    "--generate-gateway-token", "generate", is_flag=True, help="Create the token if missing."
+)
 @click.option("--json", "as_json", is_flag=True)
 def doctor(config_path: str | None, generate: bool, as_json: bool) -> None:
     """Check configuration, store, permissions and proxy sanity; each finding says what to do."""

@@ -17,7 +17,9 @@ def _header_pairs(raw_headers: tuple[str, ...]) -> list[tuple[bytes, bytes]]:
         name, sep, value = raw.partition(":")
         if not sep or not name.strip() or any(c.isspace() for c in name.strip()):
             raise click.BadParameter(f"{raw!r} is not 'Name: value'", param_hint="-H")
-        pairs.append((name.strip().lower().encode("latin-1"), value.strip().encode("latin-1", "replace")))
+        pairs.append(
+            (name.strip().lower().encode("latin-1"), value.strip().encode("latin-1", "replace"))
+        )
     return pairs
 
 
@@ -25,10 +27,14 @@ def _header_pairs(raw_headers: tuple[str, ...]) -> list[tuple[bytes, bytes]]:
 @config_option
 @click.option("--peer", required=True, help="Address the connection comes from (IP, or 'unix').")
 @click.option("--peer-port", type=click.IntRange(0, 65535), default=50000, show_default=True)
-@click.option("-H", "--header", "headers", multiple=True, help="A request header, 'Name: value' (repeatable).")
+@click.option(
+    "-H", "--header", "headers", multiple=True, help="A request header, 'Name: value' (repeatable)."
+)
 @click.option("--scheme", type=click.Choice(["http", "https"]), default="http", show_default=True)
 @click.option("--websocket", is_flag=True, help="Resolve as a WebSocket request.")
-@click.option("--json", "as_json", is_flag=True, help="Print the resolution as JSON (as /api/whoami does).")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the resolution as JSON (as /api/whoami does)."
+)
 def explain(
     config_path: str | None,
     peer: str,
@@ -52,7 +58,9 @@ def explain(
         if parse_ip(peer) is None:
             raise click.BadParameter(f"{peer!r} is not an IP address", param_hint="--peer")
         peer_tuple = (peer, peer_port)
-    resolution = resolve(peer_tuple, _header_pairs(headers), policy, scheme=scheme, websocket=websocket)
+    resolution = resolve(
+        peer_tuple, _header_pairs(headers), policy, scheme=scheme, websocket=websocket
+    )
     if as_json:
         click.echo(json.dumps(resolution.to_dict(), indent=2))
     else:
@@ -70,7 +78,9 @@ def check(config_path: str | None) -> None:
     """Validate the configuration; print one line per problem (exit 2) or a summary."""
     settings = load(config_path)
     click.echo(f"configuration OK: {settings.source or 'built-in defaults'}")
-    click.echo(f"  bind        {settings.server.host}:{settings.server.port} x{settings.server.workers}")
+    click.echo(
+        f"  bind        {settings.server.host}:{settings.server.port} x{settings.server.workers}"
+    )
     click.echo(f"  data_dir    {settings.data_dir}")
     click.echo(f"  trusted     {', '.join(settings.proxy.trusted_proxies) or 'none'}")
     click.echo(f"  headers     {', '.join(settings.proxy.client_ip_headers)}")

@@ -34,7 +34,9 @@ def pair_dir() -> Path:
 def _ws_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https", "ws", "wss") or not parts.netloc:
-        raise click.BadParameter(f"{url!r} is not an http(s):// URL of a gateway", param_hint="--url")
+        raise click.BadParameter(
+            f"{url!r} is not an http(s):// URL of a gateway", param_hint="--url"
+        )
     scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
     return f"{scheme}://{parts.netloc}/ws"
 
@@ -47,7 +49,9 @@ class Attempt:
     close_reason: str = ""
 
 
-def connect_once(url: str, key: DeviceKey, auth: dict[str, str], name: str, role: str, timeout: float = 10.0) -> Attempt:
+def connect_once(
+    url: str, key: DeviceKey, auth: dict[str, str], name: str, role: str, timeout: float = 10.0
+) -> Attempt:
     """One handshake against ``url``; returns hello, or the error frame and close reason."""
     from websockets.exceptions import ConnectionClosed
     from websockets.sync.client import connect
@@ -123,10 +127,22 @@ def _explain_close(attempt: Attempt) -> str:
 @click.option("--invite", default=None, help="An invite code (pairs at once, no approval needed).")
 @click.option("--name", default=None, help="Device name shown to the operator.")
 @click.option("--role", type=click.Choice(["user", "admin"]), default="user", show_default=True)
-@click.option("--wait", type=click.FloatRange(0, 86400), default=600, show_default=True, help="Seconds to wait for approval.")
+@click.option(
+    "--wait",
+    type=click.FloatRange(0, 86400),
+    default=600,
+    show_default=True,
+    help="Seconds to wait for approval.",
+)
 @click.option("--status", is_flag=True, help="Report whether this machine is paired, and check it.")
 def pair(
-    url: str | None, token: str | None, invite: str | None, name: str | None, role: str, wait: float, status: bool
+    url: str | None,
+    token: str | None,
+    invite: str | None,
+    name: str | None,
+    role: str,
+    wait: float,
+    status: bool,
 ) -> None:
     """Pair this machine as a device (key kept 0600 in ~/.config/edge/), wait for approval."""
     directory = pair_dir()
@@ -138,7 +154,9 @@ def pair(
     if url is None:
         raise click.UsageError("--url is required")
     key = _load_key(directory)
-    device_name = name or state.get("name") or f"{os.environ.get('USER', 'cli')}@{os.uname().nodename}"
+    device_name = (
+        name or state.get("name") or f"{os.environ.get('USER', 'cli')}@{os.uname().nodename}"
+    )
     if state.get("deviceToken") and state.get("url") == url and not (token or invite):
         auth = {"deviceToken": str(state["deviceToken"])}
     elif invite:
@@ -158,16 +176,28 @@ def pair(
                 request_id = attempt.error.get("requestId")
                 if request_id and request_id != shown:
                     shown = request_id
-                    console.print(f"Pairing request [bold]{request_id}[/bold] is waiting for an operator.")
-                    console.print(f"Approve it on the gateway host with:  edge devices approve {request_id}")
+                    console.print(
+                        f"Pairing request [bold]{request_id}[/bold] is waiting for an operator."
+                    )
+                    console.print(
+                        f"Approve it on the gateway host with:  edge devices approve {request_id}"
+                    )
                 elif not request_id:
-                    raise Refused(f"pairing required but not queued: {attempt.error.get('detail', '')}")
+                    raise Refused(
+                        f"pairing required but not queued: {attempt.error.get('detail', '')}"
+                    )
                 spinner.update(f"waiting for approval of {request_id} ...")
                 if time.monotonic() >= deadline:
-                    raise Refused(f"not approved within {int(wait)}s; request {request_id} stays pending")
+                    raise Refused(
+                        f"not approved within {int(wait)}s; request {request_id} stays pending"
+                    )
                 time.sleep(RETRY_SECONDS)
                 continue
-            if auth.get("deviceToken") and attempt.close_reason == Denial.DEVICE_TOKEN_INVALID.reason and token:
+            if (
+                auth.get("deviceToken")
+                and attempt.close_reason == Denial.DEVICE_TOKEN_INVALID.reason
+                and token
+            ):
                 auth = {"token": token}
                 continue
             raise Refused(_explain_close(attempt))
@@ -184,7 +214,9 @@ def pair(
             "pairedAt": int(time.time()),
         },
     )
-    click.echo(f"paired as {device.get('name')!r} ({key.device_id[:12]}) with role {device.get('role')}")
+    click.echo(
+        f"paired as {device.get('name')!r} ({key.device_id[:12]}) with role {device.get('role')}"
+    )
     click.echo(f"device token stored in {_state_path(directory)} (0600)")
 
 
@@ -193,10 +225,22 @@ def _status(directory: Path, state: dict[str, Any], url: str | None) -> None:
         raise Refused(f"this machine is not paired (no device token in {_state_path(directory)})")
     target = url or str(state.get("url"))
     key = _load_key(directory)
-    attempt = connect_once(target, key, {"deviceToken": str(state["deviceToken"])}, str(state.get("name", "")), str(state.get("role", "user")))
+    attempt = connect_once(
+        target,
+        key,
+        {"deviceToken": str(state["deviceToken"])},
+        str(state.get("name", "")),
+        str(state.get("role", "user")),
+    )
     if attempt.hello is None:
-        raise Refused(f"paired with {target} as {state.get('role')}, but the gateway refused: {_explain_close(attempt)}")
-    click.echo(f"paired with {target} as {state.get('name')!r} ({key.device_id[:12]}), role {attempt.hello['device']['role']}: OK")
+        raise Refused(
+            f"paired with {target} as {state.get('role')}, "
+            f"but the gateway refused: {_explain_close(attempt)}"
+        )
+    click.echo(
+        f"paired with {target} as {state.get('name')!r} ({key.device_id[:12]}), "
+        f"role {attempt.hello['device']['role']}: OK"
+    )
 
 
 @click.command("dashboard")

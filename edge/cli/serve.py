@@ -10,14 +10,16 @@ import click
 
 from edge.cli.common import ConfigProblem, Refused, config_option, load
 from edge.config import CONFIG_ENV, Settings
-from edge.gateway_token import GatewayTokenError, load_gateway_token
 from edge.gateway.workers import live_worker_pids, run_dir
+from edge.gateway_token import GatewayTokenError, load_gateway_token
 from edge.metrics import prepare_multiprocess_dir
 
 WS_MAX_SIZE = 1024 * 1024
 
 
-def _banner(settings: Settings, host: str, port: int, token_source: str, token_path: Path | None) -> None:
+def _banner(
+    settings: Settings, host: str, port: int, token_source: str, token_path: Path | None
+) -> None:
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104 - display only
     if ":" in shown_host:
         shown_host = f"[{shown_host}]"
@@ -37,7 +39,9 @@ def _banner(settings: Settings, host: str, port: int, token_source: str, token_p
 @click.command("serve")
 @config_option
 @click.option("--host", default=None, help="Bind address (overrides server.host).")
-@click.option("--port", type=click.IntRange(0, 65535), default=None, help="Port (overrides server.port).")
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=None, help="Port (overrides server.port)."
+)
 @click.option("--workers", type=click.IntRange(1, 64), default=None, help="Worker processes.")
 def serve(config_path: str | None, host: str | None, port: int | None, workers: int | None) -> None:
     """Run the gateway (uvicorn). Ctrl-C or SIGTERM stops it gracefully."""
@@ -53,7 +57,9 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
     try:
         settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     except OSError as exc:
-        raise ConfigProblem(f"data_dir: cannot create {settings.data_dir} ({exc.strerror})") from None
+        raise ConfigProblem(
+            f"data_dir: cannot create {settings.data_dir} ({exc.strerror})"
+        ) from None
     try:
         token = load_gateway_token(settings, create=True)
     except GatewayTokenError as exc:
@@ -66,20 +72,20 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
         prepare_multiprocess_dir(settings.data_dir / "metrics")
     _banner(settings, settings.server.host, settings.server.port, token.source, token.path)
     uvicorn.run(
-            "edge.app:app_from_env",
-            factory=True,
-            host=settings.server.host,
-            port=settings.server.port,
-            workers=settings.server.workers,
-            proxy_headers=False,  # Edge resolves proxy headers itself, under its own trust rules
-            server_header=False,
-            access_log=False,
-            log_level=settings.logging.level,
-            ws_max_size=WS_MAX_SIZE,
-            ws_ping_interval=20.0,
-            ws_ping_timeout=20.0,
-            timeout_graceful_shutdown=int(settings.server.graceful_timeout),
-        )
+        "edge.app:app_from_env",
+        factory=True,
+        host=settings.server.host,
+        port=settings.server.port,
+        workers=settings.server.workers,
+        proxy_headers=False,  # Edge resolves proxy headers itself, under its own trust rules
+        server_header=False,
+        access_log=False,
+        log_level=settings.logging.level,
+        ws_max_size=WS_MAX_SIZE,
+        ws_ping_interval=20.0,
+        ws_ping_timeout=20.0,
+        timeout_graceful_shutdown=int(settings.server.graceful_timeout),
+    )
 
 
 @click.group("gateway")

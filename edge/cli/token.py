@@ -56,9 +56,14 @@ def rotate(config_path: str | None, yes: bool) -> None:
     """Replace the gateway token; paired devices keep working, new devices need the new one."""
     settings = load(config_path)
     if not yes:
-        click.confirm("Rotate the gateway token? Devices that have not paired yet need the new one", abort=True)
+        click.confirm(
+            "Rotate the gateway token? Devices that have not paired yet need the new one",
+            abort=True,
+        )
     try:
         new = rotate_gateway_token(settings)
     except (GatewayTokenError, OSError) as exc:
         raise Refused(str(exc)) from None
-    click.echo(f"gateway token rotated in {new.path}; running gateways pick it up on `edge gateway reload`")
+    click.echo(
+        f"gateway token rotated in {new.path}; running gateways pick it up on `edge gateway reload`"
+    )

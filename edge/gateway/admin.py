@@ -57,8 +57,14 @@ def _role(params: Mapping[str, Any], key: str = "role") -> Role | None:
 
 def _ttl(params: Mapping[str, Any]) -> float:
     value = params.get("ttl", DEFAULT_INVITE_TTL)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= MAX_INVITE_TTL:
-        raise AdminError("bad_request", f"'ttl' must be seconds between 1 and {int(MAX_INVITE_TTL)}")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not 0 < value <= MAX_INVITE_TTL
+    ):
+        raise AdminError(
+            "bad_request", f"'ttl' must be seconds between 1 and {int(MAX_INVITE_TTL)}"
+        )
     return float(value)
 
 
@@ -81,7 +87,11 @@ def _list(gateway: Gateway) -> dict[str, Any]:
 
 
 def _dispatch(
-    gateway: Gateway, method: str, params: Mapping[str, Any], actor_device: Device | None, origin_url: str
+    gateway: Gateway,
+    method: str,
+    params: Mapping[str, Any],
+    actor_device: Device | None,
+    origin_url: str,
 ) -> Any:
     service = gateway.service
     actor = actor_of(actor_device)
@@ -96,15 +106,23 @@ def _dispatch(
         "devices.approve": lambda: device_json(
             service.approve(_str(params, "requestId"), role=_role(params), actor=actor)
         ),
-        "devices.reject": lambda: request_json(service.reject(_str(params, "requestId"), actor=actor)),
-        "devices.revoke": lambda: device_json(service.revoke(_str(params, "deviceId"), actor=actor)),
+        "devices.reject": lambda: request_json(
+            service.reject(_str(params, "requestId"), actor=actor)
+        ),
+        "devices.revoke": lambda: device_json(
+            service.revoke(_str(params, "deviceId"), actor=actor)
+        ),
         "devices.rename": lambda: device_json(
             service.rename(_str(params, "deviceId"), _str(params, "name"), actor=actor)
         ),
-        "devices.rotate": lambda: {"deviceToken": service.rotate_token(_str(params, "deviceId"), actor=actor)},
+        "devices.rotate": lambda: {
+            "deviceToken": service.rotate_token(_str(params, "deviceId"), actor=actor)
+        },
         "invites.list": lambda: [invite_json(i) for i in service.list_invites()],
         "invites.create": lambda: _create_invite(gateway, params, actor, origin_url),
-        "invites.cancel": lambda: invite_json(service.cancel_invite(_str(params, "inviteId"), actor=actor)),
+        "invites.cancel": lambda: invite_json(
+            service.cancel_invite(_str(params, "inviteId"), actor=actor)
+        ),
     }
     handler = handlers.get(method)
     if handler is None:
@@ -117,7 +135,9 @@ def _create_invite(gateway: Gateway, params: Mapping[str, Any], actor: str, orig
     name = params.get("name")
     if name is not None and (not isinstance(name, str) or len(name) > 64):
         raise AdminError("bad_request", "'name' must be a string of at most 64 characters")
-    invite, code = gateway.service.create_invite(role=role, name=name or None, ttl=_ttl(params), actor=actor)
+    invite, code = gateway.service.create_invite(
+        role=role, name=name or None, ttl=_ttl(params), actor=actor
+    )
     url = invite_url(origin_url, code)
     return {"invite": invite_json(invite), "code": code, "url": url, "qrSvg": invite_qr_svg(url)}
 

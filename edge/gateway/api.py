@@ -71,7 +71,9 @@ def build_routes(gateway: Gateway) -> list[Route]:
         try:
             await asyncio.to_thread(gateway.service.latest_seq)
         except Exception as exc:
-            return _json({"status": "unavailable", "store": f"unreachable: {type(exc).__name__}"}, 503)
+            return _json(
+                {"status": "unavailable", "store": f"unreachable: {type(exc).__name__}"}, 503
+            )
         if not gateway.store_healthy:
             return _json({"status": "unavailable", "store": "event log unreadable"}, 503)
         return _json({"status": "ready", "store": "ok"})
@@ -126,7 +128,9 @@ def build_routes(gateway: Gateway) -> list[Route]:
     async def metrics(request: Request) -> Response:
         if not _metrics_allowed(gateway, request):
             status, headers, body = denial_response(AuthState("anonymous"))
-            return Response(body, status_code=status, headers={k.decode(): v.decode() for k, v in headers})
+            return Response(
+                body, status_code=status, headers={k.decode(): v.decode() for k, v in headers}
+            )
         data, content_type = gateway.metrics.render()
         return Response(data, headers={"content-type": content_type, "cache-control": "no-store"})
 
@@ -137,14 +141,36 @@ def build_routes(gateway: Gateway) -> list[Route]:
         Route("/api/session", session_create, methods=["POST"]),
         Route("/api/session", session_delete, methods=["DELETE"]),
         Route("/api/devices", admin_route("devices.list")),
-        Route("/api/requests/{rid}/approve", admin_route("devices.approve", body=True, requestId="rid"), methods=["POST"]),
-        Route("/api/requests/{rid}/reject", admin_route("devices.reject", requestId="rid"), methods=["POST"]),
-        Route("/api/devices/{did}/revoke", admin_route("devices.revoke", deviceId="did"), methods=["POST"]),
-        Route("/api/devices/{did}/rename", admin_route("devices.rename", body=True, deviceId="did"), methods=["POST"]),
-        Route("/api/devices/{did}/rotate", admin_route("devices.rotate", deviceId="did"), methods=["POST"]),
+        Route(
+            "/api/requests/{rid}/approve",
+            admin_route("devices.approve", body=True, requestId="rid"),
+            methods=["POST"],
+        ),
+        Route(
+            "/api/requests/{rid}/reject",
+            admin_route("devices.reject", requestId="rid"),
+            methods=["POST"],
+        ),
+        Route(
+            "/api/devices/{did}/revoke",
+            admin_route("devices.revoke", deviceId="did"),
+            methods=["POST"],
+        ),
+        Route(
+            "/api/devices/{did}/rename",
+            admin_route("devices.rename", body=True, deviceId="did"),
+            methods=["POST"],
+        ),
+        Route(
+            "/api/devices/{did}/rotate",
+            admin_route("devices.rotate", deviceId="did"),
+            methods=["POST"],
+        ),
         Route("/api/invites", admin_route("invites.list"), methods=["GET"]),
         Route("/api/invites", admin_route("invites.create", body=True), methods=["POST"]),
-        Route("/api/invites/{iid}", admin_route("invites.cancel", inviteId="iid"), methods=["DELETE"]),
+        Route(
+            "/api/invites/{iid}", admin_route("invites.cancel", inviteId="iid"), methods=["DELETE"]
+        ),
     ]
     if gateway.settings.metrics.enabled:
         routes.append(Route(gateway.settings.metrics.path, metrics))
@@ -162,4 +188,3 @@ def _metrics_allowed(gateway: Gateway, request: Request) -> bool:
     expected = gateway.settings.metrics.bearer_token
     presented = _bearer(request.scope)
     return bool(expected and presented and secrets_equal(presented, expected))
-

@@ -73,10 +73,13 @@ def _convert(key: str, value: Any) -> Any:
 
 def event_data_json(data: Mapping[str, Any]) -> dict[str, Any]:
     """Event data in the wire shape: camelCase keys, times in ms, secrets dropped."""
-    return {
-        _camel(str(k)): _convert(str(k), v) for k, v in data.items() if k not in _SECRET_KEYS
-    }
+    return {_camel(str(k)): _convert(str(k), v) for k, v in data.items() if k not in _SECRET_KEYS}
 
 
 def event_frame(event: Event) -> dict[str, Any]:
-    return {"type": "event", "event": event.type, "seq": event.seq, "data": event_data_json(event.data)}
+    return {
+        "type": "event",
+        "event": event.type,
+        "seq": event.seq,
+        "data": event_data_json(event.data),
+    }

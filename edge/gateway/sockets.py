@@ -35,7 +35,7 @@ _CLOSING_EVENTS = frozenset({"device.revoked", "device.expired"})
 class ControlConnection:
     """One accepted control socket; sends are serialised by a lock."""
 
-    __slots__ = ("client_ip", "closed", "device", "local", "websocket", "_lock")
+    __slots__ = ("_lock", "client_ip", "closed", "device", "local", "websocket")
 
     def __init__(self, websocket: WebSocket, client_ip: str | None, local: bool) -> None:
         self.websocket = websocket

@@ -59,7 +59,9 @@ def test_protected_route_without_credentials_is_401_pairing_required(app: Any) -
     assert response.status_code == 401
     assert response.json()["error"] == "pairing_required"
     assert response.headers["www-authenticate"] == 'Bearer realm="edge"'
-    assert "edge devices approve" in response.json()["detail"] or "pair" in response.json()["detail"]
+    assert (
+        "edge devices approve" in response.json()["detail"] or "pair" in response.json()["detail"]
+    )
 
 
 def test_invalid_bearer_is_401_unauthorized_with_invalid_token(app: Any) -> None:
@@ -87,7 +89,9 @@ def test_user_device_is_403_on_admin_routes_and_admin_is_200(app: Any) -> None:
     assert me["auth"]["device"]["id"] == user.id
 
 
-def test_session_cookie_is_httponly_samesite_strict_and_authenticates(app: Any, device: Device) -> None:
+def test_session_cookie_is_httponly_samesite_strict_and_authenticates(
+    app: Any, device: Device
+) -> None:
     token = pair_remote(app, device, "admin")
     with client_for(app, REMOTE) as client:
         response = client.post("/api/session", headers={"authorization": f"Bearer {token}"})
@@ -126,7 +130,10 @@ def test_brute_force_on_bearer_tokens_locks_the_address_out(app: Any) -> None:
     assert locked.json()["reason"] == "rate_limited"
     assert int(locked.headers["retry-after"]) > 0
     with client_for(app, ("198.51.100.9", 1)) as other:
-        assert other.get("/api/devices", headers={"authorization": "Bearer x"}).json()["reason"] == "device_token_invalid"
+        assert (
+            other.get("/api/devices", headers={"authorization": "Bearer x"}).json()["reason"]
+            == "device_token_invalid"
+        )
 
 
 def test_health_endpoints_are_public(app: Any) -> None:

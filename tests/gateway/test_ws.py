@@ -26,9 +26,16 @@ def closed_with(ws: Any) -> tuple[int, str]:
     return info.value.code, info.value.reason
 
 
-def attempt(app: Any, device: Device, auth: dict[str, str], *, role: str = "user",
-            address: tuple[str, int] = REMOTE, headers: dict[str, str] | None = None,
-            base_url: str = "http://edge.example.com") -> tuple[dict[str, Any], tuple[int, str] | None]:
+def attempt(
+    app: Any,
+    device: Device,
+    auth: dict[str, str],
+    *,
+    role: str = "user",
+    address: tuple[str, int] = REMOTE,
+    headers: dict[str, str] | None = None,
+    base_url: str = "http://edge.example.com",
+) -> tuple[dict[str, Any], tuple[int, str] | None]:
     with client_for(app, address, base_url) as client, open_ws(client, headers) as ws:
         reply = device.handshake(ws, auth, role)
         if reply.get("type") == "hello":
@@ -78,10 +85,15 @@ def test_remote_without_token_is_gateway_token_missing(app: Any, device: Device)
 
 
 def test_wrong_gateway_token_is_mismatch(app: Any, device: Device) -> None:
-    assert refused(app, device, {"token": "not-the-token"}) == (1008, "unauthorized: gateway token mismatch")
+    assert refused(app, device, {"token": "not-the-token"}) == (
+        1008,
+        "unauthorized: gateway token mismatch",
+    )
 
 
-def test_gateway_token_on_unknown_device_creates_request_then_pairs_after_approval(app: Any, device: Device) -> None:
+def test_gateway_token_on_unknown_device_creates_request_then_pairs_after_approval(
+    app: Any, device: Device
+) -> None:
     reply, close = attempt(app, device, {"token": GATEWAY_TOKEN})
     assert reply["type"] == "error" and reply["code"] == "PAIRING_REQUIRED"
     assert reply["reason"] == "not-paired"
@@ -105,7 +117,10 @@ def test_role_upgrade_needs_a_new_approval(app: Any, device: Device) -> None:
 
 
 def test_invalid_device_token_is_refused(app: Any, device: Device) -> None:
-    assert refused(app, device, {"deviceToken": "bogus"}) == (1008, "unauthorized: device token invalid")
+    assert refused(app, device, {"deviceToken": "bogus"}) == (
+        1008,
+        "unauthorized: device token invalid",
+    )
 
 
 def test_device_token_of_another_device_is_identity_mismatch(app: Any) -> None:
@@ -123,7 +138,10 @@ def test_revoked_device_token_is_device_revoked(app: Any, device: Device) -> Non
 def test_rotated_away_token_is_invalid(app: Any, device: Device) -> None:
     token = pair(app, device)
     app.state.gateway.service.rotate_token(device.id, actor="test")
-    assert refused(app, device, {"deviceToken": token}) == (1008, "unauthorized: device token invalid")
+    assert refused(app, device, {"deviceToken": token}) == (
+        1008,
+        "unauthorized: device token invalid",
+    )
 
 
 def _send_raw(app: Any, payload: str | bytes, address: tuple[str, int] = REMOTE) -> tuple[int, str]:
@@ -138,7 +156,14 @@ def _send_raw(app: Any, payload: str | bytes, address: tuple[str, int] = REMOTE)
 
 @pytest.mark.parametrize(
     "payload",
-    ["not json", "[]", '{"type":"hello"}', '{"type":"connect","auth":"token"}', b"\x00\x01binary", "null"],
+    [
+        "not json",
+        "[]",
+        '{"type":"hello"}',
+        '{"type":"connect","auth":"token"}',
+        b"\x00\x01binary",
+        "null",
+    ],
     ids=["not_json", "array", "wrong_type", "auth_not_object", "binary_frame", "null"],
 )
 def test_malformed_connect_frames_are_invalid_handshake(app: Any, payload: str | bytes) -> None:
@@ -173,7 +198,9 @@ def test_stale_signed_at_is_expired(app: Any, device: Device) -> None:
     with client_for(app) as client, open_ws(client) as ws:
         nonce = ws.receive_json()["nonce"]
         frame = device.connect_frame(nonce, {"token": GATEWAY_TOKEN})
-        frame["device"] = device.key.device_field(nonce, "user", signed_at_ms=int(time.time() * 1000) - 300_000)
+        frame["device"] = device.key.device_field(
+            nonce, "user", signed_at_ms=int(time.time() * 1000) - 300_000
+        )
         ws.send_text(json.dumps(frame))
         assert closed_with(ws) == (1008, "device signature expired")
 
@@ -195,15 +222,24 @@ def test_foreign_origin_is_refused_after_accept(app: Any, device: Device) -> Non
 def test_same_origin_and_configured_origins_are_allowed(tmp_path: Path, device: Device) -> None:
     app = create_app(base_config(tmp_path, auth={"allowed_origins": ["https://ops.example.com"]}))
     for origin in ("http://edge.example.com", "https://ops.example.com"):
-        reply, close = attempt(app, device, {"token": GATEWAY_TOKEN}, headers={"origin": origin})
+        reply, _ = attempt(app, device, {"token": GATEWAY_TOKEN}, headers={"origin": origin})
         assert reply["code"] == "PAIRING_REQUIRED", origin
 
 
 def test_loopback_origin_is_allowed_for_local_clients_only(app: Any, device: Device) -> None:
-    hello, _ = attempt(app, device, {}, address=LOOPBACK, base_url="http://localhost:18789",
-                       headers={"origin": "http://localhost:18789"})
+    hello, _ = attempt(
+        app,
+        device,
+        {},
+        address=LOOPBACK,
+        base_url="http://localhost:18789",
+        headers={"origin": "http://localhost:18789"},
+    )
     assert hello["type"] == "hello"
-    with client_for(app, REMOTE) as client, open_ws(client, {"origin": "http://localhost:18789"}) as ws:
+    with (
+        client_for(app, REMOTE) as client,
+        open_ws(client, {"origin": "http://localhost:18789"}) as ws,
+    ):
         assert closed_with(ws) == (1008, "origin not allowed")
 
 
@@ -221,20 +257,25 @@ def test_frame_over_64_kib_before_hello_closes_1009(app: Any) -> None:
 
 def test_failed_attempts_lock_the_address_out_but_not_others(app: Any) -> None:
     for _ in range(10):
-        assert refused(app, Device(), {"token": "guess"}) == (1008, "unauthorized: gateway token mismatch")
-    assert refused(app, Device(), {"token": GATEWAY_TOKEN}) == (1008, "unauthorized: too many failed attempts")
+        assert refused(app, Device(), {"token": "guess"}) == (
+            1008,
+            "unauthorized: gateway token mismatch",
+        )
+    assert refused(app, Device(), {"token": GATEWAY_TOKEN}) == (
+        1008,
+        "unauthorized: too many failed attempts",
+    )
     reply, _ = attempt(app, Device(), {"token": GATEWAY_TOKEN}, address=("198.51.100.20", 1))
     assert reply["code"] == "PAIRING_REQUIRED"
 
 
 def test_unauthenticated_sockets_per_address_are_capped(tmp_path: Path) -> None:
     app = create_app(base_config(tmp_path, pairing={"max_unauthenticated_sockets_per_client": 2}))
-    with client_for(app) as client:
-        with open_ws(client) as first, open_ws(client) as second:
-            first.receive_json()
-            second.receive_json()
-            with open_ws(client) as third:
-                assert closed_with(third) == (1008, "unauthorized: too many failed attempts")
+    with client_for(app) as client, open_ws(client) as first, open_ws(client) as second:
+        first.receive_json()
+        second.receive_json()
+        with open_ws(client) as third:
+            assert closed_with(third) == (1008, "unauthorized: too many failed attempts")
 
 
 def test_revocation_closes_the_live_socket(app: Any, device: Device) -> None:
@@ -255,9 +296,20 @@ def test_admin_socket_receives_pairing_events_and_can_approve(app: Any) -> None:
         event = ws.receive_json()
         while event.get("event") != "pairing.requested":
             event = ws.receive_json()
-        assert event["data"]["requestId"] == reply["requestId"] or event["data"].get("id") == reply["requestId"]
-        ws.send_text(json.dumps({"type": "req", "id": 1, "method": "devices.approve",
-                                 "params": {"requestId": reply["requestId"], "role": "user"}}))
+        assert (
+            event["data"]["requestId"] == reply["requestId"]
+            or event["data"].get("id") == reply["requestId"]
+        )
+        ws.send_text(
+            json.dumps(
+                {
+                    "type": "req",
+                    "id": 1,
+                    "method": "devices.approve",
+                    "params": {"requestId": reply["requestId"], "role": "user"},
+                }
+            )
+        )
         res = ws.receive_json()
         while res.get("type") != "res":
             res = ws.receive_json()
@@ -282,7 +334,12 @@ def test_user_device_cannot_call_admin_methods(app: Any, device: Device) -> None
 def test_bad_frames_after_hello_get_errors_not_a_crash(app: Any, device: Device) -> None:
     with client_for(app, LOOPBACK, "http://localhost:18789") as client, open_ws(client) as ws:
         device.handshake(ws, {})
-        for frame in ("nope", "[1]", '{"type":"req","id":1}', '{"type":"req","id":2,"method":"x.y","params":{}}'):
+        for frame in (
+            "nope",
+            "[1]",
+            '{"type":"req","id":1}',
+            '{"type":"req","id":2,"method":"x.y","params":{}}',
+        ):
             ws.send_text(frame)
             res = ws.receive_json()
             assert res["type"] == "res" and res["ok"] is False

@@ -33,7 +33,12 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 20.0, proc: subprocess.Popen[Any] | None = None) -> None:
+def wait_for_port(
+    port: int,
+    host: str = "127.0.0.1",
+    timeout: float = 20.0,
+    proc: subprocess.Popen[Any] | None = None,
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -44,7 +49,9 @@ def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 20.0, pro
     raise TimeoutError(f"nothing listening on {host}:{port} after {timeout}s")
 
 
-def stop_process(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 15.0) -> None:
+def stop_process(
+    proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 15.0
+) -> None:
     if proc.poll() is not None:
         return
     with contextlib.suppress(ProcessLookupError):
@@ -76,7 +83,9 @@ class EdgeServer:
     def ws_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/ws"
 
-    def cli(self, *args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, *args: str, check: bool = True, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         """Run ``edge <args> --config <this server's config>`` and return the result."""
         result = subprocess.run(
             [sys.executable, "-m", "edge.cli", *args, "--config", str(self.config_path)],
@@ -87,7 +96,9 @@ class EdgeServer:
             timeout=60,
         )
         if check and result.returncode != 0:
-            raise AssertionError(f"edge {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+            raise AssertionError(
+                f"edge {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+            )
         return result
 
     def start(self, *extra: str) -> None:
@@ -126,8 +137,14 @@ def edge_server_factory(tmp_path: Path) -> Iterator[Callable[..., EdgeServer]]:
     """Make (and on teardown stop) ``edge serve`` processes: ``factory(config_overrides, start=True)``."""
     servers: list[EdgeServer] = []
 
-    def factory(overrides: dict[str, Any] | None = None, *, start: bool = True, name: str = "edge",
-                data_dir: Path | None = None, workers: int = 1) -> EdgeServer:
+    def factory(
+        overrides: dict[str, Any] | None = None,
+        *,
+        start: bool = True,
+        name: str = "edge",
+        data_dir: Path | None = None,
+        workers: int = 1,
+    ) -> EdgeServer:
         port = free_port()
         directory = tmp_path / name
         directory.mkdir(exist_ok=True)
@@ -141,7 +158,11 @@ def edge_server_factory(tmp_path: Path) -> Iterator[Callable[..., EdgeServer]]:
                 config[key] = {**config[key], **value}
             else:
                 config[key] = value
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("EDGE_", "PROMETHEUS_MULTIPROC"))}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("EDGE_", "PROMETHEUS_MULTIPROC"))
+        }
         env["EDGE_PAIR_DIR"] = str(directory / "pair")
         server = EdgeServer(
             port=int(config["server"]["port"]),

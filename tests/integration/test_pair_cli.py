@@ -7,8 +7,8 @@ import stat
 import subprocess
 import sys
 import time
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -35,7 +35,10 @@ def test_pair_waits_for_cli_approval_then_reconnects_with_its_device_token(
     server = edge_server_factory(REMOTE_LOOPBACK)
     proc = subprocess.Popen(
         pair_cmd(server, "--token", GATEWAY_TOKEN, "--name", "build box", "--wait", "60"),
-        env=server.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=server.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 30
@@ -56,23 +59,38 @@ def test_pair_waits_for_cli_approval_then_reconnects_with_its_device_token(
         mode = stat.S_IMODE((Path(pair_dir) / name).stat().st_mode)
         assert mode == 0o600, name
 
-    status = subprocess.run(pair_cmd(server, "--status"), env=server.env, capture_output=True, text=True, timeout=30)
+    status = subprocess.run(
+        pair_cmd(server, "--status"), env=server.env, capture_output=True, text=True, timeout=30
+    )
     assert status.returncode == 0, status.stderr
     assert "OK" in status.stdout
-    again = subprocess.run(pair_cmd(server), env=server.env, capture_output=True, text=True, timeout=30)
+    again = subprocess.run(
+        pair_cmd(server), env=server.env, capture_output=True, text=True, timeout=30
+    )
     assert again.returncode == 0, again.stderr  # stored device token, no gateway token needed
 
 
-def test_pair_with_a_wrong_token_says_what_to_do(edge_server_factory: Callable[..., EdgeServer]) -> None:
+def test_pair_with_a_wrong_token_says_what_to_do(
+    edge_server_factory: Callable[..., EdgeServer],
+) -> None:
     server = edge_server_factory(REMOTE_LOOPBACK)
-    result = subprocess.run(pair_cmd(server, "--token", "wrong-token"), env=server.env,
-                            capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        pair_cmd(server, "--token", "wrong-token"),
+        env=server.env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode == 1
     assert "unauthorized: gateway token mismatch" in result.stderr
 
 
-def test_pair_status_when_not_paired_is_refused(edge_server_factory: Callable[..., EdgeServer]) -> None:
+def test_pair_status_when_not_paired_is_refused(
+    edge_server_factory: Callable[..., EdgeServer],
+) -> None:
     server = edge_server_factory(REMOTE_LOOPBACK, start=False)
-    result = subprocess.run(pair_cmd(server, "--status"), env=server.env, capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        pair_cmd(server, "--status"), env=server.env, capture_output=True, text=True, timeout=30
+    )
     assert result.returncode == 1
     assert "not paired" in result.stderr

@@ -26,7 +26,9 @@ def remote_headers(ip: str = "198.51.100.4") -> dict[str, str]:
     return {"X-Forwarded-For": ip}
 
 
-def handshake(ws: ClientConnection, device: Device, auth: dict[str, str], role: str = "user") -> dict[str, Any]:
+def handshake(
+    ws: ClientConnection, device: Device, auth: dict[str, str], role: str = "user"
+) -> dict[str, Any]:
     challenge = json.loads(ws.recv(timeout=5))
     ws.send(json.dumps(device.connect_frame(challenge["nonce"], auth, role)))
     reply: dict[str, Any] = json.loads(ws.recv(timeout=5))
@@ -71,7 +73,9 @@ def test_two_gateways_share_the_store_cli_approves_and_revokes(
             assert wait_closed(b, 2.0) == (1008, "device revoked")
 
 
-def test_two_uvicorn_workers_close_revoked_sockets(edge_server_factory: Callable[..., EdgeServer]) -> None:
+def test_two_uvicorn_workers_close_revoked_sockets(
+    edge_server_factory: Callable[..., EdgeServer],
+) -> None:
     server = edge_server_factory(PROXIED, workers=2)
     device = Device("phone")
     server.cli("devices", "approve", request_pairing(server, device))
@@ -91,13 +95,17 @@ def test_two_uvicorn_workers_close_revoked_sockets(edge_server_factory: Callable
             ws.close()
 
 
-def test_approval_acknowledged_by_the_api_survives_kill_9(edge_server_factory: Callable[..., EdgeServer]) -> None:
+def test_approval_acknowledged_by_the_api_survives_kill_9(
+    edge_server_factory: Callable[..., EdgeServer],
+) -> None:
     server = edge_server_factory(PROXIED)
     devices = [Device(f"device {i}") for i in range(5)]
     acknowledged = []
     for device in devices:
         request_id = request_pairing(server, device)
-        response = httpx.post(f"{server.url}/api/requests/{request_id}/approve", json={"role": "user"})
+        response = httpx.post(
+            f"{server.url}/api/requests/{request_id}/approve", json={"role": "user"}
+        )
         assert response.status_code == 200, response.text
         acknowledged.append(device.id)
     server.stop(signal.SIGKILL)
@@ -108,7 +116,9 @@ def test_approval_acknowledged_by_the_api_survives_kill_9(edge_server_factory: C
         assert handshake(ws, devices[-1], {"token": GATEWAY_TOKEN})["type"] == "hello"
 
 
-def test_cli_approval_survives_kill_9_during_traffic(edge_server_factory: Callable[..., EdgeServer]) -> None:
+def test_cli_approval_survives_kill_9_during_traffic(
+    edge_server_factory: Callable[..., EdgeServer],
+) -> None:
     server = edge_server_factory(PROXIED)
     device = Device("kiosk")
     request_id = request_pairing(server, device)
@@ -133,10 +143,14 @@ def test_tokens_never_appear_in_logs(edge_server_factory: Callable[..., EdgeServ
     device_token = hello["deviceToken"]
     with httpx.Client() as client:
         for token in (device_token, "wrong-" + device_token[:10], GATEWAY_TOKEN):
-            client.get(f"{server.url}/api/devices", headers={"authorization": f"Bearer {token}",
-                                                              **remote_headers()})
-        client.post(f"{server.url}/api/session", headers={"authorization": f"Bearer {device_token}",
-                                                          **remote_headers()})
+            client.get(
+                f"{server.url}/api/devices",
+                headers={"authorization": f"Bearer {token}", **remote_headers()},
+            )
+        client.post(
+            f"{server.url}/api/session",
+            headers={"authorization": f"Bearer {device_token}", **remote_headers()},
+        )
     server.stop()
     log = server.log()
     assert "GET /api/devices" in log  # the access log was really on

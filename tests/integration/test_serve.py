@@ -25,8 +25,13 @@ from tests.integration.conftest import EdgeServer, free_port, stop_process, wait
 pytestmark = pytest.mark.integration
 
 
-def ws_handshake(server: EdgeServer, device: Device, auth: dict[str, str], role: str = "user",
-                 headers: dict[str, str] | None = None) -> tuple[dict[str, Any] | None, Any]:
+def ws_handshake(
+    server: EdgeServer,
+    device: Device,
+    auth: dict[str, str],
+    role: str = "user",
+    headers: dict[str, str] | None = None,
+) -> tuple[dict[str, Any] | None, Any]:
     """Returns (hello or error frame, close frame or None); the socket is closed after."""
     with connect(server.ws_url, additional_headers=headers or {}, open_timeout=5) as ws:
         challenge = json.loads(ws.recv(timeout=5))
@@ -40,13 +45,17 @@ def ws_handshake(server: EdgeServer, device: Device, auth: dict[str, str], role:
             return None, exc.rcvd
 
 
-def test_serve_on_example_config_answers_healthz(edge_server_factory: Callable[..., EdgeServer]) -> None:
+def test_serve_on_example_config_answers_healthz(
+    edge_server_factory: Callable[..., EdgeServer],
+) -> None:
     server = edge_server_factory()
     assert httpx.get(f"{server.url}/healthz").json() == {"status": "ok"}
     assert "Edge" in server.log()
 
 
-def test_close_reason_reaches_a_real_websocket_client(edge_server_factory: Callable[..., EdgeServer]) -> None:
+def test_close_reason_reaches_a_real_websocket_client(
+    edge_server_factory: Callable[..., EdgeServer],
+) -> None:
     server = edge_server_factory({"proxy": {"trusted_proxies": ["127.0.0.1"]}})
     device = Device()
     # Through a "proxy" on loopback the client is remote: no token -> 1008 with the reason.
@@ -94,7 +103,9 @@ def test_pair_through_proxy_headers_approve_with_cli_then_revoke_closes_socket(
     assert (info.value.rcvd.code, info.value.rcvd.reason) == (1008, "device revoked")
 
 
-def test_shutdown_closes_live_sockets_with_1012(edge_server_factory: Callable[..., EdgeServer]) -> None:
+def test_shutdown_closes_live_sockets_with_1012(
+    edge_server_factory: Callable[..., EdgeServer],
+) -> None:
     server = edge_server_factory()
     device = Device("local admin")
     with connect(server.ws_url) as ws:
@@ -119,7 +130,11 @@ def test_serve_on_the_shipped_example_config_answers_healthz(tmp_path: Path) -> 
     env = {k: v for k, v in os.environ.items() if not k.startswith("EDGE_")}
     proc = subprocess.Popen(
         [sys.executable, "-m", "edge.cli", "serve", "-c", str(config), "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+        text=True,
     )
     try:
         wait_for_port(port, proc=proc)

@@ -22,7 +22,9 @@ from tests.conftest import GATEWAY_TOKEN, Device
 @pytest.fixture
 def config_file(tmp_path: Path) -> Path:
     path = tmp_path / "edge.yaml"
-    path.write_text(yaml.safe_dump({"data_dir": "data", "proxy": {"trusted_proxies": ["127.0.0.1"]}}))
+    path.write_text(
+        yaml.safe_dump({"data_dir": "data", "proxy": {"trusted_proxies": ["127.0.0.1"]}})
+    )
     return path
 
 
@@ -56,7 +58,9 @@ def _no_env(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
-def test_config_check_ok_and_bad(capsys: pytest.CaptureFixture[str], config_file: Path, tmp_path: Path) -> None:
+def test_config_check_ok_and_bad(
+    capsys: pytest.CaptureFixture[str], config_file: Path, tmp_path: Path
+) -> None:
     code, out, _ = run(capsys, "config", "check", "-c", str(config_file))
     assert code == 0 and "configuration OK" in out
     bad = tmp_path / "bad.yaml"
@@ -67,52 +71,82 @@ def test_config_check_ok_and_bad(capsys: pytest.CaptureFixture[str], config_file
     assert "Traceback" not in err
 
 
-def test_unknown_command_and_bad_option_are_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
+def test_unknown_command_and_bad_option_are_usage_errors(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     assert run(capsys, "frobnicate")[0] == 2
     assert run(capsys, "devices", "approve")[0] == 2  # neither REQUEST nor --latest
     assert run(capsys, "explain", "--peer", "not-an-ip")[0] == 2
 
 
-def test_explain_prints_the_walk_and_the_decision(capsys: pytest.CaptureFixture[str], config_file: Path) -> None:
+def test_explain_prints_the_walk_and_the_decision(
+    capsys: pytest.CaptureFixture[str], config_file: Path
+) -> None:
     code, out, _ = run(
-        capsys, "explain", "-c", str(config_file), "--peer", "127.0.0.1",
-        "-H", "X-Forwarded-For: 203.0.113.9, 127.0.0.1", "-H", "Host: edge.example.com",
+        capsys,
+        "explain",
+        "-c",
+        str(config_file),
+        "--peer",
+        "127.0.0.1",
+        "-H",
+        "X-Forwarded-For: 203.0.113.9, 127.0.0.1",
+        "-H",
+        "Host: edge.example.com",
     )
     assert code == 0
     assert "client    203.0.113.9" in out
     assert "decision  REMOTE" in out
     assert "proxy headers present" in out
-    code, out, _ = run(capsys, "explain", "-c", str(config_file), "--peer", "127.0.0.1", "-H", "Host: localhost")
+    code, out, _ = run(
+        capsys, "explain", "-c", str(config_file), "--peer", "127.0.0.1", "-H", "Host: localhost"
+    )
     assert "decision  LOCAL" in out and "direct loopback client" in out
 
 
-def test_explain_names_the_fix_for_an_untrusted_proxy(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    code, out, _ = run(capsys, "explain", "--peer", "10.1.2.3", "-H", "X-Forwarded-For: 203.0.113.9")
+def test_explain_names_the_fix_for_an_untrusted_proxy(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, out, _ = run(
+        capsys, "explain", "--peer", "10.1.2.3", "-H", "X-Forwarded-For: 203.0.113.9"
+    )
     assert code == 0
     assert "untrusted_proxy_headers" in out and "proxy.trusted_proxies" in out
     code, out, _ = run(capsys, "explain", "--peer", "10.1.2.3", "--json")
     assert json.loads(out)["client"]["ip"] == "10.1.2.3"
 
 
-def test_devices_list_approve_reject_rename_revoke(capsys: pytest.CaptureFixture[str], config_file: Path) -> None:
+def test_devices_list_approve_reject_rename_revoke(
+    capsys: pytest.CaptureFixture[str], config_file: Path
+) -> None:
     service = service_for(config_file)
     laptop, laptop_request = ask(service, "laptop")
-    phone, phone_request = ask(service, "phone", ip="198.51.100.8")
+    _, phone_request = ask(service, "phone", ip="198.51.100.8")
     code, out, _ = run(capsys, "devices", "list", "-c", str(config_file))
     assert code == 0
     assert laptop_request.id in out and phone_request.id in out and "198.51.100.8" in out
     listing = json.loads(run(capsys, "devices", "list", "-c", str(config_file), "--json")[1])
     assert {r["name"] for r in listing["requests"]} == {"laptop", "phone"}
 
-    code, out, _ = run(capsys, "devices", "approve", laptop_request.id.lower().replace("-", ""),
-                       "--role", "admin", "-c", str(config_file))
+    code, out, _ = run(
+        capsys,
+        "devices",
+        "approve",
+        laptop_request.id.lower().replace("-", ""),
+        "--role",
+        "admin",
+        "-c",
+        str(config_file),
+    )
     assert code == 0 and "as admin" in out
     code, out, _ = run(capsys, "devices", "reject", phone_request.id, "-c", str(config_file))
     assert code == 0 and "rejected" in out
     code, _, err = run(capsys, "devices", "approve", phone_request.id, "-c", str(config_file))
     assert code == 1 and err
 
-    code, out, _ = run(capsys, "devices", "rename", laptop.id[:12], "work laptop", "-c", str(config_file))
+    code, out, _ = run(
+        capsys, "devices", "rename", laptop.id[:12], "work laptop", "-c", str(config_file)
+    )
     assert code == 0 and "work laptop" in out
     code, out, _ = run(capsys, "devices", "revoke", laptop.id, "-c", str(config_file))
     assert code == 0 and "revoked" in out
@@ -130,11 +164,15 @@ def test_approve_latest(capsys: pytest.CaptureFixture[str], config_file: Path) -
     assert service.list_devices()[0].role == Role.USER
 
 
-def test_approve_latest_with_nothing_pending_is_refused(capsys: pytest.CaptureFixture[str], config_file: Path) -> None:
+def test_approve_latest_with_nothing_pending_is_refused(
+    capsys: pytest.CaptureFixture[str], config_file: Path
+) -> None:
     assert run(capsys, "devices", "approve", "--latest", "-c", str(config_file))[0] == 1
 
 
-def test_token_generate_show_rotate(capsys: pytest.CaptureFixture[str], config_file: Path, tmp_path: Path) -> None:
+def test_token_generate_show_rotate(
+    capsys: pytest.CaptureFixture[str], config_file: Path, tmp_path: Path
+) -> None:
     assert run(capsys, "token", "show", "-c", str(config_file))[0] == 1
     code, out, _ = run(capsys, "token", "generate", "-c", str(config_file))
     assert code == 0
@@ -148,7 +186,9 @@ def test_token_generate_show_rotate(capsys: pytest.CaptureFixture[str], config_f
     assert path.read_text().strip() != shown.strip()
 
 
-def test_doctor_reports_and_generates_the_token(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_doctor_reports_and_generates_the_token(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     path = tmp_path / "public.yaml"
     path.write_text(yaml.safe_dump({"data_dir": "data", "server": {"host": "0.0.0.0"}}))
     code, out, _ = run(capsys, "doctor", "-c", str(path))
@@ -158,16 +198,22 @@ def test_doctor_reports_and_generates_the_token(capsys: pytest.CaptureFixture[st
     assert code == 0 and "generated a new gateway token" in out
 
 
-def test_doctor_warns_about_broad_trusted_networks(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_doctor_warns_about_broad_trusted_networks(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     path = tmp_path / "broad.yaml"
-    path.write_text(yaml.safe_dump({"data_dir": "data", "proxy": {"trusted_proxies": ["10.0.0.0/7"]}}))
-    code, out, _ = run(capsys, "doctor", "-c", str(path), "--json")
+    path.write_text(
+        yaml.safe_dump({"data_dir": "data", "proxy": {"trusted_proxies": ["10.0.0.0/7"]}})
+    )
+    _, out, _ = run(capsys, "doctor", "-c", str(path), "--json")
     findings = json.loads(out)
     assert any(f["check"] == "proxy.trusted_proxies" and f["level"] == "warn" for f in findings)
     assert all(f["fix"] for f in findings if f["level"] != "ok")
 
 
-def test_serve_refuses_a_public_bind_without_a_token(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_serve_refuses_a_public_bind_without_a_token(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     path = tmp_path / "public.yaml"
     path.write_text(yaml.safe_dump({"data_dir": "data", "server": {"host": "0.0.0.0", "port": 1}}))
     code, _, err = run(capsys, "serve", "-c", str(path))

@@ -122,7 +122,9 @@ def test_duplicate_yaml_keys_are_refused(tmp_path: Path) -> None:
 
 
 def test_missing_file_is_one_clear_line(tmp_path: Path) -> None:
-    assert problems_of(tmp_path / "nope.yaml") == [f"{tmp_path / 'nope.yaml'}: no such configuration file"]
+    assert problems_of(tmp_path / "nope.yaml") == [
+        f"{tmp_path / 'nope.yaml'}: no such configuration file"
+    ]
 
 
 def test_top_level_must_be_a_mapping(tmp_path: Path) -> None:
@@ -133,8 +135,13 @@ def test_top_level_must_be_a_mapping(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("origin", "ok"),
-    [("https://app.example.com", True), ("http://127.0.0.1:8080", True), ("*", False),
-     ("https://app.example.com/path", False), ("app.example.com", False)],
+    [
+        ("https://app.example.com", True),
+        ("http://127.0.0.1:8080", True),
+        ("*", False),
+        ("https://app.example.com/path", False),
+        ("app.example.com", False),
+    ],
 )
 def test_allowed_origins_must_be_origins(origin: str, ok: bool) -> None:
     config = {"auth": {"allowed_origins": [origin]}}
