@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 import segno
 
+from edge.gateway.origins import own_origin
 from edge.gateway.serialize import device_json, invite_json, request_json
+from edge.net import Resolution
 from edge.pairing.models import Device, Role
 from edge.pairing.service import PairingError
 
@@ -148,9 +150,14 @@ async def call_admin_method(
     params: Mapping[str, Any],
     *,
     device: Device | None,
-    origin_url: str,
+    resolution: Resolution,
 ) -> Any:
-    """Run one management call in a worker thread (the store may block)."""
+    """Run one management call in a worker thread (the store may block).
+
+    Invite links are built on the origin the caller reached, validated (a
+    garbled Host falls back to localhost rather than into a link).
+    """
+    origin_url = own_origin(resolution) or "http://localhost"
     try:
         return await asyncio.to_thread(_dispatch, gateway, method, params, device, origin_url)
     except PairingError as exc:

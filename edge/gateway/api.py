@@ -48,11 +48,6 @@ async def _body(request: Request) -> dict[str, Any]:
     return data
 
 
-def _origin_url(request: Request) -> str:
-    resolution = resolution_of(request.scope)
-    return f"{resolution.scheme}://{resolution.host or 'localhost'}"
-
-
 def build_routes(gateway: Gateway) -> list[Route]:
     async def whoami(request: Request) -> Response:
         resolution = resolution_of(request.scope)
@@ -107,7 +102,7 @@ def build_routes(gateway: Gateway) -> list[Route]:
         auth = auth_of(request.scope)
         try:
             result = await call_admin_method(
-                gateway, method, params, device=auth.device, origin_url=_origin_url(request)
+                gateway, method, params, device=auth.device, resolution=resolution_of(request.scope)
             )
         except AdminError as exc:
             return _error(exc.code, str(exc), exc.status)

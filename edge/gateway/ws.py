@@ -209,7 +209,9 @@ class ControlSocket:
             method = frame.get("method")
             params = frame.get("params", {})
             if not isinstance(method, str) or not isinstance(params, dict):
-                await conn.send_json(_error_res(req_id, "bad_request", "method and params required"))
+                await conn.send_json(
+                    _error_res(req_id, "bad_request", "method and params required")
+                )
                 continue
             await conn.send_json(await self._call(conn, req_id, method, params))
 
@@ -225,17 +227,11 @@ class ControlSocket:
                 method,
                 params,
                 device=conn.device,
-                origin_url=_origin_url(conn.websocket),
+                resolution=resolution_of(conn.websocket.scope),
             )
         except AdminError as exc:
             return _error_res(req_id, exc.code, str(exc))
         return {"type": "res", "id": req_id, "ok": True, "result": result}
-
-
-def _origin_url(websocket: WebSocket) -> str:
-    resolution = resolution_of(websocket.scope)
-    scheme = "https" if resolution.scheme in ("wss", "https") else "http"
-    return f"{scheme}://{resolution.host or 'localhost'}"
 
 
 def _error_res(req_id: Any, code: str, message: str) -> dict[str, Any]:
