@@ -12,7 +12,8 @@ client-supplied forwarding and identity headers (``Forwarded``,
 set afresh from the resolved client and the authenticated caller; the
 credential that authenticated the caller to Edge (the bearer token or the
 ``edge_session`` cookie) is not passed on. Bodies stream both ways; one
-pooled ``httpx.AsyncClient`` per upstream and event loop carries the traffic.
+``httpx.AsyncClient`` per upstream and event loop carries the traffic over a
+keepalive pool (``upstream_transport``).
 An unreachable upstream is answered 502 and a slow one 504, as JSON.
 """
 
@@ -22,6 +23,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import ssl
 import time
 from collections.abc import AsyncIterator, Iterable
 from http.cookiejar import CookieJar, DefaultCookiePolicy
@@ -40,6 +42,7 @@ from edge.gateway.context import AuthState, auth_of, resolution_of
 from edge.gateway.forward_auth import identity_headers
 from edge.gateway.guard import SESSION_COOKIE, authenticate_http, denial_response
 from edge.gateway.origins import origin_allowed
+from edge.gateway.upstream_transport import Http11Transport
 from edge.net import Resolution
 from edge.pairing.denials import Denial
 
@@ -90,7 +93,9 @@ WEBSOCKET_HANDSHAKE = frozenset(
     }
 )
 WEBSOCKET_MAX_MESSAGE = 16 * 1024 * 1024
-POOL_LIMITS = httpx.Limits(max_connections=512, max_keepalive_connections=128, keepalive_expiry=30)
+MAX_CONNECTIONS = 512
+MAX_KEEPALIVE = 128
+KEEPALIVE_EXPIRY = 4.0  # below uvicorn's 5 s keep-alive, so Edge lets go of an idle one first
 # Close codes that may not appear in a close frame, and what to send instead.
 _UNSENDABLE_CLOSE = {1005: 1000, 1006: 1014, 1015: 1014}
 _FORWARDED_SCHEME = {"ws": "http", "wss": "https", "http": "http", "https": "https"}
@@ -231,11 +236,17 @@ class UpstreamRoute(BaseRoute):
         if client is None:
             for old_loop in [known for known in self._clients if known.is_closed()]:
                 del self._clients[old_loop]
+            tls = ssl.create_default_context() if self.base.scheme == "https" else None
             client = httpx.AsyncClient(
+                transport=Http11Transport(
+                    max_connections=MAX_CONNECTIONS,
+                    max_keepalive=MAX_KEEPALIVE,
+                    keepalive_expiry=KEEPALIVE_EXPIRY,
+                    ssl_context=tls,
+                ),
                 timeout=self.timeout,
-                limits=POOL_LIMITS,
                 follow_redirects=False,
-                trust_env=False,  # never route loopback upstream traffic through an env proxy
+                trust_env=False,  # never route upstream traffic through an environment proxy
                 cookies=CookieJar(policy=_RejectAllCookies()),
             )
             self._clients[loop] = client
