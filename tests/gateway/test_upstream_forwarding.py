@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from starlette.testclient import TestClient, WebSocketDenialResponse
 from starlette.websockets import WebSocketDisconnect
 
 from edge import create_app
 from edge.gateway.upstream import end_to_end, forwarding_headers
+from edge.gateway.upstream_transport import Http11Transport
 from edge.net import Resolution
 from tests.conftest import GATEWAY_TOKEN, LOOPBACK, REMOTE, Device, base_config, client_for, open_ws
 from tests.integration.conftest import free_port
@@ -339,3 +343,122 @@ def test_forwarded_header_quotes_ipv6_and_hosts() -> None:
     assert headers[b"x-forwarded-for"] == b"2001:db8::7"
     assert headers[b"x-forwarded-proto"] == b"https"
     assert headers[b"forwarded"] == b'for="[2001:db8::7]";proto=https;host="edge.example.com:8443"'
+
+
+# -- the transport under the upstream client -------------------------------------------------
+
+
+class RawServer:
+    """An HTTP/1.1 server on loopback written by hand, to misbehave on purpose.
+
+    Each connection answers ``answers`` requests with keep-alive, then closes
+    without a word (as an upstream does when its keep-alive timer runs out).
+    """
+
+    def __init__(self, answers: int = 1, delay: float = 0.0) -> None:
+        self.answers = answers
+        self.delay = delay
+        self.connections = 0
+        self.requests: list[bytes] = []
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        for _ in range(self.answers):
+            head = await reader.readuntil(b"\r\n\r\n")
+            self.requests.append(head.split(b"\r\n", 1)[0])
+            length = next(
+                (int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")),
+                0,
+            )
+            if length:
+                await reader.readexactly(length)
+            await asyncio.sleep(self.delay)
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            await writer.drain()
+        writer.close()
+
+
+async def serve(server: RawServer) -> tuple[asyncio.Server, str]:
+    listener = await asyncio.start_server(server.handle, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    return listener, f"http://127.0.0.1:{port}"
+
+
+def transport(max_connections: int = 8) -> Http11Transport:
+    return Http11Transport(max_connections=max_connections, max_keepalive=8, keepalive_expiry=30)
+
+
+async def fetch(client: httpx.AsyncClient, url: str, method: str = "GET", content: bytes | None = None) -> bytes:
+    response = await client.send(httpx.Request(method, url, content=content), stream=True)
+    try:
+        return b"".join([chunk async for chunk in response.aiter_raw()])
+    finally:
+        await response.aclose()
+
+
+def test_keepalive_connections_are_reused() -> None:
+    async def scenario() -> tuple[int, list[bytes]]:
+        upstream = RawServer(answers=3)
+        listener, url = await serve(upstream)
+        async with httpx.AsyncClient(transport=transport()) as client:
+            bodies = [await fetch(client, f"{url}/{i}") for i in range(3)]
+        listener.close()
+        return upstream.connections, bodies
+
+    connections, bodies = asyncio.run(scenario())
+    assert bodies == [b"ok", b"ok", b"ok"]
+    assert connections == 1
+
+
+def test_get_on_a_keepalive_connection_the_upstream_closed_is_sent_again() -> None:
+    async def scenario() -> tuple[int, list[bytes]]:
+        upstream = RawServer(answers=1)
+        listener, url = await serve(upstream)
+        async with httpx.AsyncClient(transport=transport()) as client:
+            first = await fetch(client, f"{url}/a")
+            await asyncio.sleep(0)  # the close may or may not have been seen yet
+            second = await fetch(client, f"{url}/b")
+        listener.close()
+        return upstream.connections, [first, second]
+
+    connections, bodies = asyncio.run(scenario())
+    assert bodies == [b"ok", b"ok"]
+    assert connections == 2
+
+
+def test_post_is_never_sent_twice() -> None:
+    async def scenario() -> list[bytes]:
+        upstream = RawServer(answers=1)
+        listener, url = await serve(upstream)
+        async with httpx.AsyncClient(transport=transport()) as client:
+            await fetch(client, f"{url}/a")
+            with contextlib.suppress(httpx.TransportError):
+                # the closed connection is either noticed before sending or fails the POST
+                await fetch(client, f"{url}/b", method="POST", content=b"once")
+        listener.close()
+        return upstream.requests
+
+    requests = asyncio.run(scenario())
+    assert requests.count(b"POST /b HTTP/1.1") <= 1
+
+
+def test_open_connections_are_bounded_and_the_wait_is_a_pool_timeout() -> None:
+    async def scenario() -> type[BaseException] | None:
+        upstream = RawServer(answers=1, delay=2.0)
+        listener, url = await serve(upstream)
+        client = httpx.AsyncClient(transport=transport(max_connections=1), timeout=httpx.Timeout(5, pool=0.2))
+        busy = asyncio.ensure_future(fetch(client, f"{url}/slow"))
+        await asyncio.sleep(0.1)
+        caught: type[BaseException] | None = None
+        try:
+            await fetch(client, f"{url}/waiting")
+        except httpx.TransportError as exc:
+            caught = type(exc)
+        busy.cancel()
+        with contextlib.suppress(asyncio.CancelledError, httpx.TransportError):
+            await busy
+        await client.aclose()
+        listener.close()
+        return caught
+
+    assert asyncio.run(scenario()) is httpx.PoolTimeout
