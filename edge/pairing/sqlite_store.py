@@ -43,11 +43,14 @@ from edge.pairing.store import (
     EVENT_LOG_MAX_EVENTS,
     MAX_EVENTS_PER_READ,
     RESOLVED_RETENTION,
+    FailureCount,
     PendingCapHit,
     Resolution,
     ResolveStatus,
     Seen,
+    StoredRequest,
     StoreError,
+    StoreSnapshot,
 )
 from edge.pairing.tokens import PRIVATE_FILE_MODE, ensure_private_dir
 
@@ -882,3 +885,109 @@ class SqliteStore:
             )
             conn.execute("DELETE FROM invites WHERE COALESCE(used_at, expires_at) < ?", (old,))
             conn.execute("DELETE FROM failures WHERE MAX(window_start, locked_until) < ?", (old,))
+
+    # -- migration ------------------------------------------------------------------------------
+
+    def export_snapshot(self) -> StoreSnapshot:
+        conn = self._conn()
+        try:
+            conn.execute("BEGIN")  # one read snapshot of every table
+            try:
+                devices = conn.execute("SELECT * FROM devices ORDER BY created_at, id").fetchall()
+                requests = conn.execute("SELECT * FROM requests ORDER BY created_at, id").fetchall()
+                invites = conn.execute("SELECT * FROM invites ORDER BY created_at, id").fetchall()
+                failures = conn.execute("SELECT * FROM failures ORDER BY client").fetchall()
+                seq = conn.execute(
+                    "SELECT seq FROM sqlite_sequence WHERE name = 'events'"
+                ).fetchall()
+            finally:
+                conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise self._error("export the store", exc) from None
+        return StoreSnapshot(
+            devices=tuple(self._device(row) for row in devices),
+            requests=tuple(
+                StoredRequest(
+                    self._request(row), row["status"], row["resolved_at"], row["resolved_by"]
+                )
+                for row in requests
+            ),
+            invites=tuple(self._invite(row) for row in invites),
+            failures=tuple(
+                FailureCount(row["client"], row["window_start"], row["count"], row["locked_until"])
+                for row in failures
+            ),
+            event_seq=int(seq[0][0]) if seq else 0,
+        )
+
+    def import_snapshot(self, snapshot: StoreSnapshot, *, replace: bool = False) -> None:
+        with self._write("import a snapshot") as conn:
+            tables = ("devices", "requests", "invites", "failures", "events")
+            if not replace:
+                held = conn.execute(
+                    "SELECT (SELECT count(*) FROM devices) + (SELECT count(*) FROM requests) + "
+                    "(SELECT count(*) FROM invites) + (SELECT count(*) FROM failures) + "
+                    "(SELECT count(*) FROM sqlite_sequence WHERE name = 'events' AND seq > 0)"
+                ).fetchone()[0]
+                if held:
+                    raise StoreError(
+                        f"SQLite store {self.path} is not empty; refusing to import into it "
+                        "(replace its contents explicitly, or use a new file)"
+                    )
+            for table in tables:
+                conn.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed table names
+            for device in snapshot.devices:
+                self._upsert_device(conn, device)
+            conn.executemany(
+                "INSERT INTO requests (id, device_id, public_key, name, client_ip, user_agent, "
+                "role, reason, created_at, expires_at, status, resolved_at, resolved_by) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        r.request.id,
+                        r.request.device_id,
+                        r.request.public_key,
+                        r.request.name,
+                        r.request.client_ip,
+                        r.request.user_agent,
+                        r.request.role.value,
+                        r.request.reason,
+                        r.request.created_at,
+                        r.request.expires_at,
+                        r.status,
+                        r.resolved_at,
+                        r.resolved_by,
+                    )
+                    for r in snapshot.requests
+                ],
+            )
+            conn.executemany(
+                "INSERT INTO invites (id, code_hash, role, name, created_at, expires_at, "
+                "created_by, used_at, used_by_device) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        i.id,
+                        i.code_hash,
+                        i.role.value,
+                        i.name,
+                        i.created_at,
+                        i.expires_at,
+                        i.created_by,
+                        i.used_at,
+                        i.used_by_device,
+                    )
+                    for i in snapshot.invites
+                ],
+            )
+            conn.executemany(
+                "INSERT INTO failures (client, window_start, count, locked_until) "
+                "VALUES (?, ?, ?, ?)",
+                [(f.client, f.window_start, f.count, f.locked_until) for f in snapshot.failures],
+            )
+            current = conn.execute(
+                "SELECT seq FROM sqlite_sequence WHERE name = 'events'"
+            ).fetchone()
+            seq = max(int(current[0]) if current else 0, snapshot.event_seq)
+            conn.execute("DELETE FROM sqlite_sequence WHERE name = 'events'")
+            if seq:
+                conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('events', ?)", (seq,))

@@ -75,6 +75,66 @@ class Seen:
     ip: str | None
 
 
+@dataclass(frozen=True)
+class StoredRequest:
+    """A pairing request as a store keeps it: pending, or settled with its decision."""
+
+    request: PairingRequest
+    status: str  # "pending", "approved", "rejected" or "expired"
+    resolved_at: float | None = None
+    resolved_by: str | None = None
+
+
+@dataclass(frozen=True)
+class FailureCount:
+    """The failed-attempt counter of one client address."""
+
+    client: str
+    window_start: float
+    count: int
+    locked_until: float
+
+
+@dataclass(frozen=True)
+class StoreSnapshot:
+    """Everything a store holds except the event log itself (whose position is kept).
+
+    What ``edge store migrate`` copies from one backend to another.
+    """
+
+    devices: tuple[Device, ...]
+    requests: tuple[StoredRequest, ...]
+    invites: tuple[Invite, ...]
+    failures: tuple[FailureCount, ...]
+    event_seq: int
+
+    @property
+    def empty(self) -> bool:
+        return not (self.devices or self.requests or self.invites or self.failures) and (
+            self.event_seq == 0
+        )
+
+
+@runtime_checkable
+class SnapshotStore(Protocol):
+    """A store that can be copied whole: every backend, for ``edge store migrate``."""
+
+    @property
+    def description(self) -> str: ...
+
+    def export_snapshot(self) -> StoreSnapshot:
+        """A consistent copy of every record and the latest event seq."""
+        ...
+
+    def import_snapshot(self, snapshot: StoreSnapshot, *, replace: bool = False) -> None:
+        """Write ``snapshot`` in one step, without events; the event seq becomes at least its seq.
+
+        Refused (StoreError) when the store holds anything and ``replace`` is
+        False; with ``replace`` everything it held is dropped first.
+        """
+        ...
+
+
 @runtime_checkable
 class Store(Protocol):
     """Persistence for the pairing domain. All times are epoch seconds given by the caller.
