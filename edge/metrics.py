@@ -12,7 +12,9 @@ worker reads the same store) take the newest value.
 
 Store events (pairing, revocation, lockouts) reach every worker, because each
 one reads the whole event log. ``EventClaim`` makes sure each event is counted
-by exactly one of them.
+by exactly one of them, so an instance (all its workers) counts each event
+once. Replicas sharing a store each count every event: combine instances with
+``max``, not ``sum`` (docs/metrics.md).
 """
 
 from __future__ import annotations
