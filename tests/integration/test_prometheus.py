@@ -264,3 +264,21 @@ def test_a_real_prometheus_scrapes_the_gateway_and_evaluates_the_rules(
             ]
             continue
         query(url, expression)
+
+
+def test_docs_list_every_metric_and_their_example_alerts_pass_promtool(tmp_path: Path) -> None:
+    docs = (DEPLOY.parents[1] / "docs" / "metrics.md").read_text()
+    families = {
+        re.sub(r"_(bucket|count|sum)$", "", name)
+        for name, _ in Exposition(all_traffic_exposition(tmp_path)).samples
+    }
+    for family in families:
+        assert f"| `{family}` |" in docs, f"{family} is missing from the table in docs/metrics.md"
+    (block,) = re.findall(r"### Example alerts.*?```yaml\n(.*?)```", docs, re.S)
+    rules = yaml.safe_load(block)
+    alerted = {name for rule in rules for name in re.findall(r"\bedge_[a-z_]+", rule["expr"])}
+    assert {re.sub(r"_bucket$", "", name) for name in alerted} >= families
+    rules_file = tmp_path / "docs-alerts.yml"
+    rules_file.write_text(yaml.safe_dump({"groups": [{"name": "docs", "rules": rules}]}))
+    checked = promtool("check", "rules", str(rules_file))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
