@@ -386,6 +386,68 @@ def start_nginx(prefix: Path, edge_port: int, app_port: int) -> Nginx:
     return nginx
 
 
+# -- HAProxy -----------------------------------------------------------------------------------
+
+
+@dataclass
+class HAProxy:
+    prefix: Path
+    https_port: int
+    http_port: int
+    process: Process | None = None
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.https_port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"wss://127.0.0.1:{self.https_port}/ws"
+
+    def tls(self) -> ssl.SSLContext:
+        return tls_context(self.prefix / "certs" / "fullchain.pem")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+
+
+def start_haproxy(prefix: Path, edge_port: int) -> HAProxy:
+    """HAProxy on the shipped ``deploy/haproxy/haproxy.cfg``, ports and paths replaced."""
+    prefix.mkdir(parents=True, exist_ok=True)
+    haproxy = HAProxy(prefix, https_port=free_port(), http_port=free_port())
+    cert, key = self_signed(prefix / "certs")
+    bundle = prefix / "certs" / "bundle.pem"
+    bundle.write_bytes(cert.read_bytes() + key.read_bytes())
+    config = prefix / "haproxy.cfg"
+    config.write_text(
+        render(
+            (DEPLOY / "haproxy" / "haproxy.cfg").read_text(),
+            {
+                "log /dev/log local0": "log stderr format raw local0",
+                "bind :443 ssl crt /etc/haproxy/certs/edge.example.com.pem": (
+                    f"bind 127.0.0.1:{haproxy.https_port} ssl crt {bundle}"
+                ),
+                "bind :80": f"bind 127.0.0.1:{haproxy.http_port}",
+                "server edge 127.0.0.1:18789": f"server edge 127.0.0.1:{edge_port}",
+            },
+        )
+    )
+    check = subprocess.run(["haproxy", "-c", "-f", str(config)], capture_output=True, text=True, timeout=30)
+    if check.returncode != 0:
+        raise AssertionError(f"haproxy -c refused the shipped configuration:\n{check.stdout}{check.stderr}")
+    log_path = prefix / "haproxy.log"
+    proc = subprocess.Popen(
+        ["haproxy", "-db", "-f", str(config)],
+        stdout=log_path.open("ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    haproxy.process = Process(proc, log_path, haproxy.https_port)
+    wait_for_port(haproxy.https_port, proc=proc)
+    return haproxy
+
+
 # -- Caddy -----------------------------------------------------------------------------------
 
 

@@ -164,7 +164,11 @@ def test_systemd_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
 
 
 def test_shipped_deploy_configs_name_the_trusted_proxies_edge_needs() -> None:
-    for path in (DEPLOY / "nginx" / "conf.d" / "edge.conf", DEPLOY / "caddy" / "Caddyfile"):
+    for path in (
+        DEPLOY / "nginx" / "conf.d" / "edge.conf",
+        DEPLOY / "caddy" / "Caddyfile",
+        DEPLOY / "haproxy" / "haproxy.cfg",
+    ):
         text = path.read_text()
         assert "trusted_proxies: [127.0.0.1]" in text, path
         assert "client_ip_headers: [x-forwarded-for]" in text, path
