@@ -363,10 +363,10 @@ class UpstreamRoute(BaseRoute):
             except asyncio.CancelledError:
                 pass
             except httpx.TransportError as exc:
-                # Headers are gone already: all that is left is to cut the connection,
-                # which tells the client the body is incomplete.
+                # The status is sent already. Returning without the final body
+                # message makes the server cut the connection, which tells the
+                # client the body is incomplete.
                 self._warn("broke off mid-body", exc)
-                raise
 
     def _warn(self, what: str, exc: BaseException) -> None:
         advice = {

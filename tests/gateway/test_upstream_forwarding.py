@@ -462,3 +462,17 @@ def test_open_connections_are_bounded_and_the_wait_is_a_pool_timeout() -> None:
         return caught
 
     assert asyncio.run(scenario()) is httpx.PoolTimeout
+
+
+async def _breaks_off(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """An upstream that promises 100 bytes, sends 2 and stops (uvicorn then cuts the connection)."""
+    if scope["type"] == "http":
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"100")]})
+        await send({"type": "http.response.body", "body": b"ab", "more_body": True})
+
+
+def test_an_upstream_that_breaks_off_mid_body_cuts_the_clients_connection(tmp_path: Path) -> None:
+    with UvicornThread(_breaks_off) as upstream:
+        app = create_app(base_config(tmp_path, upstreams=[{"prefix": "/b/", "url": upstream.url}]))
+        with UvicornThread(app) as edge, pytest.raises(httpx.RemoteProtocolError):
+            httpx.get(f"{edge.url}/b/x", timeout=10)
