@@ -37,6 +37,7 @@ from pairing_support import GATEWAY_TOKEN, Client, FakeClock  # noqa: E402
 
 from edge.pairing.service import PairingPolicy, PairingService  # noqa: E402
 from edge.pairing.store import Store, open_store  # noqa: E402
+from tests.redis_server import redis_backend, stop_shared_redis_server  # noqa: E402, F401
 
 
 @contextlib.contextmanager
@@ -45,7 +46,7 @@ def sqlite_backend(tmp_path: Path) -> Iterator[str]:
 
 
 StoreFactory = Callable[[Path], contextlib.AbstractContextManager[str]]
-STORE_FACTORIES: dict[str, StoreFactory] = {"sqlite": sqlite_backend}
+STORE_FACTORIES: dict[str, StoreFactory] = {"sqlite": sqlite_backend, "redis": redis_backend}
 
 
 @pytest.fixture(params=sorted(STORE_FACTORIES))

@@ -1,0 +1,149 @@
+"""A real ``redis-server`` for tests, on 127.0.0.1 and a free port, stopped afterwards.
+
+``RedisServer`` runs one process in a directory of its own (append-only file,
+no RDB snapshots) and can be stopped and started again on the same port and
+directory, which is how the tests restart Redis under running gateways.
+
+The pairing contract suite shares one server for the whole session
+(``shared_redis_server``; the ``stop_shared_redis_server`` fixture ends it):
+every test gets its own key prefix, so tests never see each other's keys.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+REDIS_SERVER = shutil.which("redis-server")
+NOT_INSTALLED = "redis-server is not installed (scripts/install-test-deps installs it)"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class RedisServer:
+    """One ``redis-server`` process; ``start`` again after ``stop`` keeps port and data."""
+
+    def __init__(self, directory: Path, *, appendfsync: str = "everysec") -> None:
+        if REDIS_SERVER is None:
+            pytest.skip(NOT_INSTALLED)
+        self.directory = directory
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.appendfsync = appendfsync
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        assert REDIS_SERVER is not None
+        log = (self.directory / "redis.log").open("ab")
+        self.proc = subprocess.Popen(
+            [
+                REDIS_SERVER,
+                *("--port", str(self.port), "--bind", "127.0.0.1"),
+                *("--save", "", "--appendonly", "yes", "--appendfsync", self.appendfsync),
+                *("--dir", str(self.directory), "--daemonize", "no"),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        deadline = time.monotonic() + 20
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1)
+        try:
+            while True:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"redis-server exited at start:\n{self.log()}")
+                with contextlib.suppress(redis.RedisError):
+                    if client.ping():
+                        return
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"redis-server never answered PING:\n{self.log()}")
+                time.sleep(0.05)
+        finally:
+            client.close()
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        """SIGTERM lets Redis flush its append-only file; SIGKILL does not."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+
+    def log(self) -> str:
+        path = self.directory / "redis.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def url(self, prefix: str | None = None, db: int = 0) -> str:
+        query = f"?prefix={prefix}" if prefix else ""
+        return f"redis://127.0.0.1:{self.port}/{db}{query}"
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port, decode_responses=True)
+
+    def drop_prefix(self, prefix: str) -> None:
+        """Delete every key under ``prefix:`` (the keys one test made)."""
+        with contextlib.closing(self.client()) as client:
+            keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+            for start in range(0, len(keys), 1000):
+                client.unlink(*keys[start : start + 1000])
+
+
+_shared: RedisServer | None = None
+
+
+def shared_redis_server() -> RedisServer:
+    """The session's server, started at first use (tests that never need Redis never start it)."""
+    global _shared
+    if _shared is None:
+        directory = Path(tempfile.mkdtemp(prefix="edge-redis-"))
+        server = RedisServer(directory)
+        server.start()
+        _shared = server
+        atexit.register(_stop_shared)  # in case the session ends without its fixture
+    return _shared
+
+
+def _stop_shared() -> None:
+    global _shared
+    if _shared is not None:
+        _shared.stop()
+        shutil.rmtree(_shared.directory, ignore_errors=True)
+        _shared = None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def stop_shared_redis_server() -> Iterator[None]:
+    """Stop the shared server, if a test started it, when the session ends."""
+    yield
+    _stop_shared()
+
+
+@contextlib.contextmanager
+def redis_backend(tmp_path: Path) -> Iterator[str]:
+    """A ``STORE_FACTORIES`` entry: an empty store under a fresh key prefix of the shared server."""
+    server = shared_redis_server()
+    prefix = f"t{uuid.uuid4().hex[:16]}"
+    try:
+        yield server.url(prefix)
+    finally:
+        server.drop_prefix(prefix)
