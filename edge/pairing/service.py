@@ -9,7 +9,10 @@ The service holds two small in-memory caches, both safe to lose: device by
 token hash and lockout state per address (both on the HTTP hot path). Changes made by this process
 invalidate them at once; changes made elsewhere (other workers, replicas, the
 CLI) arrive as store events through ``apply_events``, and cached devices are
-re-read after ``TOKEN_CACHE_TTL`` seconds in any case.
+re-read after ``TOKEN_CACHE_TTL`` seconds in any case. While the store is
+unreachable (Redis down), a device token verified within the last
+``STORE_OUTAGE_GRACE`` seconds keeps working and known lockouts still apply;
+anything that needs the store raises ``StoreError``.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from edge.pairing.store import (
     ResolveStatus,
     Seen,
     Store,
+    StoreError,
     pending_cap_message,
 )
 from edge.pairing.tokens import generate_secret, hash_secret, secrets_equal
@@ -53,6 +57,7 @@ MAX_INVITE_TTL = 30 * 86_400.0
 INVITE_CODE_BYTES = 18  # 144 bits: short enough for a QR code or a chat message
 TOKEN_CACHE_SIZE = 4096
 TOKEN_CACHE_TTL = 30.0
+STORE_OUTAGE_GRACE = 120.0  # how long a verified token outlives an unreachable store
 LOCKOUT_CACHE_SIZE = 65_536
 LOCKOUT_RECHECK = 1.0
 TOKEN_SWAP_ATTEMPTS = 8
@@ -275,7 +280,10 @@ class PairingService:
                 return until - now
             if time.monotonic() - checked_at < LOCKOUT_RECHECK:
                 return 0.0
-        until = self.store.locked_until(client_key)
+        try:
+            until = self.store.locked_until(client_key)
+        except StoreError:  # the store is down: what this process last knew still holds
+            return max(0.0, cached[0] - now) if cached is not None else 0.0
         self._remember_lockout(client_key, until)
         return max(0.0, until - now)
 
@@ -554,7 +562,12 @@ class PairingService:
             if cached is not None and now - cached[1] < TOKEN_CACHE_TTL:
                 self._token_cache.move_to_end(token_hash)
                 return cached[0]
-        device = self.store.device_for_token(token_hash)
+        try:
+            device = self.store.device_for_token(token_hash)
+        except StoreError:
+            if cached is not None and now - cached[1] < STORE_OUTAGE_GRACE:
+                return cached[0]  # verified shortly before the store went away
+            raise
         if device is None:
             return None
         with self._lock:
