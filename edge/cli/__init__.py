@@ -16,6 +16,7 @@ from edge.cli.doctor import doctor
 from edge.cli.explain import config_group, explain
 from edge.cli.pair import dashboard, pair
 from edge.cli.serve import gateway_group, serve
+from edge.cli.store import store_group
 from edge.cli.token import token
 
 
@@ -35,6 +36,7 @@ for command in (
     doctor,
     dashboard,
     pair,
+    store_group,
 ):
     cli.add_command(command)
 

@@ -1,0 +1,260 @@
+"""``edge store``: what the pairing store holds, and moving it between SQLite and Redis.
+
+``migrate`` copies devices (with their token hashes, so paired devices keep
+working), pairing requests with their settlement, invites, failure counters
+and the event position in one write on the destination, then reads the
+destination back and compares. It refuses a destination that holds anything
+unless ``--force`` (which replaces it). Run it with the gateways stopped: a
+change made on the source meanwhile is reported, not copied.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import click
+
+from edge.cli.common import ConfigProblem, Refused, config_option, load
+from edge.config import Settings
+from edge.pairing.models import PAIRED, Role
+from edge.pairing.store import (
+    DEFAULT_SQLITE_NAME,
+    SnapshotStore,
+    Store,
+    StoreError,
+    StoreSnapshot,
+    open_store,
+    redact_url,
+)
+
+if TYPE_CHECKING:
+    from edge.pairing.redis_store import RedisInfo
+
+
+@click.group("store")
+def store_group() -> None:
+    """Inspect the pairing store, or migrate it between SQLite and Redis."""
+
+
+# -- opening stores -------------------------------------------------------------------------------
+
+
+def _sqlite_file(url: str | None, data_dir: Path) -> Path | None:
+    """The file a SQLite store URL names (None for other backends)."""
+    if url is None:
+        return data_dir / DEFAULT_SQLITE_NAME
+    if not url.lower().startswith("sqlite:"):
+        return None
+    rest = url[len("sqlite:") :]
+    return Path("/" + rest[3:].lstrip("/")) if rest.startswith("///") else data_dir / rest
+
+
+@contextlib.contextmanager
+def _opened(url: str | None, settings: Settings, *, must_exist: bool) -> Iterator[Store]:
+    """The store at ``url`` (None: the configured one); a missing SQLite file is refused."""
+    path = _sqlite_file(url, settings.data_dir)
+    if must_exist and path is not None and not path.is_file():
+        raise Refused(
+            f"there is no SQLite store at {path} (the gateway creates it at its first start)"
+        )
+    try:
+        store = open_store(url, settings.data_dir)
+    except StoreError as exc:
+        raise ConfigProblem(str(exc)) from None
+    try:
+        yield store
+    except StoreError as exc:
+        raise Refused(str(exc)) from None
+    finally:
+        store.close()
+
+
+def _snapshots(store: Store) -> SnapshotStore:
+    if not isinstance(store, SnapshotStore):
+        raise Refused(f"{store.description} cannot be exported or imported")
+    return store
+
+
+# -- info -----------------------------------------------------------------------------------------
+
+
+def store_facts(store: Store, now: float) -> dict[str, Any]:
+    """What ``edge store info`` reports: backend, where, schema, counts, server settings."""
+    from edge.pairing import redis_store, sqlite_store
+
+    devices = store.list_devices(include_revoked=True)
+    paired = [d for d in devices if d.status == PAIRED]
+    invites = store.list_invites()
+    facts: dict[str, Any] = {
+        "store": store.description,
+        "devices": {
+            "paired": len(paired),
+            "revoked": len(devices) - len(paired),
+            "by_role": {role.value: sum(d.role is role for d in paired) for role in Role},
+        },
+        "pending_requests": len(store.list_requests(now)),
+        "invites": {
+            "usable": sum(i.usable(now) for i in invites),
+            "used_or_expired": sum(not i.usable(now) for i in invites),
+        },
+        "event_seq": store.latest_seq(),
+        "warnings": [],
+    }
+    if isinstance(store, sqlite_store.SqliteStore):
+        facts.update(backend="sqlite", schema=sqlite_store.SCHEMA_VERSION)
+        facts["file_bytes"] = store.path.stat().st_size if store.path.exists() else 0
+    elif isinstance(store, redis_store.RedisStore):
+        server = store.server_info()
+        facts.update(backend="redis", schema=redis_store.SCHEMA_VERSION)
+        facts["redis"] = {
+            "version": server.version,
+            "role": server.role,
+            "appendonly": server.appendonly,
+            "appendfsync": server.appendfsync,
+            "maxmemory_policy": server.maxmemory_policy,
+            "event_log_length": server.event_log_length,
+        }
+        facts["warnings"] = redis_warnings(server)
+    else:
+        facts.update(backend=type(store).__name__, schema=None)
+    return facts
+
+
+def redis_warnings(server: RedisInfo) -> list[str]:
+    """The Redis settings under which Edge can lose what it acknowledged."""
+    warnings = []
+    if not server.appendonly:
+        warnings.append(
+            "appendonly is off: approvals made since the last snapshot are lost when Redis "
+            "restarts; set appendonly yes"
+        )
+    elif server.appendfsync == "no":
+        warnings.append(
+            "appendfsync is no: the operating system decides when approvals reach the disk; "
+            "use everysec or always"
+        )
+    if server.maxmemory_policy != "noeviction":
+        warnings.append(
+            f"maxmemory-policy is {server.maxmemory_policy}: Redis may evict Edge's devices "
+            "and event counter under memory pressure; set maxmemory-policy noeviction"
+        )
+    if server.role != "master":
+        warnings.append(f"this Redis is a {server.role}: point store.url at the primary")
+    return warnings
+
+
+@store_group.command("info")
+@config_option
+@click.option("--url", default=None, help="Inspect this store URL instead of store.url.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def info(config_path: str | None, url: str | None, as_json: bool) -> None:
+    """Backend, schema version, counts and, for Redis, its durability settings."""
+    settings = load(config_path)
+    with _opened(url or settings.store.url, settings, must_exist=True) as store:
+        facts = store_facts(store, time.time())
+    if as_json:
+        click.echo(json.dumps(facts, indent=2))
+        return
+    devices = facts["devices"]
+    roles = ", ".join(f"{count} {role}" for role, count in devices["by_role"].items())
+    lines = [
+        f"backend:          {facts['backend']} (schema {facts['schema']})",
+        f"store:            {facts['store']}",
+        f"devices:          {devices['paired']} paired ({roles}), {devices['revoked']} revoked",
+        f"pending requests: {facts['pending_requests']}",
+        f"invites:          {facts['invites']['usable']} usable, "
+        f"{facts['invites']['used_or_expired']} used or expired",
+        f"event seq:        {facts['event_seq']}",
+    ]
+    if "redis" in facts:
+        server = facts["redis"]
+        lines.append(
+            f"redis:            {server['version']} ({server['role']}), appendonly "
+            f"{'yes' if server['appendonly'] else 'no'}, appendfsync {server['appendfsync']}, "
+            f"maxmemory-policy {server['maxmemory_policy']}, "
+            f"{server['event_log_length']} events kept"
+        )
+    click.echo("\n".join(lines))
+    for warning in facts["warnings"]:
+        click.secho(f"warning: {warning}", fg="yellow", err=True)
+
+
+# -- migrate --------------------------------------------------------------------------------------
+
+
+def describe_snapshot(snapshot: StoreSnapshot) -> str:
+    paired = sum(d.status == PAIRED for d in snapshot.devices)
+    pending = sum(r.status == "pending" for r in snapshot.requests)
+    return (
+        f"{len(snapshot.devices)} devices ({paired} paired), {len(snapshot.requests)} pairing "
+        f"requests ({pending} pending), {len(snapshot.invites)} invites, "
+        f"{len(snapshot.failures)} failure counters, event seq {snapshot.event_seq}"
+    )
+
+
+@store_group.command("migrate")
+@config_option
+@click.option(
+    "--from",
+    "source_url",
+    default=None,
+    help="Store to copy from (default: store.url of the configuration).",
+)
+@click.option("--to", "target_url", required=True, help="Store to copy into.")
+@click.option("--force", is_flag=True, help="Replace whatever the destination holds.")
+def migrate(config_path: str | None, source_url: str | None, target_url: str, force: bool) -> None:
+    """Copy every device, request, invite and the event position to another store.
+
+    For example --from sqlite:///var/lib/edge/edge.sqlite3 --to redis://127.0.0.1:6379/0
+    (and back). Stop the gateways first; then point store.url at the destination.
+    """
+    settings = load(config_path)
+    source_url = source_url or settings.store.url
+    with (
+        _opened(source_url, settings, must_exist=True) as source,
+        _opened(target_url, settings, must_exist=False) as target,
+    ):
+        if source.description == target.description:
+            raise click.UsageError(f"--from and --to are the same store ({source.description})")
+        snapshot = _snapshots(source).export_snapshot()
+        held = _snapshots(target).export_snapshot()
+        if not held.empty and not force:
+            raise Refused(
+                f"{target.description} is not empty ({describe_snapshot(held)}); "
+                "add --force to replace its contents"
+            )
+        _snapshots(target).import_snapshot(snapshot, replace=force)
+        copied = _snapshots(target).export_snapshot()
+        if replace(copied, event_seq=snapshot.event_seq) != snapshot or (
+            copied.event_seq < snapshot.event_seq
+        ):
+            raise Refused(
+                f"{target.description} does not read back what was written "
+                f"({describe_snapshot(copied)}); keep using {source.description}"
+            )
+        later = source.latest_seq()
+        click.echo(f"copied {describe_snapshot(snapshot)}")
+        click.echo(f"  from {source.description}")
+        click.echo(f"  to   {target.description}")
+    if later != snapshot.event_seq:
+        click.secho(
+            f"warning: the source changed while it was copied (event seq {snapshot.event_seq} "
+            f"-> {later}); stop the gateways and run again with --force",
+            fg="yellow",
+            err=True,
+        )
+    click.echo(f"next: set store.url to {_redacted(target_url)} and restart the gateways")
+
+
+def _redacted(url: str) -> str:
+    """``url`` without its password, in the user part or in ``?password=``."""
+    parts = urlsplit(redact_url(url))
+    query = [(k, "***" if k == "password" else v) for k, v in parse_qsl(parts.query)]
+    return urlunsplit(parts._replace(query=urlencode(query, safe="*/")))
