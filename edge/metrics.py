@@ -168,7 +168,7 @@ class EventClaim:
             return wanted
         try:
             owned = self._claim_locked(self.path, wanted)
-        except (OSError, ValueError) as exc:
+        except OSError as exc:
             # Counting twice beats losing an audit line: own them all, say so once.
             if not self._failed:
                 logger.error(
@@ -184,7 +184,12 @@ class EventClaim:
         with os.fdopen(fd, "r+", encoding="utf-8") as file:
             fcntl.flock(file, fcntl.LOCK_EX)
             try:
-                floor, ranges = _parse_claims(file.read())
+                try:
+                    floor, ranges = _parse_claims(file.read())
+                except ValueError as exc:
+                    # Start afresh above this batch: these events may count twice, none later.
+                    logger.error("pairing event claim file %s was damaged, reset: %s", path, exc)
+                    floor, ranges = min(wanted) - 1, []
                 owned = {
                     seq
                     for seq in wanted

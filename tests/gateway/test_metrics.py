@@ -428,16 +428,28 @@ def test_event_claim_keeps_a_bounded_file(tmp_path: Path) -> None:
     assert claim.claim([3]) == set()  # below the floor: given up, never counted twice
 
 
-def test_event_claim_with_a_damaged_file_counts_locally_and_says_so(
+def test_event_claim_resets_a_damaged_file_and_says_so(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = tmp_path / "claim"
     path.write_text("{not json")
-    caplog.set_level("ERROR", logger="edge.metrics")
     logger = logging.getLogger("edge.metrics")
     logger.addHandler(caplog.handler)
     try:
         assert EventClaim(path).claim([1, 2]) == {1, 2}
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert "was damaged, reset" in caplog.text
+    assert EventClaim(path).claim([1, 2, 3]) == {3}
+
+
+def test_event_claim_without_a_usable_file_counts_locally(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    logger = logging.getLogger("edge.metrics")
+    logger.addHandler(caplog.handler)
+    try:
+        assert EventClaim(tmp_path / "missing" / "claim").claim([1, 2]) == {1, 2}
     finally:
         logger.removeHandler(caplog.handler)
     assert "unusable, counting locally" in caplog.text
