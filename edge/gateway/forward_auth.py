@@ -180,7 +180,8 @@ class ForwardAuth:
         logger.info(
             "forward-auth %s %s -> %d",
             request.headers.get(method_header, "?")[:16],
-            request.headers.get(uri_header, "?")[:_MAX_LOGGED_URI],
+            # the path only: a query string may carry secrets of the protected app
+            request.headers.get(uri_header, "?").partition("?")[0][:_MAX_LOGGED_URI],
             status,
             extra={
                 "proxy": self.proxy,
