@@ -8,6 +8,7 @@ request alone, so the server and ``edge doctor`` say so out loud.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 REVERSE_PROXY_PROCESSES = ("nginx", "caddy", "haproxy", "traefik", "envoy", "apache2", "httpd")
@@ -33,3 +34,14 @@ def same_host_proxy_advice(proxies: list[str]) -> str:
         "loopback clients. Make the proxy set X-Forwarded-For (the files in deploy/ do) and add "
         "its address to proxy.trusted_proxies, or set local.loopback: false"
     )
+
+
+def process_alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a process we may not signal still counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -38,6 +38,7 @@ from prometheus_client import (
 )
 from prometheus_client import multiprocess as _multiprocess
 
+from edge.hostcheck import process_alive
 from edge.pairing.denials import Denial
 
 # `_created` series double the exposition and no dashboard here uses them.
@@ -91,16 +92,6 @@ def mark_worker_dead(pid: int) -> None:
         _multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
 
 
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def forget_dead_workers(directory: Path) -> list[int]:
     """Mark dead every worker whose live-gauge files remain but whose process is gone.
 
@@ -110,7 +101,7 @@ def forget_dead_workers(directory: Path) -> list[int]:
     dead: set[int] = set()
     for file in directory.glob("gauge_live*_*.db"):
         suffix = file.stem.rpartition("_")[2]
-        if suffix.isdigit() and not _process_alive(int(suffix)):
+        if suffix.isdigit() and not process_alive(int(suffix)):
             dead.add(int(suffix))
     for pid in sorted(dead):
         _multiprocess.mark_process_dead(pid, str(directory))  # type: ignore[no-untyped-call]

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from edge.config import Settings
+from edge.hostcheck import process_alive
 
 
 def run_dir(settings: Settings) -> Path:
@@ -29,16 +30,6 @@ def unregister_worker(path: Path) -> None:
     path.unlink(missing_ok=True)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def live_worker_pids(settings: Settings) -> list[int]:
     """Registered workers still alive; stale entries (killed workers) are removed."""
     directory = run_dir(settings)
@@ -49,7 +40,7 @@ def live_worker_pids(settings: Settings) -> list[int]:
         if not entry.name.isdigit():
             continue
         pid = int(entry.name)
-        if _alive(pid):
+        if process_alive(pid):
             pids.append(pid)
         else:
             with contextlib.suppress(OSError):
