@@ -83,8 +83,8 @@ APPLICATION = "edge"
 DEFAULT_PREFIX = "edge"
 MIN_REDIS_VERSION = (6, 2)  # XTRIM MINID and exclusive XRANGE bounds
 DEFAULT_SOCKET_TIMEOUT = 5.0
-DEFAULT_CONNECT_TIMEOUT = 2.0
-DEFAULT_RETRIES = 3
+DEFAULT_CONNECT_TIMEOUT = 1.0  # a down Redis must not hold a request for long
+DEFAULT_RETRIES = 2  # per command, 50-500 ms apart: rides out a restart's first refusals
 COMMIT_ATTEMPTS = 64
 FAILURE_GRACE = 60.0  # a failure counter outlives its window or lockout by this much
 REPLAY_MEMORY_MS = 60_000  # far longer than redis-py's retries of one command
@@ -1361,13 +1361,21 @@ class RedisStore:
         return self._call("read the event log", read)
 
     def wait_events(self, after: int, timeout: float) -> list[Event]:
-        """XREAD BLOCK in slices shorter than the socket timeout, up to ``timeout`` seconds."""
+        """XREAD BLOCK in slices shorter than the socket timeout, up to ``timeout`` seconds.
+
+        A wait that ends empty also checks that the counter has not gone back
+        below ``after``: that happens only when Redis lost data (a restart
+        without persistence, a failover to a replica that lagged), and the
+        events that follow would reuse numbers the caller has already seen and
+        never reach it; so it is reported instead of silently followed.
+        """
         events = self.events_after(after)
         deadline = time.monotonic() + max(0.0, timeout)
         last = f"{max(0, int(after))}-0"
         while not events:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or self._closed:
+                self._check_not_behind(after)
                 return events
             block_ms = max(1, int(min(remaining, self._wait_slice) * 1000))
 
@@ -1384,6 +1392,16 @@ class RedisStore:
 
             events = self._call("wait for events", read)
         return events
+
+    def _check_not_behind(self, after: int) -> None:
+        latest = self.latest_seq()
+        if latest < after:
+            raise StoreError(
+                f"Redis store {self.description}: the event counter went back from {after} to "
+                f"{latest}, so Redis lost data (restarted without appendonly, or failed over to "
+                "a replica that lagged); restart every gateway so that they follow the new log, "
+                "and check which approvals and revocations must be made again"
+            )
 
     # -- upkeep -------------------------------------------------------------------------------
 
