@@ -39,13 +39,16 @@ def free_port() -> int:
 class RedisServer:
     """One ``redis-server`` process; ``start`` again after ``stop`` keeps port and data."""
 
-    def __init__(self, directory: Path, *, appendfsync: str = "everysec") -> None:
+    def __init__(
+        self, directory: Path, *, appendfsync: str = "everysec", password: str | None = None
+    ) -> None:
         if REDIS_SERVER is None:
             pytest.skip(NOT_INSTALLED)
         self.directory = directory
         self.directory.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.appendfsync = appendfsync
+        self.password = password
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -57,6 +60,7 @@ class RedisServer:
                 *("--port", str(self.port), "--bind", "127.0.0.1"),
                 *("--save", "", "--appendonly", "yes", "--appendfsync", self.appendfsync),
                 *("--dir", str(self.directory), "--daemonize", "no"),
+                *(("--requirepass", self.password) if self.password else ()),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -64,7 +68,9 @@ class RedisServer:
         )
         log.close()
         deadline = time.monotonic() + 20
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1)
+        client = redis.Redis(
+            host="127.0.0.1", port=self.port, password=self.password, socket_timeout=1
+        )
         try:
             while True:
                 if self.proc.poll() is not None:
@@ -95,10 +101,13 @@ class RedisServer:
 
     def url(self, prefix: str | None = None, db: int = 0) -> str:
         query = f"?prefix={prefix}" if prefix else ""
-        return f"redis://127.0.0.1:{self.port}/{db}{query}"
+        credentials = f":{self.password}@" if self.password else ""
+        return f"redis://{credentials}127.0.0.1:{self.port}/{db}{query}"
 
-    def client(self) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, decode_responses=True)
+    def client(self, db: int = 0) -> redis.Redis:
+        return redis.Redis(
+            host="127.0.0.1", port=self.port, db=db, password=self.password, decode_responses=True
+        )
 
     def drop_prefix(self, prefix: str) -> None:
         """Delete every key under ``prefix:`` (the keys one test made)."""
