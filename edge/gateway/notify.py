@@ -1,0 +1,447 @@
+"""Webhook notifications: each store event a webhook asks for, POSTed once, signed, retried.
+
+Nothing here runs on a request's path. ``submit`` (called with every batch of
+store events, on the event loop) only appends to memory; one sender task
+claims the events, signs them and POSTs them with ``httpx.AsyncClient``.
+Per webhook the events go out in order. A failed POST is retried with
+exponential backoff, ``notify.max_attempts`` times in all; while a receiver
+is down at most ``notify.queue_size`` events wait for it, and older ones are
+dropped, counted and logged. Waiting events live in memory only: a restart
+loses them.
+
+Once over workers and replicas: every process reads every store event, so a
+process sends only the events it *claims*. With a Redis store the claim is a
+``SET NX`` of the event's seq under the store's key prefix, which every
+replica shares; with several workers on SQLite it is the claim file the
+workers share (``edge.metrics.EventClaim``); a lone process owns every event.
+A claim that cannot be made (Redis unreachable) counts as owned, so an event
+may then arrive twice: receivers de-duplicate on ``X-Edge-Event-Id``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import json
+import logging
+import math
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import httpx
+from prometheus_client import CollectorRegistry, Counter
+
+from edge import __version__
+from edge.config import ConfigError, NotifySettings, WebhookSettings
+from edge.gateway.serialize import event_data_json
+from edge.logs import SignalWarner, is_secret_field
+from edge.metrics import MULTIPROC_ENV, EventClaim
+from edge.pairing.models import Event
+from edge.pairing.store import EVENT_LOG_MAX_AGE, Store
+
+logger = logging.getLogger("edge.notify")
+
+TIMESTAMP_HEADER = "X-Edge-Timestamp"
+SIGNATURE_HEADER = "X-Edge-Signature"
+EVENT_ID_HEADER = "X-Edge-Event-Id"
+EVENT_TYPE_HEADER = "X-Edge-Event"
+ATTEMPT_HEADER = "X-Edge-Attempt"
+SIGNATURE_PREFIX = "sha256="
+SIGNATURE_TOLERANCE = 300  # seconds a receiver should accept between X-Edge-Timestamp and its clock
+NOTIFY_CLAIM_FILE = "notify-events.claim"
+NOTIFIABLE_EVENTS = frozenset(
+    {
+        "pairing.requested",
+        "pairing.resolved",
+        "device.paired",
+        "device.revoked",
+        "device.renamed",
+        "device.expired",
+        "invite.used",
+        "auth.lockout",
+    }
+)
+OUTCOMES = ("delivered", "retried", "failed", "dropped")
+BACKOFF_BASE = 1.0
+BACKOFF_CAP = 300.0
+STOP_GRACE = 2.0
+_RETRYABLE_4XX = frozenset({408, 425, 429})
+
+
+# -- the wire format -------------------------------------------------------------------------
+
+
+def event_id(event: Event) -> str:
+    """Stable over processes and retries; the time part keeps ids apart if a store is recreated."""
+    return f"evt_{event.seq}_{int(event.at * 1000)}"
+
+
+def event_body(event: Event) -> bytes:
+    """The JSON a receiver gets: id, type, time (epoch ms) and the event's data, no secret."""
+    data = {k: v for k, v in event_data_json(event.data).items() if not is_secret_field(k)}
+    payload = {"id": event_id(event), "type": event.type, "at": int(event.at * 1000), "data": data}
+    return json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
+
+
+def sign(secret: str, timestamp: int, body: bytes) -> str:
+    """``sha256=<hex HMAC-SHA256 of "<timestamp>.<body>">``, the X-Edge-Signature value."""
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return SIGNATURE_PREFIX + mac.hexdigest()
+
+
+def verify(
+    secret: str,
+    *,
+    timestamp: str | None,
+    signature: str | None,
+    body: bytes,
+    now: float,
+    tolerance: float = SIGNATURE_TOLERANCE,
+) -> bool:
+    """What a receiver does: a fresh timestamp and a matching signature (constant time)."""
+    if not timestamp or not signature or not timestamp.isdigit():
+        return False
+    if abs(now - int(timestamp)) > tolerance:
+        return False
+    return hmac.compare_digest(sign(secret, int(timestamp), body), signature)
+
+
+def webhook_problems(settings: NotifySettings) -> list[str]:
+    """Configuration faults ``load_settings`` cannot see: unknown or missing event names."""
+    problems = []
+    allowed = ", ".join(sorted(NOTIFIABLE_EVENTS))
+    for index, webhook in enumerate(settings.webhooks):
+        key = f"notify.webhooks[{index}].events"
+        if not webhook.events:
+            problems.append(f"{key}: is empty, so this webhook would never be called")
+        for position, name in enumerate(webhook.events):
+            if name not in NOTIFIABLE_EVENTS:
+                problems.append(f"{key}[{position}]: {name!r} is not an event (one of: {allowed})")
+    return problems
+
+
+def safe_url(url: str) -> str:
+    """A webhook URL for logs: no credentials, no query (receivers put tokens there)."""
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+# -- claims: which process sends an event ---------------------------------------------------------
+
+
+class Claim(Protocol):
+    def claim(self, seqs: Iterable[int]) -> set[int]:
+        """The seqs among ``seqs`` this process must send; each seq goes to one process."""
+        ...
+
+
+class RedisClaim:
+    """One ``SET NX`` per event under the store's prefix; the keys outlive the event log."""
+
+    def __init__(self, client: Any, prefix: str) -> None:
+        self._client = client
+        self._prefix = f"{prefix}:notify:"
+
+    def claim(self, seqs: Iterable[int]) -> set[int]:
+        ordered = sorted(set(seqs))
+        pipe = self._client.pipeline(transaction=False)
+        for seq in ordered:
+            pipe.set(f"{self._prefix}{seq}", os.getpid(), nx=True, ex=int(EVENT_LOG_MAX_AGE))
+        return {seq for seq, won in zip(ordered, pipe.execute(), strict=True) if won}
+
+
+def claim_for_store(store: Store) -> Claim:
+    """The claim that spans every process reading ``store``'s event log."""
+    if type(store).__module__ == "edge.pairing.redis_store":
+        import redis
+
+        from edge.pairing.redis_store import RedisStore
+
+        if isinstance(store, RedisStore):
+            client = redis.Redis(**store.target.connection)
+            return RedisClaim(client, store.target.prefix)
+    directory = os.environ.get(MULTIPROC_ENV)
+    return EventClaim(Path(directory) / NOTIFY_CLAIM_FILE if directory else None)
+
+
+# -- the sender ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Delivery:
+    event_id: str
+    event_type: str
+    body: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class NotifyStats:
+    delivered: int
+    retried: int
+    failed: int
+    dropped: int
+    waiting: int
+
+
+@dataclass
+class _Target:
+    """One webhook's queue; ``failures`` in a row set the backoff, ``attempts`` count the head."""
+
+    webhook: WebhookSettings
+    queue: deque[Delivery] = field(default_factory=deque)
+    attempts: int = 0
+    failures: int = 0
+    next_at: float = 0.0
+    sending: bool = False
+
+
+class Notifier:
+    """Queues, claims, signs and POSTs store events to ``notify.webhooks``."""
+
+    def __init__(
+        self,
+        settings: NotifySettings,
+        claim: Claim,
+        *,
+        registry: CollectorRegistry | None = None,
+        backoff_base: float = BACKOFF_BASE,
+        backoff_cap: float = BACKOFF_CAP,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        problems = webhook_problems(settings)
+        if problems:
+            raise ConfigError(problems)
+        self.settings = settings
+        self._claim = claim
+        self._backoff = (backoff_base, backoff_cap)
+        self._clock = clock
+        self._targets = [_Target(webhook) for webhook in settings.webhooks]
+        self._wanted = frozenset(name for w in settings.webhooks for name in w.events)
+        self._intake: deque[Event] = deque()
+        self._counts = dict.fromkeys(OUTCOMES, 0)
+        self._warner = SignalWarner(logger)
+        self._counter: Counter | None = None
+        if self._targets:
+            self._counter = Counter(
+                "edge_webhook_deliveries",
+                "Webhook deliveries by outcome (delivered, retried, failed, dropped).",
+                ["outcome"],
+                registry=registry or CollectorRegistry(),
+            )
+            for outcome in OUTCOMES:
+                self._counter.labels(outcome=outcome)
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._posts: set[asyncio.Task[None]] = set()
+        self._client: httpx.AsyncClient | None = None
+
+    @classmethod
+    def for_store(
+        cls, settings: NotifySettings, store: Store, registry: CollectorRegistry | None = None
+    ) -> Notifier:
+        claim: Claim = EventClaim(None) if not settings.webhooks else claim_for_store(store)
+        return cls(settings, claim, registry=registry)
+
+    def stats(self) -> NotifyStats:
+        waiting = len(self._intake) + sum(len(t.queue) for t in self._targets)
+        return NotifyStats(**self._counts, waiting=waiting)
+
+    # -- intake (event loop, never blocks) ------------------------------------------------------
+
+    def submit(self, events: Sequence[Event]) -> None:
+        """Take the events some webhook wants; the sender claims and sends them later."""
+        wanted = [event for event in events if event.type in self._wanted]
+        if not wanted or self._task is None:
+            return
+        self._intake.extend(wanted)
+        limit = self.settings.queue_size
+        while len(self._intake) > limit:
+            self._intake.popleft()
+            self._count("dropped")
+            self._warn_dropped("the sender is behind")
+        if self._wake is not None:
+            self._wake.set()
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if not self._targets or self._task is not None:
+            return
+        self._wake = asyncio.Event()
+        self._client = httpx.AsyncClient(
+            follow_redirects=False, headers={"user-agent": f"edge/{__version__}"}
+        )
+        self._task = asyncio.create_task(self._run(), name="edge-notify")
+
+    async def stop(self, grace: float = STOP_GRACE) -> None:
+        """Give due deliveries ``grace`` seconds, then stop; say what was left unsent."""
+        if self._task is None:
+            return
+        deadline = time.monotonic() + grace
+        while self._busy() and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        for task in (self._task, *self._posts):
+            task.cancel()
+        for task in (self._task, *self._posts):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._task = None
+        self._posts.clear()
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+        left = self.stats().waiting
+        if left:
+            logger.warning("%d webhook deliveries were not sent before shutdown", left)
+
+    def _busy(self) -> bool:
+        now = time.monotonic()
+        return bool(self._intake) or any(
+            t.sending or (t.queue and t.next_at <= now) for t in self._targets
+        )
+
+    # -- the sender task ---------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        assert self._wake is not None
+        while True:
+            await self._claim_intake()
+            now = time.monotonic()
+            for target in self._targets:
+                if target.queue and not target.sending and target.next_at <= now:
+                    target.sending = True
+                    task = asyncio.create_task(self._attempt(target))
+                    self._posts.add(task)
+                    task.add_done_callback(self._posts.discard)
+            waits = [t.next_at - now for t in self._targets if t.queue and not t.sending]
+            self._wake.clear()
+            if self._intake:
+                continue
+            # asyncio.wait, not wait_for: wait_for may swallow a cancel racing a wake-up (3.11)
+            waiter = asyncio.ensure_future(self._wake.wait())
+            try:
+                await asyncio.wait([waiter], timeout=max(0.0, min(waits)) if waits else None)
+            finally:
+                waiter.cancel()
+
+    async def _claim_intake(self) -> None:
+        if not self._intake:
+            return
+        batch = list(self._intake)
+        self._intake.clear()
+        try:
+            owned = await asyncio.to_thread(self._claim.claim, [e.seq for e in batch])
+        except Exception as exc:
+            self._warner.warn(
+                "webhook_claim", f"could not claim events for webhooks, sending them anyway: {exc}"
+            )
+            owned = {event.seq for event in batch}
+        for event in batch:
+            if event.seq not in owned:
+                continue
+            delivery = Delivery(event_id(event), event.type, event_body(event))
+            for target in self._targets:
+                if event.type in target.webhook.events:
+                    self._enqueue(target, delivery)
+
+    def _enqueue(self, target: _Target, delivery: Delivery) -> None:
+        if len(target.queue) >= self.settings.queue_size:
+            target.queue.popleft()
+            target.attempts = 0
+            self._count("dropped")
+            self._warn_dropped(f"{safe_url(target.webhook.url)} is not accepting events")
+        target.queue.append(delivery)
+
+    async def _attempt(self, target: _Target) -> None:
+        delivery = target.queue[0]
+        try:
+            outcome, problem = await self._post(target, delivery, target.attempts + 1)
+        finally:
+            target.sending = False
+            if self._wake is not None:
+                self._wake.set()
+        if not target.queue or target.queue[0] is not delivery:
+            return  # dropped while in flight: the queue has moved on
+        url = safe_url(target.webhook.url)
+        if outcome == "delivered":
+            target.queue.popleft()
+            target.attempts = target.failures = 0
+            target.next_at = 0.0
+            self._count("delivered")
+            return
+        target.attempts += 1
+        target.failures += 1
+        base, cap = self._backoff
+        target.next_at = time.monotonic() + min(cap, base * 2 ** min(target.failures - 1, 30))
+        if outcome == "refused" or target.attempts >= self.settings.max_attempts:
+            attempts, target.attempts = target.attempts, 0
+            target.queue.popleft()
+            self._count("failed")
+            logger.warning(
+                "webhook %s: gave up on event %s (%s) after %d attempt(s): %s",
+                url,
+                delivery.event_id,
+                delivery.event_type,
+                attempts,
+                problem,
+                extra={"signal": "webhook_failed"},
+            )
+            return
+        self._count("retried")
+        self._warner.warn(
+            f"webhook_retry {url}",
+            f"webhook {url}: {problem}; retrying with backoff",
+            url=url,
+        )
+
+    async def _post(self, target: _Target, delivery: Delivery, attempt: int) -> tuple[str, str]:
+        """("delivered" | "retry" | "refused", what went wrong)."""
+        assert self._client is not None
+        webhook = target.webhook
+        timestamp = math.floor(self._clock())
+        headers = {
+            "content-type": "application/json",
+            TIMESTAMP_HEADER: str(timestamp),
+            SIGNATURE_HEADER: sign(webhook.secret, timestamp, delivery.body),
+            EVENT_ID_HEADER: delivery.event_id,
+            EVENT_TYPE_HEADER: delivery.event_type,
+            ATTEMPT_HEADER: str(attempt),
+        }
+        try:
+            response = await self._client.post(
+                webhook.url, content=delivery.body, headers=headers, timeout=webhook.timeout
+            )
+        except httpx.TimeoutException:
+            return "retry", f"no answer within {webhook.timeout:g} s (notify.webhooks[].timeout)"
+        except httpx.HTTPError as exc:
+            return "retry", f"cannot reach it ({type(exc).__name__}: {exc})"
+        status = response.status_code
+        if 200 <= status < 300:
+            return "delivered", ""
+        if 300 <= status < 400:
+            return "refused", f"answered {status}, a redirect; webhooks are never redirected"
+        if 400 <= status < 500 and status not in _RETRYABLE_4XX:
+            return "refused", f"answered {status} (check the URL and the shared secret)"
+        return "retry", f"answered {status}"
+
+    def _count(self, outcome: str) -> None:
+        self._counts[outcome] += 1
+        if self._counter is not None:
+            self._counter.labels(outcome=outcome).inc()
+
+    def _warn_dropped(self, why: str) -> None:
+        self._warner.warn(
+            "webhook_dropped",
+            f"webhook queue full ({self.settings.queue_size} events, notify.queue_size): "
+            f"dropped the oldest event because {why}",
+        )
