@@ -21,6 +21,7 @@ from pathlib import Path
 
 from edge import __version__
 from edge.config import ConfigError, Settings, load_settings
+from edge.gateway.notify import Notifier
 from edge.gateway.origins import normalise_origin
 from edge.gateway.sockets import SocketHub
 from edge.gateway.workers import register_worker, unregister_worker
@@ -91,6 +92,7 @@ class Gateway:
         self.metrics = Metrics(__version__)
         self.event_claim = event_claim_for_process()
         self.hub = SocketHub(self)
+        self.notifier = Notifier.for_store(settings.notify, self.store, self.metrics.registry)
         self.warner = SignalWarner(logging.getLogger("edge.proxy"))
         self.started_at = time.time()
         self._stop = threading.Event()
@@ -123,6 +125,7 @@ class Gateway:
         with contextlib.suppress(Exception):  # the store may be down; housekeeping retries
             await asyncio.to_thread(self._refresh_pairing_gauges)
         self._tasks.append(asyncio.create_task(self._housekeeping()))
+        await self.notifier.start()
 
     async def stop(self) -> None:
         self._stop.set()
@@ -130,6 +133,7 @@ class Gateway:
             unregister_worker(self._worker_file)
         mark_worker_dead(os.getpid())
         await self.hub.shutdown()
+        await self.notifier.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -222,6 +226,7 @@ class Gateway:
     def _dispatch(self, events: Sequence[Event]) -> None:
         self.service.apply_events(events)
         self.hub.dispatch(events)
+        self.notifier.submit(events)
 
     async def _housekeeping(self) -> None:
         while True:
