@@ -10,6 +10,7 @@ Host and any Origin must name a local host, which defeats DNS rebinding.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -46,6 +47,11 @@ MALFORMED_FORWARDED = "malformed_forwarded"
 TOO_MANY_HOPS = "too_many_hops"
 
 DEFAULT_MAX_HOPS = 64
+# Remembered answers per policy (see ``resolve``): how many, and the most header bytes a
+# remembered request may carry, so the memo stays under a few MB whatever clients send.
+MEMO_ENTRIES = 1024
+MEMO_MAX_HEADER_BYTES = 1024
+_RESOLUTION_HEADERS = PROXY_HEADERS | {b"host", b"origin"}
 # Longest Host kept in a Resolution: a valid one is at most 253 + ":65535" characters.
 _MAX_HOST_TEXT = 300
 
@@ -74,6 +80,10 @@ class ResolverPolicy:
     # client_ip_headers with their ASGI (bytes) names, made once
     header_keys: tuple[tuple[str, bytes], ...] = field(
         init=False, repr=False, compare=False, default=()
+    )
+    # recent resolutions by (peer, scheme, websocket, the headers resolution reads)
+    memo: dict[object, Resolution] = field(
+        init=False, repr=False, compare=False, default_factory=dict
     )
 
     def __post_init__(self) -> None:
@@ -324,17 +334,61 @@ def resolve(
     scheme: str = "http",
     websocket: bool = False,
 ) -> Resolution:
-    """Resolve one request: never raises, whatever the peer and the header bytes are."""
+    """Resolve one request: never raises, whatever the peer and the header bytes are.
+
+    The answer is a pure function of the peer, the scheme, the socket kind and
+    the proxy, Host and Origin header lines, so recent answers are remembered
+    per policy: every request on a keepalive connection (or forwarded over a
+    proxy's pooled connection for the same client) repeats them. A reload
+    builds a new policy and so starts with an empty memo.
+    """
+    relevant: list[tuple[bytes, bytes]] = []
+    size = 0
+    for name, value in headers:
+        name = name.lower()
+        if name in _RESOLUTION_HEADERS:
+            relevant.append((name, value))
+            size += len(value)
+    key: object = None
+    memo = policy.memo
+    if (
+        size <= MEMO_MAX_HEADER_BYTES
+        and type(peer) is tuple
+        and len(peer) == 2
+        and type(peer[0]) is str
+        and type(peer[1]) is int
+        and type(scheme) is str
+    ):
+        key = (peer, scheme, bool(websocket), tuple(relevant))
+        cached = memo.get(key)
+        if cached is not None:
+            return cached
+    resolution = _resolve(peer, relevant, policy, scheme, bool(websocket))
+    if key is not None:
+        if len(memo) >= MEMO_ENTRIES:
+            # another thread may evict at the same moment; losing that race is harmless
+            with contextlib.suppress(KeyError, RuntimeError, StopIteration):
+                del memo[next(iter(memo))]
+        memo[key] = resolution
+    return resolution
+
+
+def _resolve(
+    peer: tuple[str, int] | None,
+    headers: list[tuple[bytes, bytes]],
+    policy: ResolverPolicy,
+    scheme: str,
+    websocket: bool,
+) -> Resolution:
     proxy_lines: dict[bytes, list[str]] = {}
     hosts: list[str] = []
     origins: list[str] = []
     for name, value in headers:
-        name = name.lower()
         if name in PROXY_HEADERS:
             proxy_lines.setdefault(name, []).append(value.decode("latin-1"))
         elif name == b"host":
             hosts.append(value.decode("latin-1"))
-        elif name == b"origin":
+        else:
             origins.append(value.decode("latin-1"))
 
     peer_address, peer_text, peer_port = _parse_peer(peer)
