@@ -500,3 +500,12 @@ def test_good_redis_urls_become_connection_settings(tmp_path: Path) -> None:
     assert unix.display == "unix:///run/redis/redis.sock/3" and unix.prefix == "edge"
     assert unix.connection["unix_socket_path"] == "/run/redis/redis.sock"
     assert parse_redis_url("redis://[::1]/0").display == "redis://[::1]:6379/0"
+
+
+def test_docs_list_exactly_the_url_options_the_store_accepts() -> None:
+    from edge.pairing.redis_store import _KNOWN_OPTIONS
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "scaling.md").read_text()
+    options = docs.split("Options go in the query string:", 1)[1].split("An\nunknown option")[0]
+    values = {"edge", "none", "optional", "required", "true", "false"}  # defaults and choices
+    assert set(re.findall(r"`([a-z_]+)`", options)) - values == _KNOWN_OPTIONS
