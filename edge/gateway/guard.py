@@ -206,6 +206,13 @@ class GuardMiddleware:
         failure = auth.denial.metric_label if auth.denial is not None else None
         if failure is not None:
             gateway.metrics.auth_failure(failure)
+        if not gateway.settings.logging.access_log:
+            # the common case: no access log, so nothing needs the status
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                gateway.metrics.observe_request("http", decision, time.perf_counter() - started)
+            return
         status_holder: list[int] = []
 
         async def send_wrapper(message: Message) -> None:
@@ -218,10 +225,9 @@ class GuardMiddleware:
         finally:
             elapsed = time.perf_counter() - started
             gateway.metrics.observe_request("http", decision, elapsed)
-            if gateway.settings.logging.access_log:
-                status = status_holder[0] if status_holder else 500
-                extra = {"reason": failure} if failure is not None else {}
-                self._log(scope, decision, status, elapsed, **extra)
+            status = status_holder[0] if status_holder else 500
+            extra = {"reason": failure} if failure is not None else {}
+            self._log(scope, decision, status, elapsed, **extra)
 
     async def _refuse(
         self, scope: Scope, send: Send, auth: AuthState, started: float, *, forbidden: bool = False
