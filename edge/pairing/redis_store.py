@@ -212,7 +212,7 @@ def _query_options(query: str) -> dict[str, str]:
     try:
         pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
     except ValueError:
-        raise StoreError(f"store.url: the query {query!r} is not name=value pairs") from None
+        raise StoreError("store.url: the query after '?' is not name=value pairs") from None
     for name, value in pairs:
         if name not in _KNOWN_OPTIONS:
             known = ", ".join(sorted(_KNOWN_OPTIONS))
@@ -270,6 +270,13 @@ def _tls_options(tls: dict[str, str]) -> dict[str, Any]:
         if flag not in _TRUE | _FALSE:
             raise StoreError("store.url: ssl_check_hostname must be true or false")
         options["ssl_check_hostname"] = flag in _TRUE
+    if options.get("ssl_cert_reqs") == "none":  # nothing is verified, so neither is the name
+        if options.get("ssl_check_hostname"):
+            raise StoreError(
+                "store.url: ssl_check_hostname=true needs the certificate checked "
+                "(ssl_cert_reqs=required)"
+            )
+        options["ssl_check_hostname"] = False
     return options
 
 
@@ -743,6 +750,11 @@ class RedisStore:
             hint = "Redis refused the credentials; check the user and password in store.url"
         elif isinstance(exc, redis.BusyLoadingError):
             hint = "Redis is loading its data after a restart; the gateway retries by itself"
+        elif isinstance(exc, redis.ConnectionError) and ("SSL" in text or "certificate" in text):
+            hint = (
+                f"the TLS handshake failed ({text}); check ssl_ca_certs (the CA that signed "
+                "Redis's certificate) and that the host name in store.url is in the certificate"
+            )
         elif isinstance(exc, redis.ConnectionError | redis.TimeoutError):
             hint = (
                 f"Redis is unreachable ({text or type(exc).__name__}); pairing decisions wait "
