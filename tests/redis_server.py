@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import datetime
+import ipaddress
 import shutil
 import signal
 import socket
@@ -25,6 +27,10 @@ from pathlib import Path
 
 import pytest
 import redis
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 REDIS_SERVER = shutil.which("redis-server")
 NOT_INSTALLED = "redis-server is not installed (scripts/install-test-deps installs it)"
@@ -40,7 +46,12 @@ class RedisServer:
     """One ``redis-server`` process; ``start`` again after ``stop`` keeps port and data."""
 
     def __init__(
-        self, directory: Path, *, appendfsync: str = "everysec", password: str | None = None
+        self,
+        directory: Path,
+        *,
+        appendfsync: str = "everysec",
+        password: str | None = None,
+        tls: bool = False,
     ) -> None:
         if REDIS_SERVER is None:
             pytest.skip(NOT_INSTALLED)
@@ -49,6 +60,7 @@ class RedisServer:
         self.port = free_port()
         self.appendfsync = appendfsync
         self.password = password
+        self.ca_file: Path | None = write_tls_files(directory) if tls else None
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -57,7 +69,7 @@ class RedisServer:
         self.proc = subprocess.Popen(
             [
                 REDIS_SERVER,
-                *("--port", str(self.port), "--bind", "127.0.0.1"),
+                *self._listen_arguments(),
                 *("--save", "", "--appendonly", "yes", "--appendfsync", self.appendfsync),
                 *("--dir", str(self.directory), "--daemonize", "no"),
                 *(("--requirepass", self.password) if self.password else ()),
@@ -68,9 +80,7 @@ class RedisServer:
         )
         log.close()
         deadline = time.monotonic() + 20
-        client = redis.Redis(
-            host="127.0.0.1", port=self.port, password=self.password, socket_timeout=1
-        )
+        client = self.client(socket_timeout=1)
         try:
             while True:
                 if self.proc.poll() is not None:
@@ -83,6 +93,16 @@ class RedisServer:
                 time.sleep(0.05)
         finally:
             client.close()
+
+    def _listen_arguments(self) -> tuple[str, ...]:
+        if self.ca_file is None:
+            return ("--port", str(self.port), "--bind", "127.0.0.1")
+        d = self.directory
+        return (
+            *("--port", "0", "--tls-port", str(self.port), "--bind", "127.0.0.1"),
+            *("--tls-cert-file", str(d / "server.pem"), "--tls-key-file", str(d / "server.key")),
+            *("--tls-ca-cert-file", str(self.ca_file), "--tls-auth-clients", "no"),
+        )
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         """SIGTERM lets Redis flush its append-only file; SIGKILL does not."""
@@ -100,13 +120,24 @@ class RedisServer:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def url(self, prefix: str | None = None, db: int = 0) -> str:
-        query = f"?prefix={prefix}" if prefix else ""
+        options = [f"prefix={prefix}"] if prefix else []
+        if self.ca_file is not None:
+            options.append(f"ssl_ca_certs={self.ca_file}")
+        query = f"?{'&'.join(options)}" if options else ""
         credentials = f":{self.password}@" if self.password else ""
-        return f"redis://{credentials}127.0.0.1:{self.port}/{db}{query}"
+        scheme = "rediss" if self.ca_file else "redis"
+        return f"{scheme}://{credentials}127.0.0.1:{self.port}/{db}{query}"
 
-    def client(self, db: int = 0) -> redis.Redis:
+    def client(self, db: int = 0, socket_timeout: float | None = None) -> redis.Redis:
         return redis.Redis(
-            host="127.0.0.1", port=self.port, db=db, password=self.password, decode_responses=True
+            host="127.0.0.1",
+            port=self.port,
+            db=db,
+            password=self.password,
+            decode_responses=True,
+            socket_timeout=socket_timeout,
+            ssl=self.ca_file is not None,
+            ssl_ca_certs=None if self.ca_file is None else str(self.ca_file),
         )
 
     def drop_prefix(self, prefix: str) -> None:
@@ -115,6 +146,46 @@ class RedisServer:
             keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
             for start in range(0, len(keys), 1000):
                 client.unlink(*keys[start : start + 1000])
+
+
+def write_tls_files(directory: Path) -> Path:
+    """A throw-away CA and a certificate for 127.0.0.1/localhost signed by it; the CA's path."""
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "edge test CA")])
+
+    def certificate(subject: x509.Name, key: ec.EllipticCurvePrivateKey) -> x509.CertificateBuilder:
+        return (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(ca_name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+        )
+
+    ca = (
+        certificate(ca_name, ca_key)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    server = (
+        certificate(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]), key)
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem = serialization.Encoding.PEM
+    (directory / "ca.pem").write_bytes(ca.public_bytes(pem))
+    (directory / "server.pem").write_bytes(server.public_bytes(pem))
+    (directory / "server.key").write_bytes(
+        key.private_bytes(
+            pem, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+        )
+    )
+    return directory / "ca.pem"
 
 
 _shared: RedisServer | None = None

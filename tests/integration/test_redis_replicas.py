@@ -509,3 +509,27 @@ def test_docs_list_exactly_the_url_options_the_store_accepts() -> None:
     options = docs.split("Options go in the query string:", 1)[1].split("An\nunknown option")[0]
     values = {"edge", "none", "optional", "required", "true", "false"}  # defaults and choices
     assert set(re.findall(r"`([a-z_]+)`", options)) - values == _KNOWN_OPTIONS
+
+
+def test_the_store_talks_tls_with_a_password_and_names_a_bad_certificate(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path / "tls-redis", password=PASSWORD, tls=True)
+    server.start()
+    try:
+        url = server.url("tls")
+        assert url.startswith("rediss://") and "ssl_ca_certs=" in url
+        store = RedisStore(url)
+        try:
+            service = PairingService(store, GATEWAY_TOKEN)
+            service.approve(ask_to_pair(service, Device("laptop")).id, actor="cli")
+            assert [d.name for d in store.list_devices()] == ["laptop"]
+            assert store.description == f"rediss://127.0.0.1:{server.port}/0 (key prefix 'tls')"
+        finally:
+            store.close()
+        without_ca = url.split("&ssl_ca_certs=")[0]
+        with pytest.raises(StoreError, match="the TLS handshake failed") as raised:
+            RedisStore(without_ca)
+        assert "check ssl_ca_certs" in str(raised.value) and PASSWORD not in str(raised.value)
+        with pytest.raises(StoreError, match="refused the credentials"):
+            RedisStore(url.replace(PASSWORD, "wrong-password"))
+    finally:
+        server.stop()
