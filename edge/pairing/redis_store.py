@@ -1386,7 +1386,9 @@ class RedisStore:
         last = f"{max(0, int(after))}-0"
         while not events:
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or self._closed:
+            if self._closed:
+                return events
+            if remaining <= 0:
                 self._check_not_behind(after)
                 return events
             block_ms = max(1, int(min(remaining, self._wait_slice) * 1000))
