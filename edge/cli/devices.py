@@ -2,32 +2,40 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
+import sys
 import time
+from collections.abc import Mapping
+from typing import Any
 
 import click
+import segno
 from rich.console import Console
 from rich.table import Table
 
 from edge.cli.common import Refused, config_option, load, pairing_service
 from edge.gateway.admin import invite_url
 from edge.gateway.serialize import device_json, invite_json, request_json
-from edge.pairing.models import Device, PairingRequest, Role
-from edge.pairing.service import PairingError
+from edge.pairing.models import Device, Event, PairingRequest, Role
+from edge.pairing.service import PairingError, PairingService
+from edge.pairing.store import MAX_EVENTS_PER_READ
 
 ACTOR = "cli"
 ROLE_CHOICE = click.Choice([r.value for r in Role])
 
 
-def _age(then: float | None, now: float) -> str:
-    if then is None:
-        return "never"
-    seconds = max(0, int(now - then))
+def _span(seconds: float) -> str:
+    whole = max(0, int(seconds))
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit} ago"
-    return f"{seconds}s ago"
+        if whole >= size:
+            return f"{whole // size}{unit}"
+    return f"{whole}s"
+
+
+def _age(then: float | None, now: float) -> str:
+    return "never" if then is None else f"{_span(now - then)} ago"
 
 
 def _pending_table(requests: list[PairingRequest], now: float) -> Table:
@@ -48,12 +56,31 @@ def _pending_table(requests: list[PairingRequest], now: float) -> Table:
     return table
 
 
-def _device_table(devices: list[Device], now: float) -> Table:
+def idle_expiry_at(device: Device, idle_expiry: float | None) -> float | None:
+    """When the idle sweep removes ``device`` unless it is seen again (None: never)."""
+    if idle_expiry is None:
+        return None
+    last = device.last_seen_at if device.last_seen_at is not None else device.created_at
+    return last + idle_expiry
+
+
+def _expires_in(at: float | None, now: float) -> str:
+    if at is None:
+        return "never"
+    if at <= now:
+        return "at next sweep"
+    return f"in {_span(at - now)}"
+
+
+def _device_table(devices: list[Device], now: float, idle_expiry: float | None) -> Table:
     table = Table(title=f"Paired devices ({len(devices)})", title_justify="left")
-    for column in ("DEVICE", "NAME", "ROLE", "STATUS", "LAST SEEN", "LAST IP", "APPROVED BY"):
+    columns = ["DEVICE", "NAME", "ROLE", "STATUS", "LAST SEEN", "LAST IP", "APPROVED BY"]
+    if idle_expiry is not None:
+        columns.append("EXPIRES")
+    for column in columns:
         table.add_column(column, no_wrap=column != "NAME")
     for d in devices:
-        table.add_row(
+        row = [
             d.id[:12],
             d.name,
             str(d.role),
@@ -61,8 +88,43 @@ def _device_table(devices: list[Device], now: float) -> Table:
             _age(d.last_seen_at, now),
             d.last_ip or "-",
             d.approved_by,
-        )
+        ]
+        if idle_expiry is not None:
+            row.append(_expires_in(idle_expiry_at(d, idle_expiry), now))
+        table.add_row(*row)
     return table
+
+
+def recently_expired(service: PairingService) -> list[Event]:
+    """``device.expired`` events still in the event log (about a day), oldest first."""
+    latest = service.latest_seq()
+    events = service.events_after(max(0, latest - MAX_EVENTS_PER_READ), MAX_EVENTS_PER_READ)
+    return [event for event in events if event.type == "device.expired"]
+
+
+def _expired_json(event: Event) -> dict[str, Any]:
+    data: Mapping[str, object] = event.data
+    last_seen = data.get("last_seen_at")
+    return {
+        "id": data.get("device_id"),
+        "name": data.get("name"),
+        "role": data.get("role"),
+        "lastSeenAt": int(last_seen * 1000) if isinstance(last_seen, int | float) else None,
+        "expiredAt": int(event.at * 1000),
+    }
+
+
+def _expired_note(events: list[Event], now: float) -> str:
+    lines = [f"Removed for being idle (pairing.device_idle_expiry), last day: {len(events)}"]
+    for event in events:
+        data = event.data
+        device_id, last_seen = str(data.get("device_id", "?")), data.get("last_seen_at")
+        seen = _age(float(last_seen), now) if isinstance(last_seen, int | float) else "never"
+        lines.append(
+            f"  {device_id[:12]} ({data.get('name')}), {data.get('role')}: last seen {seen}, "
+            f"removed {_age(event.at, now)}"
+        )
+    return "\n".join(lines)
 
 
 def _fail(exc: PairingError) -> Refused:
@@ -81,17 +143,26 @@ def devices() -> None:
 def list_devices(config_path: str | None, as_json: bool, include_revoked: bool) -> None:
     """Pending requests and paired devices."""
     settings = load(config_path)
+    idle_expiry = settings.pairing.device_idle_expiry
     with pairing_service(settings) as service:
         requests = service.list_requests()
         paired = service.list_devices(include_revoked=include_revoked)
         invites = service.list_invites()
+        expired = recently_expired(service)
     if as_json:
+        devices_out = []
+        for d in paired:
+            expires_at = idle_expiry_at(d, idle_expiry)
+            out = device_json(d)
+            out["idleExpiresAt"] = None if expires_at is None else int(expires_at * 1000)
+            devices_out.append(out)
         click.echo(
             json.dumps(
                 {
                     "requests": [request_json(r) for r in requests],
-                    "devices": [device_json(d) for d in paired],
+                    "devices": devices_out,
                     "invites": [invite_json(i) for i in invites],
+                    "expired": [_expired_json(e) for e in expired],
                 },
                 indent=2,
             )
@@ -102,7 +173,9 @@ def list_devices(config_path: str | None, as_json: bool, include_revoked: bool) 
     console.print(_pending_table(requests, now))
     if requests:
         console.print(f"Approve with: edge devices approve {requests[-1].id}   (or --latest)")
-    console.print(_device_table(paired, now))
+    console.print(_device_table(paired, now, idle_expiry))
+    if expired:
+        console.print(_expired_note(expired, now), highlight=False)
 
 
 @devices.command("approve")
@@ -192,6 +265,11 @@ def parse_duration(text: str) -> float:
     "--ttl", default="10m", show_default=True, help="How long the invite lives (90s, 10m, 2h, 1d)."
 )
 @click.option("--url", "base_url", default=None, help="Dashboard base URL to put in the link.")
+@click.option(
+    "--qr/--no-qr",
+    default=None,
+    help="Print the link as a QR code (default: when the output is a terminal).",
+)
 @click.option("--json", "as_json", is_flag=True)
 def invite(
     config_path: str | None,
@@ -199,12 +277,13 @@ def invite(
     name: str | None,
     ttl: str,
     base_url: str | None,
+    qr: bool | None,
     as_json: bool,
 ) -> None:
     """Create a single-use invite that pairs a headless device at once."""
     settings = load(config_path)
     seconds = parse_duration(ttl)
-    base = base_url or f"http://{settings.server.host}:{settings.server.port}"
+    base = base_url or _default_base(settings.server.host, settings.server.port)
     with pairing_service(settings) as service:
         try:
             created, code = service.create_invite(
@@ -220,6 +299,28 @@ def invite(
     click.echo(f"  code: {code}")
     click.echo(f"  url:  {url}")
     click.echo(f"  CLI:  edge pair --url {base} --invite {code}")
+    if base_url is None and settings.server.host in _WILDCARD_HOSTS:
+        click.echo(
+            "  note: the gateway listens on every address; pass --url with the address the "
+            "device reaches (e.g. https://edge.example.com)"
+        )
+    if qr if qr is not None else sys.stdout.isatty():
+        click.echo(terminal_qr(url), nl=False)
+
+
+_WILDCARD_HOSTS = frozenset({"0.0.0.0", "::"})  # noqa: S104 - compared, never bound
+
+
+def _default_base(host: str, port: int) -> str:
+    shown = "127.0.0.1" if host in _WILDCARD_HOSTS else host
+    return f"http://[{shown}]:{port}" if ":" in shown else f"http://{shown}:{port}"
+
+
+def terminal_qr(url: str) -> str:
+    """The invite link as a QR code of block characters, for a phone pointed at the terminal."""
+    out = io.StringIO()
+    segno.make(url, error="m").terminal(out=out, compact=True)
+    return out.getvalue()
 
 
 @devices.command("invites")
