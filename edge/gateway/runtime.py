@@ -25,8 +25,8 @@ from edge.gateway.notify import Notifier
 from edge.gateway.origins import normalise_origin
 from edge.gateway.sockets import SocketHub
 from edge.gateway.workers import register_worker, unregister_worker
-from edge.hostcheck import running_reverse_proxies, same_host_proxy_advice
 from edge.gateway_token import GatewayTokenError, load_gateway_token
+from edge.hostcheck import running_reverse_proxies, same_host_proxy_advice
 from edge.logs import SignalWarner, audit_event, setup_logging
 from edge.metrics import Metrics, changes_pairing_state, event_claim_for_process, mark_worker_dead
 from edge.net import NetworkSet, ResolverPolicy
@@ -159,6 +159,8 @@ class Gateway:
         Returns what changed. A bad file leaves the running configuration as it
         was and raises ``ConfigError``.
         """
+        if self.settings.source is None:
+            raise ConfigError(["nothing to reload: this gateway was not started from a file"])
         settings = load_settings(self.settings.source)
         live = _live_config(settings)
         token = load_gateway_token(settings, create=False)
@@ -167,14 +169,20 @@ class Gateway:
             for name, old, new in (
                 ("proxy", self.settings.proxy, settings.proxy),
                 ("local", self.settings.local, settings.local),
-                ("auth.allowed_origins", self.settings.auth.allowed_origins, settings.auth.allowed_origins),
+                (
+                    "auth.allowed_origins",
+                    self.settings.auth.allowed_origins,
+                    settings.auth.allowed_origins,
+                ),
                 ("metrics", self.settings.metrics, settings.metrics),
+                ("logging", self.settings.logging, settings.logging),
             )
             if old != new
         ]
         if not self.service.check_gateway_token(token.value):
             changed.append("gateway token")
         self.service.set_gateway_token(token.value)
+        setup_logging(settings.logging)
         self.live = live
         logger.info("configuration reloaded", extra={"changed": ",".join(changed) or "nothing"})
         return changed
