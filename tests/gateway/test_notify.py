@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import socket
 import threading
 import time
@@ -25,6 +26,7 @@ from edge import create_app
 from edge.config import ConfigError, NotifySettings, load_settings
 from edge.gateway.notify import (
     EVENT_ID_HEADER,
+    NOTIFIABLE_EVENTS,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     Notifier,
@@ -443,3 +445,56 @@ def test_gateway_notifies_pairing_revocation_and_lockout_without_secrets(
     assert not any(
         b"hash" in r.body.lower() or b"token" in r.body.lower() for r in receiver.events()
     )
+
+
+# -- docs/notifications.md -----------------------------------------------------------------------
+
+DOCS = Path(__file__).parents[2] / "docs" / "notifications.md"
+
+
+def test_the_docs_list_every_event_a_webhook_can_ask_for() -> None:
+    text = DOCS.read_text()
+    for name in sorted(NOTIFIABLE_EVENTS):
+        assert f"| `{name}` |" in text, f"docs/notifications.md has no row for {name}"
+    for header in (TIMESTAMP_HEADER, SIGNATURE_HEADER, EVENT_ID_HEADER):
+        assert header in text
+
+
+def test_the_documented_receiver_verifies_edge_and_handles_each_event_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    (source,) = re.findall(r"```python\n(.*?)```", DOCS.read_text(), re.S)
+    monkeypatch.setenv("EDGE_WEBHOOK_SECRET", SECRET)
+    receiver: dict[str, Any] = {"__name__": "documented_receiver"}
+    exec(compile(source, str(DOCS), "exec"), receiver)
+    handled: list[dict[str, Any]] = []
+    receiver["handle"] = handled.append
+    server = ThreadingHTTPServer(("127.0.0.1", 0), receiver["Receiver"])
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+    right = notify_settings({"url": url, "secret": SECRET})
+    wrong = notify_settings({"url": url, "secret": "not-the-shared-secret"})
+
+    async def scenario() -> Notifier:
+        twice = [fast(right), fast(right)]  # two senders without a shared claim
+        forged = fast(wrong)
+        for notifier in (*twice, forged):
+            await notifier.start()
+        for notifier in twice:
+            notifier.submit([event(1), event(2, "device.revoked")])
+        forged.submit([event(3)])
+        await async_until(
+            lambda: sum(n.stats().delivered for n in twice) == 4 and forged.stats().failed == 1,
+            "all attempts answered",
+        )
+        for notifier in (*twice, forged):
+            await notifier.stop()
+        return forged
+
+    try:
+        forged = asyncio.run(scenario())
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert [e["id"] for e in handled] == ["evt_1_1700000000000", "evt_2_1700000000000"]
+    assert forged.stats().retried == 0  # 401 is final: a wrong secret is not retried
