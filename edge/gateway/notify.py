@@ -33,7 +33,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit
 
 import httpx
@@ -46,6 +46,9 @@ from edge.logs import SignalWarner, is_secret_field
 from edge.metrics import MULTIPROC_ENV, EventClaim
 from edge.pairing.models import Event
 from edge.pairing.store import EVENT_LOG_MAX_AGE, Store
+
+if TYPE_CHECKING:
+    import redis
 
 logger = logging.getLogger("edge.notify")
 
@@ -148,7 +151,7 @@ class Claim(Protocol):
 class RedisClaim:
     """One ``SET NX`` per event under the store's prefix; the keys outlive the event log."""
 
-    def __init__(self, client: Any, prefix: str) -> None:
+    def __init__(self, client: redis.Redis, prefix: str) -> None:
         self._client = client
         self._prefix = f"{prefix}:notify:"
 
@@ -418,14 +421,15 @@ class Notifier:
             ATTEMPT_HEADER: str(attempt),
         }
         try:
-            response = await self._client.post(
-                webhook.url, content=delivery.body, headers=headers, timeout=webhook.timeout
-            )
+            # Streamed and never read: only the status matters, whatever the receiver sends.
+            async with self._client.stream(
+                "POST", webhook.url, content=delivery.body, headers=headers, timeout=webhook.timeout
+            ) as response:
+                status = response.status_code
         except httpx.TimeoutException:
             return "retry", f"no answer within {webhook.timeout:g} s (notify.webhooks[].timeout)"
         except httpx.HTTPError as exc:
             return "retry", f"cannot reach it ({type(exc).__name__}: {exc})"
-        status = response.status_code
         if 200 <= status < 300:
             return "delivered", ""
         if 300 <= status < 400:
