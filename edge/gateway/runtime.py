@@ -15,7 +15,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,6 +101,7 @@ class Gateway:
         self._event_seq = self.service.latest_seq()
         self.store_healthy = True
         self._worker_file: Path | None = None
+        self._closers: list[Callable[[], Awaitable[None]]] = []
 
     @property
     def settings(self) -> Settings:
@@ -134,6 +135,9 @@ class Gateway:
         mark_worker_dead(os.getpid())
         await self.hub.shutdown()
         await self.notifier.stop()
+        for close in self._closers:
+            with contextlib.suppress(Exception):  # one failing close must not keep the rest open
+                await close()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -146,6 +150,10 @@ class Gateway:
             await asyncio.to_thread(self.service.flush_touches)
         # The store stays open: every write is already durable, and an app may be
         # started again (the test client runs the lifespan once per session).
+
+    def on_stop(self, close: Callable[[], Awaitable[None]]) -> None:
+        """Have ``stop`` await ``close``: pooled clients bound to the event loop that ends."""
+        self._closers.append(close)
 
     def _reload_from_signal(self) -> None:
         try:
