@@ -1,11 +1,17 @@
 """Requests per second and latency of one upstream reached four ways, side by side.
 
 Usage: python benchmarks/proxy.py [--duration 10] [--connections 32] [--threads 1] [--quick]
+                                  [--rounds 1] [--compare LABEL=SOURCE ...]
 
 1. direct:       wrk -> upstream
 2. edge:         wrk -> Edge (upstream forwarding) -> upstream
 3. nginx:        wrk -> nginx -> upstream                    (nginx alone)
 4. nginx + edge: wrk -> nginx -> Edge -> upstream            (a production stack, plain HTTP)
+
+``--compare LABEL=SOURCE`` adds a target ``edge (LABEL)``: Edge run from
+another source tree (a directory holding the ``edge`` package, or a git ref of
+this repository, exported with ``git archive``), on its own port, in front of
+the same upstream, so two versions of the forwarding are measured in one run.
 
 The upstream is a minimal ASGI app (a 2-byte JSON answer) under one uvicorn
 worker; Edge runs ``edge serve`` with one worker, its client is local (direct
@@ -14,7 +20,9 @@ itself. nginx proxies with HTTP/1.1 and a keepalive pool, as the shipped
 configuration does. Every server binds 127.0.0.1 on a free port; every
 process started here is stopped at the end. Load comes from ``wrk --latency``
 for a bounded duration per target, after a short warm-up; the targets take
-turns in one run so background load lands on all of them.
+turns in one run so background load lands on all of them; with ``--rounds N``
+they take turns N times and each figure is the round with the median
+requests/s.
 """
 
 from __future__ import annotations
@@ -187,15 +195,62 @@ def wrk(
     return result.stdout
 
 
+def compared_source(text: str) -> tuple[str, str]:
+    """``LABEL=SOURCE`` from the command line."""
+    label, _, source = text.partition("=")
+    if not label or not source or not re.fullmatch(r"[\w.+-]+", label):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not LABEL=SOURCE (LABEL of letters, digits, .+-_)"
+        )
+    return label, source
+
+
+def source_tree(source: str, tmp: Path, label: str) -> Path:
+    """A directory holding the ``edge`` package: SOURCE itself, or a git ref exported into ``tmp``."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        if not (path / "edge" / "__init__.py").is_file():
+            raise SystemExit(f"--compare {label}={source}: no edge package in that directory")
+        return path.resolve()
+    target = tmp / f"tree-{label}"
+    target.mkdir()
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", "--format=tar", source], capture_output=True, timeout=60
+    )
+    if archive.returncode != 0:
+        raise SystemExit(
+            f"--compare {label}={source}: neither a directory nor a git ref: "
+            f"{archive.stderr.decode(errors='replace').strip()}"
+        )
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True, timeout=60)
+    return target
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of load per target")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="3 s per target")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="times the targets take turns; the median is shown"
+    )
+    parser.add_argument(
+        "--compare",
+        type=compared_source,
+        action="append",
+        default=[],
+        metavar="LABEL=SOURCE",
+        help="also forward through Edge from SOURCE (a directory or a git ref)",
+    )
     args = parser.parse_args()
     if args.quick:
         args.duration = 3.0
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    labels = [label for label, _ in args.compare]
+    if len(set(labels)) != len(labels):
+        parser.error("each --compare needs its own LABEL")
     for tool in ("wrk", "nginx"):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is not installed; run scripts/install-test-deps")
@@ -209,15 +264,18 @@ def main() -> None:
         }
         env["PYTHONPATH"] = str(REPO)
         ports = {name: free_port() for name in ("upstream", "edge", "nginx_app", "nginx_edge")}
-        config = {
-            "server": {"host": "127.0.0.1", "port": ports["edge"], "workers": 1},
-            "data_dir": str(tmp / "data"),
-            "auth": {"token": TOKEN},
-            "proxy": {"trusted_proxies": ["127.0.0.1"]},
-            "logging": {"level": "warning"},
-            "upstreams": [{"prefix": "/svc/", "url": f"http://127.0.0.1:{ports['upstream']}"}],
-        }
-        (tmp / "edge.yaml").write_text(yaml.safe_dump(config))
+        trees = {label: source_tree(source, tmp, label) for label, source in args.compare}
+        compared_ports = {label: free_port() for label in trees}
+        for name, port in [("edge", ports["edge"]), *compared_ports.items()]:
+            config = {
+                "server": {"host": "127.0.0.1", "port": port, "workers": 1},
+                "data_dir": str(tmp / f"data-{name}"),
+                "auth": {"token": TOKEN},
+                "proxy": {"trusted_proxies": ["127.0.0.1"]},
+                "logging": {"level": "warning"},
+                "upstreams": [{"prefix": "/svc/", "url": f"http://127.0.0.1:{ports['upstream']}"}],
+            }
+            (tmp / f"{name}.yaml").write_text(yaml.safe_dump(config))
         user = "user root;" if os.geteuid() == 0 else ""
         (tmp / "nginx.conf").write_text(NGINX_CONF.format(tmp=tmp, user=user, **ports))
         upstream_cmd = [
@@ -235,21 +293,37 @@ def main() -> None:
             "--lifespan",
             "off",
         ]
-        edge_cmd = [sys.executable, "-m", "edge.cli", "serve", "--config", str(tmp / "edge.yaml")]
         nginx_cmd = ["nginx", "-p", str(tmp), "-c", str(tmp / "nginx.conf"), "-g", "daemon off;"]
-        with (
-            process(upstream_cmd, tmp / "upstream.log", cwd=REPO, env=env) as upstream,
-            process(edge_cmd, tmp / "edge.log", cwd=REPO, env=env) as edge,
-            process(nginx_cmd, tmp / "nginx.log") as nginx,
-        ):
+        with contextlib.ExitStack() as stack:
+            upstream = stack.enter_context(
+                process(upstream_cmd, tmp / "upstream.log", cwd=REPO, env=env)
+            )
+            edges = {
+                name: stack.enter_context(
+                    process(
+                        edge_command(tmp / f"{name}.yaml"),
+                        tmp / f"{name}.log",
+                        cwd=tree,
+                        env={**env, "PYTHONPATH": str(tree)},
+                    )
+                )
+                for name, tree in [("edge", REPO), *trees.items()]
+            }
+            nginx = stack.enter_context(process(nginx_cmd, tmp / "nginx.log"))
             targets = {
                 "direct": f"http://127.0.0.1:{ports['upstream']}/svc/x",
                 "edge": f"http://127.0.0.1:{ports['edge']}/svc/x",
+                **{
+                    f"edge ({label})": f"http://127.0.0.1:{port}/svc/x"
+                    for label, port in compared_ports.items()
+                },
                 "nginx": f"http://127.0.0.1:{ports['nginx_app']}/svc/x",
                 "nginx + edge": f"http://127.0.0.1:{ports['nginx_edge']}/svc/x",
             }
             wait_ready(targets["direct"], upstream)
-            wait_ready(f"http://127.0.0.1:{ports['edge']}/readyz", edge)
+            for name, edge in edges.items():
+                port = ports["edge"] if name == "edge" else compared_ports[name]
+                wait_ready(f"http://127.0.0.1:{port}/readyz", edge)
             wait_ready(targets["nginx"], nginx)
             # Behind nginx the client is not local to Edge: it sends a device token,
             # as a paired client would. (The direct "edge" target is a local client.)
@@ -263,14 +337,24 @@ def main() -> None:
                     args.threads,
                     headers.get(name, ()),
                 )
-            results = [
-                parse_wrk(
-                    name,
-                    wrk(url, args.duration, args.connections, args.threads, headers.get(name, ())),
-                )
-                for name, url in targets.items()
-            ]
-    report(results, args)
+            rounds: dict[str, list[Result]] = {name: [] for name in targets}
+            for _ in range(args.rounds):
+                for name, url in targets.items():
+                    output = wrk(
+                        url, args.duration, args.connections, args.threads, headers.get(name, ())
+                    )
+                    rounds[name].append(parse_wrk(name, output))
+    report([median_round(results) for results in rounds.values()], args)
+
+
+def edge_command(config: Path) -> list[str]:
+    return [sys.executable, "-m", "edge.cli", "serve", "--config", str(config)]
+
+
+def median_round(results: list[Result]) -> Result:
+    """The round with the median requests/s (the lower middle one of an even count)."""
+    ordered = sorted(results, key=lambda r: r.requests_per_second)
+    return ordered[(len(ordered) - 1) // 2]
 
 
 def device_token(edge_port: int) -> str:
@@ -299,7 +383,7 @@ def report(results: list[Result], args: argparse.Namespace) -> None:
     print(
         f"{platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} CPUs, "
         f"wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s, "
-        f"load average {os.getloadavg()[0]:.1f}"
+        f"{args.rounds} round(s), load average {os.getloadavg()[0]:.1f}"
     )
     print()
     print("| path | requests/s | p50 ms | p99 ms | errors |")
