@@ -11,10 +11,16 @@ client-supplied forwarding and identity headers (``Forwarded``,
 ``X-Forwarded-*``, ``X-Real-IP``, ``Remote-*``, ``X-Edge-*``) are dropped and
 set afresh from the resolved client and the authenticated caller; the
 credential that authenticated the caller to Edge (the bearer token or the
-``edge_session`` cookie) is not passed on. Bodies stream both ways; one
-``httpx.AsyncClient`` per upstream and event loop carries the traffic over a
-keepalive pool (``upstream_transport``).
+``edge_session`` cookie) is not passed on. Bodies stream both ways.
 An unreachable upstream is answered 502 and a slow one 504, as JSON.
+
+HTTP goes over one ``aiohttp.ClientSession`` per upstream and event loop (a
+keepalive pool; aiohttp resends an idempotent request once when a reused
+connection turns out closed, never a POST). It replaced a hand-written h11
+transport under ``httpx`` once ``benchmarks/proxy.py`` showed it forwarding
+as fast or faster (``docs/performance.md``, "Proxy forwarding"); httpx's own
+pool stays far behind at a few dozen concurrent requests. WebSockets go over
+the ``websockets`` client, whose close codes and reasons the relay passes on.
 """
 
 from __future__ import annotations
@@ -23,26 +29,25 @@ import asyncio
 import contextlib
 import json
 import logging
-import ssl
+import re
 import time
 from collections.abc import AsyncIterator, Iterable
-from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-import httpx
+import aiohttp
 from starlette.routing import BaseRoute, Match, NoMatchFound
 from starlette.types import Message, Receive, Scope, Send
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.typing import Origin, Subprotocol
+from yarl import URL
 
 from edge.config import UpstreamSettings
 from edge.gateway.context import AuthState, auth_of, resolution_of
 from edge.gateway.forward_auth import identity_headers
 from edge.gateway.guard import SESSION_COOKIE, authenticate_http, denial_response
 from edge.gateway.origins import origin_allowed
-from edge.gateway.upstream_transport import Http11Transport
 from edge.net import Resolution
 from edge.pairing.denials import Denial
 
@@ -92,10 +97,15 @@ WEBSOCKET_HANDSHAKE = frozenset(
         b"sec-websocket-version",
     }
 )
+# aiohttp adds these unless told not to; the upstream should see only what the client sent.
+NOT_ADDED = ("Accept", "Accept-Encoding", "Content-Type", "User-Agent")
 WEBSOCKET_MAX_MESSAGE = 16 * 1024 * 1024
 MAX_CONNECTIONS = 512
-MAX_KEEPALIVE = 128
 KEEPALIVE_EXPIRY = 4.0  # below uvicorn's 5 s keep-alive, so Edge lets go of an idle one first
+MAX_HEADER_LINE = 64 * 1024  # long Set-Cookie and CSP lines are real; aiohttp's default is 8 KiB
+READ_SIZE = 64 * 1024
+# A request target is forwarded byte for byte, so it must be visible ASCII.
+_FORWARDABLE_TARGET = re.compile(rb"[\x21-\x7e]*")
 # Close codes that may not appear in a close frame, and what to send instead.
 _UNSENDABLE_CLOSE = {1005: 1000, 1006: 1014, 1015: 1014}
 _FORWARDED_SCHEME = {"ws": "http", "wss": "https", "http": "http", "https": "https"}
@@ -105,11 +115,33 @@ class _ClientGone(Exception):
     """The client disconnected while its request body was being forwarded."""
 
 
-class _RejectAllCookies(DefaultCookiePolicy):
-    """The pooled client is shared by every caller, so it must never remember a cookie."""
+def upstream_session(
+    upstream: UpstreamSettings, *, max_connections: int = MAX_CONNECTIONS
+) -> aiohttp.ClientSession:
+    """The pooled client for one upstream, on the running event loop.
 
-    def set_ok(self, cookie: Any, request: Any) -> bool:
-        return False
+    ``timeout`` bounds each wait for the upstream's next bytes (its answer, or
+    the next part of the body) and ``connect_timeout`` the wait for a pooled
+    or new connection. It keeps no cookies (every caller shares it), takes no
+    proxy from the environment and leaves bodies as the upstream encoded them.
+    """
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(
+            limit=max_connections, limit_per_host=0, keepalive_timeout=KEEPALIVE_EXPIRY
+        ),
+        timeout=aiohttp.ClientTimeout(
+            total=None,
+            connect=upstream.connect_timeout,
+            sock_connect=upstream.connect_timeout,
+            sock_read=upstream.timeout,
+        ),
+        cookie_jar=aiohttp.DummyCookieJar(),
+        skip_auto_headers=NOT_ADDED,
+        auto_decompress=False,
+        trust_env=False,
+        max_line_size=MAX_HEADER_LINE,
+        max_field_size=MAX_HEADER_LINE,
+    )
 
 
 def _connection_named(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:
@@ -198,11 +230,9 @@ class UpstreamRoute(BaseRoute):
         self.gateway = gateway
         self.upstream = upstream
         self.prefix = upstream.prefix
-        self.base = httpx.URL(upstream.url)
-        self.timeout = httpx.Timeout(
-            upstream.timeout, connect=upstream.connect_timeout, pool=upstream.connect_timeout
-        )
-        self._clients: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
+        self.base = URL(upstream.url)
+        self._sessions: dict[asyncio.AbstractEventLoop, aiohttp.ClientSession] = {}
+        gateway.on_stop(self.aclose)
 
     # -- routing ---------------------------------------------------------------------
 
@@ -229,53 +259,57 @@ class UpstreamRoute(BaseRoute):
 
     # -- the pooled client -----------------------------------------------------------
 
-    def client(self) -> httpx.AsyncClient:
+    def session(self) -> aiohttp.ClientSession:
         """This event loop's pooled client (a test client may run several loops in turn)."""
         loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
-            for old_loop in [known for known in self._clients if known.is_closed()]:
-                del self._clients[old_loop]
-            tls = ssl.create_default_context() if self.base.scheme == "https" else None
-            client = httpx.AsyncClient(
-                transport=Http11Transport(
-                    max_connections=MAX_CONNECTIONS,
-                    max_keepalive=MAX_KEEPALIVE,
-                    keepalive_expiry=KEEPALIVE_EXPIRY,
-                    ssl_context=tls,
-                ),
-                timeout=self.timeout,
-                follow_redirects=False,
-                trust_env=False,  # never route upstream traffic through an environment proxy
-                cookies=CookieJar(policy=_RejectAllCookies()),
-            )
-            self._clients[loop] = client
-        return client
+        session = self._sessions.get(loop)
+        if session is None or session.closed:
+            for old_loop in [known for known in self._sessions if known.is_closed()]:
+                del self._sessions[old_loop]
+            session = upstream_session(self.upstream)
+            self._sessions[loop] = session
+        return session
 
     async def aclose(self) -> None:
         """Close this event loop's pooled connections."""
-        client = self._clients.pop(asyncio.get_running_loop(), None)
-        if client is not None:
-            await client.aclose()
+        session = self._sessions.pop(asyncio.get_running_loop(), None)
+        if session is not None:
+            await session.close()
 
     # -- paths -----------------------------------------------------------------------
 
-    def _target_path(self, scope: Scope) -> bytes:
-        """The raw path (still percent-encoded) to ask the upstream for."""
+    def _target(self, scope: Scope) -> tuple[str, str] | None:
+        """The raw path and query (still percent-encoded) to ask the upstream for.
+
+        ``None`` when they hold bytes that cannot go on a request line.
+        """
         path: str = scope["path"]
-        raw = scope.get("raw_path") or quote(path).encode("ascii")
+        raw: bytes = scope.get("raw_path") or quote(path).encode("ascii")
+        query: bytes = scope.get("query_string", b"")
         prefix = self.prefix.encode("ascii")
         if self.upstream.strip_prefix:
             if raw.startswith(prefix):
                 raw = raw[len(prefix) - 1 :]
             else:  # the client percent-encoded part of the prefix
                 raw = quote(path[len(self.prefix) - 1 :]).encode("ascii")
-        base_path = self.base.raw_path.rstrip(b"/")
-        return (base_path + raw) or b"/"
+        if not (_FORWARDABLE_TARGET.fullmatch(raw) and _FORWARDABLE_TARGET.fullmatch(query)):
+            return None
+        base_path = self.base.raw_path.rstrip("/")
+        return (base_path + raw.decode("ascii")) or "/", query.decode("ascii")
+
+    def _url(self, scheme: str, target: tuple[str, str]) -> URL:
+        path, query = target
+        return URL.build(
+            scheme=scheme,
+            authority=self.base.raw_authority,
+            path=path,
+            query_string=query,
+            encoded=True,
+        )
 
     def _rewrite_location(self, value: bytes) -> bytes:
         """An absolute redirect to the upstream itself becomes a path on the gateway."""
-        base = str(self.base).rstrip("/").encode("latin-1")
+        base = self.upstream.url.encode("latin-1")
         if not value.startswith(base) or value[len(base) : len(base) + 1] not in (b"", b"/", b"?"):
             return value
         rest = value[len(base) :]
@@ -288,31 +322,32 @@ class UpstreamRoute(BaseRoute):
     # -- HTTP ------------------------------------------------------------------------
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        auth = auth_of(scope)
-        query: bytes = scope.get("query_string", b"")
-        try:
-            url = self.base.copy_with(
-                raw_path=self._target_path(scope) + (b"?" + query if query else b"")
-            )
-        except (httpx.InvalidURL, UnicodeError):
+        target = self._target(scope)
+        if target is None:
             await _send_json(send, 400, "bad_request", "the request path cannot be forwarded")
             return
-        headers = upstream_request_headers(scope, auth)
-        request = httpx.Request(
-            scope["method"],
-            url,
-            headers=headers,
-            content=_request_body(receive) if _has_body(scope["headers"]) else None,
-            extensions={"timeout": self.timeout.as_dict()},
-        )
+        headers = [
+            (name.decode("latin-1"), value.decode("latin-1"))
+            for name, value in upstream_request_headers(scope, auth_of(scope))
+        ]
+        body = _RequestBody(receive, self.upstream.timeout)
+        if not _has_body(scope["headers"]):
+            body.finished.set()
         label = self.upstream.label
         metrics = self.gateway.metrics
         started = time.perf_counter()
         try:
-            response = await self.client().send(request, stream=True)
-        except _ClientGone:
-            return
-        except httpx.TimeoutException as exc:
+            async with asyncio.timeout(None) as body.deadline:
+                response = await self.session().request(
+                    scope["method"],
+                    self._url(self.base.scheme, target),
+                    headers=headers,
+                    data=None if body.finished.is_set() else body.chunks(),
+                    allow_redirects=False,
+                )
+        except TimeoutError as exc:
+            if body.client_gone:
+                return
             metrics.upstream(label, 504, time.perf_counter() - started)
             self._warn("timeout", exc)
             await _send_json(
@@ -322,7 +357,9 @@ class UpstreamRoute(BaseRoute):
                 f"upstream {label!r} did not answer in time ({type(exc).__name__})",
             )
             return
-        except httpx.TransportError as exc:
+        except aiohttp.ClientError as exc:
+            if body.client_gone:
+                return
             metrics.upstream(label, 502, time.perf_counter() - started)
             self._warn("unreachable", exc)
             await _send_json(
@@ -332,24 +369,28 @@ class UpstreamRoute(BaseRoute):
                 f"upstream {label!r} is unreachable or answered badly ({type(exc).__name__})",
             )
             return
-        metrics.upstream(label, response.status_code, time.perf_counter() - started)
-        try:
-            await self._relay_response(response, receive, send)
         finally:
-            await response.aclose()
+            body.deadline = None
+        metrics.upstream(label, response.status, time.perf_counter() - started)
+        try:
+            await self._relay_response(response, body, receive, send)
+        finally:
+            # aiohttp pooled the connection already if the body was read whole;
+            # after a partial read it cannot be reused, and this closes it.
+            response.close()
 
-    async def _relay_response(self, response: httpx.Response, receive: Receive, send: Send) -> None:
+    async def _relay_response(
+        self, response: aiohttp.ClientResponse, body: _RequestBody, receive: Receive, send: Send
+    ) -> None:
         headers = []
-        for name, value in end_to_end(response.headers.raw):
+        for name, value in end_to_end(response.raw_headers):
             lowered = name.lower()
             if lowered in (b"location", b"content-location"):
                 value = self._rewrite_location(value)
             headers.append((lowered, value))
-        await send(
-            {"type": "http.response.start", "status": response.status_code, "headers": headers}
-        )
+        await send({"type": "http.response.start", "status": response.status, "headers": headers})
         relay = asyncio.ensure_future(_relay_body(response, send))
-        watcher = asyncio.ensure_future(_wait_disconnect(receive))
+        watcher = asyncio.ensure_future(_wait_disconnect(receive, body.finished))
         try:
             await asyncio.wait((relay, watcher), return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -362,11 +403,12 @@ class UpstreamRoute(BaseRoute):
                 await relay
             except asyncio.CancelledError:
                 pass
-            except httpx.TransportError as exc:
+            except (aiohttp.ClientError, TimeoutError) as exc:
                 # The status is sent already. Returning without the final body
                 # message makes the server cut the connection, which tells the
                 # client the body is incomplete.
-                self._warn("broke off mid-body", exc)
+                if not body.client_gone:  # else the client left mid-upload: nothing broke
+                    self._warn("broke off mid-body", exc)
 
     def _warn(self, what: str, exc: BaseException) -> None:
         advice = {
@@ -405,10 +447,15 @@ class UpstreamRoute(BaseRoute):
             await _deny_websocket(scope, send, status, headers, body, 1008, denial.reason)
             return
         label = self.upstream.label
+        target = self._target(scope)
+        if target is None:
+            body = _json_body("bad_request", "the request path cannot be forwarded")
+            await _deny_websocket(scope, send, 400, [], body, 1008, "invalid request path")
+            return
         connected = time.perf_counter()
         try:
             upstream = await connect(
-                self._websocket_url(scope),
+                self._websocket_url(target),
                 additional_headers=[
                     (name.decode("latin-1"), value.decode("latin-1"))
                     for name, value in upstream_request_headers(
@@ -448,11 +495,8 @@ class UpstreamRoute(BaseRoute):
         finally:
             await upstream.close()
 
-    def _websocket_url(self, scope: Scope) -> str:
-        scheme = "wss" if self.base.scheme == "https" else "ws"
-        query: bytes = scope.get("query_string", b"")
-        raw = self._target_path(scope) + (b"?" + query if query else b"")
-        return str(self.base.copy_with(scheme=scheme, raw_path=raw))
+    def _websocket_url(self, target: tuple[str, str]) -> str:
+        return str(self._url("wss" if self.base.scheme == "https" else "ws", target))
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -480,26 +524,55 @@ def _has_body(headers: Iterable[tuple[bytes, bytes]]) -> bool:
     return False
 
 
-async def _request_body(receive: Receive) -> AsyncIterator[bytes]:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise _ClientGone
-        body = message.get("body", b"")
-        if body:
-            yield body
-        if not message.get("more_body", False):
-            return
+class _RequestBody:
+    """The client's request body, pulled by aiohttp as it writes to the upstream.
+
+    aiohttp has no write timeout, so an upstream that stops reading would stall
+    an upload for ever. While aiohttp holds a chunk, the caller's ``deadline``
+    (an ``asyncio.timeout`` around the request) is set ``write_timeout`` ahead;
+    it is lifted again once the chunk is taken, so a slow client costs nothing.
+    """
+
+    def __init__(self, receive: Receive, write_timeout: float) -> None:
+        self._receive = receive
+        self._write_timeout = write_timeout
+        self.deadline: asyncio.Timeout | None = None
+        self.client_gone = False
+        self.finished = asyncio.Event()  # the whole body was read (or the client left)
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        try:
+            while True:
+                message = await self._receive()
+                if message["type"] == "http.disconnect":
+                    self.client_gone = True
+                    raise _ClientGone
+                body = message.get("body", b"")
+                if body:
+                    self._set_deadline(self._write_timeout)
+                    yield body
+                    self._set_deadline(None)
+                if not message.get("more_body", False):
+                    return
+        finally:
+            self.finished.set()
+
+    def _set_deadline(self, seconds: float | None) -> None:
+        deadline = self.deadline
+        if deadline is not None and not deadline.expired():
+            when = None if seconds is None else asyncio.get_running_loop().time() + seconds
+            deadline.reschedule(when)
 
 
-async def _relay_body(response: httpx.Response, send: Send) -> None:
-    async for chunk in response.aiter_raw():
-        if chunk:
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+async def _relay_body(response: aiohttp.ClientResponse, send: Send) -> None:
+    async for chunk in response.content.iter_chunked(READ_SIZE):
+        await send({"type": "http.response.body", "body": chunk, "more_body": True})
     await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-async def _wait_disconnect(receive: Receive) -> None:
+async def _wait_disconnect(receive: Receive, body_read: asyncio.Event) -> None:
+    """Until the client disconnects; ``receive`` is the body's until all of it is read."""
+    await body_read.wait()
     while (await receive())["type"] != "http.disconnect":
         pass
 

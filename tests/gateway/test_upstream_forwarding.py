@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 import pytest
 from starlette.testclient import TestClient, WebSocketDenialResponse
 from starlette.websockets import WebSocketDisconnect
 
 from edge import create_app
-from edge.gateway.upstream import end_to_end, forwarding_headers
-from edge.gateway.upstream_transport import Http11Transport
+from edge.config import UpstreamSettings
+from edge.gateway.context import AUTH_KEY, LOCAL, RESOLUTION_KEY
+from edge.gateway.upstream import UpstreamRoute, end_to_end, forwarding_headers, upstream_session
 from edge.net import Resolution
 from tests.conftest import GATEWAY_TOKEN, LOOPBACK, REMOTE, Device, base_config, client_for, open_ws
 from tests.integration.conftest import free_port
@@ -40,9 +43,19 @@ def app(tmp_path: Path, upstream: UvicornThread) -> Any:
             proxy={"trusted_proxies": ["127.0.0.1"]},
             upstreams=[
                 {"prefix": "/svc/", "url": upstream.url, "websocket": True},
-                {"prefix": "/strip/", "url": f"{upstream.url}/base", "strip_prefix": True, "name": "stripped"},
+                {
+                    "prefix": "/strip/",
+                    "url": f"{upstream.url}/base",
+                    "strip_prefix": True,
+                    "name": "stripped",
+                },
                 {"prefix": "/slow/", "url": upstream.url, "timeout": 0.3, "websocket": True},
-                {"prefix": "/down/", "url": f"http://127.0.0.1:{free_port()}", "connect_timeout": 1, "websocket": True},
+                {
+                    "prefix": "/down/",
+                    "url": f"http://127.0.0.1:{free_port()}",
+                    "connect_timeout": 1,
+                    "websocket": True,
+                },
                 {"prefix": "/nows/", "url": upstream.url},
             ],
         )
@@ -114,7 +127,9 @@ def test_paired_device_reaches_the_upstream_with_fresh_forwarding_and_identity(a
     assert header_values(echo, "x-forwarded-for") == [CLIENT_IP]
     assert header_values(echo, "x-forwarded-proto") == ["https"]
     assert header_values(echo, "x-forwarded-host") == ["edge.example.com"]
-    assert header_values(echo, "forwarded") == [f'for={CLIENT_IP};proto=https;host="edge.example.com"']
+    assert header_values(echo, "forwarded") == [
+        f'for={CLIENT_IP};proto=https;host="edge.example.com"'
+    ]
     assert header_values(echo, "x-real-ip") == []
     assert header_values(echo, "remote-user") == ["Bob's phone"]
     assert header_values(echo, "remote-email") == []
@@ -137,7 +152,12 @@ def test_headers_named_in_connection_are_not_forwarded(app: Any) -> None:
     with local_client(app) as client:
         echo = client.get(
             "/svc/echo",
-            headers={"connection": "keep-alive, X-Hop-Secret", "x-hop-secret": "1", "keep-alive": "5", "te": "trailers"},
+            headers={
+                "connection": "keep-alive, X-Hop-Secret",
+                "x-hop-secret": "1",
+                "keep-alive": "5",
+                "te": "trailers",
+            },
         ).json()
     assert header_values(echo, "x-hop-secret") == []
     assert header_values(echo, "keep-alive") == []
@@ -174,6 +194,17 @@ def test_request_body_is_forwarded_whole(app: Any) -> None:
         echo = client.post("/svc/upload", content=payload).json()
     assert echo["method"] == "POST"
     assert echo["body_length"] == len(payload)
+
+
+def test_head_and_no_content_answers_arrive_without_a_body(app: Any) -> None:
+    with local_client(app) as client:
+        head = client.head("/svc/echo")
+        empty = client.delete("/svc/echo?status=204")
+    assert head.status_code == 200
+    assert int(head.headers["content-length"]) > 0
+    assert head.content == b""
+    assert empty.status_code == 204
+    assert empty.content == b""
 
 
 def test_streamed_response_arrives_whole(app: Any) -> None:
@@ -214,7 +245,9 @@ def test_unreachable_upstream_is_502_json_and_counted(app: Any) -> None:
     assert response.status_code == 502
     assert response.json()["error"] == "bad_gateway"
     assert "'down'" in response.json()["detail"]
-    assert sample(app, "edge_upstream_requests_total", upstream="down", code_class="5xx") == before + 1
+    assert (
+        sample(app, "edge_upstream_requests_total", upstream="down", code_class="5xx") == before + 1
+    )
 
 
 def test_slow_upstream_is_504_json(app: Any) -> None:
@@ -228,7 +261,10 @@ def test_successful_forwarding_is_counted_by_upstream_name(app: Any) -> None:
     before = sample(app, "edge_upstream_requests_total", upstream="stripped", code_class="2xx")
     with local_client(app) as client:
         client.get("/strip/x")
-    assert sample(app, "edge_upstream_requests_total", upstream="stripped", code_class="2xx") == before + 1
+    assert (
+        sample(app, "edge_upstream_requests_total", upstream="stripped", code_class="2xx")
+        == before + 1
+    )
     assert sample(app, "edge_upstream_duration_seconds_count", upstream="stripped") >= 1
 
 
@@ -238,7 +274,10 @@ def test_successful_forwarding_is_counted_by_upstream_name(app: Any) -> None:
 def test_websocket_frames_relay_both_ways_with_identity(app: Any) -> None:
     device = Device("tablet")
     token = pair(app, device)
-    with via_proxy(app) as client, client.websocket_connect("/svc/live", headers=proxied(token)) as ws:
+    with (
+        via_proxy(app) as client,
+        client.websocket_connect("/svc/live", headers=proxied(token)) as ws,
+    ):
         ws.send_text("hello")
         assert ws.receive_text() == "hello"
         ws.send_bytes(b"\x00\x01binary")
@@ -253,14 +292,20 @@ def test_websocket_frames_relay_both_ways_with_identity(app: Any) -> None:
 
 
 def test_websocket_subprotocol_is_negotiated_by_the_upstream(app: Any) -> None:
-    with local_client(app) as client, client.websocket_connect(
-        "/svc/live", headers={"host": "localhost:18789"}, subprotocols=["chat.v2", "chat.v1"]
-    ) as ws:
+    with (
+        local_client(app) as client,
+        client.websocket_connect(
+            "/svc/live", headers={"host": "localhost:18789"}, subprotocols=["chat.v2", "chat.v1"]
+        ) as ws,
+    ):
         assert ws.accepted_subprotocol == "chat.v2"
 
 
 def test_websocket_close_code_and_reason_of_the_upstream_reach_the_client(app: Any) -> None:
-    with local_client(app) as client, client.websocket_connect("/svc/live", headers={"host": "localhost:18789"}) as ws:
+    with (
+        local_client(app) as client,
+        client.websocket_connect("/svc/live", headers={"host": "localhost:18789"}) as ws,
+    ):
         ws.send_text("close:4001:finished here")
         with pytest.raises(WebSocketDisconnect) as info:
             ws.receive_text()
@@ -345,7 +390,7 @@ def test_forwarded_header_quotes_ipv6_and_hosts() -> None:
     assert headers[b"forwarded"] == b'for="[2001:db8::7]";proto=https;host="edge.example.com:8443"'
 
 
-# -- the transport under the upstream client -------------------------------------------------
+# -- the pooled client under the forwarding ------------------------------------------------
 
 
 class RawServer:
@@ -353,6 +398,7 @@ class RawServer:
 
     Each connection answers ``answers`` requests with keep-alive, then closes
     without a word (as an upstream does when its keep-alive timer runs out).
+    With ``answers=0`` it accepts connections and never reads from them.
     """
 
     def __init__(self, answers: int = 1, delay: float = 0.0) -> None:
@@ -363,11 +409,17 @@ class RawServer:
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        if self.answers == 0:
+            await asyncio.sleep(3600)
         for _ in range(self.answers):
             head = await reader.readuntil(b"\r\n\r\n")
             self.requests.append(head.split(b"\r\n", 1)[0])
             length = next(
-                (int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")),
+                (
+                    int(line.split(b":")[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                ),
                 0,
             )
             if length:
@@ -384,24 +436,23 @@ async def serve(server: RawServer) -> tuple[asyncio.Server, str]:
     return listener, f"http://127.0.0.1:{port}"
 
 
-def transport(max_connections: int = 8) -> Http11Transport:
-    return Http11Transport(max_connections=max_connections, max_keepalive=8, keepalive_expiry=30)
+def settings(url: str, **extra: Any) -> UpstreamSettings:
+    return UpstreamSettings(prefix="/raw/", url=url, **extra)
 
 
-async def fetch(client: httpx.AsyncClient, url: str, method: str = "GET", content: bytes | None = None) -> bytes:
-    response = await client.send(httpx.Request(method, url, content=content), stream=True)
-    try:
-        return b"".join([chunk async for chunk in response.aiter_raw()])
-    finally:
-        await response.aclose()
+async def fetch(
+    session: aiohttp.ClientSession, url: str, method: str = "GET", data: bytes | None = None
+) -> bytes:
+    async with session.request(method, url, data=data) as response:
+        return await response.read()
 
 
 def test_keepalive_connections_are_reused() -> None:
     async def scenario() -> tuple[int, list[bytes]]:
         upstream = RawServer(answers=3)
         listener, url = await serve(upstream)
-        async with httpx.AsyncClient(transport=transport()) as client:
-            bodies = [await fetch(client, f"{url}/{i}") for i in range(3)]
+        async with upstream_session(settings(url)) as session:
+            bodies = [await fetch(session, f"{url}/{i}") for i in range(3)]
         listener.close()
         return upstream.connections, bodies
 
@@ -414,10 +465,10 @@ def test_get_on_a_keepalive_connection_the_upstream_closed_is_sent_again() -> No
     async def scenario() -> tuple[int, list[bytes]]:
         upstream = RawServer(answers=1)
         listener, url = await serve(upstream)
-        async with httpx.AsyncClient(transport=transport()) as client:
-            first = await fetch(client, f"{url}/a")
+        async with upstream_session(settings(url)) as session:
+            first = await fetch(session, f"{url}/a")
             await asyncio.sleep(0)  # the close may or may not have been seen yet
-            second = await fetch(client, f"{url}/b")
+            second = await fetch(session, f"{url}/b")
         listener.close()
         return upstream.connections, [first, second]
 
@@ -430,11 +481,11 @@ def test_post_is_never_sent_twice() -> None:
     async def scenario() -> list[bytes]:
         upstream = RawServer(answers=1)
         listener, url = await serve(upstream)
-        async with httpx.AsyncClient(transport=transport()) as client:
-            await fetch(client, f"{url}/a")
-            with contextlib.suppress(httpx.TransportError):
+        async with upstream_session(settings(url)) as session:
+            await fetch(session, f"{url}/a")
+            with contextlib.suppress(aiohttp.ClientError):
                 # the closed connection is either noticed before sending or fails the POST
-                await fetch(client, f"{url}/b", method="POST", content=b"once")
+                await fetch(session, f"{url}/b", method="POST", data=b"once")
         listener.close()
         return upstream.requests
 
@@ -442,32 +493,139 @@ def test_post_is_never_sent_twice() -> None:
     assert requests.count(b"POST /b HTTP/1.1") <= 1
 
 
-def test_open_connections_are_bounded_and_the_wait_is_a_pool_timeout() -> None:
+def test_open_connections_are_bounded_and_the_wait_is_a_timeout() -> None:
     async def scenario() -> type[BaseException] | None:
         upstream = RawServer(answers=1, delay=2.0)
         listener, url = await serve(upstream)
-        client = httpx.AsyncClient(transport=transport(max_connections=1), timeout=httpx.Timeout(5, pool=0.2))
-        busy = asyncio.ensure_future(fetch(client, f"{url}/slow"))
+        session = upstream_session(settings(url, connect_timeout=0.2), max_connections=1)
+        busy = asyncio.ensure_future(fetch(session, f"{url}/slow"))
         await asyncio.sleep(0.1)
         caught: type[BaseException] | None = None
         try:
-            await fetch(client, f"{url}/waiting")
-        except httpx.TransportError as exc:
+            await fetch(session, f"{url}/waiting")
+        except TimeoutError as exc:
             caught = type(exc)
         busy.cancel()
-        with contextlib.suppress(asyncio.CancelledError, httpx.TransportError):
+        with contextlib.suppress(asyncio.CancelledError, aiohttp.ClientError):
             await busy
-        await client.aclose()
+        await session.close()
         listener.close()
         return caught
 
-    assert asyncio.run(scenario()) is httpx.PoolTimeout
+    caught = asyncio.run(scenario())
+    assert caught is not None and issubclass(caught, aiohttp.ClientError)  # mapped to 504
+
+
+def test_an_upstream_that_stops_reading_the_body_gets_504_not_a_hang(tmp_path: Path) -> None:
+    async def scenario() -> tuple[int, dict[str, Any]]:
+        upstream = RawServer(answers=0)
+        listener, url = await serve(upstream)
+        app = create_app(
+            base_config(tmp_path, upstreams=[{"prefix": "/deaf/", "url": url, "timeout": 0.5}])
+        )
+        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
+            # far more than the socket buffers hold, so the upload stalls for good
+            response = await client.post("/deaf/upload", content=b"x" * (64 * 1024 * 1024))
+        listener.close()
+        return response.status_code, response.json()
+
+    status, body = asyncio.run(scenario())
+    assert status == 504
+    assert body["error"] == "upstream_timeout"
+
+
+def test_the_upstream_gets_only_the_headers_the_client_sent(app: Any) -> None:
+    with local_client(app) as client:
+        for name in ("accept", "accept-encoding", "user-agent"):
+            del client.headers[name]
+        echo = client.post("/svc/upload", content=b"payload").json()
+    sent = {name for name, _ in echo["headers"]}
+    assert {"accept", "accept-encoding", "user-agent", "content-type"}.isdisjoint(sent)
+    assert echo["body"] == "payload"
+
+
+def test_chunked_request_body_is_forwarded_whole(app: Any) -> None:
+    def parts() -> Iterator[bytes]:
+        yield b"first "
+        yield b"second"
+
+    with local_client(app) as client:
+        echo = client.post("/svc/upload", content=parts()).json()
+    assert echo["body"] == "first second"
+
+
+async def _gzipped(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """An upstream answering with a gzip-encoded body, as a compressing app server does."""
+    if scope["type"] == "http":
+        body = gzip.compress(b"compressed " * 100)
+        headers = [(b"content-encoding", b"gzip"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+def test_encoded_response_passes_through_as_the_upstream_encoded_it(tmp_path: Path) -> None:
+    with UvicornThread(_gzipped) as upstream:
+        app = create_app(base_config(tmp_path, upstreams=[{"prefix": "/z/", "url": upstream.url}]))
+        with local_client(app) as client, client.stream("GET", "/z/x") as response:
+            raw = b"".join(response.iter_raw())
+    assert response.headers["content-encoding"] == "gzip"
+    assert gzip.decompress(raw) == b"compressed " * 100
+
+
+def test_a_path_that_cannot_go_on_a_request_line_is_400(app: Any) -> None:
+    route = next(r for r in app.routes if isinstance(r, UpstreamRoute) and r.prefix == "/svc/")
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/svc/\u00ff",
+        "raw_path": b"/svc/\xff",
+        "query_string": b"",
+        "headers": [],
+        RESOLUTION_KEY: Resolution(
+            client_ip="127.0.0.1",
+            client_port=1,
+            peer_ip="127.0.0.1",
+            peer_port=1,
+            trusted_peer=False,
+            scheme="http",
+            host="localhost",
+            local=True,
+            local_rule="loopback",
+            hops=(),
+            anomalies=(),
+            header_used=None,
+        ),
+        AUTH_KEY: LOCAL,
+    }
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    asyncio.run(route.handle(scope, receive, send))
+    assert sent[0]["status"] == 400
+    assert json.loads(sent[1]["body"])["error"] == "bad_request"
+
+
+def test_pooled_sessions_are_closed_when_the_app_shuts_down(app: Any) -> None:
+    route = next(r for r in app.routes if isinstance(r, UpstreamRoute) and r.prefix == "/svc/")
+    with local_client(app) as client:
+        client.get("/svc/echo")
+        sessions = list(route._sessions.values())
+    assert sessions
+    assert all(session.closed for session in sessions)
 
 
 async def _breaks_off(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """An upstream that promises 100 bytes, sends 2 and stops (uvicorn then cuts the connection)."""
     if scope["type"] == "http":
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"100")]})
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"100")]}
+        )
         await send({"type": "http.response.body", "body": b"ab", "more_body": True})
 
 
