@@ -284,6 +284,20 @@ class LoggingSettings(_Section):
     access_log: bool = False
 
 
+NOTIFIABLE_EVENTS = frozenset(
+    {
+        "pairing.requested",
+        "pairing.resolved",
+        "device.paired",
+        "device.revoked",
+        "device.renamed",
+        "device.expired",
+        "invite.used",
+        "auth.lockout",
+    }
+)
+
+
 class WebhookSettings(_Section):
     url: str
     secret: str
@@ -295,6 +309,21 @@ class WebhookSettings(_Section):
     def _url(cls, value: str) -> str:
         if not re.match(r"^https?://[^/?#\s]+(/\S*)?$", value):
             raise ValueError(f"{value!r} is not an http:// or https:// URL")
+        return value
+
+    @field_validator("events")
+    @classmethod
+    def _events(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("is empty, so this webhook would never be called")
+        allowed = ", ".join(sorted(NOTIFIABLE_EVENTS))
+        problems = [
+            f"[{position}]: {name!r} is not an event (one of: {allowed})"
+            for position, name in enumerate(value)
+            if name not in NOTIFIABLE_EVENTS
+        ]
+        if problems:
+            raise ValueError("; ".join(problems))
         return value
 
     @field_validator("secret")

@@ -78,6 +78,16 @@ def check_token(settings: Settings, generate: bool) -> list[Finding]:
             ]
         level = "ok" if settings.server.binds_loopback else "error"
         fix = "run `edge doctor --generate-gateway-token` (or `edge token generate`)"
+        if settings.auth.token_file is not None:
+            return [
+                Finding(
+                    "error",
+                    "gateway token",
+                    f"auth.token_file {settings.auth.token_file} is missing or unusable: the "
+                    "gateway will refuse to start",
+                    "run `edge token generate` to create it",
+                )
+            ]
         if level == "ok":
             return [Finding("ok", "gateway token", "none yet; the first start generates one", "")]
         return [

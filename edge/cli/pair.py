@@ -157,7 +157,8 @@ def pair(
     device_name = (
         name or state.get("name") or f"{os.environ.get('USER', 'cli')}@{os.uname().nodename}"
     )
-    if state.get("deviceToken") and state.get("url") == url and not (token or invite):
+    if state.get("deviceToken") and state.get("url") == url and not invite:
+        # the stored device token first; --token is the fallback if it was revoked/rotated
         auth = {"deviceToken": str(state["deviceToken"])}
     elif invite:
         auth = {"invite": invite}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 from pathlib import Path
@@ -84,7 +85,7 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
         ws_max_size=WS_MAX_SIZE,
         ws_ping_interval=20.0,
         ws_ping_timeout=20.0,
-        timeout_graceful_shutdown=int(settings.server.graceful_timeout),
+        timeout_graceful_shutdown=math.ceil(settings.server.graceful_timeout),
     )
 
 

@@ -11,8 +11,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from edge.gateway.admin import AdminError, call_admin_method
-from edge.gateway.context import AuthState, auth_of, resolution_of
-from edge.gateway.guard import SESSION_COOKIE, _bearer, denial_response
+from edge.gateway.context import auth_of, resolution_of
+from edge.gateway.guard import SESSION_COOKIE, _bearer
 from edge.gateway.serialize import device_json
 from edge.net.address import parse_ip
 from edge.pairing.tokens import secrets_equal
@@ -122,9 +122,21 @@ def build_routes(gateway: Gateway) -> list[Route]:
 
     async def metrics(request: Request) -> Response:
         if not _metrics_allowed(gateway, request):
-            status, headers, body = denial_response(AuthState("anonymous"))
-            return Response(
-                body, status_code=status, headers={k.decode(): v.decode() for k, v in headers}
+            return JSONResponse(
+                {
+                    "error": "unauthorized",
+                    "reason": "metrics_forbidden",
+                    "detail": (
+                        "Metrics are served to local clients, to metrics.allowed_networks, and "
+                        "to holders of metrics.bearer_token (Authorization: Bearer <token>); "
+                        "device tokens do not open them."
+                    ),
+                },
+                status_code=401,
+                headers={
+                    "www-authenticate": 'Bearer realm="edge-metrics"',
+                    "cache-control": "no-store",
+                },
             )
         data, content_type = gateway.metrics.render()
         return Response(data, headers={"content-type": content_type, "cache-control": "no-store"})

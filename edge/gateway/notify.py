@@ -40,7 +40,7 @@ import httpx
 from prometheus_client import CollectorRegistry, Counter
 
 from edge import __version__
-from edge.config import ConfigError, NotifySettings, WebhookSettings
+from edge.config import NotifySettings, WebhookSettings
 from edge.gateway.serialize import event_data_json
 from edge.logs import SignalWarner, is_secret_field
 from edge.metrics import MULTIPROC_ENV, EventClaim
@@ -60,18 +60,6 @@ ATTEMPT_HEADER = "X-Edge-Attempt"
 SIGNATURE_PREFIX = "sha256="
 SIGNATURE_TOLERANCE = 300  # seconds a receiver should accept between X-Edge-Timestamp and its clock
 NOTIFY_CLAIM_FILE = "notify-events.claim"
-NOTIFIABLE_EVENTS = frozenset(
-    {
-        "pairing.requested",
-        "pairing.resolved",
-        "device.paired",
-        "device.revoked",
-        "device.renamed",
-        "device.expired",
-        "invite.used",
-        "auth.lockout",
-    }
-)
 OUTCOMES = ("delivered", "retried", "failed", "dropped")
 BACKOFF_BASE = 1.0
 BACKOFF_CAP = 300.0
@@ -115,20 +103,6 @@ def verify(
     if abs(now - int(timestamp)) > tolerance:
         return False
     return hmac.compare_digest(sign(secret, int(timestamp), body), signature)
-
-
-def webhook_problems(settings: NotifySettings) -> list[str]:
-    """Configuration faults ``load_settings`` cannot see: unknown or missing event names."""
-    problems = []
-    allowed = ", ".join(sorted(NOTIFIABLE_EVENTS))
-    for index, webhook in enumerate(settings.webhooks):
-        key = f"notify.webhooks[{index}].events"
-        if not webhook.events:
-            problems.append(f"{key}: is empty, so this webhook would never be called")
-        for position, name in enumerate(webhook.events):
-            if name not in NOTIFIABLE_EVENTS:
-                problems.append(f"{key}[{position}]: {name!r} is not an event (one of: {allowed})")
-    return problems
 
 
 def safe_url(url: str) -> str:
@@ -221,9 +195,6 @@ class Notifier:
         backoff_cap: float = BACKOFF_CAP,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        problems = webhook_problems(settings)
-        if problems:
-            raise ConfigError(problems)
         self.settings = settings
         self._claim = claim
         self._backoff = (backoff_base, backoff_cap)

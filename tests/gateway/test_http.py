@@ -158,3 +158,12 @@ def test_index_page_is_public_with_a_strict_csp(app: Any) -> None:
         response = client.get("/")
     assert response.status_code == 200
     assert "connect-src 'self'" in response.headers["content-security-policy"]
+
+
+def test_metrics_401_says_what_opens_the_endpoint(app: Any, device: Device) -> None:
+    token = pair_remote(app, device, "admin")
+    with client_for(app, REMOTE) as client:
+        response = client.get("/metrics", headers={"authorization": f"Bearer {token}"})
+    assert response.status_code == 401
+    assert response.json()["reason"] == "metrics_forbidden"
+    assert "metrics.bearer_token" in response.json()["detail"]

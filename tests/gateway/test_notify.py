@@ -23,10 +23,9 @@ from typing import Any
 import pytest
 
 from edge import create_app
-from edge.config import ConfigError, NotifySettings, load_settings
+from edge.config import NOTIFIABLE_EVENTS, ConfigError, NotifySettings, load_settings
 from edge.gateway.notify import (
     EVENT_ID_HEADER,
-    NOTIFIABLE_EVENTS,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     Notifier,

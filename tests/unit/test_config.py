@@ -164,3 +164,12 @@ def test_upstream_needs_url_and_prefix() -> None:
 def test_wrong_types_name_the_key() -> None:
     found = problems_of({"pairing": {"max_pending": "many"}})
     assert found[0].startswith("pairing.max_pending:")
+
+
+def test_unknown_webhook_events_fail_the_config_check_not_the_server() -> None:
+    hook = {"url": "http://127.0.0.1:9/hook", "secret": "s" * 20, "events": ["pairing.requested", "nope"]}
+    found = problems_of({"notify": {"webhooks": [hook]}})
+    assert found[0].startswith("notify.webhooks[0].events[1]: 'nope' is not an event")
+    assert problems_of({"notify": {"webhooks": [{**hook, "events": []}]}})[0].startswith(
+        "notify.webhooks[0].events: is empty"
+    )
