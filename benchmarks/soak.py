@@ -141,6 +141,12 @@ class SoakReport:
         return slope_per_minute([(s.at, s.rss_kib) for s in self.steady()])
 
     @property
+    def late_rss_slope_kib_per_minute(self) -> float:
+        """The RSS slope over the second half of the run: whether any growth is slowing."""
+        half = self.seconds / 2
+        return slope_per_minute([(s.at, s.rss_kib) for s in self.samples if s.at >= half])
+
+    @property
     def fd_slope_per_minute(self) -> float:
         return slope_per_minute([(s.at, s.fds) for s in self.steady()])
 
@@ -547,7 +553,8 @@ def render(report: SoakReport) -> str:
         "",
         f"RSS: {first.rss_kib / 1024:.1f} MiB at start, {steady[0].rss_kib / 1024:.1f} MiB after "
         f"warm-up, {last.rss_kib / 1024:.1f} MiB at the end; slope after warm-up "
-        f"{report.rss_slope_kib_per_minute:+.1f} KiB/min",
+        f"{report.rss_slope_kib_per_minute:+.1f} KiB/min (second half of the run "
+        f"{report.late_rss_slope_kib_per_minute:+.1f} KiB/min)",
         f"fds: {first.fds} at start, {steady[0].fds} after warm-up, {last.fds} at the end, "
         f"max {max(s.fds for s in report.samples)}; slope after warm-up "
         f"{report.fd_slope_per_minute:+.2f}/min",
@@ -573,10 +580,19 @@ def main() -> int:
     report = run_soak(args.minutes * 60, workers=args.workers, sample_every=args.sample)
     print(render(report))
     if args.json is not None:
-        data = asdict(report)
-        data["rss_slope_kib_per_minute"] = report.rss_slope_kib_per_minute
-        data["fd_slope_per_minute"] = report.fd_slope_per_minute
-        args.json.write_text(json.dumps(data, indent=2, default=str))
+        data = {
+            "seconds": report.seconds,
+            "workers": report.workers,
+            "counts": dict(report.counts),
+            "statuses": {str(k): v for k, v in report.statuses.items()},
+            "server_errors": report.server_errors,
+            "unexpected": report.unexpected,
+            "samples": [asdict(sample) for sample in report.samples],
+            "rss_slope_kib_per_minute": report.rss_slope_kib_per_minute,
+            "late_rss_slope_kib_per_minute": report.late_rss_slope_kib_per_minute,
+            "fd_slope_per_minute": report.fd_slope_per_minute,
+        }
+        args.json.write_text(json.dumps(data, indent=2))
     return 1 if report.server_errors or report.unexpected else 0
 
 
