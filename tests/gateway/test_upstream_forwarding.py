@@ -409,25 +409,27 @@ class RawServer:
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
-        if self.answers == 0:
-            await asyncio.sleep(3600)
-        for _ in range(self.answers):
-            head = await reader.readuntil(b"\r\n\r\n")
-            self.requests.append(head.split(b"\r\n", 1)[0])
-            length = next(
-                (
-                    int(line.split(b":")[1])
-                    for line in head.split(b"\r\n")
-                    if line.lower().startswith(b"content-length:")
-                ),
-                0,
-            )
-            if length:
-                await reader.readexactly(length)
-            await asyncio.sleep(self.delay)
-            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-            await writer.drain()
-        writer.close()
+        try:
+            if self.answers == 0:
+                await asyncio.sleep(3600)
+            for _ in range(self.answers):
+                head = await reader.readuntil(b"\r\n\r\n")
+                self.requests.append(head.split(b"\r\n", 1)[0])
+                length = next(
+                    (
+                        int(line.split(b":")[1])
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length:")
+                    ),
+                    0,
+                )
+                if length:
+                    await reader.readexactly(length)
+                await asyncio.sleep(self.delay)
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                await writer.drain()
+        finally:
+            writer.close()
 
 
 async def serve(server: RawServer) -> tuple[asyncio.Server, str]:
@@ -527,7 +529,11 @@ def test_an_upstream_that_stops_reading_the_body_gets_504_not_a_hang(tmp_path: P
         async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
             # far more than the socket buffers hold, so the upload stalls for good
             response = await client.post("/deaf/upload", content=b"x" * (64 * 1024 * 1024))
+        for route in app.routes:
+            if isinstance(route, UpstreamRoute):
+                await route.aclose()  # no lifespan under ASGITransport, so no Gateway.stop
         listener.close()
+        await listener.wait_closed()
         return response.status_code, response.json()
 
     status, body = asyncio.run(scenario())
