@@ -117,6 +117,25 @@ class _ClientGone(Exception):
     """The client disconnected while its request body was being forwarded."""
 
 
+class _UnsendableHeader(Exception):
+    """A request header value aiohttp could not send byte for byte."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
+def _text_headers(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+    """Headers as aiohttp takes them: it writes values as UTF-8, so only UTF-8 round-trips."""
+    text: list[tuple[str, str]] = []
+    for name, value in headers:
+        try:
+            text.append((name.decode("latin-1"), value.decode("utf-8")))
+        except UnicodeDecodeError:
+            raise _UnsendableHeader(name.decode("latin-1")) from None
+    return text
+
+
 def upstream_session(
     upstream: UpstreamSettings, *, max_connections: int = MAX_CONNECTIONS
 ) -> aiohttp.ClientSession:
@@ -328,10 +347,16 @@ class UpstreamRoute(BaseRoute):
         if target is None:
             await _send_json(send, 400, "bad_request", "the request path cannot be forwarded")
             return
-        headers = [
-            (name.decode("latin-1"), value.decode("latin-1"))
-            for name, value in upstream_request_headers(scope, auth_of(scope))
-        ]
+        try:
+            headers = _text_headers(upstream_request_headers(scope, auth_of(scope)))
+        except _UnsendableHeader as exc:
+            await _send_json(
+                send,
+                400,
+                "bad_request",
+                f"header {exc.name!r} is not UTF-8 and cannot be forwarded unchanged",
+            )
+            return
         body = _RequestBody(receive, self.upstream.timeout)
         if not _has_body(scope["headers"]):
             body.finished.set()

@@ -551,6 +551,29 @@ def test_the_upstream_gets_only_the_headers_the_client_sent(app: Any) -> None:
     assert echo["body"] == "payload"
 
 
+def test_utf8_header_values_reach_the_upstream_byte_for_byte(app: Any) -> None:
+    with local_client(app) as client:
+        echo = client.get("/svc/echo", headers={b"x-name": "café ✓".encode()}).json()
+    assert [value.encode("latin-1") for value in header_values(echo, "x-name")] == [
+        "café ✓".encode()
+    ]
+
+
+def test_a_header_value_that_is_not_utf8_is_refused_not_altered(app: Any) -> None:
+    async def scenario() -> httpx.Response:
+        # the test client would re-encode the value as UTF-8; the ASGI transport sends it raw
+        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
+            return await client.get("/svc/echo", headers={b"x-name": "café".encode("latin-1")})
+
+    response = asyncio.run(scenario())
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": "bad_request",
+        "detail": "header 'x-name' is not UTF-8 and cannot be forwarded unchanged",
+    }
+
+
 def test_chunked_request_body_is_forwarded_whole(app: Any) -> None:
     def parts() -> Iterator[bytes]:
         yield b"first "
@@ -626,6 +649,14 @@ def test_pooled_sessions_are_closed_when_the_app_shuts_down(app: Any) -> None:
     assert all(session.closed for session in sessions)
 
 
+class EdgeThread(UvicornThread):
+    """Edge under uvicorn with its lifespan, so ``Gateway.stop`` closes the pooled sessions."""
+
+    def __init__(self, app: Any) -> None:
+        super().__init__(app)
+        self.server.config.lifespan = "on"
+
+
 async def _breaks_off(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """An upstream that promises 100 bytes, sends 2 and stops (uvicorn then cuts the connection)."""
     if scope["type"] == "http":
@@ -638,5 +669,5 @@ async def _breaks_off(scope: dict[str, Any], receive: Any, send: Any) -> None:
 def test_an_upstream_that_breaks_off_mid_body_cuts_the_clients_connection(tmp_path: Path) -> None:
     with UvicornThread(_breaks_off) as upstream:
         app = create_app(base_config(tmp_path, upstreams=[{"prefix": "/b/", "url": upstream.url}]))
-        with UvicornThread(app) as edge, pytest.raises(httpx.RemoteProtocolError):
+        with EdgeThread(app) as edge, pytest.raises(httpx.RemoteProtocolError):
             httpx.get(f"{edge.url}/b/x", timeout=10)
