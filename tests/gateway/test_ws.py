@@ -18,6 +18,14 @@ from edge import create_app
 from tests.conftest import GATEWAY_TOKEN, LOOPBACK, REMOTE, Device, base_config, client_for, open_ws
 
 
+def next_res(ws: Any) -> dict[str, Any]:
+    """The next answer frame, skipping events pushed meanwhile (e.g. ``device.paired``)."""
+    while True:
+        frame: dict[str, Any] = ws.receive_json()
+        if frame.get("type") == "res":
+            return frame
+
+
 def closed_with(ws: Any) -> tuple[int, str]:
     """Read until the server closes; return (code, reason)."""
     with pytest.raises(WebSocketDisconnect) as info:
@@ -310,15 +318,11 @@ def test_admin_socket_receives_pairing_events_and_can_approve(app: Any) -> None:
                 }
             )
         )
-        res = ws.receive_json()
-        while res.get("type") != "res":
-            res = ws.receive_json()
+        res = next_res(ws)
         assert res == {"type": "res", "id": 1, "ok": True, "result": res["result"]}
         assert res["result"]["name"] == "newcomer"
         ws.send_text(json.dumps({"type": "req", "id": 2, "method": "devices.list", "params": {}}))
-        listing = ws.receive_json()
-        while listing.get("type") != "res":
-            listing = ws.receive_json()
+        listing = next_res(ws)
         assert {d["name"] for d in listing["result"]["devices"]} == {"admin", "newcomer"}
 
 
@@ -327,7 +331,7 @@ def test_user_device_cannot_call_admin_methods(app: Any, device: Device) -> None
     with client_for(app) as client, open_ws(client) as ws:
         device.handshake(ws, {"deviceToken": token})
         ws.send_text(json.dumps({"type": "req", "id": "a", "method": "devices.list", "params": {}}))
-        res = ws.receive_json()
+        res = next_res(ws)
     assert res["ok"] is False and res["error"]["code"] == "forbidden"
 
 
@@ -341,7 +345,7 @@ def test_bad_frames_after_hello_get_errors_not_a_crash(app: Any, device: Device)
             '{"type":"req","id":2,"method":"x.y","params":{}}',
         ):
             ws.send_text(frame)
-            res = ws.receive_json()
-            assert res["type"] == "res" and res["ok"] is False
+            res = next_res(ws)
+            assert res["ok"] is False
         ws.send_text(json.dumps({"type": "req", "id": 3, "method": "devices.list", "params": {}}))
-        assert ws.receive_json()["ok"] is True
+        assert next_res(ws)["ok"] is True
