@@ -67,10 +67,9 @@ def test_the_33rd_unauthenticated_socket_from_one_address_is_closed_with_1008(
         assert json.loads(other.recv(timeout=10))["type"] == "challenge"
         sockets[0].close()
         for _ in range(100):  # the server frees the slot once it has seen the close
-            with _open(server, "203.0.113.10") as again:
-                with contextlib.suppress(ConnectionClosed):
-                    if json.loads(again.recv(timeout=10))["type"] == "challenge":
-                        break
+            with _open(server, "203.0.113.10") as again, contextlib.suppress(ConnectionClosed):
+                if json.loads(again.recv(timeout=10))["type"] == "challenge":
+                    break
             time.sleep(0.1)
         else:
             raise AssertionError("a freed slot never became usable again")
