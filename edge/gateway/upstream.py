@@ -19,7 +19,7 @@ keepalive pool; when the connection drops before an answer, as an idle one
 the upstream closed does, aiohttp sends an idempotent request once more, never
 a POST nor a body already streamed). It replaced a hand-written h11
 transport under ``httpx`` when ``benchmarks/proxy.py`` measured it forwarding
-1.5 to 1.6 times the requests/s of that transport, and httpx's own pool,
+1.5 to 1.7 times the requests/s of that transport, and httpx's own pool,
 however tuned, a fifth to a third of it (``docs/performance.md``, "Proxy
 forwarding"). WebSockets go over the ``websockets`` client, whose close codes
 and reasons the relay passes on.
@@ -141,10 +141,11 @@ def upstream_session(
 ) -> aiohttp.ClientSession:
     """The pooled client for one upstream, on the running event loop.
 
-    ``timeout`` bounds each wait for the upstream's next bytes (its answer, or
-    the next part of the body) and ``connect_timeout`` the wait for a pooled
-    or new connection. It keeps no cookies (every caller shares it), takes no
-    proxy from the environment and leaves bodies as the upstream encoded them.
+    ``timeout`` bounds each wait for the next bytes of the upstream's answer
+    (the upload is bounded by the caller: ``_RequestBody``) and
+    ``connect_timeout`` the wait for a pooled or new connection. It keeps no
+    cookies (every caller shares it), takes no proxy from the environment and
+    leaves bodies as the upstream encoded them.
     """
     return aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(
