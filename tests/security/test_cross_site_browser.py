@@ -118,8 +118,8 @@ def test_a_foreign_page_cannot_open_the_control_socket_of_a_local_gateway(
 
 def test_a_foreign_page_cannot_use_or_read_with_the_session_cookie(
     edge_server_factory: Callable[..., EdgeServer],
-    browser: Any,
-    attacker_site: str,  # noqa: F811
+    browser: Any,  # noqa: F811 - the fixture
+    attacker_site: str,
 ) -> None:
     gateway = edge_server_factory(
         {
