@@ -159,8 +159,11 @@ class SoakReport:
 class Soak:
     """The traffic loops; each runs until ``deadline`` and records into ``report``."""
 
-    def __init__(self, edge: EdgeUnderTest, upstream: bool, report: SoakReport) -> None:
+    def __init__(
+        self, edge: EdgeUnderTest, upstream: bool, report: SoakReport, reload_every: float
+    ) -> None:
         self.edge = edge
+        self.reload_every = reload_every
         self.upstream = upstream
         self.report = report
         self.rng = random.Random(7)
@@ -458,7 +461,7 @@ class Soak:
 
     async def reload_loop(self) -> None:
         while self.running():
-            await asyncio.sleep(min(RELOAD_EVERY, max(0.0, self.deadline - time.monotonic())))
+            await asyncio.sleep(min(self.reload_every, max(0.0, self.deadline - time.monotonic())))
             if not self.running():
                 return
             await asyncio.to_thread(self.edge.cli, "gateway", "reload")
@@ -496,6 +499,7 @@ def run_soak(
     workers: int = 1,
     sample_every: float = 10.0,
     http_loops: int = 4,
+    reload_every: float = RELOAD_EVERY,
     tmp: Path | None = None,
 ) -> SoakReport:
     """Start Edge and an upstream, drive the traffic for ``seconds``, stop them, report."""
@@ -531,7 +535,8 @@ def run_soak(
             )
         )
         report = SoakReport(seconds=seconds, workers=workers)
-        asyncio.run(Soak(edge, True, report).run(seconds, sample_every, http_loops))
+        soak = Soak(edge, True, report, reload_every)
+        asyncio.run(soak.run(seconds, sample_every, http_loops))
         if edge.proc.poll() is not None:
             report.unexpected_answer(f"edge serve exited with {edge.proc.returncode}")
     return report
