@@ -25,7 +25,9 @@ from edge.gateway.ws import ControlSocket
 UI_DIR = Path(__file__).parent / "ui"
 
 
-def create_app(config: str | os.PathLike[str] | Mapping[str, Any] | Settings | None = None) -> Starlette:
+def create_app(
+    config: str | os.PathLike[str] | Mapping[str, Any] | Settings | None = None,
+) -> Starlette:
     """The gateway as an ASGI app, from a YAML path, a mapping of the same shape, or settings."""
     settings = config if isinstance(config, Settings) else load_settings(config)
     gateway = Gateway(settings)

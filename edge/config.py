@@ -207,7 +207,8 @@ class StoreSettings(_Section):
             return None
         if not value.startswith(("sqlite:", "redis://", "rediss://", "unix://")):
             raise ValueError(
-                f"{value!r} is not a store URL (use sqlite:///path/to/edge.db or redis://host:port/db)"
+                f"{value.split(':', 1)[0]!r}... is not a store URL "
+                "(use sqlite:///path/to/edge.db or redis://host:port/db)"
             )
         return value
 

@@ -305,6 +305,13 @@ class Metrics:
             ["upstream"],
             registry=r,
         )
+        self.store_up = Gauge(
+            "edge_store_up",
+            "1 while the pairing store (SQLite or Redis) answers, 0 while it does not.",
+            registry=r,
+            multiprocess_mode="livemin",
+        )
+        self.store_up.set(1)
         self.build_info = Gauge(
             "edge_build_info",
             "Edge build information; always 1.",

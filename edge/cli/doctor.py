@@ -111,6 +111,7 @@ def check_store(settings: Settings) -> list[Finding]:
         return [
             Finding("error", "store", f"cannot open the store: {exc}", "check data_dir permissions")
         ]
+    description = store.description
     try:
         service = PairingService(store, generate_secret())
         pending = service.list_requests()
@@ -126,11 +127,7 @@ def check_store(settings: Settings) -> list[Finding]:
         ]
     finally:
         store.close()
-    findings = [
-        Finding(
-            "ok", "store", f"{settings.store.url or 'sqlite in data_dir'}: {len(devices)} device(s)"
-        )
-    ]
+    findings = [Finding("ok", "store", f"{description}: {len(devices)} device(s)")]
     if pending:
         findings.append(
             Finding(

@@ -17,6 +17,7 @@ from edge.gateway.serialize import device_json, invite_json, request_json
 from edge.net import Resolution
 from edge.pairing.models import Device, Role
 from edge.pairing.service import PairingError
+from edge.pairing.store import StoreError
 
 if TYPE_CHECKING:
     from edge.gateway.runtime import Gateway
@@ -163,6 +164,8 @@ async def call_admin_method(
     except PairingError as exc:
         code, status = _error_kind(exc)
         raise AdminError(code, str(exc), status) from None
+    except StoreError as exc:
+        raise AdminError("store_unavailable", f"{exc}; try again shortly", 503) from None
 
 
 _ERROR_KINDS = {

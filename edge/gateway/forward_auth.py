@@ -33,11 +33,12 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from edge.gateway.context import AuthState, resolution_of
-from edge.gateway.guard import authenticate_http, denial_response
+from edge.gateway.guard import authenticate_http, denial_response, store_unavailable
 from edge.gateway.origins import own_origin
 from edge.net import Resolution
 from edge.pairing.denials import Denial
 from edge.pairing.models import Role
+from edge.pairing.store import StoreError
 
 if TYPE_CHECKING:
     from edge.gateway.runtime import Gateway
@@ -135,7 +136,10 @@ class ForwardAuth:
                 b'{"error":"misconfigured","detail":"the proxy asked for an unknown role; '
                 b'use role=admin or role=user in the forward-auth URL"}',
             )
-        auth = authenticate_http(gateway, request.scope)
+        try:
+            auth = authenticate_http(gateway, request.scope)
+        except StoreError as exc:
+            return _raw_response(*store_unavailable(exc))
         if auth.state == "anonymous":
             return self._deny(request, auth, started)
         if (

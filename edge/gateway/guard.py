@@ -23,6 +23,7 @@ from edge.gateway.context import ANONYMOUS, AUTH_KEY, LOCAL, RESOLUTION_KEY, Aut
 from edge.net import resolve
 from edge.pairing.denials import Denial
 from edge.pairing.models import Device, Role
+from edge.pairing.store import StoreError
 
 if TYPE_CHECKING:
     from edge.gateway.runtime import Gateway
@@ -130,7 +131,9 @@ def authenticate_http(gateway: Gateway, scope: Scope) -> AuthState:
     return AuthState("anonymous", denial=outcome)
 
 
-def denial_response(auth: AuthState, *, forbidden: bool = False) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+def denial_response(
+    auth: AuthState, *, forbidden: bool = False
+) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
     """The 401/403 answer for a protected route: JSON body and ``WWW-Authenticate``."""
     if forbidden:
         denial = Denial.ROLE_FORBIDDEN
@@ -168,6 +171,22 @@ def denial_response(auth: AuthState, *, forbidden: bool = False) -> tuple[int, l
     return status, headers, json.dumps(body).encode()
 
 
+def store_unavailable(exc: Exception) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """503 while the pairing store cannot be reached to check a credential."""
+    logger.error("credential check could not reach the pairing store: %s", exc)
+    body = {
+        "error": "unavailable",
+        "reason": "store_unavailable",
+        "detail": "The gateway cannot reach its pairing store right now; retry shortly.",
+    }
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"cache-control", b"no-store"),
+        (b"retry-after", b"2"),
+    ]
+    return 503, headers, json.dumps(body).encode()
+
+
 def is_public(path: str) -> bool:
     return path in PUBLIC_EXACT or path.startswith(PUBLIC_PREFIXES)
 
@@ -188,7 +207,13 @@ class GuardMiddleware:
         if path == metrics_path or path.startswith(SELF_GUARDED_PREFIXES):
             await self.app(scope, receive, send)
             return
-        auth = authenticate_http(gateway, scope)
+        try:
+            auth = authenticate_http(gateway, scope)
+        except StoreError as exc:
+            status, headers, body = store_unavailable(exc)
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+            return
         scope[AUTH_KEY] = auth
         if auth.state == "anonymous" and not is_public(path):
             await self._refuse(scope, send, auth, started)
@@ -233,7 +258,7 @@ class GuardMiddleware:
         self, scope: Scope, send: Send, auth: AuthState, started: float, *, forbidden: bool = False
     ) -> None:
         status, headers, body = denial_response(auth, forbidden=forbidden)
-        reason = (Denial.ROLE_FORBIDDEN if forbidden else auth.denial or Denial.CREDENTIALS_MISSING)
+        reason = Denial.ROLE_FORBIDDEN if forbidden else auth.denial or Denial.CREDENTIALS_MISSING
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
         elapsed = time.perf_counter() - started
@@ -241,7 +266,9 @@ class GuardMiddleware:
         self.gateway.metrics.observe_request("http", "denied", elapsed)
         self._log(scope, "denied", status, elapsed, reason=reason.metric_label)
 
-    def _log(self, scope: Scope, decision: str, status: int, elapsed: float, **extra: object) -> None:
+    def _log(
+        self, scope: Scope, decision: str, status: int, elapsed: float, **extra: object
+    ) -> None:
         resolution = scope[RESOLUTION_KEY]
         logger.info(
             "%s %s %d",

@@ -38,6 +38,7 @@ logger = logging.getLogger("edge.gateway")
 
 SWEEP_INTERVAL = 5.0
 EVENT_WAIT = 0.25
+STORE_RETRY_CAP = 1.0  # seconds between retries while the store is down: /readyz recovers fast
 
 
 def build_policy(settings: Settings) -> ResolverPolicy:
@@ -211,15 +212,21 @@ class Gateway:
             except Exception as exc:  # the store is down: keep serving, retry
                 if self.store_healthy:
                     logger.error("event log unreadable, retrying: %s", exc)
-                self.store_healthy = False
+                self._set_store_healthy(False)
                 self._stop.wait(backoff)
-                backoff = min(backoff * 2, 5.0)
+                backoff = min(backoff * 2, STORE_RETRY_CAP)
                 continue
-            self.store_healthy = True
+            self._set_store_healthy(True)
             if events:
                 self._event_seq = events[-1].seq
                 loop.call_soon_threadsafe(self._dispatch, events)
                 self._observe_events(events)
+
+    def _set_store_healthy(self, healthy: bool) -> None:
+        if healthy != self.store_healthy:
+            logger.warning("pairing store %s", "reachable again" if healthy else "unreachable")
+        self.store_healthy = healthy
+        self.metrics.store_up.set(1 if healthy else 0)
 
     def _observe_events(self, events: Sequence[Event]) -> None:
         """Count and audit each event once over all workers, then refresh the gauges.

@@ -29,6 +29,7 @@ logger = logging.getLogger("edge.ws")
 CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
 CLOSE_RESTART = 1012
+CLOSE_TRY_AGAIN = 1013
 _CLOSING_EVENTS = frozenset({"device.revoked", "device.expired"})
 
 

@@ -21,9 +21,10 @@ from edge.gateway.admin import AdminError, call_admin_method
 from edge.gateway.context import resolution_of
 from edge.gateway.origins import origin_allowed
 from edge.gateway.serialize import device_json
-from edge.gateway.sockets import CLOSE_TOO_BIG, ControlConnection
+from edge.gateway.sockets import CLOSE_TOO_BIG, CLOSE_TRY_AGAIN, ControlConnection
 from edge.pairing.denials import Denial
 from edge.pairing.service import Admitted, Denied
+from edge.pairing.store import StoreError
 
 if TYPE_CHECKING:
     from edge.gateway.runtime import Gateway
@@ -137,14 +138,20 @@ class ControlSocket:
             self._refused(Denial.INVALID_HANDSHAKE, started, client=resolution.client_ip)
             await conn.deny(Denial.INVALID_HANDSHAKE)
             return
-        outcome = await asyncio.to_thread(
-            gateway.service.connect,
-            frame=frame,
-            nonce=nonce,
-            client_ip=resolution.client_ip,
-            local=resolution.local,
-            user_agent=_header(websocket, "user-agent"),
-        )
+        try:
+            outcome = await asyncio.to_thread(
+                gateway.service.connect,
+                frame=frame,
+                nonce=nonce,
+                client_ip=resolution.client_ip,
+                local=resolution.local,
+                user_agent=_header(websocket, "user-agent"),
+            )
+        except StoreError as exc:
+            # Not a refusal of this client: the store is down. 1013 tells it to retry.
+            logger.error("handshake could not reach the pairing store: %s", exc)
+            await conn.close(CLOSE_TRY_AGAIN, "pairing store unavailable, try again")
+            return
         if isinstance(outcome, Denied):
             await self._deny(conn, outcome, started)
             return

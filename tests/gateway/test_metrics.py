@@ -55,6 +55,7 @@ METRIC_NAMES = {
     "edge_upstream_requests",
     "edge_upstream_duration_seconds",
     "edge_build_info",
+    "edge_store_up",
 }
 # Label values a dashboard may rely on; anything else in the exposition is a leak.
 BOUNDED_LABELS: dict[str, set[str]] = {
