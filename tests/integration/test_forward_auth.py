@@ -8,9 +8,8 @@ session cookie, and the metrics of the running server.
 
 from __future__ import annotations
 
-import time
-
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
