@@ -37,6 +37,18 @@ _HOSTNAME = re.compile(
 _ORIGIN = re.compile(r"^(https?)://(\[[0-9a-f:.]+\]|[a-z0-9.-]+)(:\d{1,5})?$")
 
 
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """``90``, ``90s``, ``10m``, ``12h`` or ``90d`` as seconds."""
+    match = _DURATION.match(text.lower())
+    if not match:
+        raise ValueError(f"{text!r} is not a duration like 90s, 10m, 12h or 90d")
+    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+
 class ConfigError(Exception):
     """A configuration that cannot start a gateway; ``problems`` has one line per fault."""
 
@@ -195,6 +207,11 @@ class PairingSettings(_Section):
     handshake_timeout: float = Field(10, gt=0, le=300)
     max_unauthenticated_sockets_per_client: int = Field(32, ge=1, le=100_000)
     device_idle_expiry: float | None = Field(None, gt=0)
+
+    @field_validator("device_idle_expiry", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> object:
+        return parse_duration(value) if isinstance(value, str) else value
 
 
 class StoreSettings(_Section):

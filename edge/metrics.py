@@ -60,14 +60,18 @@ PROXY_OUTCOMES = (
     "malformed_forwarded",
     "too_many_hops",
 )
-PAIRING_EVENTS = ("requested", "approved", "rejected", "expired", "revoked", "rotated")
+PAIRING_EVENTS = ("requested", "approved", "rejected", "expired", "revoked", "rotated", "invited")
 AUTH_FAILURE_REASONS = tuple(denial.metric_label for denial in Denial)
 ROLES = ("admin", "user")
 CODE_CLASSES = ("2xx", "3xx", "4xx", "5xx", "error")
 REQUEST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 _DECISION_LABELS = {"approved": "approved", "rejected": "rejected", "expired": "expired"}
-_DEVICE_EVENT_LABELS = {"device.revoked": "revoked", "device.expired": "expired"}
+_DEVICE_EVENT_LABELS = {
+    "device.revoked": "revoked",
+    "device.expired": "expired",
+    "invite.used": "invited",  # a device paired by an invite, without an operator's approval
+}
 _STATE_EVENT_PREFIXES = ("pairing.", "device.", "invite.used")
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import re
 import sys
 import time
 from collections.abc import Mapping
@@ -16,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from edge.cli.common import Refused, config_option, load, pairing_service
+from edge.config import parse_duration
 from edge.gateway.admin import invite_url
 from edge.gateway.serialize import device_json, invite_json, request_json
 from edge.pairing.models import Device, Event, PairingRequest, Role
@@ -244,14 +244,11 @@ def rename(config_path: str | None, device_id: str, name: str) -> None:
     click.echo(f"renamed {device.id[:12]} to {device.name!r}")
 
 
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
-
-
-def parse_duration(text: str) -> float:
-    match = _DURATION.match(text.strip().lower())
-    if not match:
-        raise click.BadParameter(f"{text!r} is not a duration like 90s, 10m, 2h or 1d")
-    value = float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+def parse_invite_ttl(text: str) -> float:
+    try:
+        value = parse_duration(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
     if not 0 < value <= 7 * 86400:
         raise click.BadParameter("must be between 1 second and 7 days")
     return value
@@ -282,7 +279,7 @@ def invite(
 ) -> None:
     """Create a single-use invite that pairs a headless device at once."""
     settings = load(config_path)
-    seconds = parse_duration(ttl)
+    seconds = parse_invite_ttl(ttl)
     base = base_url or _default_base(settings.server.host, settings.server.port)
     with pairing_service(settings) as service:
         try:

@@ -686,3 +686,10 @@ def test_no_label_holds_a_path_address_device_id_or_token(tmp_path: Path) -> Non
             assert value in BOUNDED_LABELS[name], f"unbounded label {name}={value!r}"
     for secret in ("203.0.113", "198.51.100", device.id[:12], token, GATEWAY_TOKEN, "/api/"):
         assert secret not in text
+
+
+def test_an_invite_use_is_counted_as_invited() -> None:
+    from edge.metrics import pairing_event_label
+
+    assert pairing_event_label("invite.used", {"invite_id": "abc"}) == "invited"
+    assert pairing_event_label("invite.created", {}) is None

@@ -173,3 +173,14 @@ def test_unknown_webhook_events_fail_the_config_check_not_the_server() -> None:
     assert problems_of({"notify": {"webhooks": [{**hook, "events": []}]}})[0].startswith(
         "notify.webhooks[0].events: is empty"
     )
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("90d", 90 * 86400), ("12h", 43200), ("30m", 1800), ("45", 45.0)])
+def test_device_idle_expiry_takes_durations(text: str, seconds: float) -> None:
+    settings = load_settings({"pairing": {"device_idle_expiry": text}}, environ={})
+    assert settings.pairing.device_idle_expiry == seconds
+
+
+def test_a_bad_duration_names_the_key() -> None:
+    found = problems_of({"pairing": {"device_idle_expiry": "ninety days"}})
+    assert found[0].startswith("pairing.device_idle_expiry: 'ninety days' is not a duration")
