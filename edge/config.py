@@ -470,6 +470,15 @@ def parse_yaml(text: str, source: str = "<config>") -> Mapping[str, Any]:
         raise ConfigError([f"{where}: {exc.problem or exc.context}"], source) from None
     except yaml.YAMLError as exc:
         raise ConfigError([f"{source}: {exc}"], source) from None
+    except RecursionError:
+        raise ConfigError([f"{source}: nested too deeply to be a configuration"], source) from None
+    except Exception as exc:
+        # PyYAML's constructors raise plain ValueError, TypeError, IndexError or
+        # AttributeError for explicit tags on the wrong text (``!!int word``,
+        # ``!!timestamp``) and for complex keys (``? {a: 1}``): faults in the file all the same.
+        raise ConfigError(
+            [f"{source}: not valid YAML for a configuration ({exc})"], source
+        ) from None
     if data is None:
         return {}
     if not isinstance(data, dict):

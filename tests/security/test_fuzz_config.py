@@ -53,6 +53,12 @@ FRAGMENTS = (
     "&a ",
     "*a",
     "<<: ",
+    "? ",
+    "!!int ",
+    "!!float ",
+    "!!str ",
+    "!!binary ",
+    "!!timestamp ",
     "---",
     "...",
     "%YAML 1.1\n",
@@ -84,8 +90,6 @@ FRAGMENTS = (
     "é",
 )
 
-# Explicit tags and complex keys are left to the cases below: they still escape as
-# ValueError, TypeError or IndexError (see KNOWN_ESCAPES).
 yamlish = st.one_of(
     st.lists(st.sampled_from(FRAGMENTS), max_size=40).map("".join),
     st.text(max_size=200),
@@ -127,10 +131,10 @@ def test_hostile_yaml_is_refused_with_a_config_error(text: str) -> None:
         _load(text)
 
 
-# Found by the fuzzer above: edge.config.parse_yaml turns only yaml.YAMLError into a
-# ConfigError, so these escape as other exceptions. Strict: once parse_yaml handles them,
-# these cases pass and the marker must go.
-KNOWN_ESCAPES = {
+# Found by the fuzzer: PyYAML's constructor raises RecursionError, ValueError,
+# TypeError or IndexError for these, which parse_yaml turns into a ConfigError
+# naming the file.
+CONSTRUCTOR_BREAKERS = {
     "nested lists": "[" * 5000,
     "nested mappings": "a: " + "{a: " * 3000,
     "int tag on a word": "!!int server:",
@@ -139,13 +143,9 @@ KNOWN_ESCAPES = {
 }
 
 
-@pytest.mark.xfail(
-    raises=(RecursionError, ValueError, TypeError, IndexError),
-    strict=True,
-    reason="edge.config.parse_yaml lets PyYAML's constructor and recursion errors through; "
-    "they should become a ConfigError naming the file",
-)
-@pytest.mark.parametrize("text", KNOWN_ESCAPES.values(), ids=KNOWN_ESCAPES.keys())
+@pytest.mark.parametrize("text", CONSTRUCTOR_BREAKERS.values(), ids=CONSTRUCTOR_BREAKERS.keys())
 def test_yaml_that_breaks_the_constructor_is_refused_with_a_config_error(text: str) -> None:
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError) as caught:
         _load(text)
+    (problem,) = caught.value.problems
+    assert problem.startswith(str(_DIRECTORY / "edge.yaml") + ": ")
