@@ -338,13 +338,35 @@ class Metrics:
             self.pairing_events.labels(event=event)
         for role in ROLES:
             self.devices.labels(role=role)
+        # The per-request series, bound once: ``labels()`` costs more than the increment.
+        self._request_counts = {
+            (kind, decision): self.requests.labels(kind=kind, decision=decision)
+            for kind in KINDS
+            for decision in (*DECISIONS, PUBLIC_DECISION)
+        }
+        self._request_durations = {kind: self.request_duration.labels(kind=kind) for kind in KINDS}
+        self._auth_failure_counts = {
+            reason: self.auth_failures.labels(reason=reason) for reason in AUTH_FAILURE_REASONS
+        }
+        self._proxy_outcome_counts = {
+            outcome: self.proxy_headers.labels(outcome=outcome) for outcome in PROXY_OUTCOMES
+        }
 
     def observe_request(self, kind: str, decision: str, seconds: float) -> None:
-        self.requests.labels(kind=kind, decision=decision).inc()
-        self.request_duration.labels(kind=kind).observe(seconds)
+        count = self._request_counts.get((kind, decision))
+        if count is None:
+            count = self.requests.labels(kind=kind, decision=decision)
+        count.inc()
+        duration = self._request_durations.get(kind)
+        if duration is None:
+            duration = self.request_duration.labels(kind=kind)
+        duration.observe(seconds)
 
     def auth_failure(self, reason: str) -> None:
-        self.auth_failures.labels(reason=reason).inc()
+        count = self._auth_failure_counts.get(reason)
+        if count is None:
+            count = self.auth_failures.labels(reason=reason)
+        count.inc()
 
     def store_event(self, event_type: str, data: Mapping[str, object]) -> None:
         """Count one store event; call it only for events ``EventClaim`` gave this process."""
@@ -361,7 +383,10 @@ class Metrics:
             self.devices.labels(role=role).set(devices_by_role.get(role, 0))
 
     def proxy_outcome(self, outcome: str) -> None:
-        self.proxy_headers.labels(outcome=outcome).inc()
+        count = self._proxy_outcome_counts.get(outcome)
+        if count is None:
+            count = self.proxy_headers.labels(outcome=outcome)
+        count.inc()
 
     def upstream(self, name: str, status: int | None, seconds: float) -> None:
         self.upstream_requests.labels(upstream=name, code_class=code_class(status)).inc()

@@ -60,6 +60,7 @@ TOKEN_CACHE_TTL = 30.0
 STORE_OUTAGE_GRACE = 120.0  # how long a verified token outlives an unreachable store
 LOCKOUT_CACHE_SIZE = 65_536
 LOCKOUT_RECHECK = 1.0
+TOUCH_RESOLUTION = 1.0  # seconds: last_seen_at is kept to about this precision
 TOKEN_SWAP_ATTEMPTS = 8
 UNKNOWN_CLIENT = "unknown"
 LOCAL_ACTOR = "local"
@@ -272,8 +273,7 @@ class PairingService:
         are known at once, those of other processes through ``apply_events``.
         """
         now = self._clock()
-        with self._lock:
-            cached = self._lockouts.get(client_key)
+        cached = self._lockouts.get(client_key)  # one dict read is atomic; writers take the lock
         if cached is not None:
             until, checked_at = cached
             if until > now:
@@ -557,11 +557,13 @@ class PairingService:
 
     def _device_for_token_hash(self, token_hash: str) -> Device | None:
         now = time.monotonic()
-        with self._lock:
-            cached = self._token_cache.get(token_hash)
-            if cached is not None and now - cached[1] < TOKEN_CACHE_TTL:
-                self._token_cache.move_to_end(token_hash)
-                return cached[0]
+        # Read without the lock (one dict read is atomic; writers take it). Hits do not
+        # reorder the cache: an entry is re-inserted at the end whenever it is re-read
+        # (at least every TOKEN_CACHE_TTL), so evicting the oldest insertion costs at most
+        # one early store read.
+        cached = self._token_cache.get(token_hash)
+        if cached is not None and now - cached[1] < TOKEN_CACHE_TTL:
+            return cached[0]
         try:
             device = self.store.device_for_token(token_hash)
         except StoreError:
@@ -768,6 +770,13 @@ class PairingService:
     def touch(self, device_id: str, client_ip: str | None) -> None:
         """Note that a device was seen (written later by ``flush_touches``)."""
         now = self._clock()
+        previous = self._touches.get(device_id)  # one dict read is atomic; writers take the lock
+        if (
+            previous is not None
+            and (client_ip is None or client_ip == previous.ip)
+            and 0 <= now - previous.at < TOUCH_RESOLUTION
+        ):
+            return  # noted within the last second from the same address: nothing new
         with self._lock:
             previous = self._touches.get(device_id)
             ip = client_ip if client_ip is not None else (previous.ip if previous else None)
