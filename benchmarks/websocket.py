@@ -34,7 +34,6 @@ import asyncio
 import contextlib
 import json
 import multiprocessing
-import os
 import resource
 import sys
 import tempfile
@@ -56,6 +55,7 @@ from benchmarks.http_stack import (  # noqa: E402 - after the path is set
     connect_frame,
     edge_serve,
     machine_line,
+    server_cpu_seconds,
 )
 from edge.pairing.identity import DeviceKey  # noqa: E402
 
@@ -76,11 +76,6 @@ def server_rss_kib(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise SystemExit(f"no VmRSS for pid {pid}")
-
-
-def server_cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True)
