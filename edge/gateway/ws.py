@@ -119,6 +119,16 @@ class ControlSocket:
         )
 
     async def _serve(self, conn: ControlConnection, started: float) -> None:
+        if await self._handshake(conn, started):
+            await self._requests(conn)
+
+    async def _handshake(self, conn: ControlConnection, started: float) -> bool:
+        """Challenge, connect, decision: True once ``hello`` is sent.
+
+        A function of its own so that what it holds (the connect frame, the
+        issued device token) is gone when it returns, not kept for the life of
+        an idle socket.
+        """
         gateway = self.gateway
         websocket = conn.websocket
         resolution = resolution_of(websocket.scope)
@@ -132,12 +142,12 @@ class ControlSocket:
         except TimeoutError:
             self._refused(Denial.HANDSHAKE_TIMEOUT, started, client=resolution.client_ip)
             await conn.deny(Denial.HANDSHAKE_TIMEOUT)
-            return
+            return False
         frame = _parse_connect(text)
         if frame is None:
             self._refused(Denial.INVALID_HANDSHAKE, started, client=resolution.client_ip)
             await conn.deny(Denial.INVALID_HANDSHAKE)
-            return
+            return False
         try:
             outcome = await asyncio.to_thread(
                 gateway.service.connect,
@@ -151,12 +161,12 @@ class ControlSocket:
             # Not a refusal of this client: the store is down. 1013 tells it to retry.
             logger.error("handshake could not reach the pairing store: %s", exc)
             await conn.close(CLOSE_TRY_AGAIN, "pairing store unavailable, try again")
-            return
+            return False
         if isinstance(outcome, Denied):
             await self._deny(conn, outcome, started)
-            return
+            return False
         await self._hello(conn, outcome, started)
-        await self._requests(conn)
+        return True
 
     async def _deny(self, conn: ControlConnection, outcome: Denied, started: float) -> None:
         denial = outcome.denial
