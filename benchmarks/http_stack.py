@@ -54,7 +54,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from edge.cli.serve import WS_MAX_SIZE  # noqa: E402 - after the path is set
+from edge.cli.serve import UVICORN_SETTINGS  # noqa: E402 - after the path is set
 from edge.pairing.identity import DeviceKey  # noqa: E402
 
 TOKEN = "benchmark-gateway-token-0123456789abcdefghij"
@@ -81,13 +81,15 @@ def clean_env() -> dict[str, str]:
     return env
 
 
-def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+def wait_ready(
+    url: str, proc: subprocess.Popen[bytes], timeout: float = 30, expect_status: int = 200
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise SystemExit(f"{proc.args!r} exited with {proc.returncode} before serving {url}")
         with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=1, trust_env=False).status_code == 200:
+            if httpx.get(url, timeout=1, trust_env=False).status_code == expect_status:
                 return
         time.sleep(0.1)
     raise SystemExit(f"{url} did not answer within {timeout}s")
@@ -277,25 +279,21 @@ def bare_app() -> Any:
     return Starlette(routes=[Route(PATH, healthz)])
 
 
-def serve_bare(port: int, proxy_headers: bool) -> None:
-    """uvicorn with ``edge serve``'s settings (see ``edge/cli/serve.py``), on the bare app."""
+def serve_bare(port: int, proxy_headers: bool, app: str = "benchmarks.http_stack:bare_app") -> None:
+    """uvicorn with ``edge serve``'s settings (``UVICORN_SETTINGS``), on a bare app factory."""
     import uvicorn
 
+    settings = {**UVICORN_SETTINGS, "proxy_headers": proxy_headers}
     uvicorn.run(
-        "benchmarks.http_stack:bare_app",
+        app,
         factory=True,
         host="127.0.0.1",
         port=port,
         workers=1,
-        proxy_headers=proxy_headers,
         forwarded_allow_ips="127.0.0.1",
-        server_header=False,
-        access_log=False,
         log_level="warning",
-        ws_max_size=WS_MAX_SIZE,
-        ws_ping_interval=20.0,
-        ws_ping_timeout=20.0,
         timeout_graceful_shutdown=10,
+        **settings,  # type: ignore[arg-type]
     )
 
 
