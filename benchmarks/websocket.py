@@ -23,6 +23,11 @@ unauthenticated sockets never interferes.
    (``time.monotonic``, one clock for all processes); reported is the time
    from the request until the first and until the last of the sockets had it.
 
+Steps 1 and 2 run again, in the same run, against a bare Starlette socket
+under uvicorn with the same settings (``bare_socket_app``: it plays the
+handshake without checking anything): the floor that uvicorn, the WebSocket
+library and Starlette set, and so what Edge itself adds.
+
 ``--quick`` uses 1,000 sockets and 3 s of handshakes. The file-descriptor
 limit is raised to its hard limit first (server and clients inherit it).
 """
@@ -38,6 +43,7 @@ import resource
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -52,10 +58,15 @@ if str(REPO) not in sys.path:
 from benchmarks.http_stack import (  # noqa: E402 - after the path is set
     TOKEN,
     EdgeUnderTest,
+    clean_env,
     connect_frame,
     edge_serve,
+    free_port,
     machine_line,
+    managed,
+    serve_bare,
     server_cpu_seconds,
+    wait_ready,
 )
 from edge.pairing.identity import DeviceKey  # noqa: E402
 
@@ -145,7 +156,9 @@ def handshake_client(
     pipe.send(asyncio.run(main()))
 
 
-def idle_client(credentials: Credentials, index: int, count: int, pipe: Connection) -> None:
+def idle_client(
+    credentials: Credentials, index: int, count: int, expect_event: bool, pipe: Connection
+) -> None:
     """Open ``count`` paired sockets, report, note the event's arrival, close when told."""
 
     async def main() -> None:
@@ -181,8 +194,9 @@ def idle_client(credentials: Credentials, index: int, count: int, pipe: Connecti
                         received.append(time.monotonic())
                         return
 
-        waiting = [asyncio.create_task(wait_event(ws)) for ws in sockets]
-        await asyncio.wait(waiting, timeout=120)
+        waiting = [asyncio.create_task(wait_event(ws)) for ws in sockets if expect_event]
+        if waiting:
+            await asyncio.wait(waiting, timeout=120)
         pipe.send(("event", received))
         await asyncio.to_thread(pipe.recv)  # "close"
         for task in waiting:
@@ -191,6 +205,42 @@ def idle_client(credentials: Credentials, index: int, count: int, pipe: Connecti
         pipe.send(("closed",))
 
     asyncio.run(main())
+
+
+# -- the bare socket --------------------------------------------------------------------------------
+
+
+def bare_socket_app() -> Any:
+    """The floor: a Starlette socket that plays the handshake without checking anything, then idles.
+
+    It sends a challenge, reads one frame and answers ``hello`` (no signature,
+    no token, no store), so the same clients open it; what an idle socket costs
+    there is what uvicorn, the WebSocket library and Starlette cost.
+    """
+    from starlette.applications import Starlette
+    from starlette.routing import WebSocketRoute
+    from starlette.websockets import WebSocket, WebSocketDisconnect
+
+    async def endpoint(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.send_text(json.dumps({"type": "challenge", "nonce": "n" * 43, "ts": 0}))
+        await websocket.receive_text()
+        await websocket.send_text(json.dumps({"type": "hello", "deviceToken": "t" * 43}))
+        with contextlib.suppress(WebSocketDisconnect):
+            while True:
+                await websocket.receive_text()
+
+    return Starlette(routes=[WebSocketRoute("/ws", endpoint)])
+
+
+@contextlib.contextmanager
+def bare_socket_server(tmp: Path) -> Iterator[tuple[int, int]]:
+    """The bare socket app under uvicorn with ``edge serve``'s settings: (port, pid)."""
+    port = free_port()
+    args = [sys.executable, str(Path(__file__).resolve()), "--serve-bare", str(port)]
+    with managed(args, tmp / "bare.log", cwd=REPO, env=clean_env()) as proc:
+        wait_ready(f"http://127.0.0.1:{port}/ws", proc, expect_status=404)
+        yield port, proc.pid
 
 
 # -- the benchmark ---------------------------------------------------------------------------------
@@ -222,6 +272,8 @@ def pair_admin(edge: EdgeUnderTest) -> Credentials:
 
 @dataclass(frozen=True)
 class Results:
+    """One server's figures: Edge, or the bare socket beside it."""
+
     handshakes_per_second: float
     handshakes_per_cpu_second: float
     handshake_failures: int
@@ -230,9 +282,9 @@ class Results:
     kib_per_socket: float
     rss_before_kib: int
     rss_after_kib: int
-    broadcast_first_ms: float
-    broadcast_last_ms: float
-    broadcast_received: int
+    broadcast_first_ms: float = float("nan")
+    broadcast_last_ms: float = float("nan")
+    broadcast_received: int = 0
 
 
 def measure_handshakes(
@@ -259,42 +311,40 @@ def measure_handshakes(
     return done / elapsed, done / max(cpu, 1e-9), sum(o[1] for o in outcomes)
 
 
-def measure_idle_and_broadcast(
-    edge: EdgeUnderTest, credentials: Credentials, clients: int, sockets: int
-) -> tuple[int, int, int, int, list[float], float]:
+@dataclass(frozen=True)
+class Idle:
+    sockets: int
+    failures: int
+    rss_before_kib: int
+    rss_after_kib: int
+    delays: list[float]
+
+
+def measure_idle(
+    credentials: Credentials, pid: int, clients: int, sockets: int, broadcast: bool
+) -> Idle:
+    """Open ``sockets`` idle sockets from ``clients`` processes; with ``broadcast``, time an event.
+
+    The broadcast: a new device asks to pair, so every admin socket gets
+    ``pairing.requested``; each client notes when each of its sockets had it.
+    """
     context = multiprocessing.get_context("fork")
-    pid = edge.proc.pid
     time.sleep(1.0)
     before = server_rss_kib(pid)
     pipes, processes = [], []
     share = [sockets // clients + (1 if i < sockets % clients else 0) for i in range(clients)]
     for index, count in enumerate(share):
         parent, child = context.Pipe()
-        process = context.Process(target=idle_client, args=(credentials, 100 + index, count, child))
+        process = context.Process(
+            target=idle_client, args=(credentials, 100 + index, count, broadcast, child)
+        )
         process.start()
         pipes.append(parent)
         processes.append(process)
     opened = [pipe.recv() for pipe in pipes]
     time.sleep(2.0)  # let the server settle (buffers, the allocator)
     after = server_rss_kib(pid)
-    # The broadcast: a new device asks to pair; every admin socket gets pairing.requested.
-    newcomer = DeviceKey.generate()
-
-    async def ask() -> float:
-        ws = await connect(
-            f"ws://127.0.0.1:{edge.port}/ws",
-            additional_headers={"X-Forwarded-For": "10.254.0.1"},
-            proxy=None,
-        )
-        challenge = json.loads(await ws.recv())
-        sent_at = time.monotonic()
-        await ws.send(connect_frame(newcomer, challenge["nonce"], {"token": TOKEN}, "user"))
-        with contextlib.suppress(Exception):
-            await ws.recv()
-        await ws.close()
-        return sent_at
-
-    sent_at = asyncio.run(ask())
+    sent_at = asyncio.run(ask_to_pair(credentials.port)) if broadcast else 0.0
     received: list[float] = []
     for pipe in pipes:
         _kind, times = pipe.recv()
@@ -305,9 +355,52 @@ def measure_idle_and_broadcast(
         pipe.recv()
     for process in processes:
         process.join(60)
-    total = sum(o[1] for o in opened)
-    failures = sum(o[2] for o in opened)
-    return total, failures, before, after, [t - sent_at for t in received], sent_at
+    return Idle(
+        sockets=sum(o[1] for o in opened),
+        failures=sum(o[2] for o in opened),
+        rss_before_kib=before,
+        rss_after_kib=after,
+        delays=[t - sent_at for t in received],
+    )
+
+
+async def ask_to_pair(port: int) -> float:
+    """A new device asks with the gateway token; the time its connect frame was sent."""
+    ws = await connect(
+        f"ws://127.0.0.1:{port}/ws",
+        additional_headers={"X-Forwarded-For": "10.254.0.1"},
+        proxy=None,
+    )
+    challenge = json.loads(await ws.recv())
+    sent_at = time.monotonic()
+    await ws.send(connect_frame(DeviceKey.generate(), challenge["nonce"], {"token": TOKEN}, "user"))
+    with contextlib.suppress(Exception):
+        await ws.recv()
+    await ws.close()
+    return sent_at
+
+
+def run_server(
+    credentials: Credentials, pid: int, args: argparse.Namespace, broadcast: bool
+) -> Results:
+    rate, per_cpu, handshake_failures = measure_handshakes(
+        credentials, pid, min(args.clients, 2), args.duration
+    )
+    idle = measure_idle(credentials, pid, args.clients, args.sockets, broadcast)
+    delays = idle.delays
+    return Results(
+        handshakes_per_second=rate,
+        handshakes_per_cpu_second=per_cpu,
+        handshake_failures=handshake_failures,
+        sockets=idle.sockets,
+        open_failures=idle.failures,
+        kib_per_socket=(idle.rss_after_kib - idle.rss_before_kib) / max(idle.sockets, 1),
+        rss_before_kib=idle.rss_before_kib,
+        rss_after_kib=idle.rss_after_kib,
+        broadcast_first_ms=1000 * min(delays) if delays else float("nan"),
+        broadcast_last_ms=1000 * max(delays) if delays else float("nan"),
+        broadcast_received=len(delays),
+    )
 
 
 def main() -> int:
@@ -321,63 +414,78 @@ def main() -> int:
         action="store_true",
         help=f"exit 1 at {TARGET_KIB_PER_SOCKET} KiB per socket or more",
     )
+    parser.add_argument("--serve-bare", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve_bare is not None:
+        serve_bare(args.serve_bare, False, app="benchmarks.websocket:bare_socket_app")
+        return 0
     if args.quick:
         args.sockets, args.duration = 1_000, 3.0
     limit = raise_fd_limit()
     if limit < args.sockets + 200:
         raise SystemExit(f"the descriptor limit is {limit}; {args.sockets} sockets need more")
-    with (
-        tempfile.TemporaryDirectory(prefix="edge-bench-ws-") as directory,
-        edge_serve(Path(directory)) as edge,
-    ):
-        credentials = pair_admin(edge)
-        rate, per_cpu, handshake_failures = measure_handshakes(
-            credentials, edge.proc.pid, min(args.clients, 2), args.duration
-        )
-        total, open_failures, before, after, delays, _ = measure_idle_and_broadcast(
-            edge, credentials, args.clients, args.sockets
-        )
-    results = Results(
-        handshakes_per_second=rate,
-        handshakes_per_cpu_second=per_cpu,
-        handshake_failures=handshake_failures,
-        sockets=total,
-        open_failures=open_failures,
-        kib_per_socket=(after - before) / max(total, 1),
-        rss_before_kib=before,
-        rss_after_kib=after,
-        broadcast_first_ms=1000 * min(delays) if delays else float("nan"),
-        broadcast_last_ms=1000 * max(delays) if delays else float("nan"),
-        broadcast_received=len(delays),
+    with tempfile.TemporaryDirectory(prefix="edge-bench-ws-") as directory:
+        tmp = Path(directory)
+        with edge_serve(tmp) as edge:
+            credentials = pair_admin(edge)
+            edge_results = run_server(credentials, edge.proc.pid, args, broadcast=True)
+        with bare_socket_server(tmp) as (port, pid):
+            bare_credentials = Credentials(port, credentials.key, credentials.device_token)
+            bare_results = run_server(bare_credentials, pid, args, broadcast=False)
+    return report(edge_results, bare_results, args)
+
+
+def report(r: Results, bare: Results, args: argparse.Namespace) -> int:
+    print(
+        f"{machine_line()}; one uvicorn worker per server, the same uvicorn settings; "
+        f"{args.clients} client processes"
     )
-    return report(results, args)
-
-
-def report(r: Results, args: argparse.Namespace) -> int:
-    print(f"{machine_line()}; one edge serve worker; {args.clients} client processes")
     print()
-    print("| measure | value |")
-    print("|---------|------:|")
-    print(
-        f"| full handshakes per second (clients on the same 2 cores) | {r.handshakes_per_second:,.0f} |"
+    print("| measure | edge | bare Starlette socket | edge / bare |")
+    print("|---------|-----:|----------------------:|------------:|")
+    rows = (
+        (
+            "full handshakes per second (clients on the same 2 cores)",
+            r.handshakes_per_second,
+            bare.handshakes_per_second,
+        ),
+        (
+            "full handshakes per second of server CPU",
+            r.handshakes_per_cpu_second,
+            bare.handshakes_per_cpu_second,
+        ),
     )
-    print(f"| full handshakes per second of server CPU | {r.handshakes_per_cpu_second:,.0f} |")
-    print(f"| idle paired sockets open | {r.sockets:,} |")
+    for name, mine, theirs in rows:
+        print(f"| {name} | {mine:,.0f} | {theirs:,.0f} | {mine / max(theirs, 1e-9):.2f} |")
+    print(f"| idle sockets open | {r.sockets:,} | {bare.sockets:,} | |")
     print(
-        f"| server RSS before / after | {r.rss_before_kib / 1024:.1f} / {r.rss_after_kib / 1024:.1f} MiB |"
+        f"| server RSS before / after, MiB | {r.rss_before_kib / 1024:.1f} / "
+        f"{r.rss_after_kib / 1024:.1f} | {bare.rss_before_kib / 1024:.1f} / "
+        f"{bare.rss_after_kib / 1024:.1f} | |"
     )
-    print(f"| memory per idle paired socket | {r.kib_per_socket:.1f} KiB |")
-    print(f"| broadcast received by | {r.broadcast_received:,} of {r.sockets:,} sockets |")
     print(
-        f"| broadcast: first / last socket | {r.broadcast_first_ms:.0f} / {r.broadcast_last_ms:.0f} ms |"
+        f"| memory per idle socket, KiB | {r.kib_per_socket:.1f} | {bare.kib_per_socket:.1f} | "
+        f"{r.kib_per_socket / max(bare.kib_per_socket, 1e-9):.2f} |"
     )
-    failures = r.handshake_failures + r.open_failures + (r.sockets - r.broadcast_received)
+    print(f"| broadcast received by | {r.broadcast_received:,} of {r.sockets:,} sockets | | |")
+    print(
+        f"| broadcast: first / last socket | {r.broadcast_first_ms:.0f} / "
+        f"{r.broadcast_last_ms:.0f} ms | | |"
+    )
+    failures = (
+        r.handshake_failures
+        + r.open_failures
+        + (r.sockets - r.broadcast_received)
+        + bare.handshake_failures
+        + bare.open_failures
+    )
     if failures:
         print(f"\n{failures} failed handshakes, failed opens or missed broadcasts")
     verdict = "ok" if r.kib_per_socket < TARGET_KIB_PER_SOCKET else "over target"
     print(
-        f"\nmemory per socket {r.kib_per_socket:.1f} KiB (target < {TARGET_KIB_PER_SOCKET:g}): {verdict}"
+        f"\nmemory per paired socket {r.kib_per_socket:.1f} KiB (target < "
+        f"{TARGET_KIB_PER_SOCKET:g}): {verdict}; Edge's own share over the bare socket "
+        f"{r.kib_per_socket - bare.kib_per_socket:.1f} KiB"
     )
     over = args.check and r.kib_per_socket >= TARGET_KIB_PER_SOCKET
     return 1 if failures or over else 0
