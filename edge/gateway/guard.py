@@ -42,11 +42,15 @@ _ANOMALY_ADVICE = {
     ),
     "malformed_forwarded": (
         "Malformed {header} chain from trusted proxy {peer}: the walk stopped at the last "
-        "trusted address. Check the proxy's header settings (see `edge explain`)."
+        "trusted address, which is treated as the client. If a proxy in proxy.trusted_proxies "
+        "writes placeholders such as 'unknown' or obfuscated names, make it write addresses; "
+        "if your proxy sets another header, list that one first in proxy.client_ip_headers "
+        "(see `edge explain`)."
     ),
     "too_many_hops": (
         "Proxy chain from {peer} is longer than 64 hops: the walk stopped. A client may be "
-        "stuffing {header}; make the proxy overwrite the header instead of appending to it."
+        "stuffing {header}; make the proxy overwrite the header instead of appending to it, "
+        "or list a header it sets alone (x-real-ip) first in proxy.client_ip_headers."
     ),
 }
 

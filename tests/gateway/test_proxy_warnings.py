@@ -43,3 +43,37 @@ def test_clean_requests_log_nothing(app: Any, proxy_log: Any) -> None:
         for _ in range(10):
             client.get("/api/whoami")
     assert [r for r in proxy_log.records if r.name == "edge.proxy"] == []
+
+
+@pytest.fixture
+def proxied_app(tmp_path: Any) -> Any:
+    from edge import create_app
+    from tests.conftest import base_config
+
+    config = base_config(tmp_path)
+    config["proxy"] = {"trusted_proxies": ["10.0.0.1"]}
+    return create_app(config)
+
+
+@pytest.mark.parametrize(
+    ("header", "anomaly", "keys"),
+    [
+        ("203.0.113.5, unknown", "malformed_forwarded", ("proxy.trusted_proxies", "proxy.client_ip_headers")),
+        (", ".join(["10.0.0.1"] * 100), "too_many_hops", ("proxy.client_ip_headers",)),
+    ],
+    ids=["malformed", "too-many-hops"],
+)
+def test_a_broken_chain_from_a_trusted_proxy_warns_once_naming_the_keys(
+    proxied_app: Any, proxy_log: Any, header: str, anomaly: str, keys: tuple[str, ...]
+) -> None:
+    with client_for(proxied_app, ("10.0.0.1", 5000)) as client:
+        for _ in range(20):
+            whoami = client.get("/api/whoami", headers={"x-forwarded-for": header}).json()
+            assert whoami["anomalies"] == [anomaly] and whoami["local"] is False
+    records = [r for r in proxy_log.records if r.name == "edge.proxy"]
+    assert len(records) == 1
+    assert records[0].anomaly == anomaly and records[0].peer == "10.0.0.1"
+    message = records[0].getMessage()
+    assert "10.0.0.1" in message and "x-forwarded-for" in message.lower()
+    for key in keys:
+        assert key in message
