@@ -219,3 +219,28 @@ def test_serve_refuses_a_public_bind_without_a_token(
     code, _, err = run(capsys, "serve", "-c", str(path))
     assert code == 2
     assert "no gateway token is configured" in err
+
+
+@pytest.mark.parametrize(
+    ("server", "url"),
+    [
+        ({}, "http://127.0.0.1:18789/"),
+        ({"host": "0.0.0.0", "port": 9000}, "http://127.0.0.1:9000/"),
+        ({"host": "::1", "port": 9001}, "http://[::1]:9001/"),
+    ],
+)
+def test_dashboard_prints_this_machines_url_and_opens_it_on_request(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    server: dict[str, Any],
+    url: str,
+) -> None:
+    path = tmp_path / "edge.yaml"
+    path.write_text(yaml.safe_dump({"data_dir": "data", "server": server}))
+    opened: list[str] = []
+    monkeypatch.setattr("webbrowser.open", opened.append)
+    code, out, _ = run(capsys, "dashboard", "-c", str(path))
+    assert (code, out.strip(), opened) == (0, url, [])
+    code, out, _ = run(capsys, "dashboard", "--open", "-c", str(path))
+    assert (code, out.strip(), opened) == (0, url, [url])
