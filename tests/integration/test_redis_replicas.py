@@ -120,6 +120,17 @@ def admin_socket() -> Iterator[Callable[[EdgeServer], ClientConnection]]:
         yield _open
 
 
+def wait_store_up(servers: tuple[EdgeServer, ...], value: int, seconds: float = 30) -> None:
+    """Poll ``/metrics`` of every server until ``edge_store_up`` reads ``value``."""
+    pattern = re.compile(rf"^edge_store_up {value}\.0$", re.MULTILINE)
+    deadline = time.monotonic() + seconds
+    for server in servers:
+        while not pattern.search(httpx.get(f"{server.url}/metrics", timeout=5).text):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{server.url}: edge_store_up never read {value}")
+            time.sleep(0.1)
+
+
 def wait_ready(servers: tuple[EdgeServer, ...], status: int, seconds: float = 30) -> None:
     """Poll ``/readyz`` of every server until it answers ``status``."""
     deadline = time.monotonic() + seconds
@@ -258,8 +269,10 @@ def test_redis_restart_loses_no_acknowledged_approval_and_replicas_recover(
         bearer = {"authorization": f"Bearer {veteran.token}", **forwarded()}
         assert httpx.get(f"{a.url}/api/whoami", headers=bearer).json()["auth"]["state"] == "paired"
 
+        wait_store_up((a, b), 1)
         redis_server.stop(signal.SIGKILL)
         wait_ready((a, b), 503)
+        wait_store_up((a, b), 0)  # the outage is on the dashboards too
         # Verified sockets and recently verified tokens keep working ...
         with pytest.raises(TimeoutError):
             live.recv(timeout=0.3)
@@ -275,6 +288,7 @@ def test_redis_restart_loses_no_acknowledged_approval_and_replicas_recover(
 
         redis_server.start()  # same port, same directory: the append-only file is replayed
         wait_ready((a, b), 200)
+        wait_store_up((a, b), 1)
         listing = json.loads(a.cli("devices", "list", "--json").stdout)
         assert {d["id"] for d in listing["devices"]} >= {veteran.id, *acknowledged}
         assert [r["id"] for r in listing["requests"]] == [waiting_request]
