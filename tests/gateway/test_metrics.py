@@ -688,6 +688,35 @@ def test_no_label_holds_a_path_address_device_id_or_token(tmp_path: Path) -> Non
         assert secret not in text
 
 
+def test_a_device_pairing_by_invite_moves_invited_by_one_and_counts_the_device(
+    tmp_path: Path, quiet_housekeeping: None
+) -> None:
+    app = make_app(tmp_path)
+    newcomer = Device("kiosk")
+    with client_for(app, LOOPBACK, LOCAL_URL) as local:
+        code = local.post("/api/invites", json={"role": "user"}).json()["code"]
+        before = exposition(app)
+        with client_for(app, REMOTE).websocket_connect("/ws") as ws:
+            assert newcomer.handshake(ws, {"invite": code})["type"] == "hello"
+        eventually(
+            lambda: exposition(app).value("edge_pairing_events_total", event="invited") == 1,
+            "invite use counted",
+        )
+        eventually(
+            lambda: exposition(app).value("edge_devices_paired", role="user") == 1,
+            "invited device counted",
+        )
+        after = exposition(app)
+    changes = after.changes_since(before)
+    assert changes["edge_pairing_events_total{event=invited}"] == 1
+    assert changes["edge_devices_paired{role=user}"] == 1
+    assert changes["edge_requests_total{decision=paired,kind=websocket}"] == 1
+    assert not any(key.startswith("edge_auth_failures_total") for key in changes)
+    assert not any(
+        key.startswith("edge_pairing_events_total") and "invited" not in key for key in changes
+    )
+
+
 def test_an_invite_use_is_counted_as_invited() -> None:
     from edge.metrics import pairing_event_label
 

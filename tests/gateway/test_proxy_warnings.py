@@ -19,7 +19,9 @@ def proxy_log(caplog: pytest.LogCaptureFixture) -> Any:
     logger.removeHandler(caplog.handler)
 
 
-def test_headers_from_an_untrusted_peer_warn_once_naming_trusted_proxies(app: Any, proxy_log: Any) -> None:
+def test_headers_from_an_untrusted_peer_warn_once_naming_trusted_proxies(
+    app: Any, proxy_log: Any
+) -> None:
     with client_for(app, ("10.9.8.7", 5000)) as client:
         for _ in range(50):
             client.get("/api/whoami", headers={"x-forwarded-for": "203.0.113.1"})
@@ -58,7 +60,11 @@ def proxied_app(tmp_path: Any) -> Any:
 @pytest.mark.parametrize(
     ("header", "anomaly", "keys"),
     [
-        ("203.0.113.5, unknown", "malformed_forwarded", ("proxy.trusted_proxies", "proxy.client_ip_headers")),
+        (
+            "203.0.113.5, unknown",
+            "malformed_forwarded",
+            ("proxy.trusted_proxies", "proxy.client_ip_headers"),
+        ),
         (", ".join(["10.0.0.1"] * 100), "too_many_hops", ("proxy.client_ip_headers",)),
     ],
     ids=["malformed", "too-many-hops"],
