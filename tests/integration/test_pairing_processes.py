@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import random
 import signal
+import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -37,8 +40,10 @@ def handshake(
     return reply
 
 
-def request_pairing(server: EdgeServer, device: Device, role: str = "user") -> str:
-    with connect(server.ws_url, additional_headers=remote_headers()) as ws:
+def request_pairing(
+    server: EdgeServer, device: Device, role: str = "user", ip: str = "198.51.100.4"
+) -> str:
+    with connect(server.ws_url, additional_headers=remote_headers(ip)) as ws:
         reply = handshake(ws, device, {"token": GATEWAY_TOKEN}, role)
     assert reply["code"] == "PAIRING_REQUIRED"
     return str(reply["requestId"])
@@ -130,6 +135,71 @@ def test_cli_approval_survives_kill_9_during_traffic(
     server.start()
     with connect(server.ws_url, additional_headers=remote_headers()) as ws:
         assert handshake(ws, device, {"token": GATEWAY_TOKEN})["type"] == "hello"
+
+
+def approve_over_the_api(
+    server: EdgeServer, requests: list[tuple[str, Device]], acked: list[str]
+) -> None:
+    """Approve each request in turn, noting the devices whose approval was acknowledged."""
+    with httpx.Client(timeout=5) as client:
+        for request_id, device in requests:
+            try:
+                response = client.post(f"{server.url}/api/requests/{request_id}/approve", json={})
+            except httpx.HTTPError:
+                return  # killed: this one was never acknowledged
+            if response.status_code == 200:
+                acked.append(device.id)
+
+
+def approve_with_the_cli(
+    server: EdgeServer, request_id: str, device: Device, acked: list[str]
+) -> None:
+    if server.cli("devices", "approve", request_id, check=False).returncode == 0:
+        acked.append(device.id)
+
+
+def test_approvals_acknowledged_by_api_and_cli_survive_kill_9_at_random_moments(
+    edge_server_factory: Callable[..., EdgeServer],
+) -> None:
+    """Kill -9 lands at a random moment of a stream of approvals, four times over.
+
+    The API approves requests one after another while the CLI, writing the
+    same SQLite file from its own process, approves another; whatever was
+    acknowledged (a 200, or the CLI's exit 0) before the kill is paired after
+    the restart, and the database passes SQLite's integrity check.
+    """
+    server = edge_server_factory(PROXIED)
+    rng = random.Random(20261201)
+    acknowledged: set[str] = set()
+    for round_number in range(4):
+        devices = [Device(f"round {round_number} device {n}") for n in range(24)]
+        requests = [
+            (request_pairing(server, device, ip=f"198.51.{round_number}.{n}"), device)
+            for n, device in enumerate(devices)
+        ]
+        (cli_request, cli_device), api_requests = requests[0], requests[1:]
+        acked: list[str] = []
+        workers = [
+            threading.Thread(target=approve_over_the_api, args=(server, api_requests, acked)),
+            threading.Thread(
+                target=approve_with_the_cli, args=(server, cli_request, cli_device, acked)
+            ),
+        ]
+        for worker in workers:
+            worker.start()
+        time.sleep(rng.uniform(0.02, 0.4))
+        server.stop(signal.SIGKILL)
+        for worker in workers:
+            worker.join(60)
+        acknowledged.update(acked)
+        server.start()
+        listing = json.loads(server.cli("devices", "list", "--json").stdout)
+        paired = {d["id"] for d in listing["devices"]}
+        assert acknowledged <= paired, f"round {round_number}: lost {acknowledged - paired}"
+    assert acknowledged, "no approval was acknowledged before any kill"
+    server.stop()
+    with sqlite3.connect(server.data_dir / "edge.sqlite3") as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
 
 def test_tokens_never_appear_in_logs(edge_server_factory: Callable[..., EdgeServer]) -> None:
