@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import tempfile
 import time
@@ -36,7 +35,14 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks.http_stack import CLIENT_IP, PATH, TOKEN, bare_app, machine_line  # noqa: E402
+from benchmarks.http_stack import (  # noqa: E402
+    CLIENT_IP,
+    PATH,
+    TOKEN,
+    bare_app,
+    connect_frame,
+    machine_line,
+)
 from edge import create_app  # noqa: E402
 from edge.gateway.context import AUTH_KEY, RESOLUTION_KEY  # noqa: E402
 from edge.gateway.guard import (  # noqa: E402
@@ -75,14 +81,7 @@ def pair_device(app: Any) -> str:
         client.websocket_connect("/ws", headers={"host": "127.0.0.1"}) as ws,
     ):
         challenge = ws.receive_json()
-        frame = {
-            "type": "connect",
-            "auth": {},
-            "device": key.device_field(challenge["nonce"], "admin"),
-            "client": {"name": "benchmark", "app": "benchmark", "version": "1"},
-            "role": "admin",
-        }
-        ws.send_text(json.dumps(frame))
+        ws.send_text(connect_frame(key, challenge["nonce"], {}, "admin"))
         hello = ws.receive_json()
     if hello.get("type") != "hello":
         raise SystemExit(f"could not pair the benchmark device: {hello}")
