@@ -68,6 +68,16 @@ def _check_networks(entries: list[str], *, allow_unix: bool) -> list[str]:
     return entries
 
 
+def _check_host(value: str) -> str:
+    value = value.strip().lower()
+    try:
+        ipaddress.ip_address(value.strip("[]"))
+    except ValueError:
+        if not _HOSTNAME.match(value):
+            raise ValueError(f"{value!r} is not an IP address or host name") from None
+    return value.strip("[]")
+
+
 class ServerSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(18789, ge=0, le=65535)
@@ -77,13 +87,7 @@ class ServerSettings(_Section):
     @field_validator("host")
     @classmethod
     def _host(cls, value: str) -> str:
-        value = value.strip().lower()
-        try:
-            ipaddress.ip_address(value.strip("[]"))
-        except ValueError:
-            if not _HOSTNAME.match(value):
-                raise ValueError(f"{value!r} is not an IP address or host name") from None
-        return value.strip("[]")
+        return _check_host(value)
 
     @property
     def binds_loopback(self) -> bool:
@@ -235,6 +239,20 @@ class MetricsSettings(_Section):
     path: str = "/metrics"
     allowed_networks: list[str] = []
     bearer_token: str | None = None
+    # A listener of their own (host:port) instead of the gateway's port, e.g. for a
+    # Prometheus on an internal interface while the gateway's port faces the proxy.
+    host: str = "127.0.0.1"
+    port: int | None = Field(None, ge=1, le=65535)
+
+    @property
+    def on_gateway_port(self) -> bool:
+        """Whether the gateway's own listener serves ``path``."""
+        return self.enabled and self.port is None
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        return _check_host(value)
 
     @field_validator("path")
     @classmethod
@@ -381,10 +399,16 @@ class Settings(_Section):
                     f"upstreams: two upstreams share the name {upstream.label!r}; give one a 'name'"
                 )
             seen.add(upstream.label)
-        if self.metrics.enabled and any(
+        if self.metrics.on_gateway_port and any(
             self.metrics.path.startswith(u.prefix) for u in self.upstreams
         ):
             raise ValueError("metrics.path lies under an upstream prefix")
+        if self.metrics.port is not None and self.metrics.port == self.server.port:
+            raise ValueError(
+                f"metrics.port: {self.metrics.port} is also server.port; the metrics listener "
+                "needs a port of its own (or remove metrics.port to serve metrics on the "
+                "gateway's port)"
+            )
         return self
 
 

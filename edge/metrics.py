@@ -37,6 +37,7 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client import multiprocess as _multiprocess
+from prometheus_client import values as _values
 
 from edge.hostcheck import process_alive
 from edge.pairing.denials import Denial
@@ -88,6 +89,10 @@ def prepare_multiprocess_dir(path: Path) -> None:
         shutil.rmtree(path)
     path.mkdir(parents=True, mode=0o700)
     os.environ[MULTIPROC_ENV] = str(path)
+    # prometheus-client picks its value class when it is imported, and this process may
+    # have imported it before the directory was known (``edge serve`` with one worker runs
+    # the app in this very process). No metric exists yet, so choosing again is safe.
+    _values.ValueClass = _values.get_value_class()  # type: ignore[no-untyped-call]
 
 
 def mark_worker_dead(pid: int) -> None:
@@ -394,11 +399,22 @@ class Metrics:
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text; aggregated over all workers in multiprocess mode."""
-        directory = os.environ.get(MULTIPROC_ENV)
-        if directory:
-            with contextlib.suppress(OSError):
-                forget_dead_workers(Path(directory))
-            registry = CollectorRegistry()
-            _multiprocess.MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
-            return generate_latest(registry), CONTENT_TYPE
-        return generate_latest(self.registry), CONTENT_TYPE
+        return render_exposition(self.registry)
+
+
+def render_exposition(registry: CollectorRegistry | None = None) -> tuple[bytes, str]:
+    """The exposition of ``registry``, or of every worker's files in multiprocess mode.
+
+    Without a registry (the dedicated metrics listener of ``edge serve``, which
+    runs in no worker) multiprocess mode is required.
+    """
+    directory = os.environ.get(MULTIPROC_ENV)
+    if directory:
+        with contextlib.suppress(OSError):
+            forget_dead_workers(Path(directory))
+        aggregated = CollectorRegistry()
+        _multiprocess.MultiProcessCollector(aggregated, path=directory)  # type: ignore[no-untyped-call]
+        return generate_latest(aggregated), CONTENT_TYPE
+    if registry is None:
+        raise RuntimeError(f"no registry to render and {MULTIPROC_ENV} is not set")
+    return generate_latest(registry), CONTENT_TYPE

@@ -11,6 +11,7 @@ import click
 
 from edge.cli.common import ConfigProblem, Refused, config_option, load
 from edge.config import CONFIG_ENV, Settings
+from edge.gateway.metrics_endpoint import bind_listener, serve_listener
 from edge.gateway.workers import live_worker_pids, run_dir
 from edge.gateway_token import GatewayTokenError, load_gateway_token
 from edge.metrics import prepare_multiprocess_dir
@@ -43,6 +44,15 @@ def _banner(
     where = f"{token_path}" if token_path else token_source
     click.echo(f"  token       from {where}; show it with `edge token show`")
     click.echo(f"  data        {settings.data_dir}")
+    metrics = settings.metrics
+    if metrics.enabled:
+        shown = (
+            f"http://{metrics.host if ':' not in metrics.host else f'[{metrics.host}]'}:"
+            f"{metrics.port}{metrics.path} (a listener of its own)"
+            if metrics.port is not None
+            else f"{url.rstrip('/')}{metrics.path}"
+        )
+        click.echo(f"  metrics     {shown}")
     if settings.proxy.trusted_proxies:
         click.echo(f"  proxies     trusting {', '.join(settings.proxy.trusted_proxies)}")
     else:
@@ -81,8 +91,25 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
         os.environ[CONFIG_ENV] = str(Path(settings.source).resolve())
     else:
         os.environ.pop(CONFIG_ENV, None)
-    if settings.server.workers > 1:
+    listener = settings.metrics.enabled and settings.metrics.port is not None
+    if listener and settings.metrics.port == settings.server.port:
+        raise ConfigProblem(
+            f"metrics.port: {settings.metrics.port} is also the gateway's port; "
+            "the metrics listener needs a port of its own"
+        )
+    if settings.server.workers > 1 or listener:
+        # The dedicated listener runs in this process, outside the workers: it reads
+        # what every worker writes there, even when there is only one.
         prepare_multiprocess_dir(settings.data_dir / "metrics")
+    if listener:
+        try:
+            sock = bind_listener(settings)
+        except OSError as exc:
+            raise ConfigProblem(
+                f"metrics.port: cannot listen on {settings.metrics.host}:{settings.metrics.port} "
+                f"({exc.strerror or exc})"
+            ) from None
+        serve_listener(settings, sock)
     _banner(settings, settings.server.host, settings.server.port, token.source, token.path)
     uvicorn.run(
         "edge.app:app_from_env",

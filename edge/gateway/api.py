@@ -13,9 +13,8 @@ from starlette.routing import Route
 from edge.gateway.admin import AdminError, call_admin_method
 from edge.gateway.context import auth_of, resolution_of
 from edge.gateway.guard import SESSION_COOKIE, _bearer
+from edge.gateway.metrics_endpoint import metrics_endpoint
 from edge.gateway.serialize import device_json
-from edge.net.address import parse_ip
-from edge.pairing.tokens import secrets_equal
 
 if TYPE_CHECKING:
     from edge.gateway.runtime import Gateway
@@ -120,27 +119,6 @@ def build_routes(gateway: Gateway) -> list[Route]:
 
         return endpoint
 
-    async def metrics(request: Request) -> Response:
-        if not _metrics_allowed(gateway, request):
-            return JSONResponse(
-                {
-                    "error": "unauthorized",
-                    "reason": "metrics_forbidden",
-                    "detail": (
-                        "Metrics are served to local clients, to metrics.allowed_networks, and "
-                        "to holders of metrics.bearer_token (Authorization: Bearer <token>); "
-                        "device tokens do not open them."
-                    ),
-                },
-                status_code=401,
-                headers={
-                    "www-authenticate": 'Bearer realm="edge-metrics"',
-                    "cache-control": "no-store",
-                },
-            )
-        data, content_type = gateway.metrics.render()
-        return Response(data, headers={"content-type": content_type, "cache-control": "no-store"})
-
     routes = [
         Route("/api/whoami", whoami),
         Route("/healthz", healthz),
@@ -179,19 +157,7 @@ def build_routes(gateway: Gateway) -> list[Route]:
             "/api/invites/{iid}", admin_route("invites.cancel", inviteId="iid"), methods=["DELETE"]
         ),
     ]
-    if gateway.settings.metrics.enabled:
-        routes.append(Route(gateway.settings.metrics.path, metrics))
+    if gateway.settings.metrics.on_gateway_port:
+        endpoint = metrics_endpoint(lambda: gateway.live, gateway.metrics.render)
+        routes.append(Route(gateway.settings.metrics.path, endpoint))
     return routes
-
-
-def _metrics_allowed(gateway: Gateway, request: Request) -> bool:
-    """Local clients, ``metrics.allowed_networks``, or ``metrics.bearer_token``."""
-    resolution = resolution_of(request.scope)
-    if resolution.local:
-        return True
-    ip = parse_ip(resolution.client_ip) if resolution.client_ip else None
-    if ip is not None and ip in gateway.live.metrics_networks:
-        return True
-    expected = gateway.settings.metrics.bearer_token
-    presented = _bearer(request.scope)
-    return bool(expected and presented and secrets_equal(presented, expected))

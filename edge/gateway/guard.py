@@ -207,7 +207,8 @@ class GuardMiddleware:
         started = time.perf_counter()
         gateway = self.gateway
         path: str = scope["path"]
-        metrics_path = gateway.settings.metrics.path if gateway.settings.metrics.enabled else None
+        metrics = gateway.settings.metrics
+        metrics_path = metrics.path if metrics.on_gateway_port else None
         if path == metrics_path or path.startswith(SELF_GUARDED_PREFIXES):
             await self.app(scope, receive, send)
             return

@@ -72,7 +72,7 @@ class LiveConfig:
     metrics_networks: NetworkSet
 
 
-def _live_config(settings: Settings) -> LiveConfig:
+def live_config(settings: Settings) -> LiveConfig:
     return LiveConfig(
         settings=settings,
         policy=build_policy(settings),
@@ -86,7 +86,7 @@ def _live_config(settings: Settings) -> LiveConfig:
 class Gateway:
     def __init__(self, settings: Settings, *, store: Store | None = None) -> None:
         setup_logging(settings.logging)
-        self.live = _live_config(settings)
+        self.live = live_config(settings)
         token = load_gateway_token(settings, create=True)
         self.store = store or open_store(settings.store.url, settings.data_dir)
         self.service = PairingService(self.store, token.value, build_pairing_policy(settings))
@@ -171,7 +171,7 @@ class Gateway:
         if self.settings.source is None:
             raise ConfigError(["nothing to reload: this gateway was not started from a file"])
         settings = load_settings(self.settings.source)
-        live = _live_config(settings)
+        live = live_config(settings)
         token = load_gateway_token(settings, create=False)
         changed = [
             name

@@ -563,6 +563,79 @@ def test_bearer_token_reads_metrics(tmp_path: Path) -> None:
     assert "edge_requests_total" in response.text
 
 
+def test_the_dedicated_listener_applies_the_same_rules_to_every_workers_metrics(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prometheus_client import values
+    from starlette.testclient import TestClient
+
+    from edge.config import load_settings
+    from edge.gateway.metrics_endpoint import listener_app
+    from edge.metrics import MULTIPROC_ENV, Metrics, prepare_multiprocess_dir
+
+    monkeypatch.setattr(values, "ValueClass", values.ValueClass)  # restored afterwards
+    monkeypatch.setenv(MULTIPROC_ENV, "")  # and the variable with it
+    prepare_multiprocess_dir(tmp_path / "metrics")  # as edge serve does for the listener
+    worker = Metrics(__version__)  # a worker's metrics, written to the shared directory
+    worker.observe_request("http", "paired", 0.01)
+    settings = load_settings(
+        base_config(
+            tmp_path,
+            metrics={
+                "port": 9464,
+                "allowed_networks": ["10.1.0.0/16"],
+                "bearer_token": "scrape-token-0123456789",
+            },
+        ),
+        environ={},
+    )
+    app = listener_app(settings)
+
+    def get(client: tuple[str, int], **headers: str) -> Any:
+        with TestClient(app, client=client, base_url="http://127.0.0.1:9464") as http:
+            return http.get("/metrics", headers=headers)
+
+    refused = get(REMOTE)
+    assert refused.status_code == 401 and refused.json()["reason"] == "metrics_forbidden"
+    assert refused.headers["www-authenticate"] == 'Bearer realm="edge-metrics"'
+    assert get(REMOTE, x_forwarded_for="127.0.0.1").status_code == 401  # nothing is trusted
+    for allowed in (
+        get(LOOPBACK),
+        get(("10.1.7.7", 1)),
+        get(REMOTE, authorization="Bearer scrape-token-0123456789"),
+    ):
+        assert allowed.status_code == 200
+        assert (
+            Exposition(allowed.text).value("edge_requests_total", kind="http", decision="paired")
+            == 1
+        )
+
+
+def test_with_a_listener_of_its_own_the_gateway_port_serves_no_metrics(tmp_path: Path) -> None:
+    app = make_app(tmp_path, metrics={"port": 9464})
+    with client_for(app, LOOPBACK, LOCAL_URL) as local:
+        assert local.get("/metrics").status_code == 404
+    assert client_for(app, REMOTE).get("/metrics").status_code == 401  # a protected unknown path
+
+
+@pytest.mark.parametrize(
+    ("metrics", "problem"),
+    [
+        ({"port": 18789}, "metrics.port: 18789 is also server.port"),
+        ({"port": 0}, "metrics.port"),
+        ({"port": 9464, "host": "not a host"}, "metrics.host: 'not a host' is not an IP address"),
+    ],
+)
+def test_a_bad_metrics_listener_is_a_config_error(
+    tmp_path: Path, metrics: dict[str, Any], problem: str
+) -> None:
+    from edge.config import ConfigError, load_settings
+
+    with pytest.raises(ConfigError) as caught:
+        load_settings(base_config(tmp_path, metrics=metrics), environ={})
+    assert any(problem in line for line in caught.value.problems), caught.value.problems
+
+
 def test_forged_loopback_address_from_an_untrusted_peer_is_refused(tmp_path: Path) -> None:
     app = make_app(tmp_path, metrics={"allowed_networks": ["127.0.0.0/8"]})
     with client_for(app, REMOTE) as client:

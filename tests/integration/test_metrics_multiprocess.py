@@ -253,3 +253,45 @@ def test_a_killed_worker_keeps_its_counts_and_loses_its_sockets(
         "edge_requests_total", kind="http", decision="local"
     )
     assert after.value("edge_build_info", version=__version__) == 1
+
+
+@needs_promtool
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_listener_of_its_own_adds_up_the_workers_and_the_gateway_port_serves_none(
+    edge_server_factory: Callable[..., EdgeServer], workers: int
+) -> None:
+    from tests.integration.conftest import free_port, wait_for_port
+
+    metrics_port = free_port()
+    server = edge_server_factory(
+        {"proxy": {"trusted_proxies": ["127.0.0.1"]}, "metrics": {"port": metrics_port}},
+        workers=workers,
+    )
+    wait_for_port(metrics_port)
+    eventually(lambda: len(worker_pids(server)) == workers, f"{workers} worker(s) registered")
+    listener = f"http://127.0.0.1:{metrics_port}/metrics"
+
+    def scrape_listener() -> Exposition:
+        response = httpx.get(listener, timeout=10)
+        assert response.status_code == 200, response.text
+        return Exposition(response.text)
+
+    before = scrape_listener()
+    sent = 0
+    while (
+        len([v for v in per_worker(server, "counter", "edge_requests_total").values() if v > 0])
+        < workers
+        or sent < 5
+    ):
+        assert sent < 2000, "one worker never got a connection"
+        assert httpx.get(f"{server.url}/healthz", headers=PROXIED, timeout=5).status_code == 200
+        sent += 1
+    # The gateway's own port no longer serves metrics, not even to a local client.
+    assert httpx.get(f"{server.url}/metrics", timeout=5).status_code == 404
+    after = scrape_listener()
+    assert after.value("edge_build_info", version=__version__) == 1
+    changes = after.changes_since(before)
+    assert changes["edge_requests_total{decision=public,kind=http}"] == sent
+    assert changes["edge_requests_total{decision=local,kind=http}"] == 1  # the 404 above
+    check = promtool_check(after.text)
+    assert check.returncode == 0, check.stdout + check.stderr
