@@ -499,9 +499,14 @@ def parse_yaml(text: str, source: str = "<config>") -> Mapping[str, Any]:
     except Exception as exc:
         # PyYAML's constructors raise plain ValueError, TypeError, IndexError or
         # AttributeError for explicit tags on the wrong text (``!!int word``,
-        # ``!!timestamp``) and for complex keys (``? {a: 1}``): faults in the file all the same.
+        # ``!!timestamp``) and for complex keys (``? {a: 1}``): faults in the file all the
+        # same. Their messages quote the value, which may be a token: name only the kind.
         raise ConfigError(
-            [f"{source}: not valid YAML for a configuration ({exc})"], source
+            [
+                f"{source}: not valid YAML for a configuration ({type(exc).__name__} while "
+                "building a value: check explicit tags such as !!int and complex '?' keys)"
+            ],
+            source,
         ) from None
     if data is None:
         return {}

@@ -199,6 +199,9 @@ class GuardMiddleware:
     def __init__(self, app: ASGIApp, gateway: Gateway) -> None:
         self.app = app
         self.gateway = gateway
+        # Fixed at start, like the route it stands for (a reload does not add or move it).
+        metrics = gateway.settings.metrics
+        self.metrics_path = metrics.path if metrics.on_gateway_port else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -207,9 +210,7 @@ class GuardMiddleware:
         started = time.perf_counter()
         gateway = self.gateway
         path: str = scope["path"]
-        metrics = gateway.settings.metrics
-        metrics_path = metrics.path if metrics.on_gateway_port else None
-        if path == metrics_path or path.startswith(SELF_GUARDED_PREFIXES):
+        if path == self.metrics_path or path.startswith(SELF_GUARDED_PREFIXES):
             await self.app(scope, receive, send)
             return
         try:

@@ -5,7 +5,8 @@ Both places answer with the same endpoint and the same rule: local clients,
 device token does not open it. On the gateway's port the client was resolved
 by ``ClientResolutionMiddleware``; the dedicated listener (``metrics.port``)
 runs in the ``edge serve`` process, outside the workers, so it resolves the
-client itself under the same policy and renders what every worker wrote.
+client itself (trusting no proxy: scrapers reach it directly) and renders what
+every worker wrote.
 """
 
 from __future__ import annotations
@@ -87,7 +88,11 @@ def listener_app(settings: Settings) -> Starlette:
     Its access rules are read once, at start; ``edge gateway reload`` reaches
     the workers, not this listener.
     """
-    live = live_config(settings)
+    # Scrapers talk to the listener directly: no peer there may name another client.
+    direct = settings.model_copy(
+        update={"proxy": settings.proxy.model_copy(update={"trusted_proxies": []})}
+    )
+    live = live_config(direct)
     endpoint = metrics_endpoint(lambda: live, render_exposition)
     return Starlette(routes=[Route(settings.metrics.path, endpoint)])
 
@@ -96,16 +101,17 @@ def bind_listener(settings: Settings) -> socket.socket:
     """The listening socket of ``metrics.host:metrics.port``; OSError when it cannot be had."""
     host, port = settings.metrics.host, settings.metrics.port
     assert port is not None
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
+        sock.bind(address)
         sock.listen(128)
     except OSError:
         sock.close()
         raise
-    sock.set_inheritable(True)
     return sock
 
 

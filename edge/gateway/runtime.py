@@ -188,6 +188,17 @@ class Gateway:
             )
             if old != new
         ]
+        old_metrics, new_metrics = self.settings.metrics, settings.metrics
+        if (old_metrics.enabled, old_metrics.path, old_metrics.host, old_metrics.port) != (
+            new_metrics.enabled,
+            new_metrics.path,
+            new_metrics.host,
+            new_metrics.port,
+        ):
+            logger.warning(
+                "metrics.enabled, metrics.path, metrics.host and metrics.port take effect at the "
+                "next start of edge serve; until then metrics stay where they are"
+            )
         if not self.service.check_gateway_token(token.value):
             changed.append("gateway token")
         self.service.set_gateway_token(token.value)

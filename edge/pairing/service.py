@@ -250,6 +250,9 @@ class PairingService:
         self.set_gateway_token(gateway_token)
         self._lock = threading.Lock()
         self._token_cache: OrderedDict[str, tuple[Device, float]] = OrderedDict()
+        # Bumped whenever a device is forgotten: a store read that raced with a revocation
+        # must not put the device back into the cache afterwards.
+        self._token_generation = 0
         self._lockouts: dict[str, tuple[float, float]] = {}  # key -> (until, checked at)
         self._touches: dict[str, Seen] = {}
 
@@ -564,6 +567,7 @@ class PairingService:
         cached = self._token_cache.get(token_hash)
         if cached is not None and now - cached[1] < TOKEN_CACHE_TTL:
             return cached[0]
+        generation = self._token_generation
         try:
             device = self.store.device_for_token(token_hash)
         except StoreError:
@@ -573,6 +577,8 @@ class PairingService:
         if device is None:
             return None
         with self._lock:
+            if generation != self._token_generation:
+                return device  # a device changed meanwhile: answer, but cache nothing stale
             self._token_cache[token_hash] = (device, now)
             self._token_cache.move_to_end(token_hash)
             while len(self._token_cache) > TOKEN_CACHE_SIZE:
@@ -581,6 +587,7 @@ class PairingService:
 
     def _forget_device(self, device_id: str) -> None:
         with self._lock:
+            self._token_generation += 1
             stale = [h for h, (d, _) in self._token_cache.items() if d.id == device_id]
             for token_hash in stale:
                 del self._token_cache[token_hash]

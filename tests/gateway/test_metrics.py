@@ -586,23 +586,26 @@ def test_the_dedicated_listener_applies_the_same_rules_to_every_workers_metrics(
                 "allowed_networks": ["10.1.0.0/16"],
                 "bearer_token": "scrape-token-0123456789",
             },
+            proxy={"trusted_proxies": [REMOTE[0]]},  # trusted by the gateway, not by the listener
         ),
         environ={},
     )
     app = listener_app(settings)
 
-    def get(client: tuple[str, int], **headers: str) -> Any:
+    def get(client: tuple[str, int], headers: dict[str, str] | None = None) -> Any:
         with TestClient(app, client=client, base_url="http://127.0.0.1:9464") as http:
-            return http.get("/metrics", headers=headers)
+            return http.get("/metrics", headers=headers or {})
 
     refused = get(REMOTE)
     assert refused.status_code == 401 and refused.json()["reason"] == "metrics_forbidden"
     assert refused.headers["www-authenticate"] == 'Bearer realm="edge-metrics"'
-    assert get(REMOTE, x_forwarded_for="127.0.0.1").status_code == 401  # nothing is trusted
+    # A peer the gateway trusts as its proxy cannot name an allowed client here.
+    assert get(REMOTE, {"x-forwarded-for": "10.1.7.7"}).status_code == 401
+    assert get(REMOTE, {"x-forwarded-for": "127.0.0.1"}).status_code == 401
     for allowed in (
         get(LOOPBACK),
         get(("10.1.7.7", 1)),
-        get(REMOTE, authorization="Bearer scrape-token-0123456789"),
+        get(REMOTE, {"authorization": "Bearer scrape-token-0123456789"}),
     ):
         assert allowed.status_code == 200
         assert (

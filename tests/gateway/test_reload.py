@@ -8,6 +8,7 @@ reloaded setting is checked on the next handshake and request.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -83,3 +84,19 @@ def test_a_bad_file_is_refused_and_the_running_configuration_stays(
     assert any("proxy.trusted_proxies[0]" in problem for problem in caught.value.problems)
     reply, close = attempt(app, Device(), {"token": GATEWAY_TOKEN})
     assert reply["code"] == "PAIRING_REQUIRED" and close == (1008, "pairing required")
+
+
+def test_moving_metrics_by_reload_waits_for_a_restart_and_says_so(
+    config_file: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = create_app(config_file)
+    write(config_file, base_config(tmp_path, metrics={"port": 9464}))
+    logger = logging.getLogger("edge.gateway")
+    logger.addHandler(caplog.handler)  # Edge's loggers do not propagate to the root
+    try:
+        assert app.state.gateway.reload() == ["metrics"]
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert any("take effect at the next start" in r.getMessage() for r in caplog.records)
+    with client_for(app, ("127.0.0.1", 5000), "http://localhost") as local:
+        assert local.get("/metrics").status_code == 200  # still served where it was

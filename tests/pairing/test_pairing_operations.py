@@ -193,6 +193,28 @@ def test_rotation_invalidates_the_old_token_and_never_changes_the_role(
     assert isinstance(device, Device) and device.role is Role.USER
 
 
+def test_a_store_read_that_races_a_revocation_does_not_cache_the_device(
+    service: PairingService, store: Store, make_client: MakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = make_client()
+    token = client.pair("user").device_token
+    real = store.device_for_token
+    reads: list[str] = []
+
+    def read_then_revoke(token_hash: str) -> Device | None:
+        device = real(token_hash)  # read while still paired ...
+        reads.append(token_hash)
+        if len(reads) == 1:
+            service.revoke(client.device_id, actor="cli")  # ... and revoked before the cache write
+        return device
+
+    monkeypatch.setattr(store, "device_for_token", read_then_revoke)
+    raced = service.authenticate_token(token)
+    assert isinstance(raced, Device)  # that one request raced the revocation
+    assert service.authenticate_token(token) is Denial.DEVICE_REVOKED  # the next one does not
+    assert len(reads) == 2  # it was asked again, not answered from a stale cache
+
+
 def test_revoked_device_cannot_be_given_a_new_token(
     service: PairingService, make_client: MakeClient
 ) -> None:

@@ -149,3 +149,12 @@ def test_yaml_that_breaks_the_constructor_is_refused_with_a_config_error(text: s
         _load(text)
     (problem,) = caught.value.problems
     assert problem.startswith(str(_DIRECTORY / "edge.yaml") + ": ")
+
+
+def test_a_constructor_fault_never_echoes_the_value_it_choked_on() -> None:
+    secret = "tok-" + "s3cr3t" * 8
+    for text in (f"auth:\n  token: !!int {secret}\n", f"auth:\n  token: !!float {secret}\n"):
+        with pytest.raises(ConfigError) as caught:
+            _load(text)
+        assert secret not in str(caught.value) and secret.lower() not in str(caught.value)
+        assert "check explicit tags" in str(caught.value)
