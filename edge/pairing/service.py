@@ -252,7 +252,7 @@ class PairingService:
         self._token_cache: OrderedDict[str, tuple[Device, float]] = OrderedDict()
         # Bumped whenever a device is forgotten: a store read that raced with a revocation
         # must not put the device back into the cache afterwards.
-        self._token_generation = 0
+        self._cache_epoch = 0
         self._lockouts: dict[str, tuple[float, float]] = {}  # key -> (until, checked at)
         self._touches: dict[str, Seen] = {}
 
@@ -567,7 +567,7 @@ class PairingService:
         cached = self._token_cache.get(token_hash)
         if cached is not None and now - cached[1] < TOKEN_CACHE_TTL:
             return cached[0]
-        generation = self._token_generation
+        epoch = self._cache_epoch
         try:
             device = self.store.device_for_token(token_hash)
         except StoreError:
@@ -577,7 +577,7 @@ class PairingService:
         if device is None:
             return None
         with self._lock:
-            if generation != self._token_generation:
+            if epoch != self._cache_epoch:
                 return device  # a device changed meanwhile: answer, but cache nothing stale
             self._token_cache[token_hash] = (device, now)
             self._token_cache.move_to_end(token_hash)
@@ -587,7 +587,7 @@ class PairingService:
 
     def _forget_device(self, device_id: str) -> None:
         with self._lock:
-            self._token_generation += 1
+            self._cache_epoch += 1
             stale = [h for h, (d, _) in self._token_cache.items() if d.id == device_id]
             for token_hash in stale:
                 del self._token_cache[token_hash]
