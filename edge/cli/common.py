@@ -76,3 +76,11 @@ def pairing_service(settings: Settings) -> Iterator[PairingService]:
         yield PairingService(store, token, build_pairing_policy(settings))
     finally:
         store.close()
+
+
+def local_url(host: str, port: int, path: str = "/") -> str:
+    """The URL of a listener as this machine reaches it: a wildcard bind is 127.0.0.1."""
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104 - display only
+    if ":" in shown:
+        shown = f"[{shown}]"
+    return f"http://{shown}:{port}{path}"

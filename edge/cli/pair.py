@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import click
 from rich.console import Console
 
-from edge.cli.common import Refused, config_option, load
+from edge.cli.common import Refused, config_option, load, local_url
 from edge.pairing.denials import Denial
 from edge.pairing.identity import DeviceKey
 from edge.pairing.tokens import write_private_file
@@ -250,12 +250,7 @@ def _status(directory: Path, state: dict[str, Any], url: str | None) -> None:
 def dashboard(config_path: str | None, open_browser: bool) -> None:
     """Print the dashboard URL of this machine's gateway."""
     settings = load(config_path)
-    host = settings.server.host
-    if host in ("0.0.0.0", "::"):  # noqa: S104 - display only
-        host = "127.0.0.1"
-    if ":" in host:
-        host = f"[{host}]"
-    url = f"http://{host}:{settings.server.port}/"
+    url = local_url(settings.server.host, settings.server.port)
     click.echo(url)
     if open_browser:
         webbrowser.open(url)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from edge.cli.common import ConfigProblem, Refused, config_option, load
+from edge.cli.common import ConfigProblem, Refused, config_option, load, local_url
 from edge.config import CONFIG_ENV, Settings
 from edge.gateway.metrics_endpoint import bind_listener, serve_listener
 from edge.gateway.workers import live_worker_pids, run_dir
@@ -34,10 +34,7 @@ UVICORN_SETTINGS: dict[str, object] = {
 def _banner(
     settings: Settings, host: str, port: int, token_source: str, token_path: Path | None
 ) -> None:
-    shown_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104 - display only
-    if ":" in shown_host:
-        shown_host = f"[{shown_host}]"
-    url = f"http://{shown_host}:{port}/"
+    url = local_url(host, port)
     click.echo(f"Edge {settings.source or '(built-in defaults)'}")
     click.echo(f"  listening   http://{host}:{port}/ ({settings.server.workers} worker(s))")
     click.echo(f"  dashboard   {url}   (a browser on this machine is an admin)")
@@ -47,10 +44,9 @@ def _banner(
     metrics = settings.metrics
     if metrics.enabled:
         shown = (
-            f"http://{metrics.host if ':' not in metrics.host else f'[{metrics.host}]'}:"
-            f"{metrics.port}{metrics.path} (a listener of its own)"
+            f"{local_url(metrics.host, metrics.port, metrics.path)} (a listener of its own)"
             if metrics.port is not None
-            else f"{url.rstrip('/')}{metrics.path}"
+            else local_url(host, port, metrics.path)
         )
         click.echo(f"  metrics     {shown}")
     if settings.proxy.trusted_proxies:
@@ -109,7 +105,7 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
                 f"metrics.port: cannot listen on {settings.metrics.host}:{settings.metrics.port} "
                 f"({exc.strerror or exc})"
             ) from None
-        serve_listener(settings, sock)
+        serve_listener(settings, sock, UVICORN_SETTINGS)
     _banner(settings, settings.server.host, settings.server.port, token.source, token.path)
     uvicorn.run(
         "edge.app:app_from_env",

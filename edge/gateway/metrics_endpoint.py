@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from starlette.applications import Starlette
@@ -115,17 +115,20 @@ def bind_listener(settings: Settings) -> socket.socket:
     return sock
 
 
-def serve_listener(settings: Settings, sock: socket.socket) -> threading.Thread:
-    """Serve ``listener_app`` on ``sock`` from a daemon thread of this process."""
+def serve_listener(
+    settings: Settings, sock: socket.socket, uvicorn_settings: Mapping[str, object]
+) -> threading.Thread:
+    """Serve ``listener_app`` on ``sock`` from a daemon thread of this process.
+
+    ``uvicorn_settings`` are the ones ``edge serve`` runs the gateway with.
+    """
     import uvicorn
 
     config = uvicorn.Config(
         listener_app(settings),
         log_level=settings.logging.level,
-        access_log=False,
-        server_header=False,
-        proxy_headers=False,
         lifespan="off",
+        **uvicorn_settings,  # type: ignore[arg-type]
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(
