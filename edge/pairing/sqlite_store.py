@@ -56,6 +56,10 @@ from edge.pairing.tokens import PRIVATE_FILE_MODE, ensure_private_dir
 
 APPLICATION_ID = 0x45444745  # "EDGE"
 BUSY_TIMEOUT = 10.0
+# SQLite's own page cache, per connection (there is one per thread). Its default of
+# about 2 MiB made the gateway's memory grow with the database, times every thread;
+# reads that miss it come from the OS page cache, and hot lookups are cached above.
+PAGE_CACHE_KIB = 256
 POLL_INTERVAL = 0.05
 _PENDING = "pending"
 
@@ -180,6 +184,7 @@ class SqliteStore:
         try:
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA synchronous = FULL")
+            conn.execute(f"PRAGMA cache_size = -{PAGE_CACHE_KIB}")
         except sqlite3.Error as exc:
             conn.close()
             raise self._error("open it", exc) from None

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import importlib.util
+import json
 import sqlite3
 import stat
+import threading
 from pathlib import Path
 
 import pytest
@@ -62,6 +66,60 @@ def test_new_store_is_private_wal_and_current(db_path: Path) -> None:
         assert _pragma(db_path, "application_id") == APPLICATION_ID
         with sqlite3.connect(db_path) as conn:
             assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        store.close()
+
+
+def _sqlite_memory_used() -> int:
+    """Bytes SQLite has allocated in this process, from the library the sqlite3 module uses."""
+    name = ctypes.util.find_library("sqlite3")
+    if name is None:
+        pytest.skip("libsqlite3 is not a shared library here")
+    library = ctypes.CDLL(name)
+    library.sqlite3_memory_used.restype = ctypes.c_int64
+    return int(library.sqlite3_memory_used())
+
+
+def test_page_cache_per_thread_is_bounded_however_large_the_store(db_path: Path) -> None:
+    """Each thread has its own connection; SQLite's default 2 MiB cache each grew with the file.
+
+    Eight threads read a 6 MiB event log through the store. With the bound, what
+    SQLite holds stays near eight times PAGE_CACHE_KIB; with the default it is
+    above 14 MiB (the soak saw the gateway's memory climb with the store).
+    """
+    store = SqliteStore(db_path)
+    try:
+        with sqlite3.connect(db_path) as writer:
+            payload = json.dumps({"pad": "x" * 3000})
+            writer.executemany(
+                "INSERT INTO events (type, data, at) VALUES ('test.padding', ?, ?)",
+                [(payload, NOW) for _ in range(2000)],
+            )
+        wal = db_path.with_name(db_path.name + "-wal")
+        assert db_path.stat().st_size + wal.stat().st_size > 6e6
+        before = _sqlite_memory_used()
+        done = threading.Barrier(9)
+        counts: list[int] = []
+
+        def reader() -> None:
+            seen, after = 0, 0
+            while batch := store.events_after(after, limit=500):
+                seen, after = seen + len(batch), batch[-1].seq
+            counts.append(seen)
+            done.wait()  # the thread, and so its connection, lives until the measurement
+
+        threads = [threading.Thread(target=reader) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        while len(counts) < 8 and any(t.is_alive() for t in threads):
+            threading.Event().wait(0.01)
+        held = _sqlite_memory_used() - before
+        done.wait()
+        for thread in threads:
+            thread.join()
+        assert counts == [2000] * 8
+        bound = 8 * sqlite_store.PAGE_CACHE_KIB * 1024
+        assert held < bound + 4 * 1024 * 1024, f"SQLite holds {held / 2**20:.1f} MiB"
     finally:
         store.close()
 
