@@ -142,7 +142,9 @@ class EdgeUnderTest:
 
 
 @contextlib.contextmanager
-def edge_serve(tmp: Path, **overrides: Any) -> Iterator[EdgeUnderTest]:
+def edge_serve(
+    tmp: Path, env: dict[str, str] | None = None, **overrides: Any
+) -> Iterator[EdgeUnderTest]:
     """``edge serve`` on a free loopback port with a benchmark configuration (+ overrides)."""
     port = free_port()
     config: dict[str, Any] = {
@@ -160,7 +162,7 @@ def edge_serve(tmp: Path, **overrides: Any) -> Iterator[EdgeUnderTest]:
     path = tmp / "edge.yaml"
     path.write_text(yaml.safe_dump(config))
     args = [sys.executable, "-m", "edge.cli", "serve", "--config", str(path)]
-    with managed(args, tmp / "edge.log", cwd=REPO, env=clean_env()) as proc:
+    with managed(args, tmp / "edge.log", cwd=REPO, env=env or clean_env()) as proc:
         wait_ready(f"http://127.0.0.1:{port}/readyz", proc)
         yield EdgeUnderTest(port, path, proc)
 

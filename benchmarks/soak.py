@@ -1,6 +1,7 @@
 """Minutes of mixed traffic against a real ``edge serve``: no 5xx, no growth in memory or fds.
 
 Usage: python benchmarks/soak.py [--minutes 10] [--workers 1] [--sample 10] [--json FILE]
+                                [--memory-detail]
 
 One ``edge serve`` on loopback (127.0.0.1 trusted as its proxy, so a request
 with ``X-Forwarded-For`` is a remote client) and a tiny upstream behind it.
@@ -19,7 +20,9 @@ Concurrent loops, all bounded by the run's duration:
 - ``edge gateway reload`` every 30 s.
 
 Every 10 s the server's RSS and open file descriptors are sampled from
-``/proc``. The report gives counts per kind of traffic, every unexpected
+``/proc``; with ``--memory-detail`` the server also samples itself
+(``benchmarks/memprobe``: malloc in use and free, Python's blocks, SQLite's
+page cache and statements) and the report gives each one's slope. The report gives counts per kind of traffic, every unexpected
 answer, and the least-squares slope of RSS and fds after the first minute
 (the warm-up: caches fill, the allocator settles). It exits 1 on any 5xx,
 any unexpected answer or any failed check.
@@ -31,6 +34,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import random
 import sys
 import tempfile
@@ -126,6 +130,7 @@ class SoakReport:
     statuses: Counter[int] = field(default_factory=Counter)
     unexpected: list[str] = field(default_factory=list)
     samples: list[Sample] = field(default_factory=list)
+    memory_detail: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def server_errors(self) -> int:
@@ -149,6 +154,21 @@ class SoakReport:
     @property
     def fd_slope_per_minute(self) -> float:
         return slope_per_minute([(s.at, s.fds) for s in self.steady()])
+
+    def detail_slopes(self) -> dict[str, float]:
+        """Per minute after the warm-up, each quantity ``--memory-detail`` sampled (KiB)."""
+        if not self.memory_detail:
+            return {}
+        start = self.memory_detail[0]["at"]
+        warm = WARM_UP if self.seconds >= 2 * WARM_UP else 0.0
+        steady = [line for line in self.memory_detail if line["at"] - start >= warm]
+        names = (
+            [k for k in steady[0] if k.endswith("_kib") or k == "python_blocks"] if steady else []
+        )
+        return {
+            name: slope_per_minute([(line["at"], line[name]) for line in steady if name in line])
+            for name in names
+        }
 
     def unexpected_answer(self, what: str) -> None:
         if len(self.unexpected) < 200:
@@ -501,6 +521,7 @@ def run_soak(
     http_loops: int = 4,
     reload_every: float = RELOAD_EVERY,
     tmp: Path | None = None,
+    memory_detail: bool = False,
 ) -> SoakReport:
     """Start Edge and an upstream, drive the traffic for ``seconds``, stop them, report."""
     with contextlib.ExitStack() as stack:
@@ -521,9 +542,16 @@ def run_soak(
             )
         )
         wait_ready(f"http://127.0.0.1:{upstream_port}/healthz", upstream)
+        env = clean_env()
+        probe_out = tmp / "memprobe.jsonl"
+        if memory_detail:
+            env["PYTHONPATH"] += os.pathsep + str(REPO / "benchmarks" / "memprobe")
+            env["BENCH_MEMPROBE_OUT"] = str(probe_out)
+            env["BENCH_MEMPROBE_EVERY"] = str(sample_every)
         edge = stack.enter_context(
             edge_serve(
                 tmp,
+                env,
                 server={"workers": workers},
                 upstreams=[
                     {
@@ -539,6 +567,11 @@ def run_soak(
         asyncio.run(soak.run(seconds, sample_every, http_loops))
         if edge.proc.poll() is not None:
             report.unexpected_answer(f"edge serve exited with {edge.proc.returncode}")
+        if memory_detail:
+            if not probe_out.exists():
+                raise SystemExit("--memory-detail: the server wrote no samples (see memprobe)")
+            lines = probe_out.read_text().splitlines()
+            report.memory_detail = [json.loads(line) for line in lines if line.strip()]
     return report
 
 
@@ -566,6 +599,16 @@ def render(report: SoakReport) -> str:
         "samples (s, RSS KiB, fds): "
         + " ".join(f"{s.at:.0f}/{s.rss_kib}/{s.fds}" for s in report.samples),
     ]
+    slopes = report.detail_slopes()
+    if slopes:
+        last_detail = report.memory_detail[-1]
+        lines += ["", "| inside the server | at the end | slope after warm-up, per minute |"]
+        lines += ["|---|---:|---:|"]
+        lines += [
+            f"| {name} | {last_detail.get(name, 0):,} | {slope:+,.1f} |"
+            for name, slope in slopes.items()
+        ]
+        lines.append(f"sqlite connections: {last_detail.get('sqlite_connections', '?')}")
     if report.unexpected:
         lines += ["", f"{report.counts['unexpected']} unexpected answers, first ones:"]
         lines += [f"  {what}" for what in report.unexpected[:20]]
@@ -579,10 +622,20 @@ def main() -> int:
     parser.add_argument("--sample", type=float, default=10.0, help="seconds between samples")
     parser.add_argument("--quick", action="store_true", help="one minute, samples every 5 s")
     parser.add_argument("--json", type=Path, help="also write the report as JSON here")
+    parser.add_argument(
+        "--memory-detail",
+        action="store_true",
+        help="the server also samples its malloc heap, Python blocks and SQLite caches",
+    )
     args = parser.parse_args()
     if args.quick:
         args.minutes, args.sample = 1.0, 5.0
-    report = run_soak(args.minutes * 60, workers=args.workers, sample_every=args.sample)
+    report = run_soak(
+        args.minutes * 60,
+        workers=args.workers,
+        sample_every=args.sample,
+        memory_detail=args.memory_detail,
+    )
     print(render(report))
     if args.json is not None:
         data = {
@@ -596,6 +649,8 @@ def main() -> int:
             "rss_slope_kib_per_minute": report.rss_slope_kib_per_minute,
             "late_rss_slope_kib_per_minute": report.late_rss_slope_kib_per_minute,
             "fd_slope_per_minute": report.fd_slope_per_minute,
+            "memory_detail": report.memory_detail,
+            "memory_detail_slopes": report.detail_slopes(),
         }
         args.json.write_text(json.dumps(data, indent=2))
     return 1 if report.server_errors or report.unexpected else 0
