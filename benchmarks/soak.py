@@ -25,7 +25,10 @@ Every 10 s the server's RSS and open file descriptors are sampled from
 page cache and statements) and the report gives each one's slope. The report gives counts per kind of traffic, every unexpected
 answer, and the least-squares slope of RSS and fds after the first minute
 (the warm-up: caches fill, the allocator settles). It exits 1 on any 5xx,
-any unexpected answer or any failed check.
+any unexpected answer, any failed check, or, in a run of at least
+``GROWTH_CHECK_MINUTES``, RSS growing faster than ``--max-rss-slope`` KiB a
+minute after the warm-up (a bounded cache that fills fills within minutes; a
+leak keeps going).
 """
 
 from __future__ import annotations
@@ -69,6 +72,8 @@ from edge.pairing.identity import DeviceKey  # noqa: E402
 RELOAD_EVERY = 30.0
 IDLE_DASHBOARDS = 20
 WARM_UP = 60.0
+GROWTH_CHECK_MINUTES = 5.0
+MAX_RSS_SLOPE_KIB = 64.0
 
 
 def process_tree(pid: int) -> list[int]:
@@ -623,6 +628,13 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="one minute, samples every 5 s")
     parser.add_argument("--json", type=Path, help="also write the report as JSON here")
     parser.add_argument(
+        "--max-rss-slope",
+        type=float,
+        default=MAX_RSS_SLOPE_KIB,
+        help=f"KiB/min of RSS growth after the warm-up that fails a run of "
+        f"{GROWTH_CHECK_MINUTES:g}+ minutes",
+    )
+    parser.add_argument(
         "--memory-detail",
         action="store_true",
         help="the server also samples its malloc heap, Python blocks and SQLite caches",
@@ -653,7 +665,16 @@ def main() -> int:
             "memory_detail_slopes": report.detail_slopes(),
         }
         args.json.write_text(json.dumps(data, indent=2))
-    return 1 if report.server_errors or report.unexpected else 0
+    growing = (
+        args.minutes >= GROWTH_CHECK_MINUTES
+        and report.rss_slope_kib_per_minute > args.max_rss_slope
+    )
+    if growing:
+        print(
+            f"\nFAIL: RSS grew {report.rss_slope_kib_per_minute:+.1f} KiB/min after the warm-up, "
+            f"more than {args.max_rss_slope:g}; run again with --memory-detail to see where"
+        )
+    return 1 if report.server_errors or report.unexpected or growing else 0
 
 
 if __name__ == "__main__":

@@ -57,9 +57,11 @@ from edge.pairing.tokens import PRIVATE_FILE_MODE, ensure_private_dir
 APPLICATION_ID = 0x45444745  # "EDGE"
 BUSY_TIMEOUT = 10.0
 # SQLite's own page cache, per connection (there is one per thread). Its default of
-# about 2 MiB made the gateway's memory grow with the database, times every thread;
-# reads that miss it come from the OS page cache, and hot lookups are cached above.
-PAGE_CACHE_KIB = 256
+# about 2 MiB made the gateway's memory grow with the database, times every thread.
+# A commit by any other connection empties it anyway, reads that miss it come from
+# the OS page cache, and hot lookups are cached above: benchmarks/store.py shows no
+# difference between 64 KiB and 256 KiB.
+PAGE_CACHE_KIB = 64
 POLL_INTERVAL = 0.05
 _PENDING = "pending"
 

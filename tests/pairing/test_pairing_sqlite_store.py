@@ -119,7 +119,7 @@ def test_page_cache_per_thread_is_bounded_however_large_the_store(db_path: Path)
             thread.join()
         assert counts == [2000] * 8
         bound = 8 * sqlite_store.PAGE_CACHE_KIB * 1024
-        assert held < bound + 4 * 1024 * 1024, f"SQLite holds {held / 2**20:.1f} MiB"
+        assert held < bound + 2 * 1024 * 1024, f"SQLite holds {held / 2**20:.1f} MiB"
     finally:
         store.close()
 
