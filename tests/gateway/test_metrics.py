@@ -192,6 +192,13 @@ def test_paired_device_and_forbidden_role_are_counted(tmp_path: Path) -> None:
         app.state.gateway.service.approve(request_id, actor="test")
         with remote.websocket_connect("/ws") as ws:
             token = device.handshake(ws, {"token": GATEWAY_TOKEN})["deviceToken"]
+        # The event watcher counts the pairing in the background: let it land before
+        # the snapshot, so the diff holds only the two requests.
+        eventually(
+            lambda: exposition(app).value("edge_pairing_events_total", event="approved") == 1
+            and exposition(app).value("edge_devices_paired", role="user") == 1,
+            "the pairing counted",
+        )
         before = exposition(app)
         bearer = {"authorization": f"Bearer {token}"}
         assert remote.get("/api/whoami", headers=bearer).json()["auth"]["state"] == "paired"
