@@ -22,9 +22,10 @@ Concurrent loops, all bounded by the run's duration:
 Every 10 s the server's RSS and open file descriptors are sampled from
 ``/proc``; with ``--memory-detail`` the server also samples itself
 (``benchmarks/memprobe``: malloc in use and free, Python's blocks, SQLite's
-page cache and statements) and the report gives each one's slope. The report gives counts per kind of traffic, every unexpected
-answer, and the least-squares slope of RSS and fds after the first minute
-(the warm-up: caches fill, the allocator settles). It exits 1 on any 5xx,
+page cache and statements). The report gives counts per kind of traffic,
+every unexpected answer, and the least-squares slope of RSS and fds (and of
+each ``--memory-detail`` quantity) after the first minute (the warm-up:
+caches fill, the allocator settles). It exits 1 on any 5xx,
 any unexpected answer, any failed check, or, in a run of at least
 ``GROWTH_CHECK_MINUTES``, RSS growing faster than ``--max-rss-slope`` KiB a
 minute after the warm-up (a bounded cache that fills fills within minutes; a
@@ -141,10 +142,14 @@ class SoakReport:
     def server_errors(self) -> int:
         return sum(n for status, n in self.statuses.items() if status >= 500)
 
+    @property
+    def warm_up(self) -> float:
+        """Seconds left out of the slopes: none in a run shorter than two warm-ups."""
+        return WARM_UP if self.seconds >= 2 * WARM_UP else 0.0
+
     def steady(self) -> list[Sample]:
-        """Samples after the warm-up (all of them in a run shorter than two warm-ups)."""
-        warm = WARM_UP if self.seconds >= 2 * WARM_UP else 0.0
-        return [s for s in self.samples if s.at >= warm]
+        """Samples after the warm-up."""
+        return [s for s in self.samples if s.at >= self.warm_up]
 
     @property
     def rss_slope_kib_per_minute(self) -> float:
@@ -165,8 +170,7 @@ class SoakReport:
         if not self.memory_detail:
             return {}
         start = self.memory_detail[0]["at"]
-        warm = WARM_UP if self.seconds >= 2 * WARM_UP else 0.0
-        steady = [line for line in self.memory_detail if line["at"] - start >= warm]
+        steady = [line for line in self.memory_detail if line["at"] - start >= self.warm_up]
         names = (
             [k for k in steady[0] if k.endswith("_kib") or k == "python_blocks"] if steady else []
         )

@@ -68,36 +68,40 @@ def _sqlite_connections() -> list[Any]:
     return found
 
 
+def _db_status(sqlite: Any, connection: Any, op: int) -> int:
+    """``sqlite3_db_status(op)`` of one ``sqlite3.Connection``: bytes in use now."""
+    db = ctypes.c_void_p.from_address(id(connection) + _DB_POINTER_OFFSET)
+    current, highest = ctypes.c_int(), ctypes.c_int()
+    sqlite.sqlite3_db_status(db, op, ctypes.byref(current), ctypes.byref(highest), 0)
+    return current.value
+
+
 def sample(libc: Any, sqlite: Any) -> dict[str, Any]:
     line: dict[str, Any] = {"pid": os.getpid(), "at": time.time(), "rss_kib": _rss_kib()}
     line["python_blocks"] = sys.getallocatedblocks()
     if libc is not None and hasattr(libc, "mallinfo2"):
-        libc.mallinfo2.restype = _MallInfo2
         info = libc.mallinfo2()
         line["malloc_in_use_kib"] = info.uordblks // 1024
         line["malloc_free_kib"] = info.fordblks // 1024
     if sqlite is not None:
-        sqlite.sqlite3_memory_used.restype = ctypes.c_int64
         line["sqlite_kib"] = sqlite.sqlite3_memory_used() // 1024
-        cache = statements = 0
         connections = _sqlite_connections()
-        for connection in connections:
-            db = ctypes.c_void_p.from_address(id(connection) + _DB_POINTER_OFFSET)
-            for op in (SQLITE_DBSTATUS_CACHE_USED, SQLITE_DBSTATUS_STMT_USED):
-                current, highest = ctypes.c_int(), ctypes.c_int()
-                sqlite.sqlite3_db_status(db, op, ctypes.byref(current), ctypes.byref(highest), 0)
-                if op == SQLITE_DBSTATUS_CACHE_USED:
-                    cache += current.value
-                else:
-                    statements += current.value
         line["sqlite_connections"] = len(connections)
-        line["sqlite_cache_kib"] = cache // 1024
-        line["sqlite_statements_kib"] = statements // 1024
+        line["sqlite_cache_kib"] = (
+            sum(_db_status(sqlite, c, SQLITE_DBSTATUS_CACHE_USED) for c in connections) // 1024
+        )
+        line["sqlite_statements_kib"] = (
+            sum(_db_status(sqlite, c, SQLITE_DBSTATUS_STMT_USED) for c in connections) // 1024
+        )
     return line
 
 
 def _run(out: str, every: float) -> None:
     libc, sqlite = _library("c"), _library("sqlite3")
+    if libc is not None and hasattr(libc, "mallinfo2"):
+        libc.mallinfo2.restype = _MallInfo2
+    if sqlite is not None:
+        sqlite.sqlite3_memory_used.restype = ctypes.c_int64
     while True:
         time.sleep(every)
         # a diagnostic never disturbs the server

@@ -39,6 +39,8 @@ logger = logging.getLogger("edge.gateway")
 SWEEP_INTERVAL = 5.0
 EVENT_WAIT = 0.25
 STORE_RETRY_CAP = 1.0  # seconds between retries while the store is down: /readyz recovers fast
+# Where metrics are served is bound at start (routes, the guard, the listener socket).
+METRICS_FIXED_AT_START = {"enabled", "path", "host", "port"}
 
 
 def build_policy(settings: Settings) -> ResolverPolicy:
@@ -188,12 +190,9 @@ class Gateway:
             )
             if old != new
         ]
-        old_metrics, new_metrics = self.settings.metrics, settings.metrics
-        if (old_metrics.enabled, old_metrics.path, old_metrics.host, old_metrics.port) != (
-            new_metrics.enabled,
-            new_metrics.path,
-            new_metrics.host,
-            new_metrics.port,
+        fixed = METRICS_FIXED_AT_START
+        if self.settings.metrics.model_dump(include=fixed) != settings.metrics.model_dump(
+            include=fixed
         ):
             logger.warning(
                 "metrics.enabled, metrics.path, metrics.host and metrics.port take effect at the "
