@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import signal
@@ -84,10 +85,10 @@ def test_two_uvicorn_workers_close_revoked_sockets(
     server = edge_server_factory(PROXIED, workers=2)
     device = Device("phone")
     server.cli("devices", "approve", request_pairing(server, device))
-    sockets = []
-    try:
+    with contextlib.ExitStack() as stack:
+        sockets = []
         for _ in range(6):  # fresh connections spread over both workers
-            ws = connect(server.ws_url, additional_headers=remote_headers())
+            ws = stack.enter_context(connect(server.ws_url, additional_headers=remote_headers()))
             auth = {"deviceToken": device.token} if device.token else {"token": GATEWAY_TOKEN}
             assert handshake(ws, device, auth)["type"] == "hello"
             sockets.append(ws)
@@ -95,9 +96,6 @@ def test_two_uvicorn_workers_close_revoked_sockets(
         server.cli("devices", "revoke", device.id)
         for ws in sockets:
             assert wait_closed(ws, 2.0) == (1008, "device revoked")
-    finally:
-        for ws in sockets:
-            ws.close()
 
 
 def test_approval_acknowledged_by_the_api_survives_kill_9(
