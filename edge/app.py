@@ -18,6 +18,7 @@ from edge.config import Settings, load_settings
 from edge.gateway.api import build_routes
 from edge.gateway.forward_auth import build_forward_auth_routes
 from edge.gateway.guard import ClientResolutionMiddleware, GuardMiddleware
+from edge.gateway.routing import SkippingRouter
 from edge.gateway.runtime import Gateway
 from edge.gateway.upstream import build_upstream_routes
 from edge.gateway.ws import ControlSocket
@@ -64,13 +65,13 @@ def create_app(
             await gateway.stop()
 
     app = Starlette(
-        routes=routes,
         middleware=[
             Middleware(ClientResolutionMiddleware, gateway=gateway),
             Middleware(GuardMiddleware, gateway=gateway),
         ],
         lifespan=lifespan,
     )
+    app.router = SkippingRouter(routes, lifespan=lifespan)
     app.state.gateway = gateway
     return app
 

@@ -258,11 +258,14 @@ class UpstreamRoute(BaseRoute):
 
     # -- routing ---------------------------------------------------------------------
 
+    def covers(self, path: str) -> bool:
+        """Whether ``path`` is this upstream's: under its prefix, or the prefix without its slash."""
+        return path.startswith(self.prefix) or path == self.prefix[:-1]
+
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
         kind = scope["type"]
         if kind == "http" or (kind == "websocket" and self.upstream.websocket):
-            path: str = scope["path"]
-            if path.startswith(self.prefix) or path == self.prefix[:-1]:
+            if self.covers(scope["path"]):
                 return Match.FULL, {}
         return Match.NONE, {}
 
