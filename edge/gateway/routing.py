@@ -10,9 +10,10 @@ request, and more on every forwarded one (``benchmarks/http_instructions.py``).
 (``/healthz``, ``/ws``), every route that could match it, in their order; for
 any other path, every route that is not literal. Trying only those finds the
 same route Starlette would, because a skipped route answers ``Match.NONE``
-for that path whatever the method or socket kind. When none of them matches
-in full (a wrong method, a path to redirect, a 404), Starlette's own loop runs
-as before.
+for that path whatever the method or socket kind. As in Starlette, the
+first full match wins, else the first partial one (a wrong method: 405). When
+none matches at all (a path to redirect, a 404), Starlette's own loop runs as
+before.
 """
 
 from __future__ import annotations
@@ -71,13 +72,20 @@ class SkippingRouter(Router):
         if kind == "http" or kind == "websocket":
             candidates = self._candidates(scope)
             if candidates is not None:
+                chosen: BaseRoute | None = None
+                chosen_scope: Scope = {}
                 for route in candidates:
                     match, child_scope = route.matches(scope)
                     if match is Match.FULL:
-                        if "router" not in scope:
-                            scope["router"] = self
-                        scope["route"] = route
-                        scope.update(child_scope)
-                        await route.handle(scope, receive, send)
-                        return
+                        chosen, chosen_scope = route, child_scope
+                        break
+                    if match is Match.PARTIAL and chosen is None:  # a wrong method: 405
+                        chosen, chosen_scope = route, child_scope
+                if chosen is not None:
+                    if "router" not in scope:
+                        scope["router"] = self
+                    scope["route"] = chosen
+                    scope.update(chosen_scope)
+                    await chosen.handle(scope, receive, send)
+                    return
         await super().app(scope, receive, send)
