@@ -3,7 +3,7 @@
 Starlette tries every route in order until one matches, so a request for a
 late route pays a regular-expression match for each route before it. Edge
 has some twenty routes, and upstream forwarding comes after all of them: in
-the real server that was about a sixth of Edge's own work on a ``/healthz``
+the real server that was about a fifth of Edge's own work on a ``/healthz``
 request, and more on every forwarded one (``benchmarks/http_instructions.py``).
 
 ``SkippingRouter`` works out once, for each path that a route names literally

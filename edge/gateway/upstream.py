@@ -259,14 +259,14 @@ class UpstreamRoute(BaseRoute):
     # -- routing ---------------------------------------------------------------------
 
     def covers(self, path: str) -> bool:
-        """Whether ``path`` is this upstream's: under its prefix, or the prefix without its slash."""
+        """Whether ``path`` is this upstream's: under its prefix, or the prefix minus its slash."""
         return path.startswith(self.prefix) or path == self.prefix[:-1]
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
         kind = scope["type"]
-        if kind == "http" or (kind == "websocket" and self.upstream.websocket):
-            if self.covers(scope["path"]):
-                return Match.FULL, {}
+        forwards = kind == "http" or (kind == "websocket" and self.upstream.websocket)
+        if forwards and self.covers(scope["path"]):
+            return Match.FULL, {}
         return Match.NONE, {}
 
     def url_path_for(self, name: str, /, **path_params: Any) -> URLPath:

@@ -1,0 +1,265 @@
+"""Instructions per HTTP request, counted by callgrind: the bare app, Edge, and Edge's layers.
+
+Usage: python benchmarks/http_instructions.py [--quick] [--requests 1000]
+
+``http_stack.py`` measures requests per second, which on a shared two-core
+machine moves by a tenth from one run to the next. This benchmark counts
+what does not move: the instructions a server executes per request, under
+``valgrind --tool=callgrind`` (the same count for the same binary and inputs,
+whatever else the machine is doing). Each server runs alone under callgrind;
+after a warm-up its counters are zeroed, ``--requests`` requests are sent one
+after another on one keep-alive connection, and the counters are dumped.
+Every request is the one ``http_stack.py`` sends (``GET /healthz`` from the
+trusted proxy 127.0.0.1 with ``X-Forwarded-For`` and a paired device's bearer
+token). The servers, each one uvicorn worker with ``edge serve``'s settings:
+
+1. bare:                 the bare Starlette app of ``http_stack.py``;
+2. bare + proxy headers: the same behind uvicorn's ``ProxyHeadersMiddleware``;
+3. edge, no middleware:  Edge's app without its two middlewares (its routes
+                         and endpoint: what routing among them costs);
+4. edge, resolution:     with ``ClientResolutionMiddleware`` only;
+5. edge serve:           ``edge serve`` itself, resolution and guard (the full stack).
+
+The differences between rows 1, 3, 4 and 5 are what routing, resolution and
+the guard (credential check and metrics) cost inside the real server. The
+kernel's share (socket reads and writes) is not counted, so the ratios here
+are of user-space work, and larger than the requests-per-second ratios of
+``http_stack.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.http_stack import (  # noqa: E402
+    CLIENT_IP,
+    PATH,
+    check_edge_sees_paired_client,
+    clean_env,
+    edge_serve,
+    free_port,
+    machine_line,
+    managed,
+    pair_local_device,
+    serve_bare,
+    wait_ready,
+)
+from edge.cli.serve import UVICORN_SETTINGS  # noqa: E402
+
+WARM_UP_REQUESTS = 300
+VALGRIND_START_TIMEOUT = 300.0  # Python with Edge's imports starts slowly under callgrind
+
+
+# -- Edge's app with layers removed (served with --serve) ---------------------------------------
+
+
+def edge_without_middleware() -> Any:
+    """Edge's app (config from ``$EDGE_CONFIG``) with neither of its middlewares."""
+    from edge.app import create_app
+
+    app = create_app(None)
+    app.user_middleware = []
+    return app
+
+
+def edge_resolution_only() -> Any:
+    """Edge's app with ``ClientResolutionMiddleware`` and without ``GuardMiddleware``."""
+    from edge.app import create_app
+    from edge.gateway.guard import ClientResolutionMiddleware
+
+    app = create_app(None)
+    app.user_middleware = [m for m in app.user_middleware if m.cls is ClientResolutionMiddleware]
+    return app
+
+
+FACTORIES = {"no-middleware": edge_without_middleware, "resolution": edge_resolution_only}
+
+
+def serve_factory(name: str, port: int) -> None:
+    import uvicorn
+
+    uvicorn.run(
+        f"benchmarks.http_instructions:{FACTORIES[name].__name__}",
+        factory=True,
+        host="127.0.0.1",
+        port=port,
+        workers=1,
+        log_level="warning",
+        **UVICORN_SETTINGS,  # type: ignore[arg-type]
+    )
+
+
+# -- counting -----------------------------------------------------------------------------------
+
+
+def send_requests(port: int, count: int, headers: dict[str, str]) -> None:
+    """``count`` GETs one after another on one keep-alive connection; each must answer 200 ok."""
+    lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    request = f"GET {PATH} HTTP/1.1\r\n{lines}\r\n".encode()
+    buffered = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as conn:
+        for _ in range(count):
+            conn.sendall(request)
+            while True:
+                head, found, rest = buffered.partition(b"\r\n\r\n")
+                if found:
+                    length = _content_length(head)
+                    if len(rest) >= length:
+                        if not head.startswith(b"HTTP/1.1 200 ") or json.loads(rest[:length]) != {
+                            "status": "ok"
+                        }:
+                            raise SystemExit(f"unexpected answer: {head!r} {rest[:length]!r}")
+                        buffered = rest[length:]
+                        break
+                chunk = conn.recv(65536)
+                if not chunk:
+                    raise SystemExit("the server closed the connection")
+                buffered += chunk
+
+
+def _content_length(head: bytes) -> int:
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return int(value)
+    raise SystemExit(f"no content-length in {head!r}")
+
+
+def callgrind(tool: str, pid: int, *args: str) -> None:
+    subprocess.run([tool, *args, str(pid)], capture_output=True, check=True, timeout=120)
+
+
+def dumped_instructions(prefix: Path) -> int:
+    """The main thread's instruction total in the first explicit dump (``<prefix>.1-01``).
+
+    Only the thread running the event loop (where every request is served) is
+    counted: the event watcher and other background threads wake on wall-clock
+    timers, and under callgrind a request takes fifty times longer, so their
+    work would weigh fifty times more per request than it does in a real run.
+    """
+    path = Path(f"{prefix}.1-01")
+    if not path.exists():
+        raise SystemExit(f"callgrind wrote no dump at {path}")
+    for line in path.read_text().splitlines():
+        if line.startswith("totals:"):
+            return int(line.split()[1])
+    raise SystemExit(f"no totals in {path}")
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    instructions: float  # per request
+
+
+def count(
+    name: str, command: list[str], port: int, headers: dict[str, str], args: argparse.Namespace
+) -> Row:
+    """Instructions per request of one server started by ``command`` under callgrind."""
+    out = Path(args.tmp) / f"callgrind.{name.replace(' ', '-')}"
+    valgrind = [
+        "valgrind",
+        "--tool=callgrind",
+        "--separate-threads=yes",
+        f"--callgrind-out-file={out}",
+        *command,
+    ]
+    env = {**clean_env(), "EDGE_CONFIG": str(args.config), "PYTHONHASHSEED": "0"}
+    log = Path(args.tmp) / f"{out.name}.log"
+    with managed(valgrind, log, cwd=REPO, env=env) as proc:
+        wait_ready(f"http://127.0.0.1:{port}{PATH}", proc, timeout=VALGRIND_START_TIMEOUT)
+        send_requests(port, WARM_UP_REQUESTS, headers)
+        callgrind("callgrind_control", proc.pid, "--zero")
+        send_requests(port, args.requests, headers)
+        callgrind("callgrind_control", proc.pid, "--dump")
+    return Row(name, dumped_instructions(out) / args.requests)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="300 counted requests")
+    parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--serve", nargs=2, metavar=("NAME", "PORT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve is not None:
+        name, port = args.serve
+        if name in FACTORIES:
+            serve_factory(name, int(port))
+        else:
+            serve_bare(int(port), proxy_headers=name == "bare-proxied")
+        return 0
+    if args.quick:
+        args.requests = 300
+    for tool in ("valgrind", "callgrind_control"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} is not installed; run scripts/install-test-deps")
+
+    me = [sys.executable, str(Path(__file__).resolve()), "--serve"]
+    with tempfile.TemporaryDirectory(prefix="edge-bench-instructions-") as directory:
+        tmp = Path(directory)
+        args.tmp = tmp
+        with edge_serve(tmp) as edge:  # pairs the benchmark device into the data directory
+            _key, device_token = pair_local_device(edge.port)
+            headers = {
+                "Host": "edge.example.com",
+                "X-Forwarded-For": CLIENT_IP,
+                "Authorization": f"Bearer {device_token}",
+            }
+            check_edge_sees_paired_client(edge.url, headers)
+            args.config = edge.config
+        servers = [
+            ("bare", "bare"),
+            ("bare + proxy headers", "bare-proxied"),
+            ("edge, no middleware", "no-middleware"),
+            ("edge, resolution", "resolution"),
+        ]
+        rows = []
+        for label, name in servers:
+            port = free_port()
+            rows.append(count(label, [*me, name, str(port)], port, headers, args))
+        port = free_port()
+        edge_command = [sys.executable, "-m", "edge.cli", "serve", "--config", str(args.config)]
+        rows.append(count("edge serve", [*edge_command, "--port", str(port)], port, headers, args))
+    return report(rows, args)
+
+
+def report(rows: list[Row], args: argparse.Namespace) -> int:
+    by_name = {row.name: row.instructions for row in rows}
+    bare = by_name["bare"]
+    print(
+        f"{machine_line()}; valgrind --tool=callgrind, {args.requests:,} requests on one "
+        f"keep-alive connection after {WARM_UP_REQUESTS} to warm up; user-space instructions"
+    )
+    print()
+    print("| server | instructions per request | bare / server |")
+    print("|--------|-------------------------:|--------------:|")
+    for row in rows:
+        print(f"| {row.name} | {row.instructions:,.0f} | {bare / row.instructions:.2f} |")
+    routing = by_name["edge, no middleware"] - bare
+    resolution = by_name["edge, resolution"] - by_name["edge, no middleware"]
+    guard = by_name["edge serve"] - by_name["edge, resolution"]
+    print()
+    print(
+        f"Edge's own work: {by_name['edge serve'] - bare:,.0f} instructions per request over the "
+        f"bare app: routing among its routes {routing:,.0f}, resolution {resolution:,.0f}, "
+        f"guard (credential check, metrics) {guard:,.0f}; uvicorn's proxy headers "
+        f"{by_name['bare + proxy headers'] - bare:,.0f}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
