@@ -331,6 +331,18 @@ def check_edge_sees_paired_client(url: str, headers: dict[str, str]) -> None:
         raise SystemExit(f"Edge does not see a paired remote client: {whoami}")
 
 
+def paired_request_headers(edge: EdgeUnderTest) -> dict[str, str]:
+    """The headers of the benchmark request: a device paired on ``edge``, behind the proxy."""
+    _key, device_token = pair_local_device(edge.port)
+    headers = {
+        "Host": "edge.example.com",
+        "X-Forwarded-For": CLIENT_IP,
+        "Authorization": f"Bearer {device_token}",
+    }
+    check_edge_sees_paired_client(edge.url, headers)
+    return headers
+
+
 def measure(
     targets: dict[str, Target], headers: dict[str, str], args: argparse.Namespace
 ) -> list[Row]:
@@ -407,13 +419,7 @@ def main() -> int:
         ):
             wait_ready(f"http://127.0.0.1:{bare_port}{PATH}", bare)
             wait_ready(f"http://127.0.0.1:{proxied_port}{PATH}", proxied)
-            _key, device_token = pair_local_device(edge.port)
-            headers = {
-                "Host": "edge.example.com",
-                "X-Forwarded-For": CLIENT_IP,
-                "Authorization": f"Bearer {device_token}",
-            }
-            check_edge_sees_paired_client(edge.url, headers)
+            headers = paired_request_headers(edge)
             targets = {
                 "bare": Target(f"http://127.0.0.1:{bare_port}{PATH}", bare.pid),
                 "bare + proxy headers": Target(
