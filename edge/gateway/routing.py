@@ -41,22 +41,35 @@ def _may_match(route: BaseRoute, path: str) -> bool:
 
 
 class SkippingRouter(Router):
-    """A ``Router`` whose skip tables are built once from the routes it is given."""
+    """A ``Router`` whose skip tables are built from its routes, and rebuilt when they change.
+
+    A change is noticed by the list's identity and length, which catches
+    ``add_route``, ``mount`` and a new list; replacing one route in place
+    (``router.routes[3] = other``) is not caught, and Edge never does that.
+    """
 
     def __init__(self, routes: Sequence[BaseRoute], **kwargs: Any) -> None:
         super().__init__(routes, **kwargs)
+        self._index()
+
+    def _index(self) -> None:
+        routes = self.routes
         literal_paths = {
             route.path
-            for route in self.routes
+            for route in routes
             if isinstance(route, (Route, WebSocketRoute)) and _is_literal(route)
         }
         self._by_literal_path = {
-            path: tuple(route for route in self.routes if _may_match(route, path))
+            path: tuple(route for route in routes if _may_match(route, path))
             for path in literal_paths
         }
-        self._not_literal = tuple(route for route in self.routes if not _is_literal(route))
+        self._not_literal = tuple(route for route in routes if not _is_literal(route))
+        self._indexed = (routes, len(routes))
 
     def _candidates(self, scope: Scope) -> tuple[BaseRoute, ...] | None:
+        indexed_routes, indexed_count = self._indexed
+        if self.routes is not indexed_routes or len(self.routes) != indexed_count:
+            self._index()
         if scope.get("root_path"):
             return None  # routes match the path below root_path: leave that to Starlette
         path: str = scope["path"]

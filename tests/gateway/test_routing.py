@@ -156,3 +156,26 @@ def test_a_literal_path_tries_only_the_routes_that_could_match_it(tmp_path: Path
     assert healthz is not None and [getattr(r, "path", None) for r in healthz] == ["/healthz"]
     forwarded = router._candidates({"type": "http", "path": "/svc/x", "root_path": ""})
     assert forwarded is not None and len(forwarded) < len(routes) / 2
+
+
+def test_routes_changed_after_construction_are_routed_as_starlette_routes_them(
+    tmp_path: Path,
+) -> None:
+    routes = edge_routes(tmp_path)
+    late_post = Route("/healthz", _endpoint, methods=["POST"])  # beside the GET-only /healthz
+    late_page = Route("/late", _endpoint)
+    handled = record_handles([*routes, late_post, late_page])
+    skipping, plain = SkippingRouter(routes), Router(routes)
+    for router in (skipping, plain):
+        router.routes.append(late_post)
+        router.routes.insert(0, late_page)
+    post = {"type": "http", "path": "/healthz", "root_path": "", "method": "POST"}
+    get_late = {**post, "path": "/late", "method": "GET"}
+    for scope in (post, get_late):
+        assert route_with(skipping, handled, scope) == route_with(plain, handled, scope)
+    assert route_with(skipping, handled, post) == [("route", (id(late_post), {}))]
+    # A new list of the same length, without the POST route: a 405 again.
+    swapped = [route for route in skipping.routes if route is not late_post]
+    swapped.append(Route("/other", _endpoint))
+    skipping.routes, plain.routes = swapped, list(swapped)
+    assert route_with(skipping, handled, post) == route_with(plain, handled, post)
