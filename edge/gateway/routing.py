@@ -6,9 +6,9 @@ has some twenty routes, and upstream forwarding comes after all of them: in
 the real server that was about a fifth of Edge's own work on a ``/healthz``
 request, and more on every forwarded one (``benchmarks/http_instructions.py``).
 
-``SkippingRouter`` works out once, for each path that a route names literally
-(``/healthz``, ``/ws``), every route that could match it, in their order; for
-any other path, every route that is not literal. Trying only those finds the
+``SkippingRouter`` works out, once per route list, for each path that a route
+names literally (``/healthz``, ``/ws``), every route that could match it, in
+their order; for any other path, every route that is not literal. Trying only those finds the
 same route Starlette would, because a skipped route answers ``Match.NONE``
 for that path whatever the method or socket kind. As in Starlette, the
 first full match wins, else the first partial one (a wrong method: 405). When
