@@ -8,18 +8,18 @@ request, and more on every forwarded one (``benchmarks/http_instructions.py``).
 
 ``SkippingRouter`` works out, once per route list, for each path that a route
 names literally (``/healthz``, ``/ws``), every route that could match it, in
-their order; for any other path, every route that is not literal. Trying only those finds the
-same route Starlette would, because a skipped route answers ``Match.NONE``
-for that path whatever the method or socket kind. As in Starlette, the
-first full match wins, else the first partial one (a wrong method: 405). When
-none matches at all (a path to redirect, a 404), Starlette's own loop runs as
-before.
+their order; for any other path, every route that is not literal. Trying
+only those finds the same route Starlette would, because a skipped route
+answers ``Match.NONE`` for that path whatever the method or socket kind. As
+in Starlette, the first full match wins, else the first partial one (a wrong
+method: 405). When none matches at all (a path to redirect, a 404),
+Starlette's own loop runs as before.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeGuard
 
 from starlette.routing import BaseRoute, Match, Mount, Route, Router, WebSocketRoute
 from starlette.types import Receive, Scope, Send
@@ -27,7 +27,7 @@ from starlette.types import Receive, Scope, Send
 from edge.gateway.upstream import UpstreamRoute
 
 
-def _is_literal(route: BaseRoute) -> bool:
+def _is_literal(route: BaseRoute) -> TypeGuard[Route | WebSocketRoute]:
     return isinstance(route, (Route, WebSocketRoute)) and not route.param_convertors
 
 
@@ -54,11 +54,7 @@ class SkippingRouter(Router):
 
     def _index(self) -> None:
         routes = self.routes
-        literal_paths = {
-            route.path
-            for route in routes
-            if isinstance(route, (Route, WebSocketRoute)) and _is_literal(route)
-        }
+        literal_paths = {route.path for route in routes if _is_literal(route)}
         self._by_literal_path = {
             path: tuple(route for route in routes if _may_match(route, path))
             for path in literal_paths
