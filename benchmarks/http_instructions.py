@@ -56,7 +56,6 @@ from benchmarks.http_stack import (  # noqa: E402
     serve_bare,
     wait_ready,
 )
-from edge.cli.serve import UVICORN_SETTINGS  # noqa: E402
 
 WARM_UP_REQUESTS = 300
 VALGRIND_START_TIMEOUT = 300.0  # Python with Edge's imports starts slowly under callgrind
@@ -85,20 +84,6 @@ def edge_resolution_only() -> Any:
 
 
 FACTORIES = {"no-middleware": edge_without_middleware, "resolution": edge_resolution_only}
-
-
-def serve_factory(name: str, port: int) -> None:
-    import uvicorn
-
-    uvicorn.run(
-        f"benchmarks.http_instructions:{FACTORIES[name].__name__}",
-        factory=True,
-        host="127.0.0.1",
-        port=port,
-        workers=1,
-        log_level="warning",
-        **UVICORN_SETTINGS,  # type: ignore[arg-type]
-    )
 
 
 # -- counting -----------------------------------------------------------------------------------
@@ -137,8 +122,10 @@ def _content_length(head: bytes) -> int:
     raise SystemExit(f"no content-length in {head!r}")
 
 
-def callgrind(tool: str, pid: int, *args: str) -> None:
-    subprocess.run([tool, *args, str(pid)], capture_output=True, check=True, timeout=120)
+def callgrind_control(pid: int, option: str) -> None:
+    subprocess.run(
+        ["callgrind_control", option, str(pid)], capture_output=True, check=True, timeout=120
+    )
 
 
 def dumped_instructions(prefix: Path, part: int) -> int:
@@ -184,11 +171,11 @@ def count(
         # The first dump after zeroing also holds a one-time cost of some ten million
         # instructions (callgrind taking the request among it): it takes the warm-up's second
         # half and is set aside; the second dump holds the counted requests alone.
-        callgrind("callgrind_control", proc.pid, "--zero")
+        callgrind_control(proc.pid, "--zero")
         send_requests(port, WARM_UP_REQUESTS, headers)
-        callgrind("callgrind_control", proc.pid, "--dump")
+        callgrind_control(proc.pid, "--dump")
         send_requests(port, args.requests, headers)
-        callgrind("callgrind_control", proc.pid, "--dump")
+        callgrind_control(proc.pid, "--dump")
     return Row(name, dumped_instructions(out, 2) / args.requests)
 
 
@@ -200,10 +187,12 @@ def main() -> int:
     args = parser.parse_args()
     if args.serve is not None:
         name, port = args.serve
-        if name in FACTORIES:
-            serve_factory(name, int(port))
-        else:
-            serve_bare(int(port), proxy_headers=name == "bare-proxied")
+        app = (
+            f"benchmarks.http_instructions:{FACTORIES[name].__name__}"
+            if name in FACTORIES
+            else "benchmarks.http_stack:bare_app"
+        )
+        serve_bare(int(port), proxy_headers=name == "bare-proxied", app=app)
         return 0
     if args.quick:
         args.requests = 300
