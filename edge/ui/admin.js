@@ -42,6 +42,7 @@ export class AdminPanel {
     this.invites = new Map();
     this.selfId = null;
     this.renaming = null;
+    this.renameDraft = "";
     this.confirmingRevoke = null;
     this.lastInvite = null;
     this.refreshTimer = null;
@@ -79,6 +80,7 @@ export class AdminPanel {
     this.devices.clear();
     this.invites.clear();
     this.renaming = null;
+    this.renameDraft = "";
     this.confirmingRevoke = null;
   }
 
@@ -150,11 +152,15 @@ export class AdminPanel {
     this.render();
   }
 
-  /** Re-render the lists, keeping keyboard focus on the same control when it still exists. */
+  /**
+   * Re-render the lists, keeping keyboard focus on the same control when it still exists.
+   * Events arrive while the operator types, so a focused text field also keeps its caret.
+   */
   render() {
     const active = document.activeElement;
     const focusedTestId = active && this.root.contains(active) ? active.dataset.testid : null;
     const focusInLists = Boolean(focusedTestId) && [this.pendingList, this.deviceList, this.inviteList].some((list) => list.contains(active));
+    const caret = active instanceof HTMLInputElement ? [active.selectionStart, active.selectionEnd] : null;
     this.renderPending();
     this.renderDevices();
     this.renderInvites();
@@ -162,6 +168,9 @@ export class AdminPanel {
       const again = this.root.querySelector(`[data-testid="${CSS.escape(focusedTestId)}"]`);
       if (again) {
         again.focus();
+        if (caret && again instanceof HTMLInputElement && caret[0] !== null) {
+          again.setSelectionRange(caret[0], caret[1]);
+        }
       } else {
         this.pendingHeading.focus();
       }
@@ -416,11 +425,13 @@ export class AdminPanel {
 
   startRename(id) {
     this.renaming = id;
+    this.renameDraft = (this.devices.get(id) || {}).name || "";
     this.confirmingRevoke = null;
     this.renderDevices();
     this.focusTestId(`rename-input-${id}`);
   }
 
+  /** The rename form; the typed text lives in this.renameDraft, so a re-render keeps it. */
   renameForm(device) {
     const id = device.id;
     const input = el("input", {
@@ -428,15 +439,19 @@ export class AdminPanel {
       type: "text",
       maxlength: "64",
       required: true,
-      value: device.name || "",
+      value: this.renameDraft,
       autocomplete: "off",
       dataset: { testid: `rename-input-${id}` },
     });
     const cancel = () => {
       this.renaming = null;
+      this.renameDraft = "";
       this.renderDevices();
       this.focusTestId(`rename-${id}`);
     };
+    input.addEventListener("input", () => {
+      this.renameDraft = input.value;
+    });
     input.addEventListener("keydown", (event) => {
       if (event.key === "Escape") {
         event.preventDefault();
@@ -465,6 +480,7 @@ export class AdminPanel {
           this.devices.set(done.id, done);
         }
         this.renaming = null;
+        this.renameDraft = "";
         this.renderDevices();
         this.focusTestId(`rename-${id}`);
       }

@@ -96,6 +96,32 @@ def test_admin_renames_and_revokes_from_the_keyboard(
     expect(page.get_by_test_id(f"device-{device_id}")).to_be_hidden()
 
 
+def test_a_name_being_typed_survives_a_request_that_arrives_meanwhile(
+    open_page: PageOpener, gateway: EdgeServer
+) -> None:
+    """Pushed events re-render the lists; the half-typed name, its focus and caret stay put."""
+    admin = local_admin(open_page, gateway)
+    remote, request_id = waiting_remote(open_page, gateway, "198.51.100.23", "old name")
+    admin.page.get_by_test_id(f"approve-user-{request_id}").click()
+    remote.expect_state("connected")
+    device_id = remote.page.get_by_test_id("device-id").inner_text()
+    page = admin.page
+
+    page.get_by_test_id(f"rename-{device_id}").click()
+    rename_input = page.get_by_test_id(f"rename-input-{device_id}")
+    rename_input.fill("shared")
+    expect(rename_input).to_be_focused()
+
+    _, second_request = waiting_remote(open_page, gateway, "198.51.100.24", "newcomer")
+    expect(page.get_by_test_id(f"pending-{second_request}")).to_be_visible()
+    expect(rename_input).to_have_value("shared")
+    expect(rename_input).to_be_focused()
+    page.keyboard.type(" tablet")
+    page.keyboard.press("Enter")
+    expect(page.get_by_test_id(f"device-name-{device_id}")).to_have_text("shared tablet")
+    assert {d["id"]: d["name"] for d in listing(gateway)["devices"]}[device_id] == "shared tablet"
+
+
 def test_rejected_request_leaves_the_list_and_the_browser_stops_asking(
     open_page: PageOpener, gateway: EdgeServer
 ) -> None:
