@@ -41,6 +41,21 @@ def waiting_remote(
     return remote, remote.page.get_by_test_id("request-id").inner_text()
 
 
+def approved_remote(
+    open_page: PageOpener, gateway: EdgeServer, remote_ip: str, name: str
+) -> tuple[OpenedPage, OpenedPage, str]:
+    """A local admin page and a remote browser it approved as user, with the remote's device id."""
+    admin = local_admin(open_page, gateway)
+    remote, request_id = waiting_remote(open_page, gateway, remote_ip, name)
+    admin.page.get_by_test_id(f"approve-user-{request_id}").click()
+    remote.expect_state("connected")
+    return admin, remote, remote.page.get_by_test_id("device-id").inner_text()
+
+
+def device_names(gateway: EdgeServer) -> dict[str, str]:
+    return {d["id"]: d["name"] for d in listing(gateway)["devices"]}
+
+
 def test_admin_page_approves_another_browsers_request_with_a_click(
     open_page: PageOpener, gateway: EdgeServer
 ) -> None:
@@ -69,11 +84,7 @@ def test_admin_page_approves_another_browsers_request_with_a_click(
 def test_admin_renames_and_revokes_from_the_keyboard(
     open_page: PageOpener, gateway: EdgeServer
 ) -> None:
-    admin = local_admin(open_page, gateway)
-    remote, request_id = waiting_remote(open_page, gateway, "198.51.100.21", "old name")
-    admin.page.get_by_test_id(f"approve-user-{request_id}").click()
-    remote.expect_state("connected")
-    device_id = remote.page.get_by_test_id("device-id").inner_text()
+    admin, remote, device_id = approved_remote(open_page, gateway, "198.51.100.21", "old name")
     page = admin.page
 
     page.get_by_test_id(f"rename-{device_id}").focus()
@@ -85,9 +96,7 @@ def test_admin_renames_and_revokes_from_the_keyboard(
     expect(page.get_by_test_id(f"device-name-{device_id}")).to_have_text("<b>shared tablet</b>")
     assert page.locator("b", has_text="shared tablet").count() == 0  # a name is text, never markup
     expect(page.get_by_test_id(f"rename-{device_id}")).to_be_focused()
-    assert {d["id"]: d["name"] for d in listing(gateway)["devices"]}[
-        device_id
-    ] == "<b>shared tablet</b>"
+    assert device_names(gateway)[device_id] == "<b>shared tablet</b>"
 
     page.get_by_test_id(f"revoke-{device_id}").click()
     expect(page.get_by_test_id(f"revoke-confirm-{device_id}")).to_be_focused()
@@ -100,11 +109,7 @@ def test_a_name_being_typed_survives_a_request_that_arrives_meanwhile(
     open_page: PageOpener, gateway: EdgeServer
 ) -> None:
     """Pushed events re-render the lists; the half-typed name, its focus and caret stay put."""
-    admin = local_admin(open_page, gateway)
-    remote, request_id = waiting_remote(open_page, gateway, "198.51.100.23", "old name")
-    admin.page.get_by_test_id(f"approve-user-{request_id}").click()
-    remote.expect_state("connected")
-    device_id = remote.page.get_by_test_id("device-id").inner_text()
+    admin, _, device_id = approved_remote(open_page, gateway, "198.51.100.23", "old name")
     page = admin.page
 
     page.get_by_test_id(f"rename-{device_id}").click()
@@ -119,7 +124,7 @@ def test_a_name_being_typed_survives_a_request_that_arrives_meanwhile(
     page.keyboard.type(" tablet")
     page.keyboard.press("Enter")
     expect(page.get_by_test_id(f"device-name-{device_id}")).to_have_text("shared tablet")
-    assert {d["id"]: d["name"] for d in listing(gateway)["devices"]}[device_id] == "shared tablet"
+    assert device_names(gateway)[device_id] == "shared tablet"
 
 
 def test_rejected_request_leaves_the_list_and_the_browser_stops_asking(
