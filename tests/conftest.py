@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,40 @@ from edge.pairing.identity import DeviceKey
 GATEWAY_TOKEN = "test-gateway-token-0123456789abcdefghijklmnop"
 REMOTE = ("203.0.113.7", 40000)
 LOOPBACK = ("127.0.0.1", 40001)
+
+
+
+class RecordCollector(logging.Handler):
+    """Keeps every record that reaches one of Edge's loggers, for tests that count them.
+
+    Edge's loggers do not propagate to the root. Whether pytest's ``caplog``
+    sees them depends on the pytest version and on whether the logger already
+    existed when the test began, so counting through ``caplog`` is not
+    repeatable; this handler is attached to the logger itself, exactly once.
+    """
+
+    def __init__(self, level: int = logging.NOTSET) -> None:
+        super().__init__(level)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    @property
+    def messages(self) -> list[str]:
+        return [record.getMessage() for record in self.records]
+
+
+@contextlib.contextmanager
+def logged(name: str, level: int = logging.NOTSET) -> Iterator[RecordCollector]:
+    """Collect the records of ``level`` or above logged to ``name`` (and its children)."""
+    collector = RecordCollector(level)
+    logger = logging.getLogger(name)
+    logger.addHandler(collector)
+    try:
+        yield collector
+    finally:
+        logger.removeHandler(collector)
 
 
 def base_config(tmp_path: Path, **overrides: Any) -> dict[str, Any]:

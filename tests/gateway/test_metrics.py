@@ -9,7 +9,6 @@ or one that moves when it should not, fails the test.
 from __future__ import annotations
 
 import json
-import logging
 import multiprocessing
 import os
 import threading
@@ -37,7 +36,7 @@ from edge.metrics import (
     pairing_event_label,
 )
 from edge.pairing.denials import Denial
-from tests.conftest import GATEWAY_TOKEN, LOOPBACK, REMOTE, Device, base_config, client_for
+from tests.conftest import GATEWAY_TOKEN, LOOPBACK, REMOTE, Device, base_config, client_for, logged
 
 LOCAL_URL = "http://localhost:18789"
 Key = tuple[str, frozenset[tuple[str, str]]]
@@ -436,31 +435,19 @@ def test_event_claim_keeps_a_bounded_file(tmp_path: Path) -> None:
     assert claim.claim([3]) == set()  # below the floor: given up, never counted twice
 
 
-def test_event_claim_resets_a_damaged_file_and_says_so(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_event_claim_resets_a_damaged_file_and_says_so(tmp_path: Path) -> None:
     path = tmp_path / "claim"
     path.write_text("{not json")
-    logger = logging.getLogger("edge.metrics")
-    logger.addHandler(caplog.handler)
-    try:
+    with logged("edge.metrics") as log:
         assert EventClaim(path).claim([1, 2]) == {1, 2}
-    finally:
-        logger.removeHandler(caplog.handler)
-    assert "was damaged, reset" in caplog.text
+    assert any("was damaged, reset" in message for message in log.messages)
     assert EventClaim(path).claim([1, 2, 3]) == {3}
 
 
-def test_event_claim_without_a_usable_file_counts_locally(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    logger = logging.getLogger("edge.metrics")
-    logger.addHandler(caplog.handler)
-    try:
+def test_event_claim_without_a_usable_file_counts_locally(tmp_path: Path) -> None:
+    with logged("edge.metrics") as log:
         assert EventClaim(tmp_path / "missing" / "claim").claim([1, 2]) == {1, 2}
-    finally:
-        logger.removeHandler(caplog.handler)
-    assert "unusable, counting locally" in caplog.text
+    assert any("unusable, counting locally" in message for message in log.messages)
 
 
 def _claim_in_process(path: str, seqs: list[int], results: Any) -> None:

@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.conftest import client_for
+from tests.conftest import RecordCollector, client_for, logged
 
 
 @pytest.fixture
-def proxy_log(caplog: pytest.LogCaptureFixture) -> Any:
-    logger = logging.getLogger("edge.proxy")
-    logger.addHandler(caplog.handler)
-    caplog.set_level(logging.WARNING, logger="edge.proxy")
-    yield caplog
-    logger.removeHandler(caplog.handler)
+def proxy_log() -> Iterator[RecordCollector]:
+    with logged("edge.proxy", logging.WARNING) as collector:
+        yield collector
 
 
 def test_headers_from_an_untrusted_peer_warn_once_naming_trusted_proxies(

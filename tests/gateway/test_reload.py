@@ -8,7 +8,6 @@ reloaded setting is checked on the next handshake and request.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ import yaml
 
 from edge import create_app
 from edge.config import ConfigError
-from tests.conftest import GATEWAY_TOKEN, Device, base_config, client_for, open_ws
+from tests.conftest import GATEWAY_TOKEN, Device, base_config, client_for, logged, open_ws
 from tests.gateway.test_ws import attempt, closed_with, refused
 
 NEW_TOKEN = "reloaded-gateway-token-0123456789abcdefghijklm"
@@ -87,16 +86,12 @@ def test_a_bad_file_is_refused_and_the_running_configuration_stays(
 
 
 def test_moving_metrics_by_reload_waits_for_a_restart_and_says_so(
-    config_file: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    config_file: Path, tmp_path: Path
 ) -> None:
     app = create_app(config_file)
     write(config_file, base_config(tmp_path, metrics={"port": 9464}))
-    logger = logging.getLogger("edge.gateway")
-    logger.addHandler(caplog.handler)  # Edge's loggers do not propagate to the root
-    try:
+    with logged("edge.gateway") as log:
         assert app.state.gateway.reload() == ["metrics"]
-    finally:
-        logger.removeHandler(caplog.handler)
-    assert any("take effect at the next start" in r.getMessage() for r in caplog.records)
+    assert any("take effect at the next start" in message for message in log.messages)
     with client_for(app, ("127.0.0.1", 5000), "http://localhost") as local:
         assert local.get("/metrics").status_code == 200  # still served where it was

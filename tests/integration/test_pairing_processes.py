@@ -136,9 +136,18 @@ def test_cli_approval_survives_kill_9_during_traffic(
 
 
 def approve_over_the_api(
-    server: EdgeServer, requests: list[tuple[str, Device]], acked: list[str]
+    server: EdgeServer,
+    requests: list[tuple[str, Device]],
+    acked: list[str],
+    kill_after: int | None = None,
+    reached: threading.Event | None = None,
 ) -> None:
-    """Approve each request in turn, noting the devices whose approval was acknowledged."""
+    """Approve each request in turn, noting the devices whose approval was acknowledged.
+
+    With ``kill_after``, ``reached`` is set as soon as that many approvals are
+    acknowledged, and the stream goes on: the kill that follows lands while
+    approvals are still being sent, whatever the machine's speed.
+    """
     with httpx.Client(timeout=5) as client:
         for request_id, device in requests:
             try:
@@ -147,6 +156,10 @@ def approve_over_the_api(
                 return  # killed: this one was never acknowledged
             if response.status_code == 200:
                 acked.append(device.id)
+                if reached is not None and len(acked) == kill_after:
+                    reached.set()
+    if reached is not None:
+        reached.set()  # the stream ended first: the caller's assertion reports it
 
 
 def approve_with_the_cli(
@@ -164,13 +177,15 @@ def test_approvals_acknowledged_by_api_and_cli_survive_kill_9_at_random_moments(
     The API approves requests one after another while the CLI, writing the
     same SQLite file from its own process, approves another; whatever was
     acknowledged (a 200, or the CLI's exit 0) before the kill is paired after
-    the restart, and the database passes SQLite's integrity check.
+    the restart, and the database passes SQLite's integrity check. The moment
+    is chosen by what has happened, not by a clock: each round kills right
+    after the k-th acknowledged API approval, k drawn at random, so the kill
+    lands inside the stream on a fast machine and a slow one alike.
     """
     server = edge_server_factory(PROXIED)
     rng = random.Random(20261201)
     per_round = 24  # requests per round: one for the CLI, the rest for the API
     acknowledged: set[str] = set()
-    api_counts: list[int] = []  # API approvals acknowledged before each kill
     for round_number in range(4):
         devices = [Device(f"round {round_number} device {n}") for n in range(per_round)]
         requests = [
@@ -178,28 +193,33 @@ def test_approvals_acknowledged_by_api_and_cli_survive_kill_9_at_random_moments(
             for n, device in enumerate(devices)
         ]
         (cli_request, cli_device), api_requests = requests[0], requests[1:]
+        # Leave at least five approvals unsent at the kill, so it interrupts the stream.
+        kill_after = rng.randint(1, len(api_requests) - 5)
+        reached = threading.Event()
         api_acked: list[str] = []
         cli_acked: list[str] = []
         workers = [
-            threading.Thread(target=approve_over_the_api, args=(server, api_requests, api_acked)),
+            threading.Thread(
+                target=approve_over_the_api,
+                args=(server, api_requests, api_acked, kill_after, reached),
+            ),
             threading.Thread(
                 target=approve_with_the_cli, args=(server, cli_request, cli_device, cli_acked)
             ),
         ]
         for worker in workers:
             worker.start()
-        time.sleep(rng.uniform(0.02, 0.4))
+        assert reached.wait(60), f"round {round_number}: approvals stalled at {len(api_acked)}"
         server.stop(signal.SIGKILL)
         for worker in workers:
             worker.join(60)
+        # The kill landed inside the stream of API approvals, not before or after it.
+        assert kill_after <= len(api_acked) < len(api_requests), (round_number, kill_after, api_acked)
         acknowledged.update(api_acked, cli_acked)
-        api_counts.append(len(api_acked))
         server.start()
         listing = json.loads(server.cli("devices", "list", "--json").stdout)
         paired = {d["id"] for d in listing["devices"]}
         assert acknowledged <= paired, f"round {round_number}: lost {acknowledged - paired}"
-    # The kills really landed inside the stream of API approvals, not before or after it.
-    assert any(0 < count < per_round - 1 for count in api_counts), api_counts
     server.stop()
     with sqlite3.connect(server.data_dir / "edge.sqlite3") as db:
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
