@@ -173,7 +173,7 @@ def check_proxy(settings: Settings) -> list[Finding]:
                 "proxy.trusted_proxies, then check with `edge explain`",
             )
         )
-    if proxies and trusted and settings.local.loopback:
+    if proxies and trusted and settings.local.loopback and settings.local.peer_check == "address":
         findings.append(
             Finding(
                 "warn",
