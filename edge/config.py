@@ -25,7 +25,7 @@ from pydantic import (
     model_validator,
 )
 
-from edge.net import NetworkSet, parse_network
+from edge.net import NetworkSet, normalise_origin, parse_network
 
 CONFIG_ENV = "EDGE_CONFIG"
 TOKEN_ENV = "EDGE_GATEWAY_TOKEN"
@@ -139,6 +139,9 @@ class ProxySettings(_Section):
 
 class LocalSettings(_Section):
     loopback: bool = True
+    # uid: a loopback client is local only if its connection belongs to the gateway's OS
+    # user (the kernel says so); address: the loopback address alone decides (weaker)
+    peer_check: Literal["uid", "address"] = "uid"
     networks: list[str] = []
     hosts: list[str] = []
 
@@ -189,12 +192,13 @@ class AuthSettings(_Section):
         result = []
         for index, origin in enumerate(value):
             lowered = origin.strip().lower().rstrip("/")
-            if lowered == "*" or not _ORIGIN.match(lowered):
+            normalised = normalise_origin(lowered) if _ORIGIN.match(lowered) else None
+            if normalised is None:
                 raise ValueError(
                     f"[{index}]: {origin!r} is not an origin like 'https://app.example.com' "
                     "(scheme, host and optional port; no path, no wildcard)"
                 )
-            result.append(lowered)
+            result.append(normalised)
         return result
 
     @model_validator(mode="after")

@@ -61,6 +61,7 @@ PROXY_OUTCOMES = (
     "malformed_forwarded",
     "too_many_hops",
 )
+PEER_OWNERS = ("same-user", "other-user", "unknown")
 PAIRING_EVENTS = ("requested", "approved", "rejected", "expired", "revoked", "rotated", "invited")
 AUTH_FAILURE_REASONS = tuple(denial.metric_label for denial in Denial)
 ROLES = ("admin", "user")
@@ -302,6 +303,13 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        self.peer_lookups = Counter(
+            "edge_peer_lookups",
+            "Connection owners asked of the kernel (one per loopback or unix-socket connection, "
+            "never per request), by what was found: same-user, other-user or unknown.",
+            ["owner"],
+            registry=r,
+        )
         self.upstream_requests = Counter(
             "edge_upstream_requests",
             "Requests forwarded to upstreams by response class.",
@@ -339,6 +347,8 @@ class Metrics:
             self.auth_failures.labels(reason=reason)
         for outcome in PROXY_OUTCOMES:
             self.proxy_headers.labels(outcome=outcome)
+        for owner in PEER_OWNERS:
+            self.peer_lookups.labels(owner=owner)
         for event in PAIRING_EVENTS:
             self.pairing_events.labels(event=event)
         for role in ROLES:
@@ -392,6 +402,9 @@ class Metrics:
         if count is None:
             count = self.proxy_headers.labels(outcome=outcome)
         count.inc()
+
+    def peer_lookup(self, owner: str) -> None:
+        self.peer_lookups.labels(owner=owner if owner in PEER_OWNERS else "unknown").inc()
 
     def upstream(self, name: str, status: int | None, seconds: float) -> None:
         self.upstream_requests.labels(upstream=name, code_class=code_class(status)).inc()

@@ -58,6 +58,10 @@ def base_config(tmp_path: Path, **overrides: Any) -> dict[str, Any]:
     config: dict[str, Any] = {
         "data_dir": str(tmp_path / "data"),
         "auth": {"token": GATEWAY_TOKEN},
+        # An in-process client has no kernel peer, so its owner cannot be proven: these
+        # tests judge loopback clients by the address-only rule. Real `edge serve` tests
+        # (tests/integration) keep the default `uid` rule.
+        "local": {"peer_check": "address"},
     }
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(config.get(key), dict):

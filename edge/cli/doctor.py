@@ -22,6 +22,7 @@ from edge.hostcheck import running_reverse_proxies, same_host_proxy_advice
 from edge.pairing.service import PairingService
 from edge.pairing.store import StoreError, open_store
 from edge.pairing.tokens import generate_secret
+from edge.peercred import peer_check_summary, self_test
 
 
 @dataclass(frozen=True)
@@ -172,7 +173,7 @@ def check_proxy(settings: Settings) -> list[Finding]:
                 "proxy.trusted_proxies, then check with `edge explain`",
             )
         )
-    if proxies and trusted and settings.local.loopback:
+    if proxies and trusted and settings.local.loopback and settings.local.peer_check == "address":
         findings.append(
             Finding(
                 "warn",
@@ -208,6 +209,39 @@ def check_proxy(settings: Settings) -> list[Finding]:
     return findings
 
 
+def check_peer_check(settings: Settings) -> list[Finding]:
+    """Which rule makes a loopback client local, and whether the owner lookup works here."""
+    local = settings.local
+    if not local.loopback:
+        return [
+            Finding("ok", "local.peer_check", "local.loopback is off: no loopback client is local")
+        ]
+    if local.peer_check == "address":
+        return [
+            Finding(
+                "warn",
+                "local.peer_check",
+                peer_check_summary("address").removeprefix("local.peer_check: "),
+                "set local.peer_check: uid (the default) unless the owner lookup cannot work here",
+            )
+        ]
+    if self_test().verdict == "unknown":
+        return [
+            Finding(
+                "warn",
+                "local.peer_check",
+                peer_check_summary("uid").removeprefix("local.peer_check: "),
+                "approve this host's browser with `edge devices approve`, or set "
+                "local.peer_check: address (weaker)",
+            )
+        ]
+    return [
+        Finding(
+            "ok", "local.peer_check", peer_check_summary("uid").removeprefix("local.peer_check: ")
+        )
+    ]
+
+
 @click.command("doctor")
 @config_option
 @click.option(
@@ -225,6 +259,7 @@ def doctor(config_path: str | None, generate: bool, as_json: bool) -> None:
     findings += check_token(settings, generate)
     findings += check_store(settings)
     findings += check_proxy(settings)
+    findings += check_peer_check(settings)
     if as_json:
         click.echo(json.dumps([asdict(f) for f in findings], indent=2))
     else:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import pwd
 
 import click
 
 from edge.cli.common import config_option, load
 from edge.gateway.runtime import build_policy
-from edge.net import describe, parse_ip, resolve
+from edge.net import PeerOwner, describe, parse_ip, resolve
 
 
 def _header_pairs(raw_headers: tuple[str, ...]) -> list[tuple[bytes, bytes]]:
@@ -30,6 +32,12 @@ def _header_pairs(raw_headers: tuple[str, ...]) -> list[tuple[bytes, bytes]]:
 @click.option(
     "-H", "--header", "headers", multiple=True, help="A request header, 'Name: value' (repeatable)."
 )
+@click.option(
+    "--peer-user",
+    default=None,
+    help="OS user owning the client's end of the connection (as the kernel would say).",
+)
+@click.option("--peer-uid", type=click.IntRange(0), default=None, help="The same, as a uid.")
 @click.option("--scheme", type=click.Choice(["http", "https"]), default="http", show_default=True)
 @click.option("--websocket", is_flag=True, help="Resolve as a WebSocket request.")
 @click.option(
@@ -43,12 +51,20 @@ def explain(
     scheme: str,
     websocket: bool,
     as_json: bool,
+    peer_user: str | None,
+    peer_uid: int | None,
 ) -> None:
     """Show how the gateway would resolve a request, hop by hop, and why it is local or not.
 
     \b
     Example:
       edge explain --peer 127.0.0.1 -H 'X-Forwarded-For: 203.0.113.7' -H 'Host: edge.example.com'
+      edge explain --peer 127.0.0.1 --peer-user www-data -H 'Host: localhost'
+
+    Under local.peer_check: uid a loopback client is local only if its connection
+    belongs to the gateway's user (taken to be the user running this command);
+    say who owns it with --peer-user or --peer-uid, or it is unknown, as it is for
+    a connection that did not come through `edge serve`.
     """
     settings = load(config_path)
     policy = build_policy(settings)
@@ -59,12 +75,46 @@ def explain(
             raise click.BadParameter(f"{peer!r} is not an IP address", param_hint="--peer")
         peer_tuple = (peer, peer_port)
     resolution = resolve(
-        peer_tuple, _header_pairs(headers), policy, scheme=scheme, websocket=websocket
+        peer_tuple,
+        _header_pairs(headers),
+        policy,
+        scheme=scheme,
+        websocket=websocket,
+        peer_owner=_peer_owner(peer_user, peer_uid),
     )
     if as_json:
         click.echo(json.dumps(resolution.to_dict(), indent=2))
     else:
         click.echo(describe(resolution, policy))
+
+
+def _name(uid: int) -> str | None:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except (KeyError, OverflowError):
+        return None
+
+
+def _peer_owner(user: str | None, uid: int | None) -> PeerOwner:
+    """The owner the operator says the connection has, against the user running this command."""
+    me = os.geteuid()
+    if user is not None and uid is not None:
+        raise click.BadParameter(
+            "give --peer-user or --peer-uid, not both", param_hint="--peer-uid"
+        )
+    if user is not None:
+        try:
+            uid = pwd.getpwnam(user).pw_uid
+        except KeyError:
+            raise click.BadParameter(
+                f"{user!r} is not a user on this machine (see `getent passwd`)",
+                param_hint="--peer-user",
+            ) from None
+    if uid is None:
+        return PeerOwner(
+            None, None, me, _name(me), "not given: say who owns it with --peer-user or --peer-uid"
+        )
+    return PeerOwner(uid, _name(uid), me, _name(me), "given on the command line")
 
 
 @click.group("config")

@@ -12,9 +12,11 @@ import click
 from edge.cli.common import ConfigProblem, Refused, config_option, load, local_url
 from edge.config import CONFIG_ENV, Settings
 from edge.gateway.metrics_endpoint import bind_listener, serve_listener
+from edge.gateway.protocols import HTTP_PROTOCOL, WS_PROTOCOL
 from edge.gateway.workers import live_worker_pids, run_dir
 from edge.gateway_token import GatewayTokenError, load_gateway_token
 from edge.metrics import prepare_multiprocess_dir
+from edge.peercred import peer_check_summary
 
 WS_MAX_SIZE = 1024 * 1024
 # How uvicorn runs Edge; the benchmarks run their bare comparison apps with the same.
@@ -53,6 +55,7 @@ def _banner(
         click.echo(f"  proxies     trusting {', '.join(settings.proxy.trusted_proxies)}")
     else:
         click.echo("  proxies     none trusted: proxy headers are ignored (see `edge doctor`)")
+    click.echo(f"  local       {peer_check_summary(settings.local.peer_check)}")
 
 
 @click.command("serve")
@@ -115,6 +118,9 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
         workers=settings.server.workers,
         log_level=settings.logging.level,
         timeout_graceful_shutdown=math.ceil(settings.server.graceful_timeout),
+        # Each connection's owner is asked of the kernel once, as it opens (edge.gateway.peers).
+        http=HTTP_PROTOCOL,
+        ws=WS_PROTOCOL,
         **UVICORN_SETTINGS,  # type: ignore[arg-type]
     )
 

@@ -12,6 +12,9 @@ from edge.pairing.models import Device
 
 RESOLUTION_KEY = "edge.resolution"
 AUTH_KEY = "edge.auth"
+# The connection's owner as the kernel said (edge.gateway.peers), set per connection by the
+# protocol classes `edge serve` gives uvicorn; absent under any other server or test client.
+PEER_OWNER_KEY = "edge.peer_owner"
 
 
 @dataclass(frozen=True, slots=True)

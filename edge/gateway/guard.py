@@ -19,8 +19,15 @@ from typing import TYPE_CHECKING
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from edge.gateway.context import ANONYMOUS, AUTH_KEY, LOCAL, RESOLUTION_KEY, AuthState
-from edge.net import resolve
+from edge.gateway.context import (
+    ANONYMOUS,
+    AUTH_KEY,
+    LOCAL,
+    PEER_OWNER_KEY,
+    RESOLUTION_KEY,
+    AuthState,
+)
+from edge.net import NOT_LOOKED_UP, PeerOwner, resolve
 from edge.pairing.denials import Denial
 from edge.pairing.models import Device, Role
 from edge.pairing.store import StoreError
@@ -68,12 +75,14 @@ class ClientResolutionMiddleware:
             await self.app(scope, receive, send)
             return
         gateway = self.gateway
+        owner = scope.get(PEER_OWNER_KEY)
         resolution = resolve(
             scope.get("client"),
             scope["headers"],
             gateway.live.policy,
             scheme=scope.get("scheme", "http"),
             websocket=kind == "websocket",
+            peer_owner=owner if isinstance(owner, PeerOwner) else NOT_LOOKED_UP,
         )
         scope[RESOLUTION_KEY] = resolution
         if resolution.client_ip is not None:

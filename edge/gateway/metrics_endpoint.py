@@ -22,11 +22,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from edge.config import Settings
-from edge.gateway.context import RESOLUTION_KEY
+from edge.gateway.context import PEER_OWNER_KEY, RESOLUTION_KEY
 from edge.gateway.guard import _bearer
 from edge.gateway.runtime import LiveConfig, live_config
 from edge.metrics import render_exposition
-from edge.net import Resolution, resolve
+from edge.net import NOT_LOOKED_UP, PeerOwner, Resolution, resolve
 from edge.net.address import parse_ip
 from edge.pairing.tokens import secrets_equal
 
@@ -68,11 +68,13 @@ def metrics_endpoint(
         config = live()
         resolution = request.scope.get(RESOLUTION_KEY)
         if not isinstance(resolution, Resolution):  # the dedicated listener
+            owner = request.scope.get(PEER_OWNER_KEY)
             resolution = resolve(
                 request.scope.get("client"),
                 request.scope["headers"],
                 config.policy,
                 scheme=request.scope.get("scheme", "http"),
+                peer_owner=owner if isinstance(owner, PeerOwner) else NOT_LOOKED_UP,
             )
         if not metrics_allowed(config, resolution, request.scope):
             return _refusal()
@@ -124,10 +126,13 @@ def serve_listener(
     """
     import uvicorn
 
+    from edge.gateway.protocols import HTTP_PROTOCOL
+
     config = uvicorn.Config(
         listener_app(settings),
         log_level=settings.logging.level,
         lifespan="off",
+        http=HTTP_PROTOCOL,  # a local scraper is local here too: its owner is looked up
         **uvicorn_settings,  # type: ignore[arg-type]
     )
     server = uvicorn.Server(config)

@@ -22,7 +22,6 @@ from pathlib import Path
 from edge import __version__
 from edge.config import ConfigError, Settings, load_settings
 from edge.gateway.notify import Notifier
-from edge.gateway.origins import normalise_origin
 from edge.gateway.sockets import SocketHub
 from edge.gateway.workers import register_worker, unregister_worker
 from edge.gateway_token import GatewayTokenError, load_gateway_token
@@ -33,6 +32,7 @@ from edge.net import NetworkSet, ResolverPolicy
 from edge.pairing.models import Event
 from edge.pairing.service import PairingPolicy, PairingService, RateLimitPolicy
 from edge.pairing.store import Store, open_store
+from edge.peercred import LOOKUPS, peer_check_summary
 
 logger = logging.getLogger("edge.gateway")
 
@@ -50,6 +50,8 @@ def build_policy(settings: Settings) -> ResolverPolicy:
         local_loopback=settings.local.loopback,
         local_networks=NetworkSet.parse(settings.local.networks, allow_unix_word=False),
         local_hosts=frozenset(settings.local.hosts),
+        peer_check=settings.local.peer_check,
+        allowed_origins=frozenset(settings.auth.allowed_origins),
     )
 
 
@@ -75,12 +77,11 @@ class LiveConfig:
 
 
 def live_config(settings: Settings) -> LiveConfig:
+    policy = build_policy(settings)
     return LiveConfig(
         settings=settings,
-        policy=build_policy(settings),
-        allowed_origins=frozenset(
-            o for o in map(normalise_origin, settings.auth.allowed_origins) if o is not None
-        ),
+        policy=policy,
+        allowed_origins=policy.allowed_origins,
         metrics_networks=NetworkSet.parse(settings.metrics.allowed_networks, allow_unix_word=False),
     )
 
@@ -105,6 +106,7 @@ class Gateway:
         self.store_healthy = True
         self._worker_file: Path | None = None
         self._closers: list[Callable[[], Awaitable[None]]] = []
+        self._unobserve_lookups: Callable[[], None] = lambda: None
 
     @property
     def settings(self) -> Settings:
@@ -113,9 +115,17 @@ class Gateway:
     # -- lifecycle -----------------------------------------------------------------
 
     async def start(self) -> None:
-        proxies = running_reverse_proxies() if self.settings.local.loopback else []
+        local = self.settings.local
+        # Under local.peer_check: uid a same-host proxy's visitors are never local (its
+        # connections are its own user's), so only the address-only rule needs the warning.
+        proxies = (
+            running_reverse_proxies() if local.loopback and local.peer_check == "address" else []
+        )
         if proxies:
             logger.warning(same_host_proxy_advice(proxies), extra={"signal": "same_host_proxy"})
+        if self.settings.local.loopback:
+            logger.info(peer_check_summary(self.settings.local.peer_check))
+        self._unobserve_lookups = LOOKUPS.observe(self.metrics.peer_lookup)
         loop = asyncio.get_running_loop()
         self._stop.clear()
         self._worker_file = register_worker(self.settings)
@@ -133,6 +143,7 @@ class Gateway:
 
     async def stop(self) -> None:
         self._stop.set()
+        self._unobserve_lookups()
         if self._worker_file is not None:
             unregister_worker(self._worker_file)
         mark_worker_dead(os.getpid())

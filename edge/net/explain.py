@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from edge.net.address import address_is_loopback, address_of
 from edge.net.resolve import Resolution, ResolverPolicy
 
 ANOMALY_HELP = {
@@ -28,6 +29,18 @@ def describe(resolution: Resolution, policy: ResolverPolicy) -> str:
     peer = resolution.peer_ip or "unix socket"
     port = f" port {resolution.peer_port}" if resolution.peer_port is not None else ""
     lines.append(f"peer      {peer}{port} ({trusted})")
+    peer_address = address_of(resolution.peer_ip) if resolution.peer_ip is not None else None
+    if resolution.peer_ip is None or (
+        peer_address is not None and address_is_loopback(peer_address)
+    ):
+        # only a loopback or unix-socket peer can be direct, so only there does its owner count
+        lines.append(f"owner     {resolution.peer_owner.describe()}")
+        rule = (
+            "the connection must belong to edge's own user"
+            if resolution.peer_check == "uid"
+            else "the loopback address alone decides (weaker)"
+        )
+        lines.append(f"rule      local.peer_check: {resolution.peer_check} ({rule})")
     networks = policy.trusted_proxies.networks
     shown = [str(n) for n in networks[:8]]
     if len(networks) > 8:

@@ -3,9 +3,13 @@
 Proxy headers are believed only from a peer in ``proxy.trusted_proxies``; the
 chain is walked right to left and the first untrusted entry is the client.
 A request is local only if nothing about it is suspicious: a direct loopback
-peer that sent no proxy header at all (so a same-host reverse proxy can never
-make its visitors local), or a client in ``local.networks``; in both cases the
-Host and any Origin must name a local host, which defeats DNS rebinding.
+peer that sent no proxy header at all and whose connection belongs to the
+gateway's own OS user (``local.peer_check: uid``: a same-host reverse proxy or
+TCP forwarder runs as another user, so it can never make its visitors local),
+or a client in ``local.networks``. In both cases the Host must name a local
+host, which defeats DNS rebinding, and any Origin must be exactly the
+gateway's own origin (scheme, host and port), which defeats a page on another
+port of the same machine.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from edge.net.address import (
 )
 from edge.net.forwarded import ForwardedElement, parse_forwarded, split_x_forwarded_for
 from edge.net.networks import NetworkSet
+from edge.net.origin import is_same_origin, normalise_origin, own_origin
+from edge.net.peer import NOT_LOOKED_UP, PEER_CHECKS, SAME_USER, PeerOwner
 
 PROXY_HEADERS = frozenset(
     {
@@ -77,6 +83,11 @@ class ResolverPolicy:
     local_networks: NetworkSet = field(default_factory=NetworkSet)
     local_hosts: frozenset[str] = frozenset()
     max_hops: int = DEFAULT_MAX_HOPS
+    # "uid": a loopback peer is direct only if its connection is the gateway user's own;
+    # "address": the loopback address alone decides (weaker: any local user or proxy counts)
+    peer_check: str = "uid"
+    # auth.allowed_origins, normalised: the origins besides the gateway's own that count as it
+    allowed_origins: frozenset[str] = frozenset()
     # client_ip_headers with their ASGI (bytes) names, made once
     header_keys: tuple[tuple[str, bytes], ...] = field(
         init=False, repr=False, compare=False, default=()
@@ -112,6 +123,19 @@ class ResolverPolicy:
         if isinstance(self.local_hosts, str):
             raise TypeError("local_hosts must be a collection of host names, not one string")
         hosts = frozenset(_normalise_local_host(h) for h in self.local_hosts)
+        if self.peer_check not in PEER_CHECKS:
+            raise ValueError(
+                f"peer_check: {clip(repr(self.peer_check))} is not one of {', '.join(PEER_CHECKS)}"
+            )
+        if isinstance(self.allowed_origins, str):
+            raise TypeError("allowed_origins must be a collection of origins, not one string")
+        origins = set()
+        for origin in self.allowed_origins:
+            normalised = normalise_origin(origin)
+            if normalised is None:
+                raise ValueError(f"allowed_origins: {clip(repr(origin))} is not an origin")
+            origins.add(normalised)
+        object.__setattr__(self, "allowed_origins", frozenset(origins))
         object.__setattr__(self, "client_ip_headers", tuple(headers))
         object.__setattr__(self, "header_keys", tuple((h, h.encode()) for h in headers))
         object.__setattr__(self, "local_hosts", hosts)
@@ -145,6 +169,8 @@ class Resolution:
     anomalies: tuple[str, ...]
     header_used: str | None
     proxied: bool = False  # any proxy header was present, trusted or not
+    peer_owner: PeerOwner = NOT_LOOKED_UP  # what the kernel said about the connection's owner
+    peer_check: str = "uid"  # the local.peer_check rule the decision was made under
 
     @property
     def proxy_outcome(self) -> str:
@@ -156,7 +182,8 @@ class Resolution:
     def to_dict(self) -> dict[str, object]:
         return {
             "client": {"ip": self.client_ip, "port": self.client_port},
-            "peer": {"ip": self.peer_ip, "port": self.peer_port},
+            "peer": {"ip": self.peer_ip, "port": self.peer_port, **self.peer_owner.to_dict()},
+            "peer_check": self.peer_check,
             "trusted_peer": self.trusted_peer,
             "scheme": self.scheme,
             "host": self.host,
@@ -182,19 +209,6 @@ def _host_is_local_network_name(host: str, policy: ResolverPolicy) -> bool:
     if host == "localhost" or host.endswith(".localhost") or host in policy.local_hosts:
         return True
     return address_of(host) is not None
-
-
-def _origin_host(origin: str) -> str | None:
-    """The host of a serialised origin (``scheme://host[:port]``, nothing more), or None.
-
-    Browsers never send a path, user info or another scheme in Origin; ``null``
-    (sandboxed or opaque origins) names no host at all.
-    """
-    scheme, separator, authority = origin.strip().partition("://")
-    if not separator or scheme.lower() not in ("http", "https"):
-        return None
-    parsed = parse_host(authority)
-    return None if parsed is None else parsed[0]
 
 
 def _parse_peer(peer: object) -> tuple[Address | None, str | None, int | None]:
@@ -333,10 +347,15 @@ def resolve(
     *,
     scheme: str = "http",
     websocket: bool = False,
+    peer_owner: PeerOwner = NOT_LOOKED_UP,
 ) -> Resolution:
     """Resolve one request: never raises, whatever the peer and the header bytes are.
 
-    The answer is a pure function of the peer, the scheme, the socket kind and
+    ``peer_owner`` is what the kernel said about the connection's owner
+    (``edge.gateway.peers`` looks it up once per connection); without it a
+    loopback peer is not local under ``local.peer_check: uid``.
+
+    The answer is a pure function of the peer, its owner, the scheme, the socket kind and
     the proxy, Host and Origin header lines, so recent answers are remembered
     per policy: every request on a keepalive connection (or forwarded over a
     proxy's pooled connection for the same client) repeats them. A reload
@@ -359,11 +378,11 @@ def resolve(
         and type(peer[1]) is int
         and type(scheme) is str
     ):
-        key = (peer, scheme, bool(websocket), tuple(relevant))
+        key = (peer, peer_owner, scheme, bool(websocket), tuple(relevant))
         cached = memo.get(key)
         if cached is not None:
             return cached
-    resolution = _resolve(peer, relevant, policy, scheme, bool(websocket))
+    resolution = _resolve(peer, relevant, policy, scheme, bool(websocket), peer_owner)
     if key is not None:
         if len(memo) >= MEMO_ENTRIES:
             # another thread may evict at the same moment; losing that race is harmless
@@ -379,6 +398,7 @@ def _resolve(
     policy: ResolverPolicy,
     scheme: str,
     websocket: bool,
+    peer_owner: PeerOwner,
 ) -> Resolution:
     proxy_lines: dict[bytes, list[str]] = {}
     hosts: list[str] = []
@@ -436,7 +456,15 @@ def _resolve(
     resolved_scheme = (_TO_WS if websocket else _TO_HTTP)[resolved_scheme]
 
     local, rule = _locality(
-        policy, peer_address, bool(proxy_lines), walk, resolved_host, hosts, origins
+        policy,
+        peer_address,
+        peer_owner,
+        bool(proxy_lines),
+        walk,
+        resolved_scheme,
+        resolved_host,
+        hosts,
+        origins,
     )
     return Resolution(
         client_ip=walk.client_text,
@@ -452,14 +480,18 @@ def _resolve(
         anomalies=tuple(dict.fromkeys(walk.anomalies)),
         header_used=walk.header_used,
         proxied=bool(proxy_lines),
+        peer_owner=peer_owner,
+        peer_check=policy.peer_check,
     )
 
 
 def _locality(
     policy: ResolverPolicy,
     peer: Address | None,
+    peer_owner: PeerOwner,
     proxied: bool,
     walk: _Walk,
+    scheme: str,
     raw_host: str | None,
     hosts: list[str],
     origins: list[str],
@@ -476,9 +508,15 @@ def _locality(
     if len(origins) > 1:
         return False, f"{len(origins)} Origin headers: an ambiguous request is never local"
     origin = origins[0] if origins else None
-    origin_host = _origin_host(origin) if origin is not None else None
-    if origin is not None and origin_host is None:
+    if origin is not None and normalise_origin(origin) is None:
         return False, f"Origin {clip(repr(origin))} is not a usable origin"
+    cross_site: str | None = None
+    if origin is not None and not is_same_origin(origin, scheme, raw_host, policy.allowed_origins):
+        own = own_origin(scheme, raw_host) or "unknown (no Host)"
+        cross_site = (
+            f"Origin {clip(repr(origin))} is not the gateway's own origin {clip(own)} "
+            "nor in auth.allowed_origins (cross-site request?)"
+        )
 
     reason: str | None = None
     if peer is not None and address_is_loopback(peer):
@@ -488,10 +526,17 @@ def _locality(
             reason = "proxy headers present: a proxied request is never direct loopback"
         elif host_name is not None and not _host_is_loopback_name(host_name, policy):
             reason = f"Host {host_name!r} is not a local name (DNS rebinding?)"
-        elif origin_host is not None and not _host_is_loopback_name(origin_host, policy):
-            reason = f"Origin {clip(repr(origin))} is not a local origin (cross-site request?)"
+        elif cross_site is not None:
+            reason = cross_site
+        elif policy.peer_check == "address":
+            return True, (
+                "direct loopback client (local.peer_check: address, the connection's owner is "
+                f"not checked; {peer_owner.describe()})"
+            )
+        elif peer_owner.verdict != SAME_USER:
+            reason = f"{peer_owner.describe()}: not local (local.peer_check: uid)"
         else:
-            return True, "direct loopback client"
+            return True, f"direct loopback client: {peer_owner.describe()}"
 
     client = walk.client
     found = policy.local_networks.find(client) if client is not None else None
@@ -500,17 +545,10 @@ def _locality(
             return False, "no Host header: a local-network client must name the host it asked for"
         if not _host_is_local_network_name(host_name, policy):
             return False, f"Host {host_name!r} is a domain name not in local.hosts (DNS rebinding?)"
-        # An IP-literal Origin is not enough: a page on an attacker's bare IP
-        # would make a LAN browser's cross-site request look local.
-        if (
-            origin_host is not None
-            and origin_host != host_name
-            and not _host_is_loopback_name(origin_host, policy)
-        ):
-            return (
-                False,
-                f"Origin {clip(repr(origin))} does not match the Host (cross-site request?)",
-            )
+        # An IP-literal Origin is not enough: a page on an attacker's bare IP, or on
+        # another port of the gateway's host, would make a cross-site request look local.
+        if cross_site is not None:
+            return False, cross_site
         return True, f"client {client[2]} is in local.networks ({found[1]})"
     if reason is not None:
         return False, reason

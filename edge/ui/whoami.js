@@ -23,6 +23,18 @@ function format(address) {
   return address.port ? `${ip}:${address.port}` : ip;
 }
 
+/** Who owns the connection, as the kernel said, and the local.peer_check rule in force. */
+function owner(info) {
+  const peer = info.peer || {};
+  const rule = info.peer_check === "address" ? "local.peer_check: address, not checked" : `local.peer_check: ${info.peer_check || "uid"}`;
+  if (peer.owner === "same-user" || peer.owner === "other-user") {
+    const who = peer.user ? `${peer.user} (uid ${peer.uid})` : `uid ${peer.uid}`;
+    const whose = peer.owner === "same-user" ? "the gateway's own user" : "not the gateway's user";
+    return `${who}, ${whose} (${rule})`;
+  }
+  return `unknown (${rule})`;
+}
+
 /** One or two plain sentences explaining the resolution. */
 export function explain(info) {
   const client = info.client && info.client.ip ? info.client.ip : "unknown";
@@ -113,6 +125,7 @@ export function renderWhoami(container, info) {
       { class: "facts" },
       row("Your address", info.client && info.client.ip ? format(info.client) : "unknown", "whoami-ip"),
       row("Connected peer", format(info.peer), "whoami-peer"),
+      row("Connection owner", owner(info), "whoami-owner"),
       row("Peer is a trusted proxy", info.trusted_peer ? "yes" : "no"),
       row("Scheme and host", `${info.scheme || "?"}://${info.host || "?"}`),
       row("Forwarding header used", info.header_used || "none"),

@@ -29,7 +29,14 @@ def test_whoami_is_public_and_describes_the_caller(app: Any) -> None:
     with client_for(app, REMOTE) as client:
         body = client.get("/api/whoami").json()
     assert body["client"] == {"ip": "203.0.113.7", "port": 40000}
-    assert body["peer"] == {"ip": "203.0.113.7", "port": 40000}
+    assert body["peer"] == {
+        "ip": "203.0.113.7",
+        "port": 40000,
+        "uid": None,
+        "user": None,
+        "owner": "unknown",
+        "found_by": "not looked up: the connection did not come through `edge serve`",
+    }
     assert body["trusted_peer"] is False
     assert body["local"] is False
     assert body["auth"] == {"state": "anonymous", "device": None}

@@ -28,6 +28,7 @@ from edge.metrics import (
     AUTH_FAILURE_REASONS,
     CODE_CLASSES,
     PAIRING_EVENTS,
+    PEER_OWNERS,
     PROXY_OUTCOMES,
     EventClaim,
     Metrics,
@@ -55,6 +56,7 @@ METRIC_NAMES = {
     "edge_upstream_duration_seconds",
     "edge_build_info",
     "edge_store_up",
+    "edge_peer_lookups",
 }
 # Label values a dashboard may rely on; anything else in the exposition is a leak.
 BOUNDED_LABELS: dict[str, set[str]] = {
@@ -64,6 +66,7 @@ BOUNDED_LABELS: dict[str, set[str]] = {
     "event": set(PAIRING_EVENTS),
     "role": {"admin", "user"},
     "outcome": set(PROXY_OUTCOMES),
+    "owner": set(PEER_OWNERS),
     "code_class": set(CODE_CLASSES),
     "version": {__version__},
 }

@@ -251,6 +251,15 @@ def test_loopback_origin_is_allowed_for_local_clients_only(app: Any, device: Dev
         assert closed_with(ws) == (1008, "origin not allowed")
 
 
+def test_another_loopback_port_is_cross_site_even_for_a_local_client(app: Any) -> None:
+    for origin in ("http://localhost:3000", "http://127.0.0.1:18789", "https://localhost:18789"):
+        with (
+            client_for(app, LOOPBACK, base_url="http://localhost:18789") as client,
+            open_ws(client, {"origin": origin}) as ws,
+        ):
+            assert closed_with(ws) == (1008, "origin not allowed"), origin
+
+
 def test_handshake_timeout(tmp_path: Path) -> None:
     app = create_app(base_config(tmp_path, pairing={"handshake_timeout": 0.2}))
     with client_for(app) as client, open_ws(client) as ws:

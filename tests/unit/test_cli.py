@@ -99,7 +99,16 @@ def test_explain_prints_the_walk_and_the_decision(
     assert "decision  REMOTE" in out
     assert "proxy headers present" in out
     code, out, _ = run(
-        capsys, "explain", "-c", str(config_file), "--peer", "127.0.0.1", "-H", "Host: localhost"
+        capsys,
+        "explain",
+        "-c",
+        str(config_file),
+        "--peer",
+        "127.0.0.1",
+        "--peer-uid",
+        str(os.geteuid()),
+        "-H",
+        "Host: localhost",
     )
     assert "decision  LOCAL" in out and "direct loopback client" in out
 

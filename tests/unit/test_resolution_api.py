@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from edge.net import Hop, NetworkSet, Resolution, ResolverPolicy, describe, resolve
+from edge.net import Hop, NetworkSet, PeerOwner, Resolution, ResolverPolicy, describe, resolve
 
 
 def test_policy_normalises_header_names_and_local_hosts() -> None:
@@ -95,7 +95,15 @@ def test_to_dict_has_the_whoami_shape_and_is_json() -> None:
     )
     assert result.to_dict() == {
         "client": {"ip": "203.0.113.7", "port": 5000},
-        "peer": {"ip": "10.0.0.2", "port": 4000},
+        "peer": {
+            "ip": "10.0.0.2",
+            "port": 4000,
+            "uid": None,
+            "user": None,
+            "owner": "unknown",
+            "found_by": "not looked up: the connection did not come through `edge serve`",
+        },
+        "peer_check": "uid",
         "trusted_peer": True,
         "scheme": "https",
         "host": "edge.example.com",
@@ -208,7 +216,8 @@ def test_describe_explains_each_anomaly_and_a_local_decision() -> None:
     text = describe(spoofed, policy)
     assert "trusted   proxy.trusted_proxies: none" in text
     assert "untrusted_proxy_headers: proxy headers came from a peer that is not in" in text
-    local = resolve(("127.0.0.1", 1), [(b"host", b"localhost")], policy)
+    own = PeerOwner(1000, "alice", 1000, "alice", "sock_diag")
+    local = resolve(("127.0.0.1", 1), [(b"host", b"localhost")], policy, peer_owner=own)
     assert "decision  LOCAL (no pairing needed)" in describe(local, policy)
     unix = resolve(None, [], ResolverPolicy(trusted_proxies=NetworkSet.parse(["unix"])))
     assert "client    (none: unix socket)" in describe(unix, policy)

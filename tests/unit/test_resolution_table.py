@@ -31,7 +31,7 @@ from typing import Any
 
 import pytest
 
-from edge.net import NetworkSet, ResolverPolicy, resolve
+from edge.net import NetworkSet, PeerOwner, ResolverPolicy, resolve
 
 MALFORMED = ("malformed_forwarded",)
 UNTRUSTED = ("untrusted_proxy_headers",)
@@ -44,6 +44,9 @@ REMOTE = ("203.0.113.7", 50123)
 LOOPBACK = ("127.0.0.1", 50000)
 LAN = ("192.168.1.20", 51000)
 UNCHECKED: Any = object()
+# The table's loopback clients are the person at the keyboard: their connection belongs to
+# the gateway's own user (tests/unit/test_peer_owner.py covers other owners and none).
+OWN_USER = PeerOwner(1000, "alice", 1000, "alice", "sock_diag")
 
 
 @dataclass(frozen=True)
@@ -413,11 +416,22 @@ CASES = [
     case("loopback_origin_agrees", LOOPBACK,
          {"host": "localhost:18789", "origin": "http://localhost:18789"}, client="127.0.0.1",
          local=True, anomalies=NONE),
-    case("loopback_literal_origin_on_another_port_agrees", LOOPBACK,
+    # Exact origins (DESIGN "Authority"): a page on another loopback port or another
+    # local name is another site, and a request it makes is never local.
+    case("loopback_literal_origin_on_another_port_denies", LOOPBACK,
          {"host": "localhost:18789", "origin": "http://127.0.0.1:5173"}, client="127.0.0.1",
+         local=False, anomalies=NONE),
+    case("localhost_origin_on_another_port_denies", LOOPBACK,
+         {"host": "localhost:18789", "origin": "http://localhost:3000"}, client="127.0.0.1",
+         local=False, anomalies=NONE),
+    case("origin_with_another_scheme_denies", LOOPBACK,
+         {"host": "localhost:18789", "origin": "https://localhost:18789"}, client="127.0.0.1",
+         local=False, anomalies=NONE),
+    case("default_port_origin_matches_a_host_without_port", LOOPBACK,
+         {"host": "localhost", "origin": "http://localhost:80"}, client="127.0.0.1",
          local=True, anomalies=NONE),
-    case("configured_local_host_origin_agrees", LOOPBACK,
-         {"host": "localhost", "origin": "https://mybox.lan"}, client="127.0.0.1", local=True,
+    case("configured_local_host_origin_for_another_host_denies", LOOPBACK,
+         {"host": "localhost", "origin": "https://mybox.lan"}, client="127.0.0.1", local=False,
          anomalies=NONE, local_hosts=("mybox.lan",)),
     case("foreign_origin_denies_loopback_cross_site", LOOPBACK,
          {"host": "localhost:18789", "origin": "https://evil.example"}, client="127.0.0.1",
@@ -482,9 +496,9 @@ CASES = [
     case("lan_client_with_another_ip_literal_origin_is_denied", LAN,
          {"host": "192.168.1.5:18789", "origin": "http://203.0.113.66"},
          client="192.168.1.20", local=False, anomalies=NONE, local_networks=("192.168.1.0/24",)),
-    case("lan_client_with_loopback_origin_is_local", LAN,
+    case("lan_client_with_loopback_origin_is_denied", LAN,
          {"host": "192.168.1.5", "origin": "http://localhost:5173"}, client="192.168.1.20",
-         local=True, anomalies=NONE, local_networks=("192.168.1.0/24",)),
+         local=False, anomalies=NONE, local_networks=("192.168.1.0/24",)),
     case("lan_client_with_null_origin_is_denied", LAN, {"host": "192.168.1.5", "origin": "null"},
          client="192.168.1.20", local=False, anomalies=NONE, local_networks=("192.168.1.0/24",)),
     case("lan_client_behind_a_trusted_proxy_is_local", PROXY,
@@ -555,7 +569,14 @@ def test_the_table_is_large_enough_to_mean_something() -> None:
 @pytest.mark.parametrize("c", CASES)
 def test_resolution(c: Case) -> None:
     headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in c.headers]
-    result = resolve(c.peer, headers, policy_for(c), scheme=c.scheme_in, websocket=c.websocket)
+    result = resolve(
+        c.peer,
+        headers,
+        policy_for(c),
+        scheme=c.scheme_in,
+        websocket=c.websocket,
+        peer_owner=OWN_USER,
+    )
 
     assert result.client_ip == c.client, result.hops
     assert result.anomalies == c.anomalies, result.hops

@@ -1,0 +1,68 @@
+"""The uvicorn protocol classes ``edge serve`` runs: each connection's owner, asked once.
+
+``connection_made`` asks the kernel who owns the other end
+(``edge.peercred``) and wraps the app for that connection only, so every
+request on it (and the WebSocket it may be upgraded to) carries the answer
+in ``scope[PEER_OWNER_KEY]``. Nothing is looked up per request, and no other
+connection can inherit the answer: not a later one reusing the same 4-tuple,
+not another unix-socket client (they all share one address, so a registry
+keyed by address could not tell them apart). Under any other server, or an
+in-process test client, the key is absent and the owner is unknown.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from uvicorn.protocols.http.auto import AutoHTTPProtocol
+from uvicorn.protocols.websockets.auto import AutoWebSocketsProtocol
+
+from edge.gateway.context import PEER_OWNER_KEY
+from edge.net.peer import PeerOwner
+from edge.peercred import owner_of_transport
+
+
+class _WithPeerOwner:
+    """The app, for one connection: every scope it serves carries that connection's owner."""
+
+    __slots__ = ("app", "owner")
+
+    def __init__(self, app: Any, owner: PeerOwner) -> None:
+        self.app = app
+        self.owner = owner
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        scope[PEER_OWNER_KEY] = self.owner
+        await self.app(scope, receive, send)
+
+
+def _with_peer_owner(base: Any, name: str) -> Any:
+    class Protocol(base):  # type: ignore[misc]
+        edge_peer_owner: PeerOwner | None = None
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            # On an HTTP -> WebSocket upgrade uvicorn hands the same transport to the
+            # WebSocket protocol while the HTTP one is still its protocol: take its answer.
+            handed_over = getattr(transport.get_protocol(), "edge_peer_owner", None)
+            owner = (
+                handed_over if isinstance(handed_over, PeerOwner) else owner_of_transport(transport)
+            )
+            self.edge_peer_owner = owner
+            app: Any = self.__dict__["app"]  # set by uvicorn's __init__ (a base mypy cannot see)
+            self.app = _WithPeerOwner(app, owner)
+
+    Protocol.__name__ = Protocol.__qualname__ = name
+    Protocol.__module__ = __name__
+    return Protocol
+
+
+# Given to uvicorn by `edge serve` (by import path, so worker processes find them too).
+HTTPProtocol = _with_peer_owner(AutoHTTPProtocol, "HTTPProtocol")
+WebSocketProtocol = (
+    _with_peer_owner(AutoWebSocketsProtocol, "WebSocketProtocol")
+    if AutoWebSocketsProtocol is not None
+    else None
+)
+HTTP_PROTOCOL = f"{__name__}:HTTPProtocol"
+WS_PROTOCOL = f"{__name__}:WebSocketProtocol"
