@@ -101,7 +101,7 @@ def build_routes(gateway: Gateway) -> list[Route]:
         auth = auth_of(request.scope)
         try:
             result = await call_admin_method(
-                gateway, method, params, device=auth.device, resolution=resolution_of(request.scope)
+                gateway, method, params, auth=auth, resolution=resolution_of(request.scope)
             )
         except AdminError as exc:
             return _error(exc.code, str(exc), exc.status)
