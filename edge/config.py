@@ -166,6 +166,19 @@ class RateLimitSettings(_Section):
     failures: int = Field(10, ge=1, le=100_000)
     window: float = Field(60, gt=0, le=86_400)
     lockout: float = Field(300, gt=0, le=86_400 * 7)
+    # IPv6 clients are throttled per prefix: one subscriber holds a whole /64.
+    ipv6_prefix: int = 64
+
+    @field_validator("ipv6_prefix", mode="before")
+    @classmethod
+    def _ipv6_prefix(cls, value: object) -> object:
+        if isinstance(value, bool) or not isinstance(value, int) or not 32 <= value <= 128:
+            raise ValueError(
+                f"{value!r} must be a prefix length from 32 to 128 (64, the default, is one "
+                "IPv6 subnet, what a single subscriber usually holds; 128 keys every address "
+                "alone, which lets one subscriber rotate past the lockout)"
+            )
+        return value
 
 
 class AuthSettings(_Section):

@@ -62,6 +62,9 @@ def build_routes(gateway: Gateway) -> list[Route]:
         return _json({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
+        problem = gateway.check_store_file()
+        if problem is not None:
+            return _json({"status": "unavailable", "store": problem}, 503)
         try:
             await asyncio.to_thread(gateway.service.latest_seq)
         except Exception as exc:

@@ -9,12 +9,14 @@ from edge.net.address import (
     parse_ip,
     parse_network,
 )
+from edge.net.client_key import UNKNOWN_CLIENT, client_key
 from edge.net.explain import describe
 from edge.net.forwarded import ForwardedElement, parse_forwarded, split_x_forwarded_for
 from edge.net.networks import NetworkSet, NetworkSetError
 from edge.net.resolve import Hop, Resolution, ResolverPolicy, resolve
 
 __all__ = [
+    "UNKNOWN_CLIENT",
     "ForwardedElement",
     "Hop",
     "IPAddress",
@@ -23,6 +25,7 @@ __all__ = [
     "NetworkSetError",
     "Resolution",
     "ResolverPolicy",
+    "client_key",
     "describe",
     "is_loopback",
     "parse_endpoint",
