@@ -319,6 +319,10 @@ class SqliteStore:
         if deep:
             try:
                 rows = self._conn().execute("PRAGMA quick_check").fetchall()
+            except sqlite3.OperationalError as exc:
+                if "locked" in str(exc) or "busy" in str(exc):
+                    return None  # another process holds it right now: check again later
+                return f"SQLite store {self.path} failed PRAGMA quick_check ({exc})"
             except sqlite3.Error as exc:
                 return f"SQLite store {self.path} failed PRAGMA quick_check ({exc})"
             problems = [str(row[0]) for row in rows]

@@ -7,6 +7,7 @@ The refusal of ``edge serve`` itself is pinned against the real process in
 from __future__ import annotations
 
 import os
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,10 @@ import yaml
 from edge.cli import main
 from edge.config import load_settings
 from edge.datadir import permission_problems, token_file_problems
+from edge.pairing.identity import VerifiedIdentity
+from edge.pairing.models import Role
+from edge.pairing.service import PairingPolicy, PairingService
+from edge.pairing.sqlite_store import SqliteStore
 
 
 def _settings(tmp_path: Path, **extra: object) -> object:
@@ -106,3 +111,65 @@ def test_doctor_reports_data_dir_problems_and_changes_nothing(
     assert f"gateway token file {token} is writable by group (mode 0660)" in out
     assert f"fix: chmod 600 {token}" in out
     assert _tree(tmp_path) == before  # read only: no store made, no mode fixed
+
+
+# -- the store's file under a running gateway -------------------------------------------------
+
+
+def _filled_store(tmp_path: Path) -> SqliteStore:
+    store = SqliteStore(tmp_path / "edge.sqlite3")
+    service = PairingService(
+        store, "g" * 43, PairingPolicy(max_pending=10_000, max_pending_per_client=10_000)
+    )
+    for number in range(300):
+        identity = VerifiedIdentity(device_id=f"{number:064x}", public_key="k" * 43)
+        service.request_pairing(
+            identity,
+            name=f"device {number}",
+            role=Role.USER,
+            reason="not-paired",
+            client_ip="198.51.100.1",
+            user_agent="x" * 200,
+        )
+    return store
+
+
+def test_a_whole_store_file_has_no_problem(tmp_path: Path) -> None:
+    store = _filled_store(tmp_path)
+    try:
+        assert store.file_problem(deep=False) is None
+        assert store.file_problem(deep=True) is None
+    finally:
+        store.close()
+
+
+def test_a_store_file_replaced_by_another_is_noticed(tmp_path: Path) -> None:
+    store = _filled_store(tmp_path)
+    try:
+        copy = tmp_path / "copy"
+        copy.write_bytes(store.path.read_bytes())
+        copy.replace(store.path)
+        assert (
+            store.file_problem(deep=False)
+            == f"SQLite store {store.path} was replaced by another file"
+        )
+    finally:
+        store.close()
+
+
+def test_a_store_file_damaged_in_place_fails_quick_check(tmp_path: Path) -> None:
+    store = _filled_store(tmp_path)
+    try:
+        with sqlite3.connect(store.path) as conn:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        size = store.path.stat().st_size
+        with store.path.open("r+b") as raw:
+            for offset in range(4096 * 2, size, 4096):
+                raw.seek(offset + 100)
+                raw.write(b"\xff" * 64)  # every page but the first two, same size
+        assert store.path.stat().st_size == size
+        assert store.file_problem(deep=False) is None  # a stat cannot see this
+        problem = store.file_problem(deep=True)
+        assert problem is not None and "failed PRAGMA quick_check" in problem
+    finally:
+        store.close()
