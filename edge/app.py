@@ -10,12 +10,11 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.responses import FileResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
-from starlette.staticfiles import StaticFiles
 
 from edge.config import Settings, load_settings
 from edge.gateway.api import build_routes
+from edge.gateway.dashboard import index_app, static_app
 from edge.gateway.forward_auth import build_forward_auth_routes
 from edge.gateway.guard import ClientResolutionMiddleware, GuardMiddleware
 from edge.gateway.routing import SkippingRouter
@@ -33,28 +32,14 @@ def create_app(
     settings = config if isinstance(config, Settings) else load_settings(config)
     gateway = Gateway(settings)
 
-    async def index(request: Any) -> Response:
-        return FileResponse(
-            UI_DIR / "index.html",
-            headers={
-                "cache-control": "no-cache",
-                "content-security-policy": (
-                    "default-src 'self'; img-src 'self' data:; style-src 'self'; "
-                    "script-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'"
-                ),
-                "x-content-type-options": "nosniff",
-                "referrer-policy": "no-referrer",
-            },
-        )
-
     routes: list[BaseRoute] = [
-        Route("/", index),
+        Route("/", index_app(UI_DIR), methods=["GET", "HEAD"]),
         WebSocketRoute("/ws", ControlSocket(gateway)),
         *build_routes(gateway),
     ]
     routes.extend(_extension_routes(gateway))
     if UI_DIR.is_dir():
-        routes.append(Mount("/ui", app=StaticFiles(directory=UI_DIR), name="ui"))
+        routes.append(Mount("/ui", app=static_app(UI_DIR), name="ui"))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -31,6 +31,9 @@ CONFIG_ENV = "EDGE_CONFIG"
 TOKEN_ENV = "EDGE_GATEWAY_TOKEN"
 HEADER_NAMES = ("forwarded", "x-forwarded-for", "x-real-ip")
 RESERVED_PREFIXES = ("/api/", "/ws", "/ui/", "/healthz", "/readyz", "/auth/")
+# What the gateway serves itself on its port: exact paths, and trees (a prefix and all below).
+SERVED_EXACT = ("/", "/favicon.ico")
+SERVED_TREES = ("/api", "/ws", "/ui", "/auth", "/healthz", "/readyz")
 _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)(\.[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)*\.?$"
 )
@@ -166,6 +169,19 @@ class RateLimitSettings(_Section):
     failures: int = Field(10, ge=1, le=100_000)
     window: float = Field(60, gt=0, le=86_400)
     lockout: float = Field(300, gt=0, le=86_400 * 7)
+    # IPv6 clients are throttled per prefix: one subscriber holds a whole /64.
+    ipv6_prefix: int = 64
+
+    @field_validator("ipv6_prefix", mode="before")
+    @classmethod
+    def _ipv6_prefix(cls, value: object) -> object:
+        if isinstance(value, bool) or not isinstance(value, int) or not 32 <= value <= 128:
+            raise ValueError(
+                f"{value!r} must be a prefix length from 32 to 128 (64, the default, is one "
+                "IPv6 subnet, what a single subscriber usually holds; 128 keys every address "
+                "alone, which lets one subscriber rotate past the lockout)"
+            )
+        return value
 
 
 class AuthSettings(_Section):
@@ -403,10 +419,14 @@ class Settings(_Section):
                     f"upstreams: two upstreams share the name {upstream.label!r}; give one a 'name'"
                 )
             seen.add(upstream.label)
-        if self.metrics.on_gateway_port and any(
-            self.metrics.path.startswith(u.prefix) for u in self.upstreams
-        ):
-            raise ValueError("metrics.path lies under an upstream prefix")
+        if self.metrics.on_gateway_port:
+            shadowed = _metrics_path_clash(self.metrics.path, self.upstreams)
+            if shadowed is not None:
+                raise ValueError(
+                    f"metrics.path: {self.metrics.path!r} is {shadowed}; the guard lets the "
+                    "metrics path through without a device, so it must not share a path with "
+                    "anything else (use a path of its own such as '/metrics')"
+                )
         if self.metrics.port is not None and self.metrics.port == self.server.port:
             raise ValueError(
                 f"metrics.port: {self.metrics.port} is also server.port; the metrics listener "
@@ -414,6 +434,25 @@ class Settings(_Section):
                 "gateway's port)"
             )
         return self
+
+
+def _metrics_path_clash(path: str, upstreams: list[UpstreamSettings]) -> str | None:
+    """What ``path`` would shadow on the gateway's port, or None when it is a path of its own.
+
+    A route the guard waves through must never be one that acts on a caller's
+    authority: ``metrics.path: /api/invites`` once let anonymous clients reach
+    the invite handler.
+    """
+    if path in SERVED_EXACT:
+        return f"a path the gateway serves itself ({path})"
+    trimmed = path.rstrip("/") or "/"
+    for tree in SERVED_TREES:
+        if trimmed == tree or path.startswith(tree + "/"):
+            return f"equal to or under {tree}, which the gateway serves itself"
+    for index, upstream in enumerate(upstreams):
+        if path.startswith(upstream.prefix) or trimmed == upstream.prefix.rstrip("/"):
+            return f"under upstreams[{index}].prefix {upstream.prefix!r}"
+    return None
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

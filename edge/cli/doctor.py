@@ -12,6 +12,7 @@ import click
 
 from edge.cli.common import EXIT_REFUSED, config_option, load
 from edge.config import ConfigError, Settings
+from edge.datadir import permission_problems
 from edge.gateway_token import (
     GatewayTokenError,
     generated_token_path,
@@ -20,7 +21,8 @@ from edge.gateway_token import (
 )
 from edge.hostcheck import running_reverse_proxies, same_host_proxy_advice
 from edge.pairing.service import PairingService
-from edge.pairing.store import StoreError, open_store
+from edge.pairing.sqlite_store import marker_path
+from edge.pairing.store import StoreError, open_store, sqlite_path_of
 from edge.pairing.tokens import generate_secret
 from edge.peercred import peer_check_summary, self_test
 
@@ -68,6 +70,24 @@ def check_files(settings: Settings) -> list[Finding]:
     return findings
 
 
+def check_permissions(settings: Settings) -> list[Finding]:
+    """What ``edge serve`` would refuse to start on: secrets others could change (read only)."""
+    problems = permission_problems(settings)
+    if not problems:
+        return [
+            Finding("ok", "permissions", f"{settings.data_dir} and its secrets are edge's alone")
+        ]
+    return [
+        Finding(
+            "error",
+            "permissions",
+            f"{p.what} {p.path} {p.problem}: edge serve refuses to start",
+            p.fix,
+        )
+        for p in problems
+    ]
+
+
 def check_token(settings: Settings, generate: bool) -> list[Finding]:
     try:
         token = load_gateway_token(settings, create=False)
@@ -104,6 +124,21 @@ def check_token(settings: Settings, generate: bool) -> list[Finding]:
 
 
 def check_store(settings: Settings) -> list[Finding]:
+    path = sqlite_path_of(settings.store.url, settings.data_dir)
+    if path is not None and not path.exists():
+        # Opening it would create it: the doctor looks, it does not make or fix anything.
+        if marker_path(path).exists():
+            return [
+                Finding(
+                    "error",
+                    "store",
+                    f"SQLite store {path} is missing, but {marker_path(path)} shows it held "
+                    "Edge's devices before: edge serve refuses to start on an empty store",
+                    "restore the file from a backup, or start over on purpose with "
+                    "`edge store reset --yes`",
+                )
+            ]
+        return [Finding("ok", "store", f"SQLite store {path} will be created on first start")]
     try:
         store = open_store(settings.store.url, settings.data_dir)
     except StoreError as exc:
@@ -256,6 +291,7 @@ def doctor(config_path: str | None, generate: bool, as_json: bool) -> None:
         raise
     findings = [Finding("ok", "config", f"valid ({settings.source or 'built-in defaults'})")]
     findings += check_files(settings)
+    findings += check_permissions(settings)
     findings += check_token(settings, generate)
     findings += check_store(settings)
     findings += check_proxy(settings)

@@ -11,11 +11,14 @@ import click
 
 from edge.cli.common import ConfigProblem, Refused, config_option, load, local_url
 from edge.config import CONFIG_ENV, Settings
+from edge.datadir import permission_problems
 from edge.gateway.metrics_endpoint import bind_listener, serve_listener
 from edge.gateway.protocols import HTTP_PROTOCOL, WS_PROTOCOL
 from edge.gateway.workers import live_worker_pids, run_dir
 from edge.gateway_token import GatewayTokenError, load_gateway_token
 from edge.metrics import prepare_multiprocess_dir
+from edge.pairing.sqlite_store import SqliteStore, start_over
+from edge.pairing.store import StoreError, redact_url, sqlite_path_of
 from edge.peercred import peer_check_summary
 
 WS_MAX_SIZE = 1024 * 1024
@@ -58,6 +61,37 @@ def _banner(
     click.echo(f"  local       {peer_check_summary(settings.local.peer_check)}")
 
 
+def refuse_untrusted_data_dir(settings: Settings) -> None:
+    """Exit 2 when someone but the gateway's user could change what it trusts (one line each)."""
+    problems = permission_problems(settings)
+    if problems:
+        raise ConfigProblem("\nedge: ".join(problem.line() for problem in problems))
+
+
+def check_store_file(settings: Settings, *, new_store: bool) -> None:
+    """Open the SQLite store once here, so a lost or damaged one stops start-up with one line.
+
+    ``--new-store`` first moves the old file aside: starting empty is then a
+    decision, never an accident.
+    """
+    path = sqlite_path_of(settings.store.url, settings.data_dir)
+    if path is None:
+        if new_store:
+            raise ConfigProblem(
+                "--new-store starts over on a SQLite store; this gateway uses store.url "
+                f"{redact_url(settings.store.url or '')}: empty that store with its own tools"
+            )
+        return
+    if new_store:
+        moved = start_over(path)
+        shown = ", ".join(str(p) for p in moved) or "nothing to move"
+        click.echo(f"starting over on an empty store at {path} (moved aside: {shown})")
+    try:
+        SqliteStore(path).close()
+    except StoreError as exc:
+        raise ConfigProblem(str(exc)) from None
+
+
 @click.command("serve")
 @config_option
 @click.option("--host", default=None, help="Bind address (overrides server.host).")
@@ -65,7 +99,18 @@ def _banner(
     "--port", type=click.IntRange(0, 65535), default=None, help="Port (overrides server.port)."
 )
 @click.option("--workers", type=click.IntRange(1, 64), default=None, help="Worker processes.")
-def serve(config_path: str | None, host: str | None, port: int | None, workers: int | None) -> None:
+@click.option(
+    "--new-store",
+    is_flag=True,
+    help="Start over on an empty SQLite store: the old file is moved aside, not deleted.",
+)
+def serve(
+    config_path: str | None,
+    host: str | None,
+    port: int | None,
+    workers: int | None,
+    new_store: bool,
+) -> None:
     """Run the gateway (uvicorn). Ctrl-C or SIGTERM stops it gracefully."""
     import uvicorn
 
@@ -82,6 +127,8 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
         raise ConfigProblem(
             f"data_dir: cannot create {settings.data_dir} ({exc.strerror})"
         ) from None
+    refuse_untrusted_data_dir(settings)
+    check_store_file(settings, new_store=new_store)
     try:
         token = load_gateway_token(settings, create=True)
     except GatewayTokenError as exc:

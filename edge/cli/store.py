@@ -32,6 +32,7 @@ from edge.pairing.store import (
     StoreSnapshot,
     open_store,
     redact_url,
+    sqlite_path_of,
 )
 
 if TYPE_CHECKING:
@@ -184,6 +185,34 @@ def info(config_path: str | None, url: str | None, as_json: bool) -> None:
     click.echo("\n".join(lines))
     for warning in facts["warnings"]:
         click.secho(f"warning: {warning}", fg="yellow", err=True)
+
+
+@store_group.command("reset")
+@config_option
+@click.option("--yes", is_flag=True, help="Really start over: every paired device is forgotten.")
+def reset(config_path: str | None, yes: bool) -> None:
+    """Start over on an empty SQLite store; the old file is moved aside, not deleted."""
+    from edge.gateway.workers import live_worker_pids
+    from edge.pairing.sqlite_store import start_over
+
+    settings = load(config_path)
+    path = sqlite_path_of(settings.store.url, settings.data_dir)
+    if path is None:
+        raise Refused(
+            f"store.url {redact_url(settings.store.url or '')} is not a SQLite store; "
+            "`edge store reset` only starts over on SQLite"
+        )
+    if live_worker_pids(settings):
+        raise Refused("a gateway is running on this data_dir: stop edge serve first")
+    if not yes:
+        raise Refused(
+            f"this forgets every paired device: the store at {path} is moved aside and the "
+            "next start begins empty; run `edge store reset --yes` to do it"
+        )
+    moved = start_over(path)
+    if moved:
+        click.echo("moved aside: " + ", ".join(str(p) for p in moved))
+    click.echo(f"the next `edge serve` starts on an empty store at {path}")
 
 
 # -- migrate --------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import segno
 
+from edge.gateway.context import AuthState
 from edge.gateway.origins import own_origin
 from edge.gateway.serialize import device_json, invite_json, request_json
 from edge.net import Resolution
@@ -39,6 +40,26 @@ def actor_of(device: Device | None) -> str:
     if device is None:
         return "local"
     return f"device:{device.id[:12]} ({device.name})"
+
+
+def acting_device(auth: AuthState) -> Device | None:
+    """The device a management call acts as; None only for a client the guard found local.
+
+    Authority is positive: "no device" never means "local". A caller whose
+    resolved state is anything but ``local`` or a paired device (an anonymous
+    request that reached a handler through a route the guard let pass, such as
+    a misplaced ``metrics.path``) is refused here, whatever the guard did.
+    """
+    if auth.device is not None and auth.state in ("paired", "local"):
+        return auth.device
+    if auth.state == "local":
+        return None
+    raise AdminError(
+        "unauthorized",
+        "device management needs a local client or a paired admin device; pair this client "
+        "first (`edge pair --url <gateway URL> --token <gateway token>`) and send its device token",
+        401,
+    )
 
 
 def _str(params: Mapping[str, Any], key: str) -> str:
@@ -150,14 +171,17 @@ async def call_admin_method(
     method: str,
     params: Mapping[str, Any],
     *,
-    device: Device | None,
+    auth: AuthState,
     resolution: Resolution,
 ) -> Any:
     """Run one management call in a worker thread (the store may block).
 
+    ``auth`` is the caller as the guard or the socket handshake resolved it;
+    ``acting_device`` refuses anyone who is neither local nor a paired device.
     Invite links are built on the origin the caller reached, validated (a
     garbled Host falls back to localhost rather than into a link).
     """
+    device = acting_device(auth)
     origin_url = own_origin(resolution) or "http://localhost"
     try:
         return await asyncio.to_thread(_dispatch, gateway, method, params, device, origin_url)

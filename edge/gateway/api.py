@@ -62,6 +62,9 @@ def build_routes(gateway: Gateway) -> list[Route]:
         return _json({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
+        problem = gateway.check_store_file()
+        if problem is not None:
+            return _json({"status": "unavailable", "store": problem}, 503)
         try:
             await asyncio.to_thread(gateway.service.latest_seq)
         except Exception as exc:
@@ -101,7 +104,7 @@ def build_routes(gateway: Gateway) -> list[Route]:
         auth = auth_of(request.scope)
         try:
             result = await call_admin_method(
-                gateway, method, params, device=auth.device, resolution=resolution_of(request.scope)
+                gateway, method, params, auth=auth, resolution=resolution_of(request.scope)
             )
         except AdminError as exc:
             return _error(exc.code, str(exc), exc.status)

@@ -132,7 +132,7 @@ def authenticate_http(gateway: Gateway, scope: Scope) -> AuthState:
     if token is None:
         return ANONYMOUS
     service = gateway.service
-    key = resolution.client_ip or "unix"
+    key = service.client_key(resolution.client_ip)
     remaining = service.lockout_remaining(key)
     if remaining > 0:
         return AuthState("anonymous", denial=Denial.RATE_LIMITED, retry_after=remaining)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from edge import __version__
 from edge.config import ConfigError, Settings, load_settings
+from edge.datadir import permission_problems
 from edge.gateway.notify import Notifier
 from edge.gateway.sockets import SocketHub
 from edge.gateway.workers import register_worker, unregister_worker
@@ -37,6 +38,8 @@ from edge.peercred import LOOKUPS, peer_check_summary
 logger = logging.getLogger("edge.gateway")
 
 SWEEP_INTERVAL = 5.0
+STORE_FILE_CHECK = 2.0  # seconds between stats of the store's file
+QUICK_CHECK_EVERY = 30  # file checks per PRAGMA quick_check (about a minute)
 EVENT_WAIT = 0.25
 STORE_RETRY_CAP = 1.0  # seconds between retries while the store is down: /readyz recovers fast
 # Where metrics are served is bound at start (routes, the guard, the listener socket).
@@ -62,7 +65,7 @@ def build_pairing_policy(settings: Settings) -> PairingPolicy:
         max_pending=settings.pairing.max_pending,
         max_pending_per_client=settings.pairing.max_pending_per_client,
         device_idle_expiry=settings.pairing.device_idle_expiry,
-        rate_limit=RateLimitPolicy(rate.failures, rate.window, rate.lockout),
+        rate_limit=RateLimitPolicy(rate.failures, rate.window, rate.lockout, rate.ipv6_prefix),
     )
 
 
@@ -104,6 +107,9 @@ class Gateway:
         self._watcher: threading.Thread | None = None
         self._event_seq = self.service.latest_seq()
         self.store_healthy = True
+        # Set once the store's file is lost or damaged under us; /readyz stays 503 until restart.
+        self.store_problem: str | None = None
+        self._store_problem_lock = threading.Lock()
         self._worker_file: Path | None = None
         self._closers: list[Callable[[], Awaitable[None]]] = []
         self._unobserve_lookups: Callable[[], None] = lambda: None
@@ -139,6 +145,7 @@ class Gateway:
         with contextlib.suppress(Exception):  # the store may be down; housekeeping retries
             await asyncio.to_thread(self._refresh_pairing_gauges)
         self._tasks.append(asyncio.create_task(self._housekeeping()))
+        self._tasks.append(asyncio.create_task(self._watch_store_file()))
         await self.notifier.start()
 
     async def stop(self) -> None:
@@ -185,6 +192,10 @@ class Gateway:
             raise ConfigError(["nothing to reload: this gateway was not started from a file"])
         settings = load_settings(self.settings.source)
         live = live_config(settings)
+        problems = permission_problems(settings)
+        if problems:
+            # A token file someone else could write is no secret of this gateway's.
+            raise GatewayTokenError("; ".join(problem.line() for problem in problems))
         token = load_gateway_token(settings, create=False)
         changed = [
             name
@@ -247,7 +258,7 @@ class Gateway:
         if healthy != self.store_healthy:
             logger.warning("pairing store %s", "reachable again" if healthy else "unreachable")
         self.store_healthy = healthy
-        self.metrics.store_up.set(1 if healthy else 0)
+        self.metrics.store_up.set(1 if healthy and self.store_problem is None else 0)
 
     def _observe_events(self, events: Sequence[Event]) -> None:
         """Count and audit each event once over all workers, then refresh the gauges.
@@ -279,6 +290,47 @@ class Gateway:
                 await asyncio.to_thread(self._housekeeping_once)
             except Exception as exc:
                 logger.error("housekeeping failed: %s", exc)
+
+    async def _watch_store_file(self) -> None:
+        """Notice the store's file vanish, shrink, be replaced or fail ``quick_check``.
+
+        A stat every ``STORE_FILE_CHECK`` seconds and an integrity check every
+        ``QUICK_CHECK_EVERY`` stats: cheap, and soon enough that ``/readyz`` takes
+        the gateway out of rotation before the next restart starts it empty.
+        """
+        checks = 0
+        while self.store_problem is None:
+            await asyncio.sleep(STORE_FILE_CHECK)
+            checks += 1
+            await asyncio.to_thread(self.check_store_file, deep=checks % QUICK_CHECK_EVERY == 0)
+
+    def check_store_file(self, *, deep: bool = False) -> str | None:
+        """What happened to the store's file, if anything; the first finding is logged once.
+
+        ``/readyz`` calls it too (one stat), so a probe right after the damage
+        already sees it; the finding stays until the gateway is restarted.
+        """
+        if self.store_problem is not None:
+            return self.store_problem
+        try:
+            problem = self.store.file_problem(deep=deep)
+        except Exception as exc:
+            problem = f"the pairing store's file cannot be checked ({exc})"
+        if problem is None:
+            return None
+        with self._store_problem_lock:
+            if self.store_problem is not None:
+                return self.store_problem
+            self.store_problem = problem
+        self.metrics.store_up.set(0)
+        logger.error(
+            "%s under the running gateway: devices and pairing requests may be lost; /readyz now "
+            "reports not ready. Stop edge serve, restore the file from a backup (or start over "
+            "on purpose with `edge store reset`), then start it again",
+            problem,
+            extra={"signal": "store_file"},
+        )
+        return problem
 
     def _housekeeping_once(self) -> None:
         self.service.sweep()

@@ -36,12 +36,14 @@ _CLOSING_EVENTS = frozenset({"device.revoked", "device.expired"})
 class ControlConnection:
     """One accepted control socket; sends are serialised by a lock."""
 
-    __slots__ = ("_lock", "client_ip", "closed", "device", "local", "websocket")
+    __slots__ = ("_lock", "cap_key", "client_ip", "closed", "device", "local", "websocket")
 
     def __init__(self, websocket: WebSocket, client_ip: str | None, local: bool) -> None:
         self.websocket = websocket
         self.client_ip = client_ip
         self.local = local
+        # The unauthenticated-socket cap's key (``try_open``); None: not counted.
+        self.cap_key: str | None = None
         self.device: Device | None = None
         self.closed = False
         self._lock = asyncio.Lock()
@@ -91,17 +93,28 @@ class SocketHub:
     # -- unauthenticated sockets -------------------------------------------------------
 
     def try_open(self, conn: ControlConnection, cap: int) -> bool:
-        """Count a new unauthenticated socket; False when the address has ``cap`` already."""
-        key = conn.client_ip or "unix"
-        if self._unauthenticated[key] >= cap:
-            return False
-        self._unauthenticated[key] += 1
+        """Count a new unauthenticated socket; False when its client has ``cap`` already.
+
+        The client is the lockout's key (IPv4 address, IPv6 prefix), so a /64
+        cannot open ``cap`` sockets per address. Local clients are not counted:
+        like the lockout, the cap must not let a page that shares 127.0.0.1
+        (DNS rebinding) crowd the operator's own dashboard out.
+        """
+        if not conn.local:
+            key = self._gateway.service.client_key(conn.client_ip)
+            if self._unauthenticated[key] >= cap:
+                return False
+            self._unauthenticated[key] += 1
+            conn.cap_key = key
         self._all.add(conn)
         self._gateway.metrics.websockets.inc()
         return True
 
     def _release_unauthenticated(self, conn: ControlConnection) -> None:
-        key = conn.client_ip or "unix"
+        key = conn.cap_key
+        if key is None:
+            return
+        conn.cap_key = None
         count = self._unauthenticated.get(key, 0) - 1
         if count > 0:
             self._unauthenticated[key] = count

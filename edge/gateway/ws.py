@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from edge.gateway.admin import AdminError, call_admin_method
-from edge.gateway.context import resolution_of
+from edge.gateway.context import AuthState, resolution_of
 from edge.gateway.origins import origin_allowed
 from edge.gateway.serialize import device_json
 from edge.gateway.sockets import CLOSE_TOO_BIG, CLOSE_TRY_AGAIN, ControlConnection
@@ -243,7 +243,7 @@ class ControlSocket:
                 self.gateway,
                 method,
                 params,
-                device=conn.device,
+                auth=AuthState("local" if conn.local else "paired", device=conn.device),
                 resolution=resolution_of(conn.websocket.scope),
             )
         except AdminError as exc:

@@ -9,6 +9,7 @@ from edge.net.address import (
     parse_ip,
     parse_network,
 )
+from edge.net.client_key import UNKNOWN_CLIENT, client_key
 from edge.net.explain import describe
 from edge.net.forwarded import ForwardedElement, parse_forwarded, split_x_forwarded_for
 from edge.net.networks import NetworkSet, NetworkSetError
@@ -18,6 +19,7 @@ from edge.net.resolve import Hop, Resolution, ResolverPolicy, resolve
 
 __all__ = [
     "NOT_LOOKED_UP",
+    "UNKNOWN_CLIENT",
     "ForwardedElement",
     "Hop",
     "IPAddress",
@@ -27,6 +29,7 @@ __all__ = [
     "PeerOwner",
     "Resolution",
     "ResolverPolicy",
+    "client_key",
     "describe",
     "is_loopback",
     "is_same_origin",

@@ -81,6 +81,16 @@ class PairingRequest:
     reason: str  # NOT_PAIRED or ROLE_UPGRADE
     created_at: float
     expires_at: float
+    # What the per-client cap counts under: the IPv4 address or the IPv6 prefix
+    # (``edge.net.client_key``), fixed when the request is made so a later change
+    # of ``auth.rate_limit.ipv6_prefix`` cannot strand it in another count.
+    # A request made without one (or read from a record older than the field) counts
+    # under its address.
+    client_key: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.client_key is None and self.client_ip is not None:
+            object.__setattr__(self, "client_key", self.client_ip)
 
     def expired(self, now: float) -> bool:
         return now >= self.expires_at

@@ -468,10 +468,11 @@ class _Keys:
     def pending_of(self, device_id: str) -> str:
         return f"{self.base}pend:dev:{device_id}"
 
-    def pending_from(self, client_ip: str | None) -> str:
-        return (
-            f"{self.base}pend:noaddr" if client_ip is None else f"{self.base}pend:addr:{client_ip}"
-        )
+    def pending_from(self, client_key: str | None) -> str:
+        """The pending requests of one client (``PairingRequest.client_key``)."""
+        if client_key is None:
+            return f"{self.base}pend:noaddr"
+        return f"{self.base}pend:addr:{client_key}"
 
     def invite(self, invite_id: str) -> str:
         return self.invite_prefix + invite_id
@@ -653,6 +654,7 @@ def _parse_request(raw: str) -> StoredRequest:
         reason=_text(data, "reason"),
         created_at=_time(data, "created_at"),
         expires_at=_time(data, "expires_at"),
+        client_key=_text(data, "client_key", optional=True),
     )
     return StoredRequest(
         request,
@@ -847,6 +849,9 @@ class RedisStore:
             f"it ({COMMIT_ATTEMPTS} attempts), try again"
         )
 
+    def file_problem(self, *, deep: bool) -> str | None:
+        return None  # no local file: an unreachable server shows in every call instead
+
     def close(self) -> None:
         self._closed = True
         with contextlib.suppress(redis.RedisError):
@@ -894,7 +899,7 @@ class RedisStore:
         plan.set(keys.request(request.id), _request_json(settled), RESOLVED_RETENTION)
         plan.delete_if(keys.pending_of(request.device_id), request.id)
         plan.zrem(keys.pending, request.id)
-        plan.zrem(keys.pending_from(request.client_ip), request.id)
+        plan.zrem(keys.pending_from(request.client_key), request.id)
         plan.event(
             "pairing.resolved",
             request_event_data(request, decision=decision, actor=actor, **extra),
@@ -1072,13 +1077,13 @@ class RedisStore:
                 self._settle(plan, existing, raw, "expired", "sweep", now)
             after = "(" + _number(now)
             per_client = int(
-                self._client.zcount(keys.pending_from(candidate.client_ip), after, "+inf")
+                self._client.zcount(keys.pending_from(candidate.client_key), after, "+inf")
             )
             if per_client >= max_pending_per_client:
                 return PendingCapHit("max_pending_per_client", max_pending_per_client)
             if int(self._client.zcount(keys.pending, after, "+inf")) >= max_pending:
                 return PendingCapHit("max_pending", max_pending)
-            plan.below(keys.pending_from(candidate.client_ip), now, max_pending_per_client)
+            plan.below(keys.pending_from(candidate.client_key), now, max_pending_per_client)
             plan.below(keys.pending, now, max_pending)
             request_id = candidate.id
             while self._client.exists(keys.request(request_id)):
@@ -1102,15 +1107,15 @@ class RedisStore:
         plan.set(keys.request(request.id), _request_json(StoredRequest(request, _PENDING)), ttl)
         plan.set(keys.pending_of(request.device_id), request.id, ttl)
         plan.zadd(keys.pending, request.expires_at, request.id)
-        plan.zadd(keys.pending_from(request.client_ip), request.expires_at, request.id, ttl)
+        plan.zadd(keys.pending_from(request.client_key), request.expires_at, request.id, ttl)
 
     def _refresh(
         self, plan: _Plan, existing: PairingRequest, raw: str, candidate: PairingRequest
     ) -> PairingRequest:
         refreshed = replace(candidate, id=existing.id, created_at=existing.created_at)
         plan.expect(self._keys.request(existing.id), raw)
-        if existing.client_ip != refreshed.client_ip:
-            plan.zrem(self._keys.pending_from(existing.client_ip), existing.id)
+        if existing.client_key != refreshed.client_key:
+            plan.zrem(self._keys.pending_from(existing.client_key), existing.id)
         self._write_pending(plan, refreshed, candidate.created_at)
         changed = (existing.role, existing.reason, existing.name) != (
             refreshed.role,

@@ -26,6 +26,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from edge.net.client_key import DEFAULT_IPV6_PREFIX, client_key
 from edge.pairing.codes import new_request_id, normalize_request_id
 from edge.pairing.denials import Denial
 from edge.pairing.identity import VerifiedIdentity, verify_device
@@ -62,7 +63,6 @@ LOCKOUT_CACHE_SIZE = 65_536
 LOCKOUT_RECHECK = 1.0
 TOUCH_RESOLUTION = 1.0  # seconds: last_seen_at is kept to about this precision
 TOKEN_SWAP_ATTEMPTS = 8
-UNKNOWN_CLIENT = "unknown"
 LOCAL_ACTOR = "local"
 
 _AUTH_FIELDS = ("token", "deviceToken", "invite")
@@ -74,15 +74,23 @@ _DEVICE_REF = re.compile(r"[0-9a-f]{6,64}")
 
 @dataclass(frozen=True)
 class RateLimitPolicy:
-    """``failures`` failed attempts within ``window`` seconds lock an address for ``lockout``."""
+    """``failures`` failed attempts within ``window`` seconds lock a client for ``lockout``.
+
+    A client is its IPv4 address or its IPv6 ``/ipv6_prefix`` (``client_key``).
+    """
 
     failures: int = 10
     window: float = 60
     lockout: float = 300
+    ipv6_prefix: int = DEFAULT_IPV6_PREFIX
 
     def __post_init__(self) -> None:
         if self.failures < 1:
             raise ValueError(f"auth.rate_limit.failures must be at least 1, not {self.failures}")
+        if not 32 <= self.ipv6_prefix <= 128:
+            raise ValueError(
+                f"auth.rate_limit.ipv6_prefix must be from 32 to 128, not {self.ipv6_prefix}"
+            )
         _require_positive("auth.rate_limit.window", self.window)
         _require_positive("auth.rate_limit.lockout", self.lockout)
 
@@ -217,11 +225,6 @@ def clean_name(text: str) -> str | None:
     return name
 
 
-def client_key(client_ip: str | None) -> str:
-    """The rate-limit key of a client: its address (clients without one share a key)."""
-    return client_ip or UNKNOWN_CLIENT
-
-
 def device_actor(device: Device) -> str:
     """How a device appears in the audit trail when it acts (from an admin dashboard)."""
     return f"device:{device.id[:12]} ({device.name})"
@@ -257,6 +260,10 @@ class PairingService:
         self._touches: dict[str, Seen] = {}
 
     # -- gateway token and lockouts ---------------------------------------------------------
+
+    def client_key(self, client_ip: str | None) -> str:
+        """The key this client's lockout and caps are counted under (the policy's prefix)."""
+        return client_key(client_ip, self.policy.rate_limit.ipv6_prefix)
 
     def set_gateway_token(self, token: str) -> None:
         if not isinstance(token, str) or not token.strip():
@@ -335,16 +342,24 @@ class PairingService:
         local: bool,
         user_agent: str | None,
     ) -> Admitted | Denied:
-        """Decide a ``/ws`` connect frame answering ``nonce``."""
-        key = client_key(client_ip)
-        remaining = self.lockout_remaining(key)
-        if remaining > 0:
-            return Denied(Denial.RATE_LIMITED, detail=f"locked out for {math.ceil(remaining)} s")
+        """Decide a ``/ws`` connect frame answering ``nonce``.
+
+        Lockouts never touch a local client: it presents no secret, so it
+        guesses at none, and a page that shares its address (a DNS-rebinding
+        page in the operator's own browser) must not be able to lock the
+        operator's own dashboard out with its bad guesses.
+        """
+        key = self.client_key(client_ip)
+        if not local:
+            remaining = self.lockout_remaining(key)
+            if remaining > 0:
+                detail = f"locked out for {math.ceil(remaining)} s"
+                return Denied(Denial.RATE_LIMITED, detail=detail)
         parsed = parse_connect_frame(frame)
         if isinstance(parsed, str):
             return Denied(Denial.INVALID_HANDSHAKE, detail=parsed)
         outcome = self._decide(parsed, frame.get("device"), nonce, client_ip, local, user_agent)
-        if isinstance(outcome, Denied) and outcome.denial.counts_as_failure:
+        if not local and isinstance(outcome, Denied) and outcome.denial.counts_as_failure:
             self.record_failure(key)
         return outcome
 
@@ -532,6 +547,7 @@ class PairingService:
             reason=reason,
             created_at=now,
             expires_at=now + self.policy.request_ttl,
+            client_key=self.client_key(client_ip),
         )
         outcome = self.store.open_request(
             candidate,

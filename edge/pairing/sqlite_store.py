@@ -126,8 +126,47 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX events_at ON events(at)",
     ),
+    (
+        # The per-client pending cap counts under the lockout's key (IPv6 by prefix).
+        "ALTER TABLE requests ADD COLUMN client_key TEXT",
+        "UPDATE requests SET client_key = client_ip",
+        "DROP INDEX requests_pending_client",
+        "CREATE INDEX requests_pending_client ON requests(client_key) WHERE status = 'pending'",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def marker_path(path: Path) -> Path:
+    """The file that says a store was made at ``path``: it outlives the store being lost.
+
+    Hidden and not prefixed by the store's name, so ``rm edge.sqlite3*`` does not
+    take it along.
+    """
+    return path.with_name(f".{path.name}.created")
+
+
+class StoreMissing(StoreError):
+    """The store file is gone or empty where it once held Edge's data."""
+
+
+def start_over(path: Path) -> list[Path]:
+    """Move the store at ``path`` (and its WAL files) aside and forget it was ever made.
+
+    The deliberate way past ``StoreMissing``: nothing is deleted, the old files
+    get a ``.old-<UTC time>`` suffix. Returns where each file went.
+    """
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    moved = []
+    for suffix in ("", "-wal", "-shm"):
+        source = path.with_name(path.name + suffix)
+        if source.exists():
+            target = source.with_name(f"{source.name}.old-{stamp}")
+            source.rename(target)
+            moved.append(target)
+    with contextlib.suppress(FileNotFoundError):
+        marker_path(path).unlink()
+    return moved
 
 
 class SqliteStore:
@@ -142,6 +181,8 @@ class SqliteStore:
         self._closed = False
         self._prepare_file()
         self._migrate()
+        self._identity = self._file_identity()
+        self._largest = self._identity[2] if self._identity else 0
 
     @property
     def description(self) -> str:
@@ -153,8 +194,29 @@ class SqliteStore:
     # -- connection and schema ------------------------------------------------------------
 
     def _prepare_file(self) -> None:
+        """Create the file if it is new; refuse to start afresh where a store was lost.
+
+        A missing or empty file is only a new store when no store was ever made
+        here: otherwise a deleted or truncated store would quietly come back
+        empty, every paired device forgotten, with no word in the log.
+        """
         if self.path.is_dir():
             raise StoreError(f"SQLite store {self.path} is a directory; set store.url to a file")
+        try:
+            size: int | None = self.path.stat().st_size
+        except FileNotFoundError:
+            size = None
+        except OSError:
+            size = -1  # let opening it report what is wrong
+        marker = marker_path(self.path)
+        if (size is None or size == 0) and marker.exists():
+            state = "is missing" if size is None else "is empty (0 bytes)"
+            raise StoreMissing(
+                f"SQLite store {self.path} {state}, but {marker} shows it held Edge's devices "
+                "before; starting on an empty store would forget every paired device. Restore "
+                "the file from a backup, or start over on purpose with `edge store reset` "
+                "(or `edge serve --new-store`)"
+            )
         try:
             ensure_private_dir(self.path.parent)
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
@@ -230,6 +292,57 @@ class SqliteStore:
         if problems != ["ok"]:
             self.close()
             raise self._damaged("; ".join(str(p) for p in problems[:3]))
+        self._mark()
+
+    def _file_identity(self) -> tuple[int, int, int] | None:
+        try:
+            info = self.path.stat()
+        except OSError:
+            return None
+        return info.st_dev, info.st_ino, info.st_size
+
+    def file_problem(self, *, deep: bool) -> str | None:
+        """Whether the file this store opened is still there, whole, and the same file.
+
+        SQLite never shrinks its main file here (no VACUUM, no auto_vacuum), so a
+        smaller file means someone cut it; another inode means it was replaced.
+        """
+        now = self._file_identity()
+        if now is None:
+            return f"SQLite store {self.path} vanished (the file is gone)"
+        if self._identity is not None and now[:2] != self._identity[:2]:
+            return f"SQLite store {self.path} was replaced by another file"
+        size = now[2]
+        if size < self._largest:
+            return f"SQLite store {self.path} shrank from {self._largest} to {size} bytes"
+        self._largest = size
+        if deep:
+            try:
+                rows = self._conn().execute("PRAGMA quick_check").fetchall()
+            except sqlite3.OperationalError as exc:
+                if "locked" in str(exc) or "busy" in str(exc):
+                    return None  # another process holds it right now: check again later
+                return f"SQLite store {self.path} failed PRAGMA quick_check ({exc})"
+            except sqlite3.Error as exc:
+                return f"SQLite store {self.path} failed PRAGMA quick_check ({exc})"
+            problems = [str(row[0]) for row in rows]
+            if problems != ["ok"]:
+                return (
+                    f"SQLite store {self.path} failed PRAGMA quick_check: {'; '.join(problems[:3])}"
+                )
+        return None
+
+    def _mark(self) -> None:
+        """Leave ``marker_path``: from now on losing this file is refused, not papered over."""
+        marker = marker_path(self.path)
+        if marker.exists():
+            return
+        with contextlib.suppress(OSError):  # a read-only data_dir: nothing to protect here
+            fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
+            try:
+                os.write(fd, f"an Edge pairing store was created at {self.path.name}\n".encode())
+            finally:
+                os.close(fd)
 
     def _check_identity(self, conn: sqlite3.Connection) -> None:
         app_id = int(conn.execute("PRAGMA application_id").fetchone()[0])
@@ -341,6 +454,7 @@ class SqliteStore:
             reason=row["reason"],
             created_at=row["created_at"],
             expires_at=row["expires_at"],
+            client_key=row["client_key"],
         )
 
     def _invite(self, row: sqlite3.Row) -> Invite:
@@ -550,8 +664,8 @@ class SqliteStore:
                 self._settle(conn, existing, "expired", "sweep", now)
             per_client = conn.execute(
                 "SELECT count(*) FROM requests WHERE status = 'pending' AND expires_at > ? "
-                "AND client_ip IS ?",
-                (now, candidate.client_ip),
+                "AND client_key IS ?",
+                (now, candidate.client_key),
             ).fetchone()[0]
             if per_client >= max_pending_per_client:
                 return PendingCapHit("max_pending_per_client", max_pending_per_client)
@@ -567,7 +681,8 @@ class SqliteStore:
             request = replace(candidate, id=request_id)
             conn.execute(
                 "INSERT INTO requests (id, device_id, public_key, name, client_ip, user_agent, "
-                "role, reason, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "role, reason, created_at, expires_at, client_key) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     request.id,
                     request.device_id,
@@ -579,6 +694,7 @@ class SqliteStore:
                     request.reason,
                     request.created_at,
                     request.expires_at,
+                    request.client_key,
                 ),
             )
             self._append(
@@ -595,7 +711,7 @@ class SqliteStore:
         refreshed = replace(candidate, id=existing.id, created_at=existing.created_at)
         conn.execute(
             "UPDATE requests SET public_key = ?, name = ?, client_ip = ?, user_agent = ?, "
-            "role = ?, reason = ?, expires_at = ? WHERE id = ?",
+            "role = ?, reason = ?, expires_at = ?, client_key = ? WHERE id = ?",
             (
                 refreshed.public_key,
                 refreshed.name,
@@ -604,6 +720,7 @@ class SqliteStore:
                 refreshed.role.value,
                 refreshed.reason,
                 refreshed.expires_at,
+                refreshed.client_key,
                 refreshed.id,
             ),
         )
@@ -947,8 +1064,8 @@ class SqliteStore:
                 self._upsert_device(conn, device)
             conn.executemany(
                 "INSERT INTO requests (id, device_id, public_key, name, client_ip, user_agent, "
-                "role, reason, created_at, expires_at, status, resolved_at, resolved_by) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "role, reason, created_at, expires_at, status, resolved_at, resolved_by, "
+                "client_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
                         r.request.id,
@@ -964,6 +1081,7 @@ class SqliteStore:
                         r.status,
                         r.resolved_at,
                         r.resolved_by,
+                        r.request.client_key,
                     )
                     for r in snapshot.requests
                 ],

@@ -315,6 +315,15 @@ class Store(Protocol):
         """Trim the event log and drop stale counters, resolved requests and old invites."""
         ...
 
+    def file_problem(self, *, deep: bool) -> str | None:
+        """What happened to the store's file under the running gateway, or None.
+
+        For a store on a local file: it vanished, was replaced, shrank, or (when
+        ``deep``) fails an integrity check. Cheap without ``deep`` (one stat).
+        A store on a server answers None: its health is whether it answers.
+        """
+        ...
+
     def close(self) -> None: ...
 
 
@@ -338,6 +347,18 @@ def open_store(url: str | None, data_dir: Path) -> Store:
         f"store.url: {redact_url(url)!r} is not a supported store; use sqlite:///path/to/file, "
         "sqlite:name (inside data_dir) or redis://host:port/db"
     )
+
+
+def sqlite_path_of(url: str | None, data_dir: Path) -> Path | None:
+    """The file a SQLite ``store.url`` names (the default in ``data_dir`` for None); None else."""
+    if url is None:
+        return data_dir / DEFAULT_SQLITE_NAME
+    if not isinstance(url, str) or not url.lower().startswith("sqlite:"):
+        return None
+    try:
+        return _sqlite_path(url, data_dir)
+    except StoreError:
+        return None
 
 
 def redact_url(url: str) -> str:
