@@ -17,10 +17,11 @@ from starlette.staticfiles import StaticFiles
 from edge.config import Settings, load_settings
 from edge.gateway.api import build_routes
 from edge.gateway.forward_auth import build_forward_auth_routes
+from edge.gateway.forwarding.paths import PathNormalisationMiddleware
 from edge.gateway.guard import ClientResolutionMiddleware, GuardMiddleware
 from edge.gateway.routing import SkippingRouter
 from edge.gateway.runtime import Gateway
-from edge.gateway.upstream import build_upstream_routes
+from edge.gateway.upstream import build_host_routes, build_upstream_routes
 from edge.gateway.ws import ControlSocket
 
 UI_DIR = Path(__file__).parent / "ui"
@@ -48,6 +49,7 @@ def create_app(
         )
 
     routes: list[BaseRoute] = [
+        *build_host_routes(gateway),  # an app's own host reaches none of Edge's routes
         Route("/", index),
         WebSocketRoute("/ws", ControlSocket(gateway)),
         *build_routes(gateway),
@@ -66,6 +68,10 @@ def create_app(
 
     app = Starlette(
         middleware=[
+            Middleware(
+                PathNormalisationMiddleware,
+                prefixes=[u.path_prefix for u in settings.upstreams if u.host is None],
+            ),
             Middleware(ClientResolutionMiddleware, gateway=gateway),
             Middleware(GuardMiddleware, gateway=gateway),
         ],

@@ -4,14 +4,18 @@ A request under an upstream's prefix reaches this module only once the guard
 has admitted it (HTTP) or, for WebSockets, which the guard passes through,
 once this module has checked the same credentials and the Origin itself.
 
-What the upstream sees is rebuilt, never trusted: hop-by-hop headers and every
-header named in ``Connection`` are dropped (a client could otherwise make a
-proxy delete the headers the upstream relies on, Traefik CVE-2024-45410);
-client-supplied forwarding and identity headers (``Forwarded``,
-``X-Forwarded-*``, ``X-Real-IP``, ``Remote-*``, ``X-Edge-*``) are dropped and
-set afresh from the resolved client and the authenticated caller; the
-credential that authenticated the caller to Edge (the bearer token or the
-``edge_session`` cookie) is not passed on. Bodies stream both ways.
+What the upstream sees is rebuilt, never trusted, by the one header policy in
+``edge.gateway.forwarding.headers``: hop-by-hop headers and every header named
+in ``Connection`` are dropped (a client could otherwise make a proxy delete
+the headers the upstream relies on, Traefik CVE-2024-45410); every forwarding
+and identity header, in any spelling (``Remote_User`` is ``Remote-User`` to a
+CGI-style app), is dropped and set afresh from the resolved client and the
+authenticated caller; the credential that authenticated the caller to Edge
+(the bearer token or Edge's session cookie) is not passed on. The path is the
+one ``edge.gateway.forwarding.paths`` normalised before the prefix was
+matched. An upstream on the control origin (``share_control_origin``) cannot
+set or clear Edge's cookies, and its pages are sandboxed unless the operator
+opted out. Bodies stream both ways.
 An unreachable upstream is answered 502 and a slow one 504, as JSON.
 
 HTTP goes over one ``aiohttp.ClientSession`` per upstream and event loop (a
@@ -47,10 +51,16 @@ from yarl import URL
 
 from edge.config import UpstreamSettings
 from edge.gateway.context import AuthState, auth_of, resolution_of
-from edge.gateway.forward_auth import identity_headers
-from edge.gateway.guard import SESSION_COOKIE, authenticate_http, denial_response
+from edge.gateway.forwarding.headers import end_to_end as end_to_end
+from edge.gateway.forwarding.headers import forwarding_headers as forwarding_headers
+from edge.gateway.forwarding.headers import (
+    hostname_of,
+    identity_headers,
+    request_headers,
+    response_headers,
+)
+from edge.gateway.guard import authenticate_http, denial_response
 from edge.gateway.origins import origin_allowed
-from edge.net import Resolution
 from edge.pairing.denials import Denial
 
 if TYPE_CHECKING:
@@ -60,32 +70,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("edge.upstream")
 
-HOP_BY_HOP = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"proxy-authenticate",
-        b"proxy-authorization",
-        b"proxy-connection",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-        b"expect",  # uvicorn has already answered 100-continue
-    }
-)
-FORWARDING = frozenset(
-    {
-        b"forwarded",
-        b"x-forwarded-for",
-        b"x-forwarded-host",
-        b"x-forwarded-port",
-        b"x-forwarded-prefix",
-        b"x-forwarded-proto",
-        b"x-real-ip",
-    }
-)
-IDENTITY_PREFIXES = (b"remote-", b"x-edge-")
 # The WebSocket client library writes these itself for the upstream handshake.
 WEBSOCKET_HANDSHAKE = frozenset(
     {
@@ -110,7 +94,6 @@ READ_SIZE = 64 * 1024
 _FORWARDABLE_TARGET = re.compile(rb"[\x21-\x7e]*")
 # Close codes that may not appear in a close frame, and what to send instead.
 _UNSENDABLE_CLOSE = {1005: 1000, 1006: 1014, 1015: 1014}
-_FORWARDED_SCHEME = {"ws": "http", "wss": "https", "http": "http", "https": "https"}
 
 
 class _ClientGone(Exception):
@@ -166,79 +149,21 @@ def upstream_session(
     )
 
 
-def _connection_named(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:
-    named: set[bytes] = set()
-    for name, value in headers:
-        if name.lower() == b"connection":
-            named.update(t.strip().lower() for t in value.split(b",") if t.strip())
-    return frozenset(named)
-
-
-def end_to_end(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    """Headers without hop-by-hop ones and without those the ``Connection`` header names."""
-    headers = list(headers)
-    dropped = HOP_BY_HOP | _connection_named(headers)
-    return [(name, value) for name, value in headers if name.lower() not in dropped]
-
-
-def _without_session_cookie(value: bytes) -> bytes:
-    kept = [
-        part
-        for part in (p.strip() for p in value.split(b";"))
-        if part and part.split(b"=", 1)[0].strip() != SESSION_COOKIE.encode()
-    ]
-    return b"; ".join(kept)
-
-
-def _quoted(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def forwarding_headers(resolution: Resolution) -> list[tuple[bytes, bytes]]:
-    """``X-Forwarded-*`` and ``Forwarded`` describing the resolved client, for the upstream."""
-    proto = _FORWARDED_SCHEME.get(resolution.scheme, "http")
-    headers: list[tuple[bytes, bytes]] = []
-    node = "unknown"
-    if resolution.client_ip is not None:
-        headers.append((b"x-forwarded-for", resolution.client_ip.encode("ascii")))
-        ip = resolution.client_ip
-        node = _quoted(f"[{ip}]") if ":" in ip else ip
-    headers.append((b"x-forwarded-proto", proto.encode("ascii")))
-    forwarded = f"for={node};proto={proto}"
-    host = resolution.host
-    if host and host.isascii() and host.isprintable():
-        headers.append((b"x-forwarded-host", host.encode("ascii")))
-        forwarded += f";host={_quoted(host)}"
-    headers.append((b"forwarded", forwarded.encode("ascii")))
-    return headers
-
-
 def upstream_request_headers(
     scope: Scope, auth: AuthState, *, drop: frozenset[bytes] = frozenset()
 ) -> list[tuple[bytes, bytes]]:
-    """The client's end-to-end headers, cleaned, plus fresh forwarding and identity headers."""
+    """The client's headers under the header policy, plus Edge's forwarding and identity ones."""
     authenticated_by_bearer = auth.state == "paired" and any(
         name == b"authorization" and value[:7].lower() == b"bearer "
         for name, value in scope["headers"]
     )
-    headers: list[tuple[bytes, bytes]] = []
-    for name, value in end_to_end(scope["headers"]):
-        if (
-            name in FORWARDING
-            or name.startswith(IDENTITY_PREFIXES)
-            or name in drop
-            or name == b"host"
-            or (name == b"authorization" and authenticated_by_bearer)
-        ):
-            continue
-        if name == b"cookie":
-            value = _without_session_cookie(value)
-            if not value:
-                continue
-        headers.append((name, value))
-    headers.extend(forwarding_headers(resolution_of(scope)))
-    headers.extend(identity_headers(auth))
-    return headers
+    return request_headers(
+        scope["headers"],
+        forwarding=forwarding_headers(resolution_of(scope)),
+        identity=identity_headers(auth),
+        drop_authorization=authenticated_by_bearer,
+        drop=drop,
+    )
 
 
 def _json_body(error: str, detail: str) -> bytes:
@@ -246,12 +171,18 @@ def _json_body(error: str, detail: str) -> bytes:
 
 
 class UpstreamRoute(BaseRoute):
-    """Every path under one upstream's prefix, HTTP and (if enabled) WebSocket."""
+    """Every path under one upstream's prefix, HTTP and (if enabled) WebSocket.
+
+    An upstream with a ``host`` takes every request for that host, WebSocket
+    ones too (refused when ``websocket`` is off), so none of Edge's own
+    routes is reachable on an app's origin.
+    """
 
     def __init__(self, gateway: Gateway, upstream: UpstreamSettings) -> None:
         self.gateway = gateway
         self.upstream = upstream
-        self.prefix = upstream.prefix
+        self.host = upstream.host
+        self.prefix = upstream.path_prefix
         self.base = URL(upstream.url)
         self._sessions: dict[asyncio.AbstractEventLoop, aiohttp.ClientSession] = {}
         gateway.on_stop(self.aclose)
@@ -264,6 +195,12 @@ class UpstreamRoute(BaseRoute):
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
         kind = scope["type"]
+        if self.host is not None:
+            if kind not in ("http", "websocket") or not self.covers(scope["path"]):
+                return Match.NONE, {}
+            if hostname_of(resolution_of(scope).host) != self.host:
+                return Match.NONE, {}
+            return Match.FULL, {}
         forwards = kind == "http" or (kind == "websocket" and self.upstream.websocket)
         if forwards and self.covers(scope["path"]):
             return Match.FULL, {}
@@ -274,6 +211,15 @@ class UpstreamRoute(BaseRoute):
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
+            if not self.upstream.websocket:
+                if (await receive())["type"] == "websocket.connect":
+                    body = _json_body(
+                        "not_found",
+                        f"upstream {self.upstream.label!r} does not take WebSockets; "
+                        "set upstreams[].websocket: true to forward them",
+                    )
+                    await _deny_websocket(scope, send, 404, [], body, 1008, "not found")
+                return
             await self._websocket(scope, receive, send)
         elif scope["path"] == self.prefix[:-1]:
             query = scope.get("query_string", b"")
@@ -414,11 +360,14 @@ class UpstreamRoute(BaseRoute):
         self, response: aiohttp.ClientResponse, body: _RequestBody, receive: Receive, send: Send
     ) -> None:
         headers = []
-        for name, value in end_to_end(response.raw_headers):
-            lowered = name.lower()
-            if lowered in (b"location", b"content-location"):
+        for name, value in response_headers(
+            response.raw_headers,
+            on_control_origin=self.upstream.on_control_origin,
+            sandbox=self.upstream.sandbox,
+        ):
+            if name in (b"location", b"content-location"):
                 value = self._rewrite_location(value)
-            headers.append((lowered, value))
+            headers.append((name, value))
         await send({"type": "http.response.start", "status": response.status, "headers": headers})
         relay = asyncio.ensure_future(_relay_body(response, send))
         watcher = asyncio.ensure_future(_wait_disconnect(receive, body.finished))
@@ -696,6 +645,14 @@ async def _relay_websocket(upstream: ClientConnection, receive: Receive, send: S
 
 
 def build_upstream_routes(gateway: Gateway) -> list[BaseRoute]:
-    """One route per configured upstream, longest prefix first so nested prefixes work."""
-    upstreams = sorted(gateway.settings.upstreams, key=lambda u: len(u.prefix), reverse=True)
+    """One route per path-prefix upstream, longest prefix first so nested prefixes work."""
+    upstreams = [u for u in gateway.settings.upstreams if u.host is None]
+    upstreams.sort(key=lambda u: len(u.path_prefix), reverse=True)
+    return [UpstreamRoute(gateway, upstream) for upstream in upstreams]
+
+
+def build_host_routes(gateway: Gateway) -> list[BaseRoute]:
+    """One route per upstream on a host of its own; they go before all of Edge's routes."""
+    upstreams = [u for u in gateway.settings.upstreams if u.host is not None]
+    upstreams.sort(key=lambda u: len(u.path_prefix), reverse=True)
     return [UpstreamRoute(gateway, upstream) for upstream in upstreams]

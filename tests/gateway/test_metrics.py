@@ -717,8 +717,8 @@ def test_upstream_requests_are_counted_by_configured_name_and_class(
     app = make_app(
         tmp_path,
         upstreams=[
-            {"prefix": "/app/", "url": f"http://127.0.0.1:{upstream_port}", "name": "app"},
-            {"prefix": "/gone/", "url": f"http://127.0.0.1:{free_port()}", "connect_timeout": 2},
+            {"prefix": "/app/", "share_control_origin": True, "url": f"http://127.0.0.1:{upstream_port}", "name": "app"},
+            {"prefix": "/gone/", "share_control_origin": True, "url": f"http://127.0.0.1:{free_port()}", "connect_timeout": 2},
         ],
     )
     with client_for(app, LOOPBACK, LOCAL_URL) as client:
