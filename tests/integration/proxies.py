@@ -90,6 +90,8 @@ async def _echo(request: Request) -> Response:
     )
     if "set_cookie" in params:
         response.set_cookie("app_cookie", params["set_cookie"])
+    if "set_cookie_named" in params:  # an upstream trying to set (or clear) someone else's cookie
+        response.headers.append("set-cookie", f"{params['set_cookie_named']}=from-upstream; Path=/")
     if "connection_header" in params:
         # An upstream that names an end-to-end header in Connection: the gateway must drop it.
         response.headers["x-upstream-secret"] = "dropped"
