@@ -208,6 +208,23 @@ def check_proxy(settings: Settings) -> list[Finding]:
     return findings
 
 
+def check_upstreams(settings: Settings) -> list[Finding]:
+    """Name each upstream on the dashboard's origin for what it is: trusted like an admin."""
+    return [
+        Finding(
+            "warn",
+            f"upstreams[{index}].share_control_origin",
+            f"upstream {upstream.label!r} ({upstream.path_prefix}) is served on the dashboard's "
+            "own origin: its pages' scripts can do whatever an admin who opens the dashboard "
+            "can: it is trusted like an admin"
+            + ("" if upstream.sandbox else " (and sandbox: false lets its pages keep that origin)"),
+            "give it a host of its own (upstreams[].host) unless you trust the app like an admin",
+        )
+        for index, upstream in enumerate(settings.upstreams)
+        if upstream.share_control_origin
+    ]
+
+
 @click.command("doctor")
 @config_option
 @click.option(
@@ -225,6 +242,7 @@ def doctor(config_path: str | None, generate: bool, as_json: bool) -> None:
     findings += check_token(settings, generate)
     findings += check_store(settings)
     findings += check_proxy(settings)
+    findings += check_upstreams(settings)
     if as_json:
         click.echo(json.dumps([asdict(f) for f in findings], indent=2))
     else:
