@@ -14,6 +14,7 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
+from edge import heads
 from edge.config import Settings, load_settings
 from edge.gateway.api import build_routes
 from edge.gateway.forward_auth import build_forward_auth_routes
@@ -33,6 +34,9 @@ def create_app(
     """The gateway as an ASGI app, from a YAML path, a mapping of the same shape, or settings."""
     settings = config if isinstance(config, Settings) else load_settings(config)
     gateway = Gateway(settings)
+    # The server's protocol (edge serve) bounds request heads with these, and counts here.
+    heads.configure(heads.HeadLimits.from_settings(settings))
+    heads.on_refused(lambda reason: gateway.metrics.request_heads_refused.labels(reason).inc())
 
     async def index(request: Any) -> Response:
         return FileResponse(

@@ -84,6 +84,10 @@ class ServerSettings(_Section):
     port: int = Field(18789, ge=0, le=65535)
     workers: int = Field(1, ge=1, le=64)
     graceful_timeout: float = Field(10.0, gt=0, le=600)
+    # Request heads (edge.heads): bounded in size, in time, and in connections per address.
+    max_head_bytes: int = Field(64 * 1024, ge=4096, le=1024 * 1024)
+    head_timeout: float = Field(10.0, gt=0, le=300)
+    max_connections_per_address: int = Field(256, ge=1, le=100_000)
 
     @field_validator("host")
     @classmethod

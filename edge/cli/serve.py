@@ -115,6 +115,9 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
         workers=settings.server.workers,
         log_level=settings.logging.level,
         timeout_graceful_shutdown=math.ceil(settings.server.graceful_timeout),
+        # Request heads bounded in size, time and connections per address (edge.heads);
+        # each worker's app configures the limits from the same settings.
+        http="edge.heads:HeadLimitedHttpToolsProtocol",
         **UVICORN_SETTINGS,  # type: ignore[arg-type]
     )
 

@@ -25,6 +25,7 @@ from starlette.websockets import WebSocketDisconnect
 
 import edge.gateway.runtime as runtime
 from edge import __version__, create_app
+from edge.heads import REASONS as HEAD_REFUSALS
 from edge.metrics import (
     AUTH_FAILURE_REASONS,
     CODE_CLASSES,
@@ -52,6 +53,7 @@ METRIC_NAMES = {
     "edge_devices_paired",
     "edge_websocket_connections",
     "edge_proxy_headers",
+    "edge_request_heads_refused",
     "edge_upstream_requests",
     "edge_upstream_duration_seconds",
     "edge_build_info",
@@ -61,7 +63,7 @@ METRIC_NAMES = {
 BOUNDED_LABELS: dict[str, set[str]] = {
     "kind": {"http", "websocket"},
     "decision": {"local", "paired", "denied", "public"},
-    "reason": set(AUTH_FAILURE_REASONS),
+    "reason": set(AUTH_FAILURE_REASONS) | set(HEAD_REFUSALS),
     "event": set(PAIRING_EVENTS),
     "role": {"admin", "user"},
     "outcome": set(PROXY_OUTCOMES),
@@ -146,6 +148,9 @@ def test_every_metric_and_bounded_series_exists_before_any_traffic(tmp_path: Pat
         assert ("edge_proxy_headers_total", frozenset({("outcome", outcome)})) in metrics.samples
     for event in PAIRING_EVENTS:
         assert ("edge_pairing_events_total", frozenset({("event", event)})) in metrics.samples
+    for reason in HEAD_REFUSALS:
+        key = ("edge_request_heads_refused_total", frozenset({("reason", reason)}))
+        assert key in metrics.samples
     for decision in ("local", "paired", "denied", "public"):
         key = ("edge_requests_total", frozenset({("kind", "http"), ("decision", decision)}))
         assert key in metrics.samples
