@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,11 +23,28 @@ DEEP = "[" * 50_000 + "]" * 50_000
 
 @pytest.fixture
 def edge(tmp_path: Path) -> Iterator[EdgeThread]:
-    with EdgeThread(create_app(base_config(tmp_path))) as server:
+    # the access log on, so every request leaves a record to look for errors beside
+    with EdgeThread(create_app(base_config(tmp_path, logging={"access_log": True}))) as server:
         yield server
 
 
+@pytest.fixture
+def caplog(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    """Edge's own records too: its loggers do not propagate to the root."""
+    logger = logging.getLogger("edge")
+    logger.addHandler(caplog.handler)
+    try:
+        yield caplog
+    finally:
+        logger.removeHandler(caplog.handler)
+
+
 def no_errors(caplog: pytest.LogCaptureFixture) -> None:
+    for _ in range(100):  # the server thread logs the request just after answering it
+        if any(r.name.startswith("edge") for r in caplog.records):
+            break
+        time.sleep(0.05)
+    assert any(r.name.startswith("edge") for r in caplog.records)  # Edge's log was seen
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert errors == [], [r.getMessage() for r in errors]
 

@@ -174,10 +174,16 @@ def test_unknown_role_parameter_is_the_clients_400_not_a_proxy_error(
     app: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Any visitor's query could reach the sub-request, so it may not raise an ERROR line.
-    with caplog.at_level(logging.INFO), via_proxy(app) as client:
-        response = client.get("/auth/nginx?role=root", headers=proxied())
+    logger = logging.getLogger("edge")  # Edge's loggers do not propagate to the root
+    logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.INFO), via_proxy(app) as client:
+            response = client.get("/auth/nginx?role=root", headers=proxied())
+    finally:
+        logger.removeHandler(caplog.handler)
     assert response.status_code == 400
     assert "role=admin" in response.json()["detail"]
+    assert [r for r in caplog.records if "role='root'" in r.getMessage()]  # logged, as INFO
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
