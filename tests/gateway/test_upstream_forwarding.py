@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gzip
 import json
 from collections.abc import Iterator
@@ -393,6 +394,11 @@ def test_forwarded_header_quotes_ipv6_and_hosts() -> None:
     assert headers[b"x-forwarded-for"] == b"2001:db8::7"
     assert headers[b"x-forwarded-proto"] == b"https"
     assert headers[b"forwarded"] == b'for="[2001:db8::7]";proto=https;host="edge.example.com:8443"'
+    for hostile in ('x", for=1.2.3.4', "a;for=10.0.0.1", "a,b", "h=1", "a b"):
+        # a Host the client wrote is never copied into a structured header
+        headers = dict(forwarding_headers(dataclasses.replace(resolution, host=hostile)))
+        assert headers[b"forwarded"] == b'for="[2001:db8::7]";proto=https'
+        assert b"x-forwarded-host" not in headers
 
 
 # -- the pooled client under the forwarding ------------------------------------------------
