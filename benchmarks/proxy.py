@@ -273,7 +273,7 @@ def main() -> None:
                 "auth": {"token": TOKEN},
                 "proxy": {"trusted_proxies": ["127.0.0.1"]},
                 "logging": {"level": "warning"},
-                "upstreams": [{"prefix": "/svc/", "url": f"http://127.0.0.1:{ports['upstream']}"}],
+                "upstreams": [{"prefix": "/svc/", "share_control_origin": True, "url": f"http://127.0.0.1:{ports['upstream']}"}],
             }
             (tmp / f"{name}.yaml").write_text(yaml.safe_dump(config))
         user = "user root;" if os.geteuid() == 0 else ""

@@ -48,7 +48,7 @@ def edge_routes(data_dir: Path) -> list[BaseRoute]:
         {
             "data_dir": str(data_dir),
             "auth": {"token": TOKEN},
-            "upstreams": [{"prefix": "/svc/", "url": "http://127.0.0.1:9"}],
+            "upstreams": [{"prefix": "/svc/", "share_control_origin": True, "url": "http://127.0.0.1:9"}],
         }
     )
     routes = list(app.router.routes)

@@ -569,6 +569,7 @@ def run_soak(
                 upstreams=[
                     {
                         "prefix": "/svc/",
+                        "share_control_origin": True,
                         "url": f"http://127.0.0.1:{upstream_port}",
                         "strip_prefix": True,
                     }

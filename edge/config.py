@@ -21,6 +21,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -86,6 +87,10 @@ class ServerSettings(_Section):
     port: int = Field(18789, ge=0, le=65535)
     workers: int = Field(1, ge=1, le=64)
     graceful_timeout: float = Field(10.0, gt=0, le=600)
+    # Request heads (edge.heads): bounded in size, in time, and in connections per address.
+    max_head_bytes: int = Field(64 * 1024, ge=4096, le=1024 * 1024)
+    head_timeout: float = Field(10.0, gt=0, le=300)
+    max_connections_per_address: int = Field(256, ge=1, le=100_000)
 
     @field_validator("host")
     @classmethod
@@ -295,22 +300,83 @@ class MetricsSettings(_Section):
 
 
 class UpstreamSettings(_Section):
-    prefix: str
+    """One upstream service: on a host of its own (``host``), or under a path of Edge's origin.
+
+    An app on the control origin can do whatever an admin who opens the
+    dashboard can (its scripts share the dashboard's origin), so a
+    path-prefix upstream there needs ``share_control_origin: true``; its
+    responses may not set Edge's cookies and are sandboxed unless
+    ``sandbox: false``.
+    """
+
+    host: str | None = None
+    prefix: str | None = None
     url: str
     name: str | None = None
     websocket: bool = False
     strip_prefix: bool = False
+    share_control_origin: bool = False
+    sandbox: bool = True
     timeout: float = Field(30, gt=0, le=3600)
     connect_timeout: float = Field(5, gt=0, le=300)
 
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        host = value.strip().lower().rstrip(".")
+        if not _HOSTNAME.match(host) or "_" in host:
+            raise ValueError(f"{value!r} is not a host name (like 'grafana.example.com')")
+        return host
+
     @field_validator("prefix")
     @classmethod
-    def _prefix(cls, value: str) -> str:
+    def _prefix(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
         if not value.startswith("/") or not value.endswith("/"):
             raise ValueError(f"{value!r} must start and end with '/' (like '/app/')")
-        if any(value.startswith(r) or r.startswith(value) for r in RESERVED_PREFIXES):
+        on_own_host = info.data.get("host") is not None
+        if not on_own_host and any(
+            value.startswith(r) or r.startswith(value) for r in RESERVED_PREFIXES
+        ):
             raise ValueError(f"{value!r} overlaps a path the gateway serves itself")
         return value
+
+    @model_validator(mode="after")
+    def _origin(self) -> UpstreamSettings:
+        if self.host is not None:
+            if self.share_control_origin:
+                raise ValueError(
+                    f"share_control_origin: upstream on host {self.host!r} has an origin of its "
+                    "own; remove share_control_origin"
+                )
+            return self
+        if self.prefix is None:
+            raise ValueError(
+                "host: each upstream needs a host of its own (host: app.example.com), or a "
+                "prefix on Edge's origin together with share_control_origin: true"
+            )
+        if not self.share_control_origin:
+            raise ValueError(
+                f"share_control_origin: upstream prefix {self.prefix!r} would be served on the "
+                "dashboard's own origin, where the app's scripts can act as any admin who opens "
+                "the dashboard. Give it a host of its own (upstreams[].host, a name your proxy "
+                "routes to Edge), or, if you trust the app like an admin, set "
+                "share_control_origin: true"
+            )
+        return self
+
+    @property
+    def on_control_origin(self) -> bool:
+        """Whether this upstream is served on the dashboard's origin (a path prefix, no host)."""
+        return self.host is None
+
+    @property
+    def path_prefix(self) -> str:
+        """The path prefix it serves: ``prefix``, or ``/`` (all of it) on a host of its own."""
+        return self.prefix or "/"
 
     @field_validator("url")
     @classmethod
@@ -331,7 +397,11 @@ class UpstreamSettings(_Section):
     @property
     def label(self) -> str:
         """Bounded metric label: the configured name, else the prefix without slashes."""
-        return self.name or (self.prefix.strip("/").replace("/", "_") or "root")
+        if self.name:
+            return self.name
+        if self.host is not None:
+            return re.sub(r"[^a-z0-9_-]", "_", self.host)[:40]
+        return self.path_prefix.strip("/").replace("/", "_") or "root"
 
 
 class LoggingSettings(_Section):
@@ -450,8 +520,11 @@ def _metrics_path_clash(path: str, upstreams: list[UpstreamSettings]) -> str | N
         if trimmed == tree or path.startswith(tree + "/"):
             return f"equal to or under {tree}, which the gateway serves itself"
     for index, upstream in enumerate(upstreams):
-        if path.startswith(upstream.prefix) or trimmed == upstream.prefix.rstrip("/"):
-            return f"under upstreams[{index}].prefix {upstream.prefix!r}"
+        if not upstream.on_control_origin:
+            continue  # routed by its own host: it shares no path with the gateway's origin
+        prefix = upstream.path_prefix
+        if path.startswith(prefix) or trimmed == prefix.rstrip("/"):
+            return f"under upstreams[{index}].prefix {prefix!r}"
     return None
 
 

@@ -39,6 +39,7 @@ from prometheus_client import (
 from prometheus_client import multiprocess as _multiprocess
 from prometheus_client import values as _values
 
+from edge.heads import REASONS as HEAD_REFUSALS
 from edge.hostcheck import process_alive
 from edge.pairing.denials import Denial
 
@@ -310,6 +311,13 @@ class Metrics:
             ["owner"],
             registry=r,
         )
+        self.request_heads_refused = Counter(
+            "edge_request_heads_refused",
+            "Connections closed before a request: head too large, too slow, or too many "
+            "connections from one address (edge.heads).",
+            ["reason"],
+            registry=r,
+        )
         self.upstream_requests = Counter(
             "edge_upstream_requests",
             "Requests forwarded to upstreams by response class.",
@@ -349,6 +357,8 @@ class Metrics:
             self.proxy_headers.labels(outcome=outcome)
         for owner in PEER_OWNERS:
             self.peer_lookups.labels(owner=owner)
+        for reason in HEAD_REFUSALS:
+            self.request_heads_refused.labels(reason=reason)
         for event in PAIRING_EVENTS:
             self.pairing_events.labels(event=event)
         for role in ROLES:

@@ -277,6 +277,23 @@ def check_peer_check(settings: Settings) -> list[Finding]:
     ]
 
 
+def check_upstreams(settings: Settings) -> list[Finding]:
+    """Name each upstream on the dashboard's origin for what it is: trusted like an admin."""
+    return [
+        Finding(
+            "warn",
+            f"upstreams[{index}].share_control_origin",
+            f"upstream {upstream.label!r} ({upstream.path_prefix}) is served on the dashboard's "
+            "own origin: its pages' scripts can do whatever an admin who opens the dashboard "
+            "can: it is trusted like an admin"
+            + ("" if upstream.sandbox else " (and sandbox: false lets its pages keep that origin)"),
+            "give it a host of its own (upstreams[].host) unless you trust the app like an admin",
+        )
+        for index, upstream in enumerate(settings.upstreams)
+        if upstream.share_control_origin
+    ]
+
+
 @click.command("doctor")
 @config_option
 @click.option(
@@ -296,6 +313,7 @@ def doctor(config_path: str | None, generate: bool, as_json: bool) -> None:
     findings += check_store(settings)
     findings += check_proxy(settings)
     findings += check_peer_check(settings)
+    findings += check_upstreams(settings)
     if as_json:
         click.echo(json.dumps([asdict(f) for f in findings], indent=2))
     else:

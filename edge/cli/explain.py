@@ -136,7 +136,8 @@ def check(config_path: str | None) -> None:
     click.echo(f"  headers     {', '.join(settings.proxy.client_ip_headers)}")
     click.echo(f"  local nets  {', '.join(settings.local.networks) or 'none'}")
     click.echo(f"  store       {settings.store.url or 'sqlite in data_dir'}")
-    click.echo(f"  upstreams   {', '.join(u.prefix for u in settings.upstreams) or 'none'}")
+    upstreams = ", ".join(u.host or u.path_prefix for u in settings.upstreams)
+    click.echo(f"  upstreams   {upstreams or 'none'}")
 
 
 @config_group.command("show")

@@ -165,7 +165,8 @@ def serve(
         workers=settings.server.workers,
         log_level=settings.logging.level,
         timeout_graceful_shutdown=math.ceil(settings.server.graceful_timeout),
-        # Each connection's owner is asked of the kernel once, as it opens (edge.gateway.peers).
+        # Each connection's owner is asked of the kernel once, as it opens, and its request
+        # heads are bounded in size, time and connections per address (edge.gateway.protocols).
         http=HTTP_PROTOCOL,
         ws=WS_PROTOCOL,
         **UVICORN_SETTINGS,  # type: ignore[arg-type]

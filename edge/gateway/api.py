@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from edge.gateway import bounded_json
 from edge.gateway.admin import AdminError, call_admin_method
 from edge.gateway.context import auth_of, resolution_of
 from edge.gateway.guard import SESSION_COOKIE, _bearer
@@ -39,9 +39,9 @@ async def _body(request: Request) -> dict[str, Any]:
     if not raw.strip():
         return {}
     try:
-        data = json.loads(raw)
-    except ValueError:
-        raise AdminError("bad_request", "request body is not JSON") from None
+        data = bounded_json.loads(raw, max_bytes=MAX_BODY)
+    except bounded_json.JSONRefused as exc:
+        raise AdminError("bad_request", f"request body refused: {exc}") from None
     if not isinstance(data, dict):
         raise AdminError("bad_request", "request body must be a JSON object")
     return data

@@ -18,7 +18,9 @@ pairs it and sets the session cookie. That cookie is host-only, so browsers
 can use a protected app only on the host that serves Edge; API clients send
 ``Authorization: Bearer <device token>`` and work from anywhere. The query
 parameter ``role=admin`` (set in the proxy's configuration) admits only admin
-devices and local clients.
+devices and local clients; the proxy sets it, never the visitor (the shipped
+Caddyfile replaces the visitor's query), and a query Edge cannot read is the
+client's 400, never a 500: anyone could otherwise make Edge blame the proxy.
 """
 
 from __future__ import annotations
@@ -26,13 +28,14 @@ from __future__ import annotations
 import logging
 import time
 from typing import TYPE_CHECKING, Literal
-from urllib.parse import quote
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from edge.gateway.context import AuthState, resolution_of
+from edge.gateway.forwarding.headers import header_safe as header_safe
+from edge.gateway.forwarding.headers import identity_headers
 from edge.gateway.guard import authenticate_http, denial_response, store_unavailable
 from edge.gateway.origins import own_origin
 from edge.net import Resolution
@@ -50,10 +53,11 @@ CADDY_PATH = "/auth/caddy"
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 # What a forward-auth answer asserts about the caller. A proxy must remove
-# client-supplied copies of these before it copies Edge's (GHSA-7r4p-vjf4-gxv4);
-# the shipped configurations do.
+# client-supplied copies of these, in every spelling, before it copies Edge's
+# (GHSA-7r4p-vjf4-gxv4); the shipped configurations do.
 IDENTITY_HEADERS = (
     "remote-user",
+    "remote-name",
     "remote-groups",
     "x-edge-auth",
     "x-edge-device-id",
@@ -65,40 +69,7 @@ _ORIGINAL = {
     "nginx": ("x-original-method", "x-original-uri"),
     "caddy": ("x-forwarded-method", "x-forwarded-uri"),
 }
-# Printable ASCII except '%': what may stay as it is in a header value.
-_HEADER_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
 _MAX_LOGGED_URI = 200
-
-
-def header_safe(text: str) -> bytes:
-    """A display name as a header value: non-ASCII and control characters percent-encoded."""
-    return quote(text, safe=_HEADER_SAFE).encode("ascii")
-
-
-def identity_headers(auth: AuthState) -> list[tuple[bytes, bytes]]:
-    """What Edge asserts about an admitted caller, for forward-auth answers and upstreams.
-
-    ``Remote-User`` is a display name (the device's, or ``local``); decisions
-    belong on ``X-Edge-Auth``, ``X-Edge-Role`` and ``X-Edge-Device-Id``.
-    """
-    if auth.state == "local":
-        return [
-            (b"remote-user", b"local"),
-            (b"remote-groups", b"admin"),
-            (b"x-edge-auth", b"local"),
-            (b"x-edge-role", b"admin"),
-        ]
-    device = auth.device
-    if auth.state != "paired" or device is None:
-        return []
-    role = str(device.role).encode("ascii")
-    return [
-        (b"remote-user", header_safe(device.name.strip() or device.id[:12])),
-        (b"remote-groups", role),
-        (b"x-edge-auth", b"paired"),
-        (b"x-edge-device-id", device.id.encode("ascii")),
-        (b"x-edge-role", role),
-    ]
 
 
 def _wants_html(request: Request) -> bool:
@@ -106,11 +77,14 @@ def _wants_html(request: Request) -> bool:
 
 
 def _required_role(request: Request) -> Role | Literal["invalid"] | None:
-    text = request.query_params.get("role")
-    if text is None:
+    """The strictest ``role`` asked for; ``invalid`` if any value is not a role."""
+    texts = request.query_params.getlist("role")
+    if not texts:
         return None
-    role = Role.parse(text)
-    return role if role is not None else "invalid"
+    roles = [Role.parse(text) for text in texts]
+    if any(role is None for role in roles):
+        return "invalid"
+    return Role.ADMIN if Role.ADMIN in roles else Role.USER
 
 
 class ForwardAuth:
@@ -125,16 +99,19 @@ class ForwardAuth:
         gateway = self.gateway
         required = _required_role(request)
         if required == "invalid":
-            # A broken proxy configuration, not a client's fault: nginx reports it as a 500.
-            logger.error(
-                "forward-auth %s: role=%r is not a role (use role=admin or role=user)",
+            # The shipped proxy files never send a bad role, so this is a client's query
+            # that reached the sub-request: its fault, answered 400 and not logged as an error.
+            logger.info(
+                "forward-auth %s: refused a query with role=%r (only role=admin or role=user)",
                 request.url.path,
-                request.query_params.get("role"),
+                request.query_params.get("role", "")[:40],
             )
             return _json_response(
-                500,
-                b'{"error":"misconfigured","detail":"the proxy asked for an unknown role; '
-                b'use role=admin or role=user in the forward-auth URL"}',
+                400,
+                b'{"error":"bad_request","reason":"invalid_role",'
+                b'"detail":"the forward-auth query names an unknown role; the proxy '
+                b"configuration may set role=admin or role=user, and must not pass the "
+                b"visitor's query on (see docs/reverse-proxies.md)\"}",
             )
         try:
             auth = authenticate_http(gateway, request.scope)

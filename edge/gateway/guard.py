@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from http.cookies import SimpleCookie
 from typing import TYPE_CHECKING
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -27,6 +26,8 @@ from edge.gateway.context import (
     RESOLUTION_KEY,
     AuthState,
 )
+from edge.gateway.forwarding.headers import SESSION_COOKIE as SESSION_COOKIE
+from edge.gateway.forwarding.headers import hostname_of, session_cookie
 from edge.net import NOT_LOOKED_UP, PeerOwner, resolve
 from edge.pairing.denials import Denial
 from edge.pairing.models import Device, Role
@@ -35,7 +36,6 @@ from edge.pairing.store import StoreError
 if TYPE_CHECKING:
     from edge.gateway.runtime import Gateway
 
-SESSION_COOKIE = "edge_session"
 PUBLIC_EXACT = frozenset({"/", "/healthz", "/readyz", "/api/whoami", "/favicon.ico"})
 PUBLIC_PREFIXES = ("/ui/",)
 SELF_GUARDED_PREFIXES = ("/auth/",)  # forward-auth endpoints judge the forwarded request
@@ -105,22 +105,20 @@ class ClientResolutionMiddleware:
 
 
 def _bearer(scope: Scope) -> str | None:
-    for name, value in scope["headers"]:
+    """The credential: ``Authorization: Bearer``, else the session cookie.
+
+    The cookie is read by the header policy's parser, the same one that
+    strips it before forwarding (``edge.gateway.forwarding.headers``), so a
+    cookie spelling that authenticates here is never passed to an upstream.
+    """
+    headers = scope["headers"]
+    for name, value in headers:
         if name == b"authorization":
             header: str = value.decode("latin-1")
             scheme, _, credential = header.partition(" ")
             if scheme.lower() == "bearer" and credential.strip():
                 return credential.strip()
-        elif name == b"cookie":
-            cookie: SimpleCookie = SimpleCookie()
-            try:
-                cookie.load(value.decode("latin-1"))
-            except Exception:  # noqa: S112 - a garbled cookie header is simply no session
-                continue
-            morsel = cookie.get(SESSION_COOKIE)
-            if morsel is not None and morsel.value:
-                return str(morsel.value)
-    return None
+    return session_cookie(headers)
 
 
 def authenticate_http(gateway: Gateway, scope: Scope) -> AuthState:
@@ -211,6 +209,8 @@ class GuardMiddleware:
         # Fixed at start, like the route it stands for (a reload does not add or move it).
         metrics = gateway.settings.metrics
         self.metrics_path = metrics.path if metrics.on_gateway_port else None
+        # On an upstream's own host every path is the app's, so none is public.
+        self.upstream_hosts = frozenset(u.host for u in gateway.settings.upstreams if u.host)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -219,7 +219,10 @@ class GuardMiddleware:
         started = time.perf_counter()
         gateway = self.gateway
         path: str = scope["path"]
-        if path == self.metrics_path or path.startswith(SELF_GUARDED_PREFIXES):
+        app_host = bool(self.upstream_hosts) and (
+            hostname_of(scope[RESOLUTION_KEY].host) in self.upstream_hosts
+        )
+        if not app_host and (path == self.metrics_path or path.startswith(SELF_GUARDED_PREFIXES)):
             await self.app(scope, receive, send)
             return
         try:
@@ -230,7 +233,7 @@ class GuardMiddleware:
             await send({"type": "http.response.body", "body": body})
             return
         scope[AUTH_KEY] = auth
-        if auth.state == "anonymous" and not is_public(path):
+        if auth.state == "anonymous" and (app_host or not is_public(path)):
             await self._refuse(scope, send, auth, started)
             return
         if (

@@ -1,5 +1,9 @@
 """The uvicorn protocol classes ``edge serve`` runs: each connection's owner, asked once.
 
+They are uvicorn's own HTTP and WebSocket protocols with two additions: the
+HTTP one bounds request heads (``edge.heads``: size, deadline, connections per
+address) before the app sees a request, and both learn who owns the other end.
+
 ``connection_made`` asks the kernel who owns the other end
 (``edge.peercred``) and wraps the app for that connection only, so every
 request on it (and the WebSocket it may be upgraded to) carries the answer
@@ -15,9 +19,11 @@ from __future__ import annotations
 from typing import Any
 
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.auto import AutoWebSocketsProtocol
 
 from edge.gateway.context import PEER_OWNER_KEY
+from edge.heads import HeadLimitedH11Protocol, HeadLimitedHttpToolsProtocol
 from edge.net.peer import PeerOwner
 from edge.peercred import owner_of_transport
 
@@ -58,7 +64,13 @@ def _with_peer_owner(base: Any, name: str) -> Any:
 
 
 # Given to uvicorn by `edge serve` (by import path, so worker processes find them too).
-HTTPProtocol = _with_peer_owner(AutoHTTPProtocol, "HTTPProtocol")
+# uvicorn's choice of HTTP parser (httptools where installed, else h11), with bounded heads.
+_BOUNDED_HTTP = (
+    HeadLimitedHttpToolsProtocol
+    if issubclass(AutoHTTPProtocol, HttpToolsProtocol)
+    else HeadLimitedH11Protocol
+)
+HTTPProtocol = _with_peer_owner(_BOUNDED_HTTP, "HTTPProtocol")
 WebSocketProtocol = (
     _with_peer_owner(AutoWebSocketsProtocol, "WebSocketProtocol")
     if AutoWebSocketsProtocol is not None

@@ -4,53 +4,74 @@ A request under an upstream's prefix reaches this module only once the guard
 has admitted it (HTTP) or, for WebSockets, which the guard passes through,
 once this module has checked the same credentials and the Origin itself.
 
-What the upstream sees is rebuilt, never trusted: hop-by-hop headers and every
-header named in ``Connection`` are dropped (a client could otherwise make a
-proxy delete the headers the upstream relies on, Traefik CVE-2024-45410);
-client-supplied forwarding and identity headers (``Forwarded``,
-``X-Forwarded-*``, ``X-Real-IP``, ``Remote-*``, ``X-Edge-*``) are dropped and
-set afresh from the resolved client and the authenticated caller; the
-credential that authenticated the caller to Edge (the bearer token or the
-``edge_session`` cookie) is not passed on. Bodies stream both ways.
+What the upstream sees is rebuilt, never trusted, by the one header policy in
+``edge.gateway.forwarding.headers``: hop-by-hop headers and every header named
+in ``Connection`` are dropped (a client could otherwise make a proxy delete
+the headers the upstream relies on, Traefik CVE-2024-45410); every forwarding
+and identity header, in any spelling (``Remote_User`` is ``Remote-User`` to a
+CGI-style app), is dropped and set afresh from the resolved client and the
+authenticated caller; the credential that authenticated the caller to Edge
+(the bearer token or Edge's session cookie) is not passed on. The path is the
+one ``edge.gateway.forwarding.paths`` normalised before the prefix was
+matched. An upstream on the control origin (``share_control_origin``) cannot
+set or clear Edge's cookies, and its pages are sandboxed unless the operator
+opted out. Bodies stream both ways.
 An unreachable upstream is answered 502 and a slow one 504, as JSON.
 
-HTTP goes over one ``aiohttp.ClientSession`` per upstream and event loop (a
-keepalive pool; when the connection drops before an answer, as an idle one
-the upstream closed does, aiohttp sends an idempotent request once more, never
-a POST nor a body already streamed). It replaced a hand-written h11
-transport under ``httpx`` when ``benchmarks/proxy.py`` measured it forwarding
-1.5 to 1.7 times the requests/s of that transport, and httpx's own pool,
-however tuned, a fifth to a third of it (``docs/performance.md``, "Proxy
-forwarding"). WebSockets go over the ``websockets`` client, whose close codes
-and reasons the relay passes on.
+This module routes and orchestrates; the pooled HTTP client and body relay
+live in ``edge.gateway.forwarding.http``, the WebSocket relay in
+``edge.gateway.forwarding.websocket``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import aiohttp
 from starlette.routing import BaseRoute, Match, NoMatchFound
-from starlette.types import Message, Receive, Scope, Send
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
-from websockets.typing import Origin, Subprotocol
+from starlette.types import Receive, Scope, Send
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidHandshake, InvalidStatus
+from websockets.typing import Origin
 from yarl import URL
 
 from edge.config import UpstreamSettings
 from edge.gateway.context import AuthState, auth_of, resolution_of
-from edge.gateway.forward_auth import identity_headers
-from edge.gateway.guard import SESSION_COOKIE, authenticate_http, denial_response
+from edge.gateway.forwarding.headers import end_to_end as end_to_end
+from edge.gateway.forwarding.headers import forwarding_headers as forwarding_headers
+from edge.gateway.forwarding.headers import (
+    hostname_of,
+    identity_headers,
+    request_headers,
+    response_headers,
+)
+from edge.gateway.forwarding.http import (
+    RequestBody,
+    UnsendableHeader,
+    has_body,
+    json_body,
+    relay_body,
+    send_json,
+    send_simple,
+    text_headers,
+    wait_disconnect,
+)
+from edge.gateway.forwarding.http import upstream_session as upstream_session
+from edge.gateway.forwarding.websocket import (
+    WEBSOCKET_HANDSHAKE,
+    WEBSOCKET_MAX_MESSAGE,
+    deny_websocket,
+    relay_websocket,
+    subprotocols,
+)
+from edge.gateway.guard import authenticate_http, denial_response
 from edge.gateway.origins import origin_allowed
-from edge.net import Resolution
 from edge.pairing.denials import Denial
 
 if TYPE_CHECKING:
@@ -60,198 +81,40 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("edge.upstream")
 
-HOP_BY_HOP = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"proxy-authenticate",
-        b"proxy-authorization",
-        b"proxy-connection",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-        b"expect",  # uvicorn has already answered 100-continue
-    }
-)
-FORWARDING = frozenset(
-    {
-        b"forwarded",
-        b"x-forwarded-for",
-        b"x-forwarded-host",
-        b"x-forwarded-port",
-        b"x-forwarded-prefix",
-        b"x-forwarded-proto",
-        b"x-real-ip",
-    }
-)
-IDENTITY_PREFIXES = (b"remote-", b"x-edge-")
-# The WebSocket client library writes these itself for the upstream handshake.
-WEBSOCKET_HANDSHAKE = frozenset(
-    {
-        b"host",
-        b"origin",
-        b"user-agent",
-        b"sec-websocket-accept",
-        b"sec-websocket-extensions",
-        b"sec-websocket-key",
-        b"sec-websocket-protocol",
-        b"sec-websocket-version",
-    }
-)
-# aiohttp adds these unless told not to; the upstream should see only what the client sent.
-NOT_ADDED = ("Accept", "Accept-Encoding", "Content-Type", "User-Agent")
-WEBSOCKET_MAX_MESSAGE = 16 * 1024 * 1024
-MAX_CONNECTIONS = 512
-KEEPALIVE_EXPIRY = 4.0  # below uvicorn's 5 s keep-alive, so Edge lets go of an idle one first
-MAX_HEADER_LINE = 64 * 1024  # long Set-Cookie and CSP lines are real; aiohttp's default is 8 KiB
-READ_SIZE = 64 * 1024
 # A request target is forwarded byte for byte, so it must be visible ASCII.
 _FORWARDABLE_TARGET = re.compile(rb"[\x21-\x7e]*")
-# Close codes that may not appear in a close frame, and what to send instead.
-_UNSENDABLE_CLOSE = {1005: 1000, 1006: 1014, 1015: 1014}
-_FORWARDED_SCHEME = {"ws": "http", "wss": "https", "http": "http", "https": "https"}
-
-
-class _ClientGone(Exception):
-    """The client disconnected while its request body was being forwarded."""
-
-
-class _UnsendableHeader(Exception):
-    """A request header value aiohttp could not send byte for byte."""
-
-    def __init__(self, name: str) -> None:
-        super().__init__(name)
-        self.name = name
-
-
-def _text_headers(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
-    """Headers as aiohttp takes them: it writes values as UTF-8, so only UTF-8 round-trips."""
-    text: list[tuple[str, str]] = []
-    for name, value in headers:
-        try:
-            text.append((name.decode("latin-1"), value.decode("utf-8")))
-        except UnicodeDecodeError:
-            raise _UnsendableHeader(name.decode("latin-1")) from None
-    return text
-
-
-def upstream_session(
-    upstream: UpstreamSettings, *, max_connections: int = MAX_CONNECTIONS
-) -> aiohttp.ClientSession:
-    """The pooled client for one upstream, on the running event loop.
-
-    ``timeout`` bounds each wait for the next bytes of the upstream's answer
-    (the upload is bounded by the caller: ``_RequestBody``) and
-    ``connect_timeout`` the wait for a pooled or new connection. It keeps no
-    cookies (every caller shares it), takes no proxy from the environment and
-    leaves bodies as the upstream encoded them.
-    """
-    return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(
-            limit=max_connections, limit_per_host=0, keepalive_timeout=KEEPALIVE_EXPIRY
-        ),
-        timeout=aiohttp.ClientTimeout(
-            total=None,
-            connect=upstream.connect_timeout,
-            sock_connect=upstream.connect_timeout,
-            sock_read=upstream.timeout,
-        ),
-        cookie_jar=aiohttp.DummyCookieJar(),
-        skip_auto_headers=NOT_ADDED,
-        auto_decompress=False,
-        trust_env=False,
-        max_line_size=MAX_HEADER_LINE,
-        max_field_size=MAX_HEADER_LINE,
-    )
-
-
-def _connection_named(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:
-    named: set[bytes] = set()
-    for name, value in headers:
-        if name.lower() == b"connection":
-            named.update(t.strip().lower() for t in value.split(b",") if t.strip())
-    return frozenset(named)
-
-
-def end_to_end(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    """Headers without hop-by-hop ones and without those the ``Connection`` header names."""
-    headers = list(headers)
-    dropped = HOP_BY_HOP | _connection_named(headers)
-    return [(name, value) for name, value in headers if name.lower() not in dropped]
-
-
-def _without_session_cookie(value: bytes) -> bytes:
-    kept = [
-        part
-        for part in (p.strip() for p in value.split(b";"))
-        if part and part.split(b"=", 1)[0].strip() != SESSION_COOKIE.encode()
-    ]
-    return b"; ".join(kept)
-
-
-def _quoted(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def forwarding_headers(resolution: Resolution) -> list[tuple[bytes, bytes]]:
-    """``X-Forwarded-*`` and ``Forwarded`` describing the resolved client, for the upstream."""
-    proto = _FORWARDED_SCHEME.get(resolution.scheme, "http")
-    headers: list[tuple[bytes, bytes]] = []
-    node = "unknown"
-    if resolution.client_ip is not None:
-        headers.append((b"x-forwarded-for", resolution.client_ip.encode("ascii")))
-        ip = resolution.client_ip
-        node = _quoted(f"[{ip}]") if ":" in ip else ip
-    headers.append((b"x-forwarded-proto", proto.encode("ascii")))
-    forwarded = f"for={node};proto={proto}"
-    host = resolution.host
-    if host and host.isascii() and host.isprintable():
-        headers.append((b"x-forwarded-host", host.encode("ascii")))
-        forwarded += f";host={_quoted(host)}"
-    headers.append((b"forwarded", forwarded.encode("ascii")))
-    return headers
 
 
 def upstream_request_headers(
     scope: Scope, auth: AuthState, *, drop: frozenset[bytes] = frozenset()
 ) -> list[tuple[bytes, bytes]]:
-    """The client's end-to-end headers, cleaned, plus fresh forwarding and identity headers."""
+    """The client's headers under the header policy, plus Edge's forwarding and identity ones."""
     authenticated_by_bearer = auth.state == "paired" and any(
         name == b"authorization" and value[:7].lower() == b"bearer "
         for name, value in scope["headers"]
     )
-    headers: list[tuple[bytes, bytes]] = []
-    for name, value in end_to_end(scope["headers"]):
-        if (
-            name in FORWARDING
-            or name.startswith(IDENTITY_PREFIXES)
-            or name in drop
-            or name == b"host"
-            or (name == b"authorization" and authenticated_by_bearer)
-        ):
-            continue
-        if name == b"cookie":
-            value = _without_session_cookie(value)
-            if not value:
-                continue
-        headers.append((name, value))
-    headers.extend(forwarding_headers(resolution_of(scope)))
-    headers.extend(identity_headers(auth))
-    return headers
-
-
-def _json_body(error: str, detail: str) -> bytes:
-    return json.dumps({"error": error, "detail": detail}).encode()
+    return request_headers(
+        scope["headers"],
+        forwarding=forwarding_headers(resolution_of(scope)),
+        identity=identity_headers(auth),
+        drop_authorization=authenticated_by_bearer,
+        drop=drop,
+    )
 
 
 class UpstreamRoute(BaseRoute):
-    """Every path under one upstream's prefix, HTTP and (if enabled) WebSocket."""
+    """Every path under one upstream's prefix, HTTP and (if enabled) WebSocket.
+
+    An upstream with a ``host`` takes every request for that host, WebSocket
+    ones too (refused when ``websocket`` is off), so none of Edge's own
+    routes is reachable on an app's origin.
+    """
 
     def __init__(self, gateway: Gateway, upstream: UpstreamSettings) -> None:
         self.gateway = gateway
         self.upstream = upstream
-        self.prefix = upstream.prefix
+        self.host = upstream.host
+        self.prefix = upstream.path_prefix
         self.base = URL(upstream.url)
         self._sessions: dict[asyncio.AbstractEventLoop, aiohttp.ClientSession] = {}
         gateway.on_stop(self.aclose)
@@ -264,6 +127,12 @@ class UpstreamRoute(BaseRoute):
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
         kind = scope["type"]
+        if self.host is not None:
+            if kind not in ("http", "websocket") or not self.covers(scope["path"]):
+                return Match.NONE, {}
+            if hostname_of(resolution_of(scope).host) != self.host:
+                return Match.NONE, {}
+            return Match.FULL, {}
         forwards = kind == "http" or (kind == "websocket" and self.upstream.websocket)
         if forwards and self.covers(scope["path"]):
             return Match.FULL, {}
@@ -274,11 +143,20 @@ class UpstreamRoute(BaseRoute):
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
+            if not self.upstream.websocket:
+                if (await receive())["type"] == "websocket.connect":
+                    body = json_body(
+                        "not_found",
+                        f"upstream {self.upstream.label!r} does not take WebSockets; "
+                        "set upstreams[].websocket: true to forward them",
+                    )
+                    await deny_websocket(scope, send, 404, [], body, 1008, "not found")
+                return
             await self._websocket(scope, receive, send)
         elif scope["path"] == self.prefix[:-1]:
             query = scope.get("query_string", b"")
             location = self.prefix.encode() + (b"?" + query if query else b"")
-            await _send_simple(send, 308, b"", [(b"location", location)])
+            await send_simple(send, 308, b"", [(b"location", location)])
         else:
             await self._http(scope, receive, send)
 
@@ -349,20 +227,20 @@ class UpstreamRoute(BaseRoute):
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         target = self._target(scope)
         if target is None:
-            await _send_json(send, 400, "bad_request", "the request path cannot be forwarded")
+            await send_json(send, 400, "bad_request", "the request path cannot be forwarded")
             return
         try:
-            headers = _text_headers(upstream_request_headers(scope, auth_of(scope)))
-        except _UnsendableHeader as exc:
-            await _send_json(
+            headers = text_headers(upstream_request_headers(scope, auth_of(scope)))
+        except UnsendableHeader as exc:
+            await send_json(
                 send,
                 400,
                 "bad_request",
                 f"header {exc.name!r} is not UTF-8 and cannot be forwarded unchanged",
             )
             return
-        body = _RequestBody(receive, self.upstream.timeout)
-        if not _has_body(scope["headers"]):
+        body = RequestBody(receive, self.upstream.timeout)
+        if not has_body(scope["headers"]):
             body.finished.set()
         label = self.upstream.label
         metrics = self.gateway.metrics
@@ -381,7 +259,7 @@ class UpstreamRoute(BaseRoute):
                 return
             metrics.upstream(label, 504, time.perf_counter() - started)
             self._warn("timeout", exc)
-            await _send_json(
+            await send_json(
                 send,
                 504,
                 "upstream_timeout",
@@ -393,7 +271,7 @@ class UpstreamRoute(BaseRoute):
                 return
             metrics.upstream(label, 502, time.perf_counter() - started)
             self._warn("unreachable", exc)
-            await _send_json(
+            await send_json(
                 send,
                 502,
                 "bad_gateway",
@@ -411,17 +289,20 @@ class UpstreamRoute(BaseRoute):
             response.close()
 
     async def _relay_response(
-        self, response: aiohttp.ClientResponse, body: _RequestBody, receive: Receive, send: Send
+        self, response: aiohttp.ClientResponse, body: RequestBody, receive: Receive, send: Send
     ) -> None:
         headers = []
-        for name, value in end_to_end(response.raw_headers):
-            lowered = name.lower()
-            if lowered in (b"location", b"content-location"):
+        for name, value in response_headers(
+            response.raw_headers,
+            on_control_origin=self.upstream.on_control_origin,
+            sandbox=self.upstream.sandbox,
+        ):
+            if name in (b"location", b"content-location"):
                 value = self._rewrite_location(value)
-            headers.append((lowered, value))
+            headers.append((name, value))
         await send({"type": "http.response.start", "status": response.status, "headers": headers})
-        relay = asyncio.ensure_future(_relay_body(response, send))
-        watcher = asyncio.ensure_future(_wait_disconnect(receive, body.finished))
+        relay = asyncio.ensure_future(relay_body(response, send))
+        watcher = asyncio.ensure_future(wait_disconnect(receive, body.finished))
         try:
             await asyncio.wait((relay, watcher), return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -467,21 +348,21 @@ class UpstreamRoute(BaseRoute):
         if not origin_allowed(origin, resolution, gateway.live.allowed_origins):
             metrics.auth_failure(Denial.ORIGIN_NOT_ALLOWED.metric_label)
             metrics.observe_request("websocket", "denied", time.perf_counter() - started)
-            body = _json_body("forbidden", f"origin {origin!r} may not open this socket")
-            await _deny_websocket(scope, send, 403, [], body, 1008, "origin not allowed")
+            body = json_body("forbidden", f"origin {origin!r} may not open this socket")
+            await deny_websocket(scope, send, 403, [], body, 1008, "origin not allowed")
             return
         if auth.state == "anonymous":
             denial = auth.denial or Denial.CREDENTIALS_MISSING
             metrics.auth_failure(denial.metric_label)
             metrics.observe_request("websocket", "denied", time.perf_counter() - started)
             status, headers, body = denial_response(auth)
-            await _deny_websocket(scope, send, status, headers, body, 1008, denial.reason)
+            await deny_websocket(scope, send, status, headers, body, 1008, denial.reason)
             return
         label = self.upstream.label
         target = self._target(scope)
         if target is None:
-            body = _json_body("bad_request", "the request path cannot be forwarded")
-            await _deny_websocket(scope, send, 400, [], body, 1008, "invalid request path")
+            body = json_body("bad_request", "the request path cannot be forwarded")
+            await deny_websocket(scope, send, 400, [], body, 1008, "invalid request path")
             return
         connected = time.perf_counter()
         try:
@@ -495,7 +376,7 @@ class UpstreamRoute(BaseRoute):
                 ],
                 origin=Origin(origin) if origin is not None else None,
                 user_agent_header=_header(scope, b"user-agent"),
-                subprotocols=_subprotocols(scope),
+                subprotocols=subprotocols(scope),
                 open_timeout=self.upstream.connect_timeout,
                 max_size=WEBSOCKET_MAX_MESSAGE,
                 proxy=None,
@@ -504,8 +385,8 @@ class UpstreamRoute(BaseRoute):
         except InvalidStatus as exc:
             status = exc.response.status_code
             metrics.upstream(label, status, time.perf_counter() - connected)
-            body = _json_body("upstream_refused", f"upstream {label!r} answered {status}")
-            await _deny_websocket(scope, send, status, [], body, 1014, "bad gateway")
+            body = json_body("upstream_refused", f"upstream {label!r} answered {status}")
+            await deny_websocket(scope, send, status, [], body, 1014, "bad gateway")
             return
         except (TimeoutError, OSError, InvalidHandshake) as exc:
             timed_out = isinstance(exc, TimeoutError)
@@ -514,15 +395,15 @@ class UpstreamRoute(BaseRoute):
             self._warn("timeout" if timed_out else "unreachable", exc)
             error = "upstream_timeout" if timed_out else "bad_gateway"
             detail = f"upstream {label!r} WebSocket failed ({type(exc).__name__})"
-            await _deny_websocket(
-                scope, send, status, [], _json_body(error, detail), 1014, "bad gateway"
+            await deny_websocket(
+                scope, send, status, [], json_body(error, detail), 1014, "bad gateway"
             )
             return
         metrics.upstream(label, 101, time.perf_counter() - connected)
         metrics.observe_request("websocket", auth.state, time.perf_counter() - started)
         try:
             await send({"type": "websocket.accept", "subprotocol": upstream.subprotocol})
-            await _relay_websocket(upstream, receive, send)
+            await relay_websocket(upstream, receive, send)
         finally:
             await upstream.close()
 
@@ -537,165 +418,15 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-def _subprotocols(scope: Scope) -> list[Subprotocol] | None:
-    offered = [
-        Subprotocol(token.strip())
-        for key, value in scope["headers"]
-        if key == b"sec-websocket-protocol"
-        for token in value.decode("latin-1").split(",")
-        if token.strip()
-    ]
-    return offered or None
-
-
-def _has_body(headers: Iterable[tuple[bytes, bytes]]) -> bool:
-    for name, value in headers:
-        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
-            return True
-    return False
-
-
-class _RequestBody:
-    """The client's request body, pulled by aiohttp as it writes to the upstream.
-
-    aiohttp has no write timeout, so an upstream that stops reading would stall
-    an upload for ever. While aiohttp holds a chunk, the caller's ``deadline``
-    (an ``asyncio.timeout`` around the request) is set ``write_timeout`` ahead;
-    it is lifted again once the chunk is taken, so a slow client costs nothing.
-    """
-
-    def __init__(self, receive: Receive, write_timeout: float) -> None:
-        self._receive = receive
-        self._write_timeout = write_timeout
-        self.deadline: asyncio.Timeout | None = None
-        self.client_gone = False
-        self.finished = asyncio.Event()  # the whole body was read (or the client left)
-
-    async def chunks(self) -> AsyncIterator[bytes]:
-        try:
-            while True:
-                message = await self._receive()
-                if message["type"] == "http.disconnect":
-                    self.client_gone = True
-                    raise _ClientGone
-                body = message.get("body", b"")
-                if body:
-                    self._set_deadline(self._write_timeout)
-                    yield body
-                    self._set_deadline(None)
-                if not message.get("more_body", False):
-                    return
-        finally:
-            self.finished.set()
-
-    def _set_deadline(self, seconds: float | None) -> None:
-        deadline = self.deadline
-        if deadline is not None and not deadline.expired():
-            when = None if seconds is None else asyncio.get_running_loop().time() + seconds
-            deadline.reschedule(when)
-
-
-async def _relay_body(response: aiohttp.ClientResponse, send: Send) -> None:
-    async for chunk in response.content.iter_chunked(READ_SIZE):
-        await send({"type": "http.response.body", "body": chunk, "more_body": True})
-    await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-
-async def _wait_disconnect(receive: Receive, body_read: asyncio.Event) -> None:
-    """Until the client disconnects; ``receive`` is the body's until all of it is read."""
-    await body_read.wait()
-    while (await receive())["type"] != "http.disconnect":
-        pass
-
-
-async def _send_simple(
-    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]
-) -> None:
-    headers = [(b"content-length", str(len(body)).encode("ascii")), *headers]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
-async def _send_json(send: Send, status: int, error: str, detail: str) -> None:
-    headers = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
-    await _send_simple(send, status, _json_body(error, detail), headers)
-
-
-async def _deny_websocket(
-    scope: Scope,
-    send: Send,
-    status: int,
-    headers: list[tuple[bytes, bytes]],
-    body: bytes,
-    close_code: int,
-    close_reason: str,
-) -> None:
-    """An HTTP answer to the handshake where the server can send one, else accept and close.
-
-    Closing before accepting would reach the client as a bare 403 with no reason.
-    The client's ``websocket.connect`` message has been received already.
-    """
-    if "websocket.http.response" in scope.get("extensions", {}):
-        response_headers = [(k, v) for k, v in headers if k != b"content-type"]
-        response_headers.append((b"content-type", b"application/json"))
-        response_headers.append((b"content-length", str(len(body)).encode("ascii")))
-        await send(
-            {"type": "websocket.http.response.start", "status": status, "headers": response_headers}
-        )
-        await send({"type": "websocket.http.response.body", "body": body})
-        return
-    await send({"type": "websocket.accept"})
-    await send({"type": "websocket.close", "code": close_code, "reason": close_reason})
-
-
-def _sendable(code: int | None) -> int:
-    if code is None:
-        return 1000
-    return _UNSENDABLE_CLOSE.get(code, code)
-
-
-async def _relay_websocket(upstream: ClientConnection, receive: Receive, send: Send) -> None:
-    """Frames both ways until one side closes; its close code and reason go to the other."""
-
-    async def client_to_upstream() -> None:
-        while True:
-            message: Message = await receive()
-            if message["type"] == "websocket.receive":
-                text = message.get("text")
-                await upstream.send(text if text is not None else message.get("bytes") or b"")
-            elif message["type"] == "websocket.disconnect":
-                code = _sendable(message.get("code", 1000))
-                await upstream.close(1001 if code == 1014 else code, message.get("reason") or "")
-                return
-
-    async def upstream_to_client() -> None:
-        with contextlib.suppress(ConnectionClosed):
-            async for data in upstream:
-                if isinstance(data, str):
-                    await send({"type": "websocket.send", "text": data})
-                else:
-                    await send({"type": "websocket.send", "bytes": data})
-        code = upstream.close_code
-        reason = upstream.close_reason or ""
-        if code == 1006:
-            reason = "upstream connection lost"
-        await send({"type": "websocket.close", "code": _sendable(code), "reason": reason})
-
-    tasks = [
-        asyncio.ensure_future(client_to_upstream()),
-        asyncio.ensure_future(upstream_to_client()),
-    ]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, ConnectionClosed, OSError):
-                await task
-
-
 def build_upstream_routes(gateway: Gateway) -> list[BaseRoute]:
-    """One route per configured upstream, longest prefix first so nested prefixes work."""
-    upstreams = sorted(gateway.settings.upstreams, key=lambda u: len(u.prefix), reverse=True)
+    """One route per path-prefix upstream, longest prefix first so nested prefixes work."""
+    upstreams = [u for u in gateway.settings.upstreams if u.host is None]
+    upstreams.sort(key=lambda u: len(u.path_prefix), reverse=True)
+    return [UpstreamRoute(gateway, upstream) for upstream in upstreams]
+
+
+def build_host_routes(gateway: Gateway) -> list[BaseRoute]:
+    """One route per upstream on a host of its own; they go before all of Edge's routes."""
+    upstreams = [u for u in gateway.settings.upstreams if u.host is not None]
+    upstreams.sort(key=lambda u: len(u.path_prefix), reverse=True)
     return [UpstreamRoute(gateway, upstream) for upstream in upstreams]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import logging
 import secrets
 import time
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from edge.gateway import bounded_json
 from edge.gateway.admin import AdminError, call_admin_method
 from edge.gateway.context import AuthState, resolution_of
 from edge.gateway.origins import origin_allowed
@@ -213,9 +213,9 @@ class ControlSocket:
             if text is None:
                 continue
             try:
-                frame = json.loads(text)
-            except ValueError:
-                await conn.send_json(_error_res(None, "bad_request", "frame is not JSON"))
+                frame = bounded_json.loads(text, max_bytes=MAX_FRAME_AFTER_HELLO)
+            except bounded_json.JSONRefused as exc:
+                await conn.send_json(_error_res(None, "bad_request", f"frame refused: {exc}"))
                 continue
             if not isinstance(frame, dict) or frame.get("type") != "req":
                 await conn.send_json(_error_res(None, "bad_request", "expected a 'req' frame"))
@@ -259,8 +259,8 @@ def _parse_connect(text: str | None) -> dict[str, Any] | None:
     if text is None:
         return None
     try:
-        frame = json.loads(text)
-    except ValueError:
+        frame = bounded_json.loads(text, max_bytes=MAX_FRAME_BEFORE_HELLO)
+    except bounded_json.JSONRefused:
         return None
     if not isinstance(frame, dict) or frame.get("type") != "connect":
         return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +84,8 @@ def test_paired_device_bearer_is_allowed_with_identity_headers(app: Any, path: s
     with via_proxy(app) as client:
         response = client.get(path, headers=proxied({"authorization": f"Bearer {token}"}))
     assert response.status_code == 200
-    assert response.headers["remote-user"] == "Alice's laptop"
+    assert response.headers["remote-user"] == device.id  # stable, not the name it chose
+    assert response.headers["remote-name"] == "Alice's laptop"
     assert response.headers["remote-groups"] == "user"
     assert response.headers["x-edge-auth"] == "paired"
     assert response.headers["x-edge-device-id"] == device.id
@@ -168,11 +170,21 @@ def test_role_admin_parameter_refuses_a_user_device_with_403(app: Any) -> None:
     assert admitted.headers["x-edge-role"] == "admin"
 
 
-def test_unknown_role_parameter_is_reported_as_a_proxy_misconfiguration(app: Any) -> None:
-    with via_proxy(app) as client:
-        response = client.get("/auth/nginx?role=root", headers=proxied())
-    assert response.status_code == 500
+def test_unknown_role_parameter_is_the_clients_400_not_a_proxy_error(
+    app: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Any visitor's query could reach the sub-request, so it may not raise an ERROR line.
+    logger = logging.getLogger("edge")  # Edge's loggers do not propagate to the root
+    logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.INFO), via_proxy(app) as client:
+            response = client.get("/auth/nginx?role=root", headers=proxied())
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert response.status_code == 400
     assert "role=admin" in response.json()["detail"]
+    assert [r for r in caplog.records if "role='root'" in r.getMessage()]  # logged, as INFO
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 def test_revoked_device_is_denied(app: Any) -> None:

@@ -24,6 +24,7 @@ from starlette.websockets import WebSocketDisconnect
 
 import edge.gateway.runtime as runtime
 from edge import __version__, create_app
+from edge.heads import REASONS as HEAD_REFUSALS
 from edge.metrics import (
     AUTH_FAILURE_REASONS,
     CODE_CLASSES,
@@ -52,6 +53,7 @@ METRIC_NAMES = {
     "edge_devices_paired",
     "edge_websocket_connections",
     "edge_proxy_headers",
+    "edge_request_heads_refused",
     "edge_upstream_requests",
     "edge_upstream_duration_seconds",
     "edge_build_info",
@@ -62,7 +64,7 @@ METRIC_NAMES = {
 BOUNDED_LABELS: dict[str, set[str]] = {
     "kind": {"http", "websocket"},
     "decision": {"local", "paired", "denied", "public"},
-    "reason": set(AUTH_FAILURE_REASONS),
+    "reason": set(AUTH_FAILURE_REASONS) | set(HEAD_REFUSALS),
     "event": set(PAIRING_EVENTS),
     "role": {"admin", "user"},
     "outcome": set(PROXY_OUTCOMES),
@@ -148,6 +150,9 @@ def test_every_metric_and_bounded_series_exists_before_any_traffic(tmp_path: Pat
         assert ("edge_proxy_headers_total", frozenset({("outcome", outcome)})) in metrics.samples
     for event in PAIRING_EVENTS:
         assert ("edge_pairing_events_total", frozenset({("event", event)})) in metrics.samples
+    for reason in HEAD_REFUSALS:
+        key = ("edge_request_heads_refused_total", frozenset({("reason", reason)}))
+        assert key in metrics.samples
     for decision in ("local", "paired", "denied", "public"):
         key = ("edge_requests_total", frozenset({("kind", "http"), ("decision", decision)}))
         assert key in metrics.samples
@@ -707,8 +712,8 @@ def test_upstream_requests_are_counted_by_configured_name_and_class(
     app = make_app(
         tmp_path,
         upstreams=[
-            {"prefix": "/app/", "url": f"http://127.0.0.1:{upstream_port}", "name": "app"},
-            {"prefix": "/gone/", "url": f"http://127.0.0.1:{free_port()}", "connect_timeout": 2},
+            {"prefix": "/app/", "share_control_origin": True, "url": f"http://127.0.0.1:{upstream_port}", "name": "app"},
+            {"prefix": "/gone/", "share_control_origin": True, "url": f"http://127.0.0.1:{free_port()}", "connect_timeout": 2},
         ],
     )
     with client_for(app, LOOPBACK, LOCAL_URL) as client:

@@ -90,6 +90,8 @@ async def _echo(request: Request) -> Response:
     )
     if "set_cookie" in params:
         response.set_cookie("app_cookie", params["set_cookie"])
+    if "set_cookie_named" in params:  # an upstream trying to set (or clear) someone else's cookie
+        response.headers.append("set-cookie", f"{params['set_cookie_named']}=from-upstream; Path=/")
     if "connection_header" in params:
         # An upstream that names an end-to-end header in Connection: the gateway must drop it.
         response.headers["x-upstream-secret"] = "dropped"
@@ -519,3 +521,43 @@ def running(*servers: Any) -> Iterator[None]:
 
 def terminate(process: Process, sig: int = signal.SIGTERM) -> None:
     stop_process(process.proc, sig)
+
+
+def raw_request(
+    address: str,
+    port: int,
+    target: str,
+    headers: list[tuple[str, str]] = [],  # noqa: B006 - read only
+    tls: ssl.SSLContext | None = None,
+    host: str = "127.0.0.1",
+) -> tuple[int, dict[str, Any] | None]:
+    """One GET written byte for byte (no client tidies the path), from ``address``: status, JSON."""
+    import socket
+
+    sock = socket.create_connection((host, port), timeout=10, source_address=(address, 0))
+    stream: Any = tls.wrap_socket(sock, server_hostname=host) if tls is not None else sock
+    try:
+        lines = [f"GET {target} HTTP/1.1", *(f"{k}: {v}" for k, v in headers), "Connection: close"]
+        if not any(k.lower() == "host" for k, _ in headers):
+            lines.insert(1, f"Host: {host}:{port}")
+        stream.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        data = b""
+        while chunk := stream.recv(65536):
+            data += chunk
+    finally:
+        stream.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    if b"transfer-encoding: chunked" in head.lower():
+        decoded, rest = b"", body
+        while rest:
+            size_line, _, rest = rest.partition(b"\r\n")
+            size = int(size_line.split(b";")[0], 16)
+            if size == 0:
+                break
+            decoded, rest = decoded + rest[:size], rest[size + 2 :]
+        body = decoded
+    try:
+        return status, json.loads(body) if body.strip() else None
+    except ValueError:
+        return status, None

@@ -31,6 +31,7 @@ from tests.integration.proxies import (
     client_from,
     header_values,
     pair_through,
+    raw_request,
     start_caddy,
     start_upstream_process,
     ws_from,
@@ -73,7 +74,7 @@ def stack_factory(edge_server_factory: Callable[..., EdgeServer], tmp_path: Path
         edge = edge_server_factory(
             {
                 "proxy": proxy if proxy is not None else {"trusted_proxies": ["127.0.0.1"]},
-                "upstreams": [{"prefix": "/svc/", "url": f"http://127.0.0.1:{upstream.port}", "websocket": True}],
+                "upstreams": [{"prefix": "/svc/", "share_control_origin": True, "url": f"http://127.0.0.1:{upstream.port}", "websocket": True}],
             }
         )
         caddy = start_caddy(tmp_path / f"caddy-{len(started)}", edge.port, upstream.port)
@@ -178,7 +179,8 @@ def test_forward_auth_protects_an_app_that_caddy_proxies(stack: Stack) -> None:
     assert browser.headers["location"] == f"http://127.0.0.1:{stack.caddy.port}/"
     assert allowed.status_code == 200
     echo = allowed.json()
-    assert header_values(echo, "remote-user") == ["caddy client"]
+    assert header_values(echo, "remote-user") == [device.id]  # stable, not the name it chose
+    assert header_values(echo, "remote-name") == ["caddy client"]
     assert header_values(echo, "x-edge-device-id") == [device.id]
     assert header_values(echo, "remote-email") == []
     assert header_values(echo, "x-forwarded-for") == [CLIENT]
@@ -201,12 +203,14 @@ def test_forward_auth_endpoints_are_not_public(stack: Stack) -> None:
 
 @needs_caddy
 def test_edge_forwards_to_its_upstream_through_caddy_http_and_websocket(stack: Stack) -> None:
-    token = stack.pair(Device("svc user"))
+    device = Device("svc user")
+    token = stack.pair(device)
     auth = {"Authorization": f"Bearer {token}"}
     with stack.http() as client:
         echo = client.get("/svc/echo", headers=auth).json()
     assert header_values(echo, "x-forwarded-for") == [CLIENT]
-    assert header_values(echo, "remote-user") == ["svc user"]
+    assert header_values(echo, "remote-user") == [device.id]
+    assert header_values(echo, "remote-name") == ["svc user"]
     with stack.ws("/svc/live", additional_headers=auth) as ws:
         ws.send(b"\x01\x02")
         assert ws.recv(timeout=5) == b"\x01\x02"
@@ -275,3 +279,75 @@ def test_caddyfile_adapts_with_the_compose_environment(tmp_path: Path) -> None:
     dials = json.dumps(config)
     assert '"dial": "edge:18789"' in dials
     assert "edge.example.com" in dials
+
+
+# -- hostile input through the shipped Caddyfile (issue: forwarding that cannot be steered) ---
+
+
+@needs_caddy
+def test_a_visitors_query_never_becomes_the_forward_auth_query(stack: Stack) -> None:
+    token = stack.pair(Device("query tester"))
+    auth = [("Authorization", f"Bearer {token}")]
+    for query in ("role=bogus", "role=admin", "role=", "role=user&role=root", "%zz=%", "role=%00"):
+        status, _ = raw_request(CLIENT, stack.caddy.port, f"/app/x?{query}", [("Accept", "application/json")])
+        assert status == 401, query
+        status, echo = raw_request(CLIENT, stack.caddy.port, f"/app/x?{query}", auth)
+        assert status == 200, query  # a user device, whatever role the visitor names
+        assert echo is not None
+        assert echo["query"] == query.replace("%zz=%", "%zz=%")  # the app still gets its query
+    assert "ERROR" not in stack.edge.log()
+
+
+@needs_caddy
+def test_identity_headers_in_any_spelling_never_reach_the_protected_app(stack: Stack) -> None:
+    device = Device("spelling tester")
+    token = stack.pair(device)
+    forged = [
+        ("Authorization", f"Bearer {token}"),
+        ("Remote_User", "forged"),
+        ("REMOTE_EMAIL", "forged"),
+        ("Remote-Name", "forged"),
+        ("X_Edge_Role", "forged"),
+        ("X-Forwarded-User", "forged"),
+        ("X_Forwarded_Email", "forged"),
+        ("X-Auth-Request-Email", "forged"),
+        ("X_Auth_Request_User", "forged"),
+        ("X-Remote-User", "forged"),
+        ("X-Webauth-User", "forged"),
+        ("X-Forwarded-Prefix", "forged"),
+        ("X_Real_IP", "forged"),
+    ]
+    for path in ("/app/report", "/svc/echo"):  # Caddy's forward_auth, and Edge's own forwarding
+        status, echo = raw_request(CLIENT, stack.caddy.port, path, forged)
+        assert status == 200, path
+        assert echo is not None
+        assert "forged" not in [value for _, value in echo["headers"]], (path, echo["headers"])
+        assert header_values(echo, "remote-user") == [device.id]
+        assert header_values(echo, "remote-name") == ["spelling tester"]
+
+
+@needs_caddy
+def test_the_session_cookie_never_reaches_the_protected_app_in_any_form(stack: Stack) -> None:
+    token = stack.pair(Device("cookie tester"))
+    cases = {
+        f"theme=dark, edge_session={token}": [],
+        f"__Host-edge_session={token}; lang=en": ["lang=en"],
+        f"lang=en; edge_session={token}; edge_session={token}": ["lang=en"],  # every copy replaced
+    }
+    for cookie, kept in cases.items():
+        status, echo = raw_request(CLIENT, stack.caddy.port, "/app/report", [("Cookie", cookie)])
+        assert status == 200, cookie
+        assert echo is not None
+        assert header_values(echo, "cookie") == kept, cookie
+        assert token not in json.dumps(echo)
+
+
+@needs_caddy
+def test_dot_segments_through_caddy_never_leave_the_upstream_prefix(stack: Stack) -> None:
+    token = stack.pair(Device("path tester"))
+    auth = [("Authorization", f"Bearer {token}")]
+    for target in ("/svc/x/../../admin/", "/svc/%2e%2e/admin/", "/svc/..%2fadmin", "/svc/a%5cb"):
+        status, echo = raw_request(CLIENT, stack.caddy.port, target, auth)
+        assert status in (400, 404), target  # Edge refuses it, or Caddy cleaned it off the prefix
+        if status == 404:
+            assert echo is None or "raw_path" not in echo

@@ -12,7 +12,17 @@ from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import GATEWAY_TOKEN, Device
 from tests.integration.conftest import EdgeServer
-from tests.integration.proxies import HAProxy, client_from, start_haproxy, ws_from, ws_handshake
+from tests.integration.proxies import (
+    HAProxy,
+    client_from,
+    header_values,
+    pair_through,
+    raw_request,
+    start_haproxy,
+    start_upstream_process,
+    ws_from,
+    ws_handshake,
+)
 
 pytestmark = [
     pytest.mark.integration,
@@ -69,3 +79,77 @@ def test_pairing_close_reasons_and_hello_pass_through_haproxy(stack: tuple[EdgeS
     with ws_from(CLIENT, haproxy.ws_url, ssl=haproxy.tls()) as ws:
         hello = ws_handshake(ws, device, {"token": GATEWAY_TOKEN})
     assert hello["client"] == {"ip": CLIENT, "local": False}
+
+
+# -- hostile input through the shipped haproxy.cfg (issue: forwarding that cannot be steered) --
+
+
+@pytest.fixture
+def hostile_stack(edge_server_factory: Callable[..., EdgeServer], tmp_path: Path) -> Iterator[tuple[EdgeServer, HAProxy, str]]:
+    """Edge reading Forwarded and X-Real-IP before X-Forwarded-For, with an echo upstream."""
+    upstream = start_upstream_process(tmp_path)
+    edge = edge_server_factory(
+        {
+            "proxy": {"trusted_proxies": ["127.0.0.1"], "client_ip_headers": ["forwarded", "x-real-ip", "x-forwarded-for"]},
+            "upstreams": [{"prefix": "/svc/", "share_control_origin": True, "url": f"http://127.0.0.1:{upstream.port}"}],
+        }
+    )
+    haproxy = start_haproxy(tmp_path / "haproxy", edge.port)
+    hello = pair_through(
+        haproxy.ws_url, CLIENT, Device("haproxy tester"),
+        lambda rid: edge.cli("devices", "approve", rid), ssl=haproxy.tls(),
+    )
+    yield edge, haproxy, str(hello["deviceToken"])
+    haproxy.stop()
+    upstream.stop()
+
+
+def test_hostile_host_and_forwarding_headers_in_any_spelling_cannot_choose_the_client(
+    hostile_stack: tuple[EdgeServer, HAProxy, str],
+) -> None:
+    edge, haproxy, token = hostile_stack
+    forged: list[tuple[str, str]] = [
+        ("Forwarded", "for=10.0.0.1"),
+        ("X-Real-IP", "10.0.0.2"),
+        ("X_Real_IP", "10.0.0.3"),
+        ("x_forwarded_for", "10.0.0.4"),
+        ("X-Forwarded-Port", "1"),
+    ]
+    reached = 0
+    for host in ('a", for=198.51.100.1', "a;for=10.0.0.1", "a,for=127.0.0.1", "for=1.2.3.4", "=", f"127.0.0.1:{haproxy.https_port}"):
+        status, body = raw_request(CLIENT, haproxy.https_port, "/api/whoami", [("Host", host), *forged], tls=haproxy.tls())
+        if status == 400 and body is None:
+            continue  # HAProxy itself refused this Host
+        reached += 1
+        assert status == 200, host
+        assert body is not None
+        assert body["client"]["ip"] == CLIENT, (host, body)
+        assert body["local"] is False
+        assert body["anomalies"] == [], (host, body)
+    assert reached >= 1
+    status, echo = raw_request(
+        CLIENT, haproxy.https_port, "/svc/echo",
+        [("Authorization", f"Bearer {token}"), ("Remote_User", "forged"), *forged], tls=haproxy.tls(),
+    )
+    assert status == 200
+    assert echo is not None
+    assert header_values(echo, "x-forwarded-for") == [CLIENT]
+    values = [value for _, value in echo["headers"]]
+    assert not [v for v in values if v.startswith("10.0.0.") or v == "forged"], echo["headers"]
+    assert "ERROR" not in edge.log()
+
+
+def test_dot_segments_through_haproxy_never_leave_the_upstream_prefix(
+    hostile_stack: tuple[EdgeServer, HAProxy, str],
+) -> None:
+    _, haproxy, token = hostile_stack
+    auth = [("Authorization", f"Bearer {token}")]
+    for target in ("/svc/x/../../admin/", "/svc/%2e%2e/admin/", "/svc/..%2fadmin", "/svc/a%5cb"):
+        status, body = raw_request(CLIENT, haproxy.https_port, target, auth, tls=haproxy.tls())
+        assert status == 400, target
+        assert body is not None and body["reason"] == "path_refused"
+    status, echo = raw_request(CLIENT, haproxy.https_port, "/svc/a/../b", auth, tls=haproxy.tls())
+    assert status == 200
+    assert echo is not None and echo["raw_path"] == "/svc/b"
+
+

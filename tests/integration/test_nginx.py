@@ -27,6 +27,7 @@ from tests.integration.proxies import (
     client_from,
     header_values,
     pair_through,
+    raw_request,
     start_nginx,
     start_upstream_process,
     ws_from,
@@ -70,13 +71,16 @@ class Stack:
 def stack_factory(edge_server_factory: Callable[..., EdgeServer], tmp_path: Path) -> Iterator[Callable[..., Stack]]:
     started: list[Any] = []
 
-    def factory(trusted: list[str] | None = None) -> Stack:
+    def factory(trusted: list[str] | None = None, client_ip_headers: list[str] | None = None) -> Stack:
         upstream = start_upstream_process(tmp_path)
         started.append(upstream)
+        proxy: dict[str, Any] = {"trusted_proxies": ["127.0.0.1"] if trusted is None else trusted}
+        if client_ip_headers is not None:
+            proxy["client_ip_headers"] = client_ip_headers
         edge = edge_server_factory(
             {
-                "proxy": {"trusted_proxies": ["127.0.0.1"] if trusted is None else trusted},
-                "upstreams": [{"prefix": "/svc/", "url": f"http://127.0.0.1:{upstream.port}", "websocket": True}],
+                "proxy": proxy,
+                "upstreams": [{"prefix": "/svc/", "share_control_origin": True, "url": f"http://127.0.0.1:{upstream.port}", "websocket": True}],
             }
         )
         nginx = start_nginx(tmp_path / f"nginx-{len(started)}", edge.port, upstream.port)
@@ -195,7 +199,8 @@ def test_auth_request_protects_an_app_that_nginx_proxies(stack: Stack) -> None:
     assert allowed.status_code == 200
     echo = allowed.json()
     assert echo["path"] == "/app/report"
-    assert header_values(echo, "remote-user") == ["ops tablet"]
+    assert header_values(echo, "remote-user") == [device.id]  # stable, not the name it chose
+    assert header_values(echo, "remote-name") == ["ops tablet"]
     assert header_values(echo, "x-edge-role") == ["user"]
     assert header_values(echo, "x-edge-device-id") == [device.id]
     assert header_values(echo, "x-forwarded-for") == [CLIENT]
@@ -219,7 +224,8 @@ def test_edge_forwards_to_its_upstream_through_nginx_http_and_websocket(stack: S
     assert refused.status_code == 401
     assert header_values(echo, "x-forwarded-for") == [CLIENT]
     assert header_values(echo, "x-forwarded-proto") == ["https"]
-    assert header_values(echo, "remote-user") == ["dashboard"]
+    assert header_values(echo, "remote-user") == [device.id]
+    assert header_values(echo, "remote-name") == ["dashboard"]
 
     with stack.ws("/svc/live", additional_headers=auth) as ws:
         ws.send("ping over two proxies")
@@ -268,3 +274,118 @@ def test_empty_trusted_proxies_fail_closed_and_reload_fixes_it_without_dropping_
         while answer.get("type") != "res":
             answer = json.loads(live.recv(timeout=5))
     assert answer["ok"] is True
+
+
+# -- hostile input through the shipped site (issue: forwarding that cannot be steered) ------
+
+HOSTILE_HOSTS = [
+    'edge.example.com", for=198.51.100.1',
+    "edge.example.com;for=10.0.0.1",
+    "edge.example.com,for=127.0.0.1",
+    'x"for=203.0.113.9',
+    "for=1.2.3.4",
+    "=",
+    'h";proto=http;for="[::1]"',
+]
+
+
+@pytest.fixture
+def forwarded_stack(stack_factory: Callable[..., Stack]) -> Stack:
+    """Edge reading the Forwarded header first, which the shipped files and docs offer."""
+    return stack_factory(client_ip_headers=["forwarded", "x-forwarded-for"])
+
+
+def test_a_hostile_host_cannot_choose_the_client_address_through_forwarded(forwarded_stack: Stack) -> None:
+    stack = forwarded_stack
+    token = stack.pair(Device("host tester"))
+    accepted = 0
+    for host in HOSTILE_HOSTS:
+        status, body = raw_request(CLIENT, stack.nginx.https_port, "/api/whoami", [("Host", host)], tls=stack.nginx.tls())
+        if status == 400 and body is None:
+            continue  # nginx itself refused this Host: it never reached Edge
+        accepted += 1
+        assert status == 200, host
+        assert body is not None
+        assert body["client"]["ip"] == CLIENT, (host, body)
+        assert body["local"] is False
+        assert body["anomalies"] == [], (host, body)
+        status, echo = raw_request(
+            CLIENT, stack.nginx.https_port, "/svc/echo",
+            [("Host", host), ("Authorization", f"Bearer {token}")], tls=stack.nginx.tls(),
+        )
+        assert status == 200, host
+        assert echo is not None
+        assert header_values(echo, "x-forwarded-for") == [CLIENT]
+        assert header_values(echo, "forwarded")[0].startswith(f"for={CLIENT};proto=https"), host
+        assert "198.51.100.1" not in json.dumps(echo) and "10.0.0.1" not in json.dumps(echo)
+    assert accepted >= 4  # nginx lets most of them through: the shipped file must not
+    assert "ERROR" not in stack.edge.log()
+
+
+def test_dot_segments_through_nginx_never_leave_the_upstream_prefix(stack: Stack) -> None:
+    token = stack.pair(Device("path tester"))
+    auth = [("Authorization", f"Bearer {token}")]
+    tls = stack.nginx.tls()
+    for target in ("/svc/x/../../admin/", "/svc/%2e%2e/admin/", "/svc/x/%2E%2e/%2e%2e/admin", "/svc/..%2fadmin", "/svc/a%5cb"):
+        status, body = raw_request(CLIENT, stack.nginx.https_port, target, auth, tls=tls)
+        assert status == 400, target
+        if body is not None and "reason" in body:  # else nginx refused it first
+            assert body["reason"] == "path_refused"
+    status, echo = raw_request(CLIENT, stack.nginx.https_port, "/svc/a/../b/%2e/c", auth, tls=tls)
+    assert status == 200
+    assert echo is not None
+    assert echo["raw_path"] == "/svc/b/c"
+
+
+def test_identity_headers_in_any_spelling_never_reach_the_protected_app(stack: Stack) -> None:
+    device = Device("spelling tester")
+    token = stack.pair(device)
+    forged = [
+        ("Authorization", f"Bearer {token}"),
+        ("Remote_User", "forged"),
+        ("REMOTE_EMAIL", "forged"),
+        ("X_Edge_Role", "forged"),
+        ("X-Forwarded-User", "forged"),
+        ("X-Forwarded-Email", "forged"),
+        ("X-Auth-Request-Email", "forged"),
+        ("X-Remote-User", "forged"),
+        ("X-WEBAUTH-USER", "forged"),
+        ("Remote-Name", "forged"),
+    ]
+    for path in ("/app/report", "/svc/echo"):  # nginx's auth_request, and Edge's own forwarding
+        status, echo = raw_request(CLIENT, stack.nginx.https_port, path, forged, tls=stack.nginx.tls())
+        assert status == 200, path
+        assert echo is not None
+        assert "forged" not in [value for _, value in echo["headers"]], (path, echo["headers"])
+        assert header_values(echo, "remote-user") == [device.id]
+        assert header_values(echo, "remote-name") == ["spelling tester"]
+
+
+def test_the_session_cookie_never_reaches_the_protected_app_in_any_form(stack: Stack) -> None:
+    token = stack.pair(Device("cookie tester"))
+    cases = {
+        f"theme=dark, edge_session={token}": [],
+        f"__Host-edge_session={token}; lang=en": ["lang=en"],
+        f"lang=en; edge_session={token}; edge_session={token}": [],
+    }
+    for cookie, kept in cases.items():
+        status, echo = raw_request(
+            CLIENT, stack.nginx.https_port, "/app/report", [("Cookie", cookie)], tls=stack.nginx.tls()
+        )
+        assert status == 200, cookie  # the cookie authenticates...
+        assert echo is not None
+        assert header_values(echo, "cookie") == kept, cookie  # ...and never reaches the app
+        assert token not in json.dumps(echo)
+
+
+def test_a_hostile_query_on_a_protected_app_is_never_a_500_or_an_error_line(stack: Stack) -> None:
+    token = stack.pair(Device("query tester"))
+    tls = stack.nginx.tls()
+    for query in ("role=bogus", "role=admin", "role=", "role=user&role=root", "%zz=%", "role=%00"):
+        status, _ = raw_request(CLIENT, stack.nginx.https_port, f"/app/x?{query}", tls=tls)
+        assert status == 401, query
+        status, _ = raw_request(
+            CLIENT, stack.nginx.https_port, f"/app/x?{query}", [("Authorization", f"Bearer {token}")], tls=tls
+        )
+        assert status == 200, query  # the visitor's query is the app's, not the check's
+    assert "ERROR" not in stack.edge.log()

@@ -45,7 +45,7 @@ def edge(edge_server_factory: Callable[..., EdgeServer], upstream: Process) -> E
     return edge_server_factory(
         {
             "upstreams": [
-                {"prefix": "/svc/", "url": f"http://127.0.0.1:{upstream.port}", "websocket": True},
+                {"prefix": "/svc/", "share_control_origin": True, "url": f"http://127.0.0.1:{upstream.port}", "websocket": True},
             ]
         }
     )
@@ -125,7 +125,7 @@ def test_an_upstream_that_never_answers_gets_504_not_a_hang(edge_server_factory:
         silent.listen(8)  # the kernel accepts connections; nobody ever reads or answers
         port = silent.getsockname()[1]
         server = edge_server_factory(
-            {"upstreams": [{"prefix": "/mute/", "url": f"http://127.0.0.1:{port}", "timeout": 1}]}
+            {"upstreams": [{"prefix": "/mute/", "share_control_origin": True, "url": f"http://127.0.0.1:{port}", "timeout": 1}]}
         )
         response = httpx.get(f"{server.url}/mute/x", timeout=20)
     assert response.status_code == 504
@@ -134,7 +134,7 @@ def test_an_upstream_that_never_answers_gets_504_not_a_hang(edge_server_factory:
 
 
 def test_an_upstream_that_is_down_gets_502(edge_server_factory: Callable[..., EdgeServer]) -> None:
-    server = edge_server_factory({"upstreams": [{"prefix": "/gone/", "url": f"http://127.0.0.1:{free_port()}"}]})
+    server = edge_server_factory({"upstreams": [{"prefix": "/gone/", "share_control_origin": True, "url": f"http://127.0.0.1:{free_port()}"}]})
     response = httpx.get(f"{server.url}/gone/x", timeout=20)
     assert response.status_code == 502
     assert response.json()["error"] == "bad_gateway"

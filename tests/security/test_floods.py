@@ -151,6 +151,7 @@ def strict_server(
             "upstreams": [
                 {
                     "prefix": "/slow/",
+                    "share_control_origin": True,
                     "url": f"http://127.0.0.1:{silent_upstream.port}",
                     "timeout": 5,
                 }

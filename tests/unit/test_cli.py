@@ -220,6 +220,22 @@ def test_doctor_warns_about_broad_trusted_networks(
     assert all(f["fix"] for f in findings if f["level"] != "ok")
 
 
+def test_doctor_names_an_upstream_on_the_control_origin_for_what_it_is(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path = tmp_path / "shared.yaml"
+    upstreams = [
+        {"host": "grafana.example.com", "url": "http://127.0.0.1:3000"},
+        {"prefix": "/status/", "url": "http://127.0.0.1:8081", "share_control_origin": True},
+    ]
+    path.write_text(yaml.safe_dump({"data_dir": "data", "upstreams": upstreams}))
+    _, out, _ = run(capsys, "doctor", "-c", str(path), "--json")
+    shared = [f for f in json.loads(out) if f["check"].startswith("upstreams[")]
+    assert [f["check"] for f in shared] == ["upstreams[1].share_control_origin"]
+    assert shared[0]["level"] == "warn"
+    assert "like an admin" in shared[0]["message"] and "upstreams[].host" in shared[0]["fix"]
+
+
 def test_serve_refuses_a_public_bind_without_a_token(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

@@ -152,7 +152,7 @@ def test_allowed_origins_must_be_origins(origin: str, ok: bool) -> None:
 
 
 def test_upstream_prefix_must_not_shadow_gateway_paths() -> None:
-    found = problems_of({"upstreams": [{"prefix": "/api/", "url": "http://127.0.0.1:1"}]})
+    found = problems_of({"upstreams": [{"prefix": "/api/", "share_control_origin": True, "url": "http://127.0.0.1:1"}]})
     assert found[0].startswith("upstreams[0].prefix:")
 
 

@@ -1,0 +1,1 @@
+"""What an upstream may see of a client's request: the header policy and the path, decided once."""

@@ -1,0 +1,139 @@
+"""Request paths normalised once, before the guard and the router see them (attack: dot segments).
+
+The guard decides on path prefixes (public, admin) and the router picks an
+upstream by prefix; an upstream that receives the raw path would resolve
+``/svc/x/../../admin/`` itself, outside the prefix Edge matched. So every
+HTTP and WebSocket path is normalised first, and the normalised form is what
+every later layer matches on and what is forwarded:
+
+- ``%2e`` (either case) is decoded, then RFC 3986 §5.2.4 dot-segment
+  removal runs on the still percent-encoded path;
+- an encoded ``/`` (``%2f``), a backslash or an encoded one (``%5c``) is
+  refused with 400: servers disagree on whether they separate segments, so no
+  reading of them is safe to forward;
+- a path whose ``..`` would climb above ``/``, or that was under an upstream
+  prefix before removal and is not after, is refused with 400.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from urllib.parse import quote, unquote
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+# Anything that could make normalisation change the path, or that is refused.
+_NEEDS_WORK = re.compile(rb"\.|%2[eEfF]|%5[cC]|\\")
+_REFUSED = re.compile(rb"%2[fF]|%5[cC]|\\")
+_DOT = re.compile(rb"%2[eE]")
+
+
+class PathRefused(ValueError):
+    """A path that cannot be forwarded safely; the message says why and what to send instead."""
+
+
+@dataclass(frozen=True, slots=True)
+class NormalPath:
+    raw: bytes  # still percent-encoded: what goes on the upstream's request line
+    path: str  # decoded, as ``scope["path"]`` holds it
+    climbed: bool  # a ``..`` tried to go above ``/``
+
+
+def remove_dot_segments(raw: bytes) -> tuple[bytes, bool]:
+    """RFC 3986 §5.2.4 on an absolute path; also whether ``..`` tried to climb above ``/``."""
+    output: list[bytes] = []
+    climbed = False
+    segments = raw.split(b"/")[1:] if raw.startswith(b"/") else raw.split(b"/")
+    for index, segment in enumerate(segments):
+        last = index == len(segments) - 1
+        if segment == b".":
+            if last:
+                output.append(b"")
+        elif segment == b"..":
+            if output:
+                output.pop()
+            else:
+                climbed = True
+            if last:
+                output.append(b"")
+        else:
+            output.append(segment)
+    return b"/" + b"/".join(output), climbed
+
+
+def normalise(raw: bytes) -> NormalPath:
+    """The normalised form of a raw (percent-encoded) request path, or ``PathRefused``."""
+    if _REFUSED.search(raw):
+        raise PathRefused(
+            "the path holds an encoded '/' (%2F) or a backslash (\\ or %5C), which Edge does "
+            "not forward; send '/' between segments and percent-encode nothing else as a slash"
+        )
+    decoded_dots = _DOT.sub(b".", raw)
+    result, climbed = remove_dot_segments(decoded_dots)
+    return NormalPath(result, unquote(result.decode("latin-1"), "latin-1"), climbed)
+
+
+class PathNormalisationMiddleware:
+    """Normalise ``scope["path"]``/``raw_path`` for HTTP and WebSocket; refuse unsafe paths (400).
+
+    ``prefixes`` are the upstream path prefixes: a path that normalisation
+    moves out of one was aimed past it, and is refused rather than served by
+    whatever it lands on.
+    """
+
+    def __init__(self, app: ASGIApp, prefixes: Iterable[str] = ()) -> None:
+        self.app = app
+        self.prefixes = tuple(prefixes)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind != "http" and kind != "websocket":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        raw: bytes = scope.get("raw_path") or quote(path).encode("ascii")
+        if scope.get("root_path") or not _NEEDS_WORK.search(raw):
+            await self.app(scope, receive, send)
+            return
+        try:
+            normal = normalise(raw)
+            if normal.climbed:
+                raise PathRefused(
+                    "the path's '..' segments climb above '/'; send the path the link resolves to"
+                )
+            for prefix in self.prefixes:
+                if path.startswith(prefix) and not normal.path.startswith(prefix):
+                    raise PathRefused(
+                        f"the path leaves the upstream prefix {prefix!r} once its '.' and '..' "
+                        "segments are resolved; send the path the link resolves to"
+                    )
+        except PathRefused as exc:
+            await _refuse(scope, receive, send, str(exc))
+            return
+        if normal.raw != raw:
+            scope = {**scope, "path": normal.path, "raw_path": normal.raw}
+        await self.app(scope, receive, send)
+
+
+async def _refuse(scope: Scope, receive: Receive, send: Send, detail: str) -> None:
+    body = json.dumps({"error": "bad_request", "reason": "path_refused", "detail": detail}).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"cache-control", b"no-store"),
+        (b"content-length", str(len(body)).encode("ascii")),
+    ]
+    if scope["type"] == "http":
+        await send({"type": "http.response.start", "status": 400, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        return
+    if (await receive())["type"] != "websocket.connect":
+        return
+    if "websocket.http.response" in scope.get("extensions", {}):
+        await send({"type": "websocket.http.response.start", "status": 400, "headers": headers})
+        await send({"type": "websocket.http.response.body", "body": body})
+        return
+    await send({"type": "websocket.accept"})
+    await send({"type": "websocket.close", "code": 1008, "reason": "invalid request path"})
