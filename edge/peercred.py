@@ -49,6 +49,7 @@ _REQUEST = struct.Struct("=BBBBIHH16s16sIII")
 _MSG_UID = struct.Struct("=BBBB48sIIII")
 _SO_PEERCRED = getattr(socket, "SO_PEERCRED", 17)
 _UCRED = struct.Struct("=iII")  # pid, uid, gid
+NOT_LOOPBACK = "not looked up: not a loopback peer"
 
 
 class PeerLookups:
@@ -221,7 +222,7 @@ def owner_of_socket(sock: socket.socket) -> PeerOwner:
     except OSError as exc:
         return _owner(None, f"the socket could not be read: {exc.strerror or exc}")
     if not _is_loopback(peer[0]):
-        return _owner(None, "not looked up: not a loopback peer")
+        return _owner(None, NOT_LOOPBACK)
     peer_pair, local_pair = (peer[0], int(peer[1])), (local[0], int(local[1]))
     peer_ip = _ip(peer[0])
     family = socket.AF_INET if peer_ip is not None and peer_ip.version == 4 else socket.AF_INET6
@@ -241,11 +242,13 @@ def owner_of_socket(sock: socket.socket) -> PeerOwner:
 
 
 def owner_of_transport(transport: asyncio.BaseTransport) -> PeerOwner:
+    """The owner behind a uvicorn transport, counted in ``LOOKUPS`` when the kernel was asked."""
     sock = transport.get_extra_info("socket")
     if sock is None:
         return _owner(None, "the transport exposes no socket")
     owner = owner_of_socket(sock)
-    LOOKUPS.record(owner)
+    if owner.source != NOT_LOOPBACK:  # a remote peer asks the kernel nothing, so counts nothing
+        LOOKUPS.record(owner)
     return owner
 
 

@@ -170,6 +170,8 @@ def test_two_workers_add_up_and_the_output_passes_promtool(
         "edge_proxy_headers_total{outcome=none}": sent["local"] + 1,  # + the second scrape
         "edge_proxy_headers_total{outcome=trusted}": sent["public"] + sent["denied"],
         "edge_proxy_headers_total{outcome=malformed_forwarded}": sent["malformed"],
+        # each request above opened its own connection, so each made one owner lookup
+        "edge_peer_lookups_total{owner=same-user}": sum(sent.values()) + 1,
     }
     assert after.value("edge_build_info", version=__version__) == 1
 

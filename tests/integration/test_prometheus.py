@@ -39,6 +39,7 @@ ALERTS = {
     "EdgeMetricsAbsent",
     "EdgeProxyHeaderAnomalies",
     "EdgeProxyMisconfigured",
+    "EdgePeerOwnerUnknown",
     "EdgeAuthLockouts",
     "EdgeAuthFailureBurst",
     "EdgePairingBacklog",
