@@ -158,6 +158,11 @@ def build_routes(gateway: Gateway) -> list[Route]:
         ),
     ]
     if gateway.settings.metrics.on_gateway_port:
-        endpoint = metrics_endpoint(lambda: gateway.live, gateway.metrics.render)
+        endpoint = metrics_endpoint(
+            lambda: gateway.live,
+            gateway.metrics.render,
+            gateway.service,
+            gateway.metrics.auth_failure,
+        )
         routes.append(Route(gateway.settings.metrics.path, endpoint))
     return routes

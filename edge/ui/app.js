@@ -954,7 +954,12 @@ async function forgetDevice() {
   }
   session.remove(KEYS.invite);
   try {
-    await fetch("/api/session", { method: "DELETE", credentials: "same-origin" });
+    // A cookie-authenticated write: the gateway wants it marked as the dashboard's own JSON call.
+    await fetch("/api/session", {
+      method: "DELETE",
+      credentials: "same-origin",
+      headers: { "content-type": "application/json" },
+    });
   } catch {
     // No session cookie to clear.
   }
