@@ -183,6 +183,7 @@ _AUDIT_MESSAGES = {
     "device.token_rotated": "device token of {device} replaced ({reason}) by {actor}",
     "device.revoked": "device {device} revoked by {actor}",
     "device.renamed": "device {device} renamed (was {previous_name}) by {actor}",
+    "device.user_assigned": "device {device} assigned user {user} (was {previous_user}) by {actor}",
     "device.expired": "device {device} removed after being idle, by {actor}",
     "invite.created": "invite {invite_id} for a {role} device created by {actor}",
     "invite.cancelled": "invite {invite_id} cancelled by {actor}",

@@ -147,6 +147,11 @@ def build_routes(gateway: Gateway) -> list[Route]:
             methods=["POST"],
         ),
         Route(
+            "/api/devices/{did}/assign",
+            admin_route("devices.assign", body=True, deviceId="did"),
+            methods=["POST"],
+        ),
+        Route(
             "/api/devices/{did}/rotate",
             admin_route("devices.rotate", deviceId="did"),
             methods=["POST"],

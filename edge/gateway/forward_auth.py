@@ -54,6 +54,7 @@ METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 # the shipped configurations do.
 IDENTITY_HEADERS = (
     "remote-user",
+    "remote-name",
     "remote-groups",
     "x-edge-auth",
     "x-edge-device-id",
@@ -78,12 +79,16 @@ def header_safe(text: str) -> bytes:
 def identity_headers(auth: AuthState) -> list[tuple[bytes, bytes]]:
     """What Edge asserts about an admitted caller, for forward-auth answers and upstreams.
 
-    ``Remote-User`` is a display name (the device's, or ``local``); decisions
-    belong on ``X-Edge-Auth``, ``X-Edge-Role`` and ``X-Edge-Device-Id``.
+    ``Remote-User`` is the login an operator controls: the device's assigned
+    ``user``, else its device id. Apps such as Grafana's auth proxy create and
+    match accounts by it, so it is never the name a device chose for itself
+    (a device calling itself ``admin`` would be the app's admin); that name
+    travels as ``Remote-Name``, for display only. ``Remote-Groups`` is the role.
     """
     if auth.state == "local":
         return [
             (b"remote-user", b"local"),
+            (b"remote-name", b"local"),
             (b"remote-groups", b"admin"),
             (b"x-edge-auth", b"local"),
             (b"x-edge-role", b"admin"),
@@ -93,7 +98,8 @@ def identity_headers(auth: AuthState) -> list[tuple[bytes, bytes]]:
         return []
     role = str(device.role).encode("ascii")
     return [
-        (b"remote-user", header_safe(device.name.strip() or device.id[:12])),
+        (b"remote-user", (device.user or device.id).encode("ascii")),
+        (b"remote-name", header_safe(device.name.strip() or device.id[:12])),
         (b"remote-groups", role),
         (b"x-edge-auth", b"paired"),
         (b"x-edge-device-id", device.id.encode("ascii")),

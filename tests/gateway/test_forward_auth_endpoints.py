@@ -83,7 +83,10 @@ def test_paired_device_bearer_is_allowed_with_identity_headers(app: Any, path: s
     with via_proxy(app) as client:
         response = client.get(path, headers=proxied({"authorization": f"Bearer {token}"}))
     assert response.status_code == 200
-    assert response.headers["remote-user"] == "Alice's laptop"
+    # Remote-User is a login the device cannot choose: its device id until an operator
+    # assigns a user; the name it gave itself is only a display name.
+    assert response.headers["remote-user"] == device.id
+    assert response.headers["remote-name"] == "Alice's laptop"
     assert response.headers["remote-groups"] == "user"
     assert response.headers["x-edge-auth"] == "paired"
     assert response.headers["x-edge-device-id"] == device.id

@@ -131,7 +131,8 @@ def test_paired_device_reaches_the_upstream_with_fresh_forwarding_and_identity(a
         f'for={CLIENT_IP};proto=https;host="edge.example.com"'
     ]
     assert header_values(echo, "x-real-ip") == []
-    assert header_values(echo, "remote-user") == ["Bob's phone"]
+    assert header_values(echo, "remote-user") == [device.id]
+    assert header_values(echo, "remote-name") == ["Bob's phone"]
     assert header_values(echo, "remote-email") == []
     assert header_values(echo, "x-edge-role") == ["user"]
     assert header_values(echo, "x-edge-device-id") == [device.id]
@@ -286,7 +287,8 @@ def test_websocket_frames_relay_both_ways_with_identity(app: Any) -> None:
         seen = {k: v for k, v in json.loads(ws.receive_text())}
     assert seen["x-forwarded-for"] == CLIENT_IP
     assert seen["x-forwarded-proto"] == "https"
-    assert seen["remote-user"] == "tablet"
+    assert seen["remote-user"] == device.id
+    assert seen["remote-name"] == "tablet"
     assert seen["x-edge-device-id"] == device.id
     assert "authorization" not in seen
 

@@ -178,7 +178,7 @@ def test_forward_auth_protects_an_app_that_caddy_proxies(stack: Stack) -> None:
     assert browser.headers["location"] == f"http://127.0.0.1:{stack.caddy.port}/"
     assert allowed.status_code == 200
     echo = allowed.json()
-    assert header_values(echo, "remote-user") == ["caddy client"]
+    assert header_values(echo, "remote-user") == [device.id]  # no user assigned: the device id
     assert header_values(echo, "x-edge-device-id") == [device.id]
     assert header_values(echo, "remote-email") == []
     assert header_values(echo, "x-forwarded-for") == [CLIENT]
@@ -201,12 +201,14 @@ def test_forward_auth_endpoints_are_not_public(stack: Stack) -> None:
 
 @needs_caddy
 def test_edge_forwards_to_its_upstream_through_caddy_http_and_websocket(stack: Stack) -> None:
-    token = stack.pair(Device("svc user"))
+    device = Device("svc user")
+    token = stack.pair(device)
     auth = {"Authorization": f"Bearer {token}"}
     with stack.http() as client:
         echo = client.get("/svc/echo", headers=auth).json()
     assert header_values(echo, "x-forwarded-for") == [CLIENT]
-    assert header_values(echo, "remote-user") == ["svc user"]
+    assert header_values(echo, "remote-user") == [device.id]
+    assert header_values(echo, "remote-name") == ["svc user"]
     with stack.ws("/svc/live", additional_headers=auth) as ws:
         ws.send(b"\x01\x02")
         assert ws.recv(timeout=5) == b"\x01\x02"

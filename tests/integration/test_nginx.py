@@ -195,7 +195,7 @@ def test_auth_request_protects_an_app_that_nginx_proxies(stack: Stack) -> None:
     assert allowed.status_code == 200
     echo = allowed.json()
     assert echo["path"] == "/app/report"
-    assert header_values(echo, "remote-user") == ["ops tablet"]
+    assert header_values(echo, "remote-user") == [device.id]  # no user assigned: the device id
     assert header_values(echo, "x-edge-role") == ["user"]
     assert header_values(echo, "x-edge-device-id") == [device.id]
     assert header_values(echo, "x-forwarded-for") == [CLIENT]
@@ -219,7 +219,8 @@ def test_edge_forwards_to_its_upstream_through_nginx_http_and_websocket(stack: S
     assert refused.status_code == 401
     assert header_values(echo, "x-forwarded-for") == [CLIENT]
     assert header_values(echo, "x-forwarded-proto") == ["https"]
-    assert header_values(echo, "remote-user") == ["dashboard"]
+    assert header_values(echo, "remote-user") == [device.id]
+    assert header_values(echo, "remote-name") == ["dashboard"]
 
     with stack.ws("/svc/live", additional_headers=auth) as ws:
         ws.send("ping over two proxies")
