@@ -33,6 +33,7 @@ from edge.config import Settings
 from edge.gateway.context import RESOLUTION_KEY
 from edge.gateway.guard import _bearer
 from edge.gateway.runtime import LiveConfig, live_config
+from edge.logs import silence_protocol_content
 from edge.metrics import render_exposition
 from edge.net import Resolution, resolve
 from edge.net.address import parse_ip
@@ -242,6 +243,7 @@ def serve_listener(
         lifespan="off",
         **uvicorn_settings,  # type: ignore[arg-type]
     )
+    silence_protocol_content()  # after Config: it has just (re)configured uvicorn's loggers
     server = uvicorn.Server(config)
     thread = threading.Thread(
         target=server.run, kwargs={"sockets": [sock]}, name="edge-metrics-listener", daemon=True
