@@ -359,14 +359,22 @@ def open_store(url: str | None, data_dir: Path) -> Store:
 
 
 def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***``, for messages and logs."""
+    """``url`` with any password (user part or ``?password=``) as ``***``, for output and logs."""
     try:
         parts = urlsplit(url)
-        if parts.password is None:
+        if parts.password is None and "password=" not in parts.query:
             return url
-        netloc = parts.netloc.rsplit("@", 1)[1]
-        user = parts.username or ""
-        return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+        if parts.password is not None:
+            netloc = parts.netloc.rsplit("@", 1)[1]
+            user = parts.username or ""
+            parts = parts._replace(netloc=f"{user}:***@{netloc}")
+        if "password=" in parts.query:
+            query = "&".join(
+                "password=***" if pair.startswith("password=") else pair
+                for pair in parts.query.split("&")
+            )
+            parts = parts._replace(query=query)
+        return urlunsplit(parts)
     except ValueError:
         return "<unparseable url>"
 
