@@ -125,6 +125,13 @@ def _credential(scope: Scope) -> tuple[str, bool] | None:
     return (cookie_token, True) if cookie_token is not None else None
 
 
+def session_cookie(scope: Scope) -> str | None:
+    """The session cookie's device token alone (the control socket's upgrade request)."""
+    headers = [(name, value) for name, value in scope["headers"] if name == b"cookie"]
+    found = _credential({"headers": headers})
+    return found[0] if found is not None else None
+
+
 def _bearer(scope: Scope) -> str | None:
     """The presented device token, from the Authorization header or the session cookie."""
     found = _credential(scope)

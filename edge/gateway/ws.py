@@ -19,6 +19,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from edge.gateway.admin import AdminError, call_admin_method
 from edge.gateway.context import resolution_of
+from edge.gateway.guard import session_cookie
 from edge.gateway.origins import origin_allowed
 from edge.gateway.serialize import device_json
 from edge.gateway.sockets import CLOSE_TOO_BIG, CLOSE_TRY_AGAIN, ControlConnection
@@ -148,6 +149,16 @@ class ControlSocket:
             self._refused(Denial.INVALID_HANDSHAKE, started, client=resolution.client_ip)
             await conn.deny(Denial.INVALID_HANDSHAKE)
             return False
+        # A paired browser keeps its device token only in the HttpOnly session cookie and
+        # connects with ``auth: {}``: the cookie on the upgrade request stands in for
+        # ``deviceToken``. The device signature is checked all the same, and the origin
+        # check above keeps other sites' pages out. A local client needs no credential.
+        from_cookie = False
+        if not resolution.local and frame.get("auth") in (None, {}):
+            cookie = session_cookie(websocket.scope)
+            if cookie is not None:
+                frame["auth"] = {"deviceToken": cookie}
+                from_cookie = True
         try:
             outcome = await asyncio.to_thread(
                 gateway.service.connect,
@@ -165,7 +176,7 @@ class ControlSocket:
         if isinstance(outcome, Denied):
             await self._deny(conn, outcome, started)
             return False
-        await self._hello(conn, outcome, started)
+        await self._hello(conn, outcome, started, token_in_cookie=from_cookie)
         return True
 
     async def _deny(self, conn: ControlConnection, outcome: Denied, started: float) -> None:
@@ -184,17 +195,22 @@ class ControlSocket:
         self._refused(denial, started, client=conn.client_ip, detail=outcome.detail)
         await conn.deny(denial)
 
-    async def _hello(self, conn: ControlConnection, outcome: Admitted, started: float) -> None:
+    async def _hello(
+        self, conn: ControlConnection, outcome: Admitted, started: float, *, token_in_cookie: bool
+    ) -> None:
         device = outcome.device
         self.gateway.hub.admit(conn, device)
-        await conn.send_json(
-            {
-                "type": "hello",
-                "device": {"id": device.id, "name": device.name, "role": str(device.role)},
-                "deviceToken": outcome.device_token,
-                "client": {"ip": conn.client_ip, "local": conn.local},
-            }
-        )
+        hello: dict[str, Any] = {
+            "type": "hello",
+            "device": {"id": device.id, "name": device.name, "role": str(device.role)},
+            "deviceToken": outcome.device_token,
+            "client": {"ip": conn.client_ip, "local": conn.local},
+        }
+        if token_in_cookie:
+            # The browser authenticated with its HttpOnly cookie: echoing the token here
+            # would hand it to page script, which the cookie exists to keep it from.
+            del hello["deviceToken"]
+        await conn.send_json(hello)
         decision = "local" if conn.local else "paired"
         self.gateway.metrics.observe_request("websocket", decision, time.perf_counter() - started)
         logger.info(
