@@ -611,7 +611,10 @@ def load_settings(
         METRICS_TOKEN_ENV,
         MetricsSettings._bearer,
     )
-    if token != settings.metrics.bearer_token:
+    from_elsewhere = settings.metrics.bearer_token_file is not None or any(
+        env.get(METRICS_TOKEN_ENV + suffix) for suffix in ("", FILE_SUFFIX)
+    )
+    if from_elsewhere:
         updates["metrics"] = settings.metrics.model_copy(
             update={"bearer_token": token, "bearer_token_file": None}
         )

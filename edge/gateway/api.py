@@ -20,6 +20,9 @@ if TYPE_CHECKING:
     from edge.gateway.runtime import Gateway
 
 MAX_BODY = 64 * 1024
+# The dashboard keeps its device token only in this cookie, so it must outlive the browser
+# session like the device key does; 400 days is the longest lifetime browsers honour.
+SESSION_MAX_AGE = 400 * 86_400
 
 
 def _json(data: Any, status: int = 200) -> JSONResponse:
@@ -85,6 +88,7 @@ def build_routes(gateway: Gateway) -> list[Route]:
         response.set_cookie(
             SESSION_COOKIE,
             token,
+            max_age=SESSION_MAX_AGE,
             httponly=True,
             samesite="strict",
             secure=resolution_of(request.scope).scheme == "https",

@@ -149,20 +149,13 @@ class ControlSocket:
             self._refused(Denial.INVALID_HANDSHAKE, started, client=resolution.client_ip)
             await conn.deny(Denial.INVALID_HANDSHAKE)
             return False
-        # A paired browser keeps its device token only in the HttpOnly session cookie and
-        # connects with ``auth: {}``: the cookie on the upgrade request stands in for
-        # ``deviceToken``. The device signature is checked all the same, and the origin
-        # check above keeps other sites' pages out. A local client needs no credential.
-        from_cookie = False
-        if not resolution.local and frame.get("auth") in (None, {}):
-            cookie = session_cookie(websocket.scope)
-            if cookie is not None:
-                frame["auth"] = {"deviceToken": cookie}
-                from_cookie = True
+        cookie = None if resolution.local else session_cookie(websocket.scope)
         try:
-            outcome = await asyncio.to_thread(
-                gateway.service.connect,
-                frame=frame,
+            outcome, from_cookie = await asyncio.to_thread(
+                _connect,
+                gateway,
+                frame,
+                cookie,
                 nonce=nonce,
                 client_ip=resolution.client_ip,
                 local=resolution.local,
@@ -269,6 +262,30 @@ class ControlSocket:
 
 def _error_res(req_id: Any, code: str, message: str) -> dict[str, Any]:
     return {"type": "res", "id": req_id, "ok": False, "error": {"code": code, "message": message}}
+
+
+def _connect(
+    gateway: Gateway, frame: dict[str, Any], cookie: str | None, **context: Any
+) -> tuple[Admitted | Denied, bool]:
+    """``service.connect``, with the session cookie standing in for an empty ``auth``.
+
+    A paired browser keeps its device token only in the HttpOnly cookie and
+    connects with ``auth: {}`` and its device key: the cookie on the upgrade
+    request is then its ``deviceToken``, the device signature is checked all
+    the same, and the origin check keeps other sites' pages out. A cookie that
+    belongs to another device (one this browser had before starting over) is
+    not this device's credential and is left out. Runs in a worker thread: the
+    store may block.
+    """
+    device = frame.get("device")
+    device_id = device.get("id") if isinstance(device, dict) else None
+    from_cookie = False
+    if cookie is not None and frame.get("auth") in (None, {}) and isinstance(device_id, str):
+        holder = gateway.service.token_holder(cookie)  # a device id, compared as one
+        from_cookie = holder is not None and holder == device_id
+    if from_cookie:
+        frame = {**frame, "auth": {"deviceToken": cookie}}
+    return gateway.service.connect(frame=frame, **context), from_cookie
 
 
 def _parse_connect(text: str | None) -> dict[str, Any] | None:

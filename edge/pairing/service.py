@@ -560,6 +560,17 @@ class PairingService:
         self.touch(device.id, client_ip)
         return device
 
+    def token_holder(self, device_token: str) -> str | None:
+        """The id of the device ``device_token`` belongs to (paired or revoked), or None.
+
+        Lets the control socket tell a browser's own session cookie from one a
+        previous device of that browser left behind.
+        """
+        if not isinstance(device_token, str) or not 0 < len(device_token) <= MAX_SECRET_CHARS:
+            return None
+        device = self._device_for_token_hash(hash_secret(device_token))
+        return device.id if device is not None else None
+
     def _device_for_token_hash(self, token_hash: str) -> Device | None:
         now = time.monotonic()
         # Read without the lock (one dict read is atomic; writers take it). Hits do not
