@@ -132,6 +132,12 @@ def session_cookie(scope: Scope) -> str | None:
     return found[0] if found is not None else None
 
 
+def bearer_header(scope: Scope) -> str | None:
+    """The ``Authorization: Bearer`` credential alone, never the cookie (the metrics token)."""
+    found = _credential({"headers": [h for h in scope["headers"] if h[0] == b"authorization"]})
+    return found[0] if found is not None else None
+
+
 def _bearer(scope: Scope) -> str | None:
     """The presented device token, from the Authorization header or the session cookie."""
     found = _credential(scope)

@@ -31,7 +31,7 @@ from starlette.routing import Route
 
 from edge.config import Settings
 from edge.gateway.context import RESOLUTION_KEY
-from edge.gateway.guard import _bearer
+from edge.gateway.guard import bearer_header
 from edge.gateway.runtime import LiveConfig, live_config
 from edge.logs import silence_protocol_content
 from edge.metrics import render_exposition
@@ -103,7 +103,8 @@ def _judge(live: LiveConfig, resolution: Resolution, scope: Any) -> str:
     ip = parse_ip(resolution.client_ip) if resolution.client_ip else None
     if ip is not None and ip in live.metrics_networks:
         return "open"
-    presented = _bearer(scope)
+    # The header only: a browser's session cookie is no guess at the metrics token.
+    presented = bearer_header(scope)
     if presented is None:
         return "missing"
     expected = live.settings.metrics.bearer_token

@@ -573,10 +573,12 @@ def test_wrong_metrics_tokens_are_counted_and_lock_the_address_out(tmp_path: Pat
     assert int(locked.headers["retry-after"]) > 0
     # The lockout is per address: another scraper with the token still reads.
     assert client_for(app, ("198.51.100.9", 1)).get("/metrics", headers=right).status_code == 200
-    # No token at all is no guess: it is refused but neither counted nor locked.
+    # No token at all is no guess, nor is a browser's session cookie: refused, not counted.
     other = ("198.51.100.10", 1)
     for _ in range(5):
         assert client_for(app, other).get("/metrics").status_code == 401
+        session = {"cookie": "edge_session=a-device-token-of-some-browser"}
+        assert client_for(app, other).get("/metrics", headers=session).status_code == 401
     assert client_for(app, other).get("/metrics", headers=right).status_code == 200
     metrics = exposition(app)
     assert metrics.value("edge_auth_failures_total", reason="metrics_token_mismatch") == 3
