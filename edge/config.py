@@ -11,9 +11,10 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import yaml
 from pydantic import (
@@ -30,6 +31,13 @@ from edge.net import NetworkSet, normalise_origin, parse_network
 
 CONFIG_ENV = "EDGE_CONFIG"
 TOKEN_ENV = "EDGE_GATEWAY_TOKEN"
+# Every other secret can come from the environment too; each NAME has a NAME_FILE variant
+# naming a file that holds it (as container secrets and systemd credentials are handed over).
+TOKEN_FILE_ENV = TOKEN_ENV + "_FILE"
+STORE_PASSWORD_ENV = "EDGE_STORE_PASSWORD"
+METRICS_TOKEN_ENV = "EDGE_METRICS_TOKEN"
+FILE_SUFFIX = "_FILE"
+SECRET_FILE_MAX = 64 * 1024
 HEADER_NAMES = ("forwarded", "x-forwarded-for", "x-real-ip")
 RESERVED_PREFIXES = ("/api/", "/ws", "/ui/", "/healthz", "/readyz", "/auth/")
 # What the gateway serves itself on its port: exact paths, and trees (a prefix and all below).
@@ -245,6 +253,8 @@ class PairingSettings(_Section):
 
 class StoreSettings(_Section):
     url: str | None = None
+    # The Redis password, kept out of the URL (and the YAML): put into store.url at load.
+    password_file: Path | None = None
 
     @field_validator("url")
     @classmethod
@@ -264,6 +274,7 @@ class MetricsSettings(_Section):
     path: str = "/metrics"
     allowed_networks: list[str] = []
     bearer_token: str | None = None
+    bearer_token_file: Path | None = None
     # A listener of their own (host:port) instead of the gateway's port, e.g. for a
     # Prometheus on an internal interface while the gateway's port faces the proxy.
     host: str = "127.0.0.1"
@@ -297,6 +308,14 @@ class MetricsSettings(_Section):
         if value is not None and len(value.strip()) < 16:
             raise ValueError("is shorter than 16 characters")
         return value.strip() if value is not None else None
+
+    @model_validator(mode="after")
+    def _one_token_source(self) -> MetricsSettings:
+        if self.bearer_token is not None and self.bearer_token_file is not None:
+            raise ValueError(
+                "set either metrics.bearer_token or metrics.bearer_token_file, not both"
+            )
+        return self
 
 
 class UpstreamSettings(_Section):
@@ -426,7 +445,8 @@ NOTIFIABLE_EVENTS = frozenset(
 
 class WebhookSettings(_Section):
     url: str
-    secret: str
+    secret: str | None = None  # exactly one of secret and secret_file; load fills secret
+    secret_file: Path | None = None
     events: list[str] = ["pairing.requested", "pairing.resolved", "device.revoked", "auth.lockout"]
     timeout: float = Field(5, gt=0, le=60)
 
@@ -454,10 +474,23 @@ class WebhookSettings(_Section):
 
     @field_validator("secret")
     @classmethod
-    def _secret(cls, value: str) -> str:
-        if len(value) < 16:
+    def _secret(cls, value: str | None) -> str | None:
+        if value is not None and len(value) < 16:
             raise ValueError("is shorter than 16 characters")
         return value
+
+    @model_validator(mode="after")
+    def _one_secret_source(self) -> WebhookSettings:
+        if (self.secret is None) == (self.secret_file is None):
+            raise ValueError("set exactly one of secret and secret_file")
+        return self
+
+    @property
+    def signing_secret(self) -> str:
+        """The secret deliveries are signed with (``load_settings`` reads ``secret_file``)."""
+        if self.secret is None:
+            raise RuntimeError("webhook secret_file was not read; load settings with load_settings")
+        return self.secret
 
 
 class NotifySettings(_Section):
@@ -679,6 +712,137 @@ def load_settings(
             raise ConfigError([f"{TOKEN_ENV}: {exc}"], source) from None
         auth_updates["token"] = env_token.strip()
         auth_updates["token_file"] = None
+    env_token_file = env.get(TOKEN_FILE_ENV)
+    if env_token_file and not env_token:
+        auth_updates["token"] = None
+        auth_updates["token_file"] = (base_dir / env_token_file).resolve()
     if auth_updates:
         updates["auth"] = settings.auth.model_copy(update=auth_updates)
+    problems: list[str] = []
+    secrets = _SecretSources(env, base_dir, problems)
+    token = secrets.read(
+        "metrics.bearer_token",
+        settings.metrics.bearer_token,
+        settings.metrics.bearer_token_file,
+        METRICS_TOKEN_ENV,
+        MetricsSettings._bearer,
+    )
+    from_elsewhere = settings.metrics.bearer_token_file is not None or any(
+        env.get(METRICS_TOKEN_ENV + suffix) for suffix in ("", FILE_SUFFIX)
+    )
+    if from_elsewhere:
+        updates["metrics"] = settings.metrics.model_copy(
+            update={"bearer_token": token, "bearer_token_file": None}
+        )
+    password = secrets.read(
+        "store.password", None, settings.store.password_file, STORE_PASSWORD_ENV, _check_password
+    )
+    if password is not None:
+        url = _url_with_password(settings.store.url, password, problems)
+        updates["store"] = settings.store.model_copy(update={"url": url, "password_file": None})
+    hooks = []
+    for index, hook in enumerate(settings.notify.webhooks):
+        secret = secrets.read(
+            f"notify.webhooks[{index}].secret",
+            hook.secret,
+            hook.secret_file,
+            None,
+            WebhookSettings._secret,
+        )
+        hooks.append(hook.model_copy(update={"secret": secret, "secret_file": None}))
+    if hooks:
+        updates["notify"] = settings.notify.model_copy(update={"webhooks": hooks})
+    if problems:
+        raise ConfigError(problems, source)
     return settings.model_copy(update=updates)
+
+
+def _check_password(value: str) -> str:
+    if not value:
+        raise ValueError("is empty")
+    return value
+
+
+def _url_with_password(url: str | None, password: str, problems: list[str]) -> str | None:
+    """``store.url`` with ``password`` as the password of its user part."""
+    if url is None or not url.startswith(("redis://", "rediss://", "unix://")):
+        problems.append(
+            "store.password_file: a password is given, but store.url is not a Redis URL "
+            "(redis://host:port/db); remove the password or point store.url at Redis"
+        )
+        return url
+    try:
+        parts = urlsplit(url)
+        has_password = parts.password is not None or "password=" in parts.query
+    except ValueError:
+        return url  # the store reports the malformed URL itself, without the password
+    if has_password:
+        problems.append(
+            "store.url: carries a password while store.password_file (or "
+            f"{STORE_PASSWORD_ENV}) gives one too; keep only one, preferably outside the URL"
+        )
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    user = parts.username or ""
+    netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{host}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class _SecretSources:
+    """Reads one secret from its environment variable, ``*_FILE`` variable, file key or value.
+
+    The environment wins over the YAML (as for ``EDGE_GATEWAY_TOKEN``): a
+    deployment injects secrets without editing the file. A secret file holds
+    the secret alone; surrounding whitespace (the final newline) is dropped.
+    Every problem names where the secret was looked for, never its value.
+    """
+
+    def __init__(self, env: Mapping[str, str], base_dir: Path, problems: list[str]) -> None:
+        self.env = env
+        self.base_dir = base_dir
+        self.problems = problems
+
+    def read(
+        self,
+        key: str,
+        inline: str | None,
+        file: Path | None,
+        variable: str | None,
+        check: Callable[[str], str | None],
+    ) -> str | None:
+        where, value = key, inline
+        if variable is not None and self.env.get(variable):
+            where, value = variable, self.env[variable]
+        elif variable is not None and self.env.get(variable + FILE_SUFFIX):
+            where = variable + FILE_SUFFIX
+            value = self._file(where, self.base_dir / self.env[where])
+        elif file is not None:
+            where = key + FILE_SUFFIX.lower()
+            value = self._file(where, file if file.is_absolute() else self.base_dir / file)
+        if value is None:
+            return None
+        try:
+            return check(value.strip())
+        except ValueError as exc:
+            self.problems.append(f"{where}: {exc}")
+            return None
+
+    def _file(self, where: str, path: Path) -> str | None:
+        try:
+            with path.open("rb") as handle:
+                raw = handle.read(SECRET_FILE_MAX + 1)
+        except OSError as exc:
+            self.problems.append(f"{where}: cannot read {path} ({exc.strerror or exc})")
+            return None
+        if len(raw) > SECRET_FILE_MAX:
+            self.problems.append(f"{where}: {path} is over 64 KiB, not a secret file")
+            return None
+        try:
+            text = raw.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            self.problems.append(f"{where}: {path} is not UTF-8 text")
+            return None
+        if not text:
+            self.problems.append(f"{where}: {path} is empty")
+            return None
+        return text

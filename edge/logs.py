@@ -12,12 +12,19 @@ the CLI, the dashboard and other workers are all in it, once.
 
 Secrets never reach a line: the event log holds none, and both formatters
 redact any extra field whose name says it is a token, secret or credential.
+The protocol libraries under uvicorn are another matter: at debug level the
+``websockets`` implementation logs the request's header lines (``Cookie``,
+``Authorization``) and the start of every frame (the gateway token in a
+``connect`` frame, the device token in ``hello``). ``ProtocolContentFilter``
+drops every record below INFO that such code writes, whatever
+``logging.level`` says; connection errors and uvicorn's own INFO lines stay.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import threading
 import time
@@ -31,6 +38,17 @@ from edge.pairing.models import Event
 LOGGER_NAME = "edge"
 AUDIT_LOGGER_NAME = "edge.audit"
 UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
+# Where the protocol libraries log: uvicorn hands its own logger to websockets.
+PROTOCOL_LOGGERS = (
+    *UVICORN_LOGGERS,
+    "websockets",
+    "websockets.server",
+    "websockets.protocol",
+    "websockets.client",
+)
+# Source directories whose debug records quote raw headers or frames.
+_PROTOCOL_PACKAGES = ("websockets", "wsproto", "h11", "httptools", "h2", "hpack")
+_UVICORN_PROTOCOLS = os.sep.join(("uvicorn", "protocols"))
 REDACTED = "[redacted]"
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 _SECRET_WORDS = ("token", "secret", "password", "authorization", "cookie", "hash", "credential")
@@ -111,6 +129,42 @@ class _StderrHandler(logging.StreamHandler[TextIO]):
         """The stream always follows ``sys.stderr``; assignments are ignored."""
 
 
+class ProtocolContentFilter(logging.Filter):
+    """Drops debug and trace records written by HTTP and WebSocket protocol code.
+
+    Those records quote what crossed the wire (header lines, frame text), so
+    they would write credentials; what they add for an operator (frame
+    boundaries, pings) is not worth it. Records at INFO and above pass.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.INFO:
+            return True
+        return not is_protocol_source(record.pathname)
+
+
+def is_protocol_source(pathname: str) -> bool:
+    """Whether a record comes from a protocol library or uvicorn's protocol modules."""
+    parts = pathname.split(os.sep)
+    return _UVICORN_PROTOCOLS in pathname or any(p in parts for p in _PROTOCOL_PACKAGES)
+
+
+_PROTOCOL_FILTER = ProtocolContentFilter()
+
+
+def silence_protocol_content() -> None:
+    """Install ``ProtocolContentFilter`` on the protocol loggers and their handlers (idempotent).
+
+    On the loggers for records logged on them directly, on the handlers for
+    records that propagate from child loggers.
+    """
+    for name in PROTOCOL_LOGGERS:
+        target = logging.getLogger(name)
+        for holder in (target, *target.handlers):
+            if _PROTOCOL_FILTER not in holder.filters:
+                holder.addFilter(_PROTOCOL_FILTER)
+
+
 def make_formatter(settings: LoggingSettings) -> logging.Formatter:
     return JsonFormatter() if settings.format == "json" else TextFormatter()
 
@@ -130,6 +184,7 @@ def setup_logging(settings: LoggingSettings) -> None:
         handler = _StderrHandler()
         logger.addHandler(handler)
     handler.setFormatter(formatter)
+    silence_protocol_content()
     if settings.format == "json":
         for name in UVICORN_LOGGERS:
             for uvicorn_handler in logging.getLogger(name).handlers:
@@ -183,6 +238,7 @@ _AUDIT_MESSAGES = {
     "device.token_rotated": "device token of {device} replaced ({reason}) by {actor}",
     "device.revoked": "device {device} revoked by {actor}",
     "device.renamed": "device {device} renamed (was {previous_name}) by {actor}",
+    "device.user_assigned": "device {device} assigned user {user} (was {previous_user}) by {actor}",
     "device.expired": "device {device} removed after being idle, by {actor}",
     "invite.created": "invite {invite_id} for a {role} device created by {actor}",
     "invite.cancelled": "invite {invite_id} cancelled by {actor}",

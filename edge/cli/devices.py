@@ -74,7 +74,7 @@ def _expires_in(at: float | None, now: float) -> str:
 
 def _device_table(devices: list[Device], now: float, idle_expiry: float | None) -> Table:
     table = Table(title=f"Paired devices ({len(devices)})", title_justify="left")
-    columns = ["DEVICE", "NAME", "ROLE", "STATUS", "LAST SEEN", "LAST IP", "APPROVED BY"]
+    columns = ["DEVICE", "NAME", "USER", "ROLE", "STATUS", "LAST SEEN", "LAST IP", "APPROVED BY"]
     if idle_expiry is not None:
         columns.append("EXPIRES")
     for column in columns:
@@ -83,6 +83,7 @@ def _device_table(devices: list[Device], now: float, idle_expiry: float | None) 
         row = [
             d.id[:12],
             d.name,
+            d.user or "-",
             str(d.role),
             d.status,
             _age(d.last_seen_at, now),
@@ -185,23 +186,35 @@ def list_devices(config_path: str | None, as_json: bool, include_revoked: bool) 
 @click.option(
     "--role", type=ROLE_CHOICE, default=None, help="Role to grant (default: as requested)."
 )
+@click.option(
+    "--user",
+    default=None,
+    metavar="USER",
+    help="Login upstream apps know the device by (Remote-User), e.g. alice.",
+)
 def approve(
-    config_path: str | None, request_id: str | None, latest: bool, role: str | None
+    config_path: str | None,
+    request_id: str | None,
+    latest: bool,
+    role: str | None,
+    user: str | None,
 ) -> None:
     """Approve a pending request by its id (e.g. K7QF-2M9D)."""
     if bool(request_id) == latest:
         raise click.UsageError("give a REQUEST id or --latest (one of them)")
     settings = load(config_path)
+    granted = Role(role) if role else None
     with pairing_service(settings) as service:
         try:
             if latest:
-                device = service.approve_latest(role=Role(role) if role else None, actor=ACTOR)
+                device = service.approve_latest(role=granted, actor=ACTOR, user=user)
             else:
                 assert request_id is not None
-                device = service.approve(request_id, role=Role(role) if role else None, actor=ACTOR)
+                device = service.approve(request_id, role=granted, actor=ACTOR, user=user)
         except PairingError as exc:
             raise _fail(exc) from None
-    click.echo(f"approved {device.name!r} ({device.id[:12]}) as {device.role}")
+    as_user = f", user {device.user}" if device.user else ""
+    click.echo(f"approved {device.name!r} ({device.id[:12]}) as {device.role}{as_user}")
 
 
 @devices.command("reject")
@@ -242,6 +255,23 @@ def rename(config_path: str | None, device_id: str, name: str) -> None:
         except PairingError as exc:
             raise _fail(exc) from None
     click.echo(f"renamed {device.id[:12]} to {device.name!r}")
+
+
+@devices.command("assign")
+@config_option
+@click.argument("device_id")
+@click.argument("user")
+def assign(config_path: str | None, device_id: str, user: str) -> None:
+    """Set the user (Remote-User to upstreams) of a device; '-' clears it."""
+    with pairing_service(load(config_path)) as service:
+        try:
+            device = service.assign_user(device_id, None if user == "-" else user, actor=ACTOR)
+        except PairingError as exc:
+            raise _fail(exc) from None
+    if device.user is None:
+        click.echo(f"{device.id[:12]} ({device.name!r}) has no user: upstreams see its device id")
+    else:
+        click.echo(f"{device.id[:12]} ({device.name!r}) is user {device.user}")
 
 
 def parse_invite_ttl(text: str) -> float:

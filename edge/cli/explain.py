@@ -11,6 +11,7 @@ import click
 from edge.cli.common import config_option, load
 from edge.gateway.runtime import build_policy
 from edge.net import PeerOwner, describe, parse_ip, resolve
+from edge.pairing.store import redact_url
 
 
 def _header_pairs(raw_headers: tuple[str, ...]) -> list[tuple[bytes, bytes]]:
@@ -135,7 +136,8 @@ def check(config_path: str | None) -> None:
     click.echo(f"  trusted     {', '.join(settings.proxy.trusted_proxies) or 'none'}")
     click.echo(f"  headers     {', '.join(settings.proxy.client_ip_headers)}")
     click.echo(f"  local nets  {', '.join(settings.local.networks) or 'none'}")
-    click.echo(f"  store       {settings.store.url or 'sqlite in data_dir'}")
+    store = redact_url(settings.store.url) if settings.store.url else "sqlite in data_dir"
+    click.echo(f"  store       {store}")
     upstreams = ", ".join(u.host or u.path_prefix for u in settings.upstreams)
     click.echo(f"  upstreams   {upstreams or 'none'}")
 
@@ -152,6 +154,8 @@ def show(config_path: str | None) -> None:
         data["metrics"]["bearer_token"] = "***"
     for hook in data.get("notify", {}).get("webhooks", []):
         hook["secret"] = "***"
+    if data["store"].get("url"):
+        data["store"]["url"] = redact_url(data["store"]["url"])
     click.echo(json.dumps(data, indent=2))
 
 

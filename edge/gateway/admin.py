@@ -16,7 +16,7 @@ from edge.gateway.context import AuthState
 from edge.gateway.origins import own_origin
 from edge.gateway.serialize import device_json, invite_json, request_json
 from edge.net import Resolution
-from edge.pairing.models import Device, Role
+from edge.pairing.models import USER_RULE, Device, Role, valid_user
 from edge.pairing.service import PairingError
 from edge.pairing.store import StoreError
 
@@ -67,6 +67,18 @@ def _str(params: Mapping[str, Any], key: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise AdminError("bad_request", f"'{key}' must be a non-empty string")
     return value.strip()
+
+
+def _user(params: Mapping[str, Any], *, required: bool = False) -> str | None:
+    """The ``user`` parameter: a user name, or absent/null (required: null clears)."""
+    if "user" not in params and required:
+        raise AdminError("bad_request", "'user' must be a user name, or null to clear it")
+    value = params.get("user")
+    if value is None or (value == "" and not required):
+        return None
+    if not isinstance(value, str) or valid_user(value) is None:
+        raise AdminError("bad_request", f"'user' is not a user name: {USER_RULE}")
+    return value
 
 
 def _role(params: Mapping[str, Any], key: str = "role") -> Role | None:
@@ -128,7 +140,12 @@ def _dispatch(
     handlers: dict[str, Callable[[], Any]] = {
         "devices.list": lambda: _list(gateway),
         "devices.approve": lambda: device_json(
-            service.approve(_str(params, "requestId"), role=_role(params), actor=actor)
+            service.approve(
+                _str(params, "requestId"), role=_role(params), actor=actor, user=_user(params)
+            )
+        ),
+        "devices.assign": lambda: device_json(
+            service.assign_user(_str(params, "deviceId"), _user(params, required=True), actor=actor)
         ),
         "devices.reject": lambda: request_json(
             service.reject(_str(params, "requestId"), actor=actor)

@@ -20,6 +20,9 @@ if TYPE_CHECKING:
     from edge.gateway.runtime import Gateway
 
 MAX_BODY = 64 * 1024
+# The dashboard keeps its device token only in this cookie, so it must outlive the browser
+# session like the device key does; 400 days is the longest lifetime browsers honour.
+SESSION_MAX_AGE = 400 * 86_400
 
 
 def _json(data: Any, status: int = 200) -> JSONResponse:
@@ -88,6 +91,7 @@ def build_routes(gateway: Gateway) -> list[Route]:
         response.set_cookie(
             SESSION_COOKIE,
             token,
+            max_age=SESSION_MAX_AGE,
             httponly=True,
             samesite="strict",
             secure=resolution_of(request.scope).scheme == "https",
@@ -150,6 +154,11 @@ def build_routes(gateway: Gateway) -> list[Route]:
             methods=["POST"],
         ),
         Route(
+            "/api/devices/{did}/assign",
+            admin_route("devices.assign", body=True, deviceId="did"),
+            methods=["POST"],
+        ),
+        Route(
             "/api/devices/{did}/rotate",
             admin_route("devices.rotate", deviceId="did"),
             methods=["POST"],
@@ -161,6 +170,11 @@ def build_routes(gateway: Gateway) -> list[Route]:
         ),
     ]
     if gateway.settings.metrics.on_gateway_port:
-        endpoint = metrics_endpoint(lambda: gateway.live, gateway.metrics.render)
+        endpoint = metrics_endpoint(
+            lambda: gateway.live,
+            gateway.metrics.render,
+            gateway.service,
+            gateway.metrics.auth_failure,
+        )
         routes.append(Route(gateway.settings.metrics.path, endpoint))
     return routes

@@ -19,12 +19,18 @@ PEER_OWNER_KEY = "edge.peer_owner"
 
 @dataclass(frozen=True, slots=True)
 class AuthState:
-    """Who the HTTP caller is: local, a paired device, or nobody (with the reason)."""
+    """Who the HTTP caller is: local, a paired device, or nobody (with the reason).
+
+    ``via_cookie`` says the credential was the session cookie, which a browser
+    attaches to requests other sites make: such a caller's writes must also
+    pass the cross-site checks.
+    """
 
     state: Literal["local", "paired", "anonymous"]
     device: Device | None = None
     denial: Denial | None = None
     retry_after: float = 0.0
+    via_cookie: bool = False
 
 
 ANONYMOUS = AuthState("anonymous")

@@ -28,7 +28,8 @@ from edge.gateway.context import (
 )
 from edge.gateway.forwarding.headers import SESSION_COOKIE as SESSION_COOKIE
 from edge.gateway.forwarding.headers import hostname_of, session_cookie
-from edge.net import NOT_LOOKED_UP, PeerOwner, resolve
+from edge.gateway.origins import normalise_origin, own_origin
+from edge.net import NOT_LOOKED_UP, PeerOwner, Resolution, resolve
 from edge.pairing.denials import Denial
 from edge.pairing.models import Device, Role
 from edge.pairing.store import StoreError
@@ -40,6 +41,10 @@ PUBLIC_EXACT = frozenset({"/", "/healthz", "/readyz", "/api/whoami", "/favicon.i
 PUBLIC_PREFIXES = ("/ui/",)
 SELF_GUARDED_PREFIXES = ("/auth/",)  # forward-auth endpoints judge the forwarded request
 ADMIN_PREFIXES = ("/api/devices", "/api/requests", "/api/invites")
+# Edge's own state-changing routes; an upstream app behind Edge judges its own forms.
+CONTROL_WRITE_PREFIXES = ("/api/",)
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+SAME_SITE_FETCHES = frozenset({"same-origin", "none"})
 
 _ANOMALY_ADVICE = {
     "untrusted_proxy_headers": (
@@ -104,9 +109,11 @@ class ClientResolutionMiddleware:
         await self.app(scope, receive, send)
 
 
-def _bearer(scope: Scope) -> str | None:
-    """The credential: ``Authorization: Bearer``, else the session cookie.
+def _credential(scope: Scope) -> tuple[str, bool] | None:
+    """The presented device token and whether it came from the session cookie.
 
+    An ``Authorization: Bearer`` header wins over the cookie: a page of another
+    site can make the browser attach the cookie, but never set that header.
     The cookie is read by the header policy's parser, the same one that
     strips it before forwarding (``edge.gateway.forwarding.headers``), so a
     cookie spelling that authenticates here is never passed to an upstream.
@@ -117,8 +124,21 @@ def _bearer(scope: Scope) -> str | None:
             header: str = value.decode("latin-1")
             scheme, _, credential = header.partition(" ")
             if scheme.lower() == "bearer" and credential.strip():
-                return credential.strip()
-    return session_cookie(headers)
+                return credential.strip(), False
+    token = session_cookie(headers)
+    return (token, True) if token is not None else None
+
+
+def bearer_header(scope: Scope) -> str | None:
+    """The ``Authorization: Bearer`` credential alone, never the cookie (the metrics token)."""
+    found = _credential({"headers": [h for h in scope["headers"] if h[0] == b"authorization"]})
+    return found[0] if found is not None else None
+
+
+def _bearer(scope: Scope) -> str | None:
+    """The presented device token, from the Authorization header or the session cookie."""
+    found = _credential(scope)
+    return found[0] if found is not None else None
 
 
 def authenticate_http(gateway: Gateway, scope: Scope) -> AuthState:
@@ -126,9 +146,10 @@ def authenticate_http(gateway: Gateway, scope: Scope) -> AuthState:
     resolution = scope[RESOLUTION_KEY]
     if resolution.local:
         return LOCAL
-    token = _bearer(scope)
-    if token is None:
+    found = _credential(scope)
+    if found is None:
         return ANONYMOUS
+    token, via_cookie = found
     service = gateway.service
     key = service.client_key(resolution.client_ip)
     remaining = service.lockout_remaining(key)
@@ -136,10 +157,68 @@ def authenticate_http(gateway: Gateway, scope: Scope) -> AuthState:
         return AuthState("anonymous", denial=Denial.RATE_LIMITED, retry_after=remaining)
     outcome = service.authenticate_token(token, client_ip=resolution.client_ip)
     if isinstance(outcome, Device):
-        return AuthState("paired", device=outcome)
+        return AuthState("paired", device=outcome, via_cookie=via_cookie)
     if outcome.counts_as_failure:
         service.record_failure(key)
     return AuthState("anonymous", denial=outcome)
+
+
+def _header(scope: Scope, wanted: bytes) -> list[str]:
+    return [value.decode("latin-1") for name, value in scope["headers"] if name == wanted]
+
+
+def cross_site_refusal(scope: Scope, resolution: Resolution, allowed: frozenset[str]) -> str | None:
+    """Why a cookie-authenticated write must be refused, or None when it may go ahead.
+
+    The browser attaches the session cookie to requests that pages of other
+    origins make, and ``SameSite=Strict`` only keeps out other *sites*: a page
+    on a sibling host name or another port of the same host is same-site. So
+    the request must prove it comes from the dashboard itself: an ``Origin``
+    that is exactly the gateway's own origin as the client reached it (or an
+    ``auth.allowed_origins`` entry), a ``Sec-Fetch-Site`` of ``same-origin`` or
+    ``none`` where the browser sends one, and a JSON body type, which no HTML
+    form can send and which a script of another origin can only send after a
+    CORS preflight the gateway never answers.
+    """
+    origins = _header(scope, b"origin")
+    if len(origins) != 1:
+        return (
+            "A write authenticated by the session cookie must carry exactly one Origin header; "
+            f"this request carried {len(origins)}."
+        )
+    origin = normalise_origin(origins[0])
+    own = own_origin(resolution)
+    if origin is None or (origin != own and origin not in allowed and origin + "/" not in allowed):
+        return (
+            f"A write authenticated by the session cookie came from origin {origins[0][:100]!r}, "
+            f"not from the gateway's own origin {own!r} nor from auth.allowed_origins."
+        )
+    fetch_site = _header(scope, b"sec-fetch-site")
+    if fetch_site and fetch_site[0].strip().lower() not in SAME_SITE_FETCHES:
+        return (
+            f"The browser marked this write Sec-Fetch-Site: {fetch_site[0][:40]!r}; only "
+            "'same-origin' or 'none' may use the session cookie."
+        )
+    content_types = _header(scope, b"content-type")
+    media = content_types[0].partition(";")[0].strip().lower() if content_types else ""
+    if media != "application/json":
+        return (
+            "A write authenticated by the session cookie must send Content-Type: "
+            f"application/json (got {media[:60] or 'none'!r})."
+        )
+    return None
+
+
+def cross_site_response(detail: str) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """The 403 answer to a cookie-authenticated write that failed ``cross_site_refusal``."""
+    denial = Denial.CROSS_SITE_WRITE
+    body = {
+        "error": "forbidden",
+        "reason": denial.metric_label,
+        "detail": f"{detail} {denial.next_step}",
+    }
+    headers = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
+    return 403, headers, json.dumps(body).encode()
 
 
 def denial_response(
@@ -244,6 +323,15 @@ class GuardMiddleware:
         ):
             await self._refuse(scope, send, auth, started, forbidden=True)
             return
+        if (
+            auth.via_cookie
+            and scope["method"] not in SAFE_METHODS
+            and path.startswith(CONTROL_WRITE_PREFIXES)
+        ):
+            detail = cross_site_refusal(scope, scope[RESOLUTION_KEY], gateway.live.allowed_origins)
+            if detail is not None:
+                await self._refuse_cross_site(scope, send, detail, started)
+                return
         decision = "public" if auth.state == "anonymous" else auth.state
         # A bad or locked-out credential on a public route is still a refused attempt.
         failure = auth.denial.metric_label if auth.denial is not None else None
@@ -283,6 +371,18 @@ class GuardMiddleware:
         self.gateway.metrics.auth_failure(reason.metric_label)
         self.gateway.metrics.observe_request("http", "denied", elapsed)
         self._log(scope, "denied", status, elapsed, reason=reason.metric_label)
+
+    async def _refuse_cross_site(
+        self, scope: Scope, send: Send, detail: str, started: float
+    ) -> None:
+        status, headers, body = cross_site_response(detail)
+        label = Denial.CROSS_SITE_WRITE.metric_label
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        elapsed = time.perf_counter() - started
+        self.gateway.metrics.auth_failure(label)
+        self.gateway.metrics.observe_request("http", "denied", elapsed)
+        self._log(scope, "denied", status, elapsed, reason=label)
 
     def _log(
         self, scope: Scope, decision: str, status: int, elapsed: float, **extra: object

@@ -7,15 +7,23 @@ by ``ClientResolutionMiddleware``; the dedicated listener (``metrics.port``)
 runs in the ``edge serve`` process, outside the workers, so it resolves the
 client itself (trusting no proxy: scrapers reach it directly) and renders what
 every worker wrote.
+
+A wrong ``metrics.bearer_token`` is a guess at a secret like any other: it
+counts towards the per-address lockout (in the pairing store, so every worker,
+replica and the listener see the same lockout) and towards
+``edge_auth_failures_total{reason="metrics_token_mismatch"}``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
+import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
+from prometheus_client import CollectorRegistry, Counter
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -23,29 +31,104 @@ from starlette.routing import Route
 
 from edge.config import Settings
 from edge.gateway.context import PEER_OWNER_KEY, RESOLUTION_KEY
-from edge.gateway.guard import _bearer
+from edge.gateway.guard import bearer_header
 from edge.gateway.runtime import LiveConfig, live_config
+from edge.logs import silence_protocol_content
 from edge.metrics import render_exposition
 from edge.net import NOT_LOOKED_UP, PeerOwner, Resolution, resolve
 from edge.net.address import parse_ip
+from edge.pairing.denials import Denial
+from edge.pairing.store import Store, StoreError, open_store
 from edge.pairing.tokens import secrets_equal
 
 Renderer = Callable[[], tuple[bytes, str]]
+MISMATCH = Denial.METRICS_TOKEN_MISMATCH.metric_label
+
+
+class Guesses(Protocol):
+    """Where failed attempts are counted: ``PairingService`` on the gateway's port."""
+
+    def lockout_remaining(self, client_key: str) -> float: ...
+
+    def record_failure(self, client_key: str) -> bool: ...
+
+
+class StoreGuesses:
+    """``Guesses`` straight on the pairing store, for the listener (which has no service).
+
+    The store is opened on the first wrong guess, not at start: a listener that
+    is only ever scraped correctly never touches it.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._store: Store | None = None
+        self._lock = threading.Lock()
+
+    def _open(self) -> Store:
+        with self._lock:
+            if self._store is None:
+                self._store = open_store(self._settings.store.url, self._settings.data_dir)
+            return self._store
+
+    def lockout_remaining(self, client_key: str) -> float:
+        if self._store is None:
+            return 0.0
+        try:
+            return max(0.0, self._store.locked_until(client_key) - time.time())
+        except StoreError:
+            return 0.0
+
+    def record_failure(self, client_key: str) -> bool:
+        limit = self._settings.auth.rate_limit
+        until = self._open().record_failure(
+            client_key,
+            now=time.time(),
+            window=limit.window,
+            threshold=limit.failures,
+            lockout=limit.lockout,
+        )
+        return until is not None
 
 
 def metrics_allowed(live: LiveConfig, resolution: Resolution, scope: Any) -> bool:
     """Local clients, ``metrics.allowed_networks``, or ``metrics.bearer_token``."""
+    return _judge(live, resolution, scope) in ("open", "token")
+
+
+def _judge(live: LiveConfig, resolution: Resolution, scope: Any) -> str:
+    """``open`` (local or allowed network), ``token`` (right one), ``missing`` or ``mismatch``."""
     if resolution.local:
-        return True
+        return "open"
     ip = parse_ip(resolution.client_ip) if resolution.client_ip else None
     if ip is not None and ip in live.metrics_networks:
-        return True
+        return "open"
+    # The header only: a browser's session cookie is no guess at the metrics token.
+    presented = bearer_header(scope)
+    if presented is None:
+        return "missing"
     expected = live.settings.metrics.bearer_token
-    presented = _bearer(scope)
-    return bool(expected and presented and secrets_equal(presented, expected))
+    if expected and secrets_equal(presented, expected):
+        return "token"
+    return "mismatch"
 
 
-def _refusal() -> Response:
+def _refusal(retry_after: float = 0.0) -> Response:
+    headers = {"www-authenticate": 'Bearer realm="edge-metrics"', "cache-control": "no-store"}
+    if retry_after > 0:
+        headers["retry-after"] = str(int(retry_after) + 1)
+        return JSONResponse(
+            {
+                "error": "unauthorized",
+                "reason": Denial.RATE_LIMITED.metric_label,
+                "detail": (
+                    "Too many wrong metrics.bearer_token guesses from this address. "
+                    f"{Denial.RATE_LIMITED.next_step}"
+                ),
+            },
+            status_code=401,
+            headers=headers,
+        )
     return JSONResponse(
         {
             "error": "unauthorized",
@@ -57,13 +140,18 @@ def _refusal() -> Response:
             ),
         },
         status_code=401,
-        headers={"www-authenticate": 'Bearer realm="edge-metrics"', "cache-control": "no-store"},
+        headers=headers,
     )
 
 
 def metrics_endpoint(
-    live: Callable[[], LiveConfig], render: Renderer
+    live: Callable[[], LiveConfig],
+    render: Renderer,
+    guesses: Guesses,
+    count_failure: Callable[[str], None],
 ) -> Callable[[Request], Awaitable[Response]]:
+    """The endpoint; ``guesses`` keeps the lockout, ``count_failure`` the refusal metric."""
+
     async def endpoint(request: Request) -> Response:
         config = live()
         resolution = request.scope.get(RESOLUTION_KEY)
@@ -76,8 +164,21 @@ def metrics_endpoint(
                 scheme=request.scope.get("scheme", "http"),
                 peer_owner=owner if isinstance(owner, PeerOwner) else NOT_LOOKED_UP,
             )
-        if not metrics_allowed(config, resolution, request.scope):
+        verdict = _judge(config, resolution, request.scope)
+        if verdict == "missing":
             return _refusal()
+        if verdict != "open":
+            # A presented token: a locked-out address does not get in even by guessing right.
+            key = resolution.client_ip or "unix"
+            remaining = guesses.lockout_remaining(key)
+            if remaining > 0:
+                count_failure(Denial.RATE_LIMITED.metric_label)
+                return _refusal(remaining)
+            if verdict == "mismatch":
+                count_failure(MISMATCH)
+                with contextlib.suppress(StoreError):  # refused all the same while it is down
+                    guesses.record_failure(key)
+                return _refusal()
         data, content_type = render()
         return Response(data, headers={"content-type": content_type, "cache-control": "no-store"})
 
@@ -95,7 +196,20 @@ def listener_app(settings: Settings) -> Starlette:
         update={"proxy": settings.proxy.model_copy(update={"trusted_proxies": []})}
     )
     live = live_config(direct)
-    endpoint = metrics_endpoint(lambda: live, render_exposition)
+    # This process is no worker: its refusals land in the shared directory through a
+    # counter of its own, which the exposition adds to the workers' ones.
+    failures = Counter(
+        "edge_auth_failures",
+        "Refused authentications by reason.",
+        ["reason"],
+        registry=CollectorRegistry(),
+    )
+    endpoint = metrics_endpoint(
+        lambda: live,
+        render_exposition,
+        StoreGuesses(settings),
+        lambda reason: failures.labels(reason=reason).inc(),
+    )
     return Starlette(routes=[Route(settings.metrics.path, endpoint)])
 
 
@@ -135,6 +249,7 @@ def serve_listener(
         http=HTTP_PROTOCOL,  # a local scraper is local here too: its owner is looked up
         **uvicorn_settings,  # type: ignore[arg-type]
     )
+    silence_protocol_content()  # after Config: it has just (re)configured uvicorn's loggers
     server = uvicorn.Server(config)
     thread = threading.Thread(
         target=server.run, kwargs={"sockets": [sock]}, name="edge-metrics-listener", daemon=True

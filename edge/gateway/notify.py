@@ -386,7 +386,7 @@ class Notifier:
         headers = {
             "content-type": "application/json",
             TIMESTAMP_HEADER: str(timestamp),
-            SIGNATURE_HEADER: sign(webhook.secret, timestamp, delivery.body),
+            SIGNATURE_HEADER: sign(webhook.signing_secret, timestamp, delivery.body),
             EVENT_ID_HEADER: delivery.event_id,
             EVENT_TYPE_HEADER: delivery.event_type,
             ATTEMPT_HEADER: str(attempt),

@@ -20,6 +20,7 @@ def device_json(device: Device) -> dict[str, Any]:
     return {
         "id": device.id,
         "name": device.name,
+        "user": device.user,
         "role": str(device.role),
         "status": device.status,
         "createdAt": _ms(device.created_at),

@@ -31,6 +31,8 @@ CLOSE_TOO_BIG = 1009
 CLOSE_RESTART = 1012
 CLOSE_TRY_AGAIN = 1013
 _CLOSING_EVENTS = frozenset({"device.revoked", "device.expired"})
+# Changes a live socket's cached device must pick up (what upstream sockets assert).
+_REFRESHING_EVENTS = frozenset({"device.renamed", "device.user_assigned"})
 
 
 class ControlConnection:
@@ -153,7 +155,7 @@ class SocketHub:
             if event.type in _CLOSING_EVENTS and isinstance(device_id, str):
                 for conn in list(self._by_device.get(device_id, ())):
                     self._spawn(conn.deny(Denial.DEVICE_REVOKED))
-            if event.type == "device.renamed" and isinstance(device_id, str):
+            if event.type in _REFRESHING_EVENTS and isinstance(device_id, str):
                 self._refresh_devices(device_id)
             frame = event_frame(event)
             for peers in self._by_device.values():

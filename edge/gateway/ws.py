@@ -19,6 +19,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from edge.gateway import bounded_json
 from edge.gateway.admin import AdminError, call_admin_method
 from edge.gateway.context import AuthState, resolution_of
+from edge.gateway.forwarding.headers import session_cookie
 from edge.gateway.origins import origin_allowed
 from edge.gateway.serialize import device_json
 from edge.gateway.sockets import CLOSE_TOO_BIG, CLOSE_TRY_AGAIN, ControlConnection
@@ -148,10 +149,13 @@ class ControlSocket:
             self._refused(Denial.INVALID_HANDSHAKE, started, client=resolution.client_ip)
             await conn.deny(Denial.INVALID_HANDSHAKE)
             return False
+        cookie = None if resolution.local else session_cookie(websocket.scope["headers"])
         try:
-            outcome = await asyncio.to_thread(
-                gateway.service.connect,
-                frame=frame,
+            outcome, from_cookie = await asyncio.to_thread(
+                _connect,
+                gateway,
+                frame,
+                cookie,
                 nonce=nonce,
                 client_ip=resolution.client_ip,
                 local=resolution.local,
@@ -165,7 +169,7 @@ class ControlSocket:
         if isinstance(outcome, Denied):
             await self._deny(conn, outcome, started)
             return False
-        await self._hello(conn, outcome, started)
+        await self._hello(conn, outcome, started, token_in_cookie=from_cookie)
         return True
 
     async def _deny(self, conn: ControlConnection, outcome: Denied, started: float) -> None:
@@ -184,17 +188,22 @@ class ControlSocket:
         self._refused(denial, started, client=conn.client_ip, detail=outcome.detail)
         await conn.deny(denial)
 
-    async def _hello(self, conn: ControlConnection, outcome: Admitted, started: float) -> None:
+    async def _hello(
+        self, conn: ControlConnection, outcome: Admitted, started: float, *, token_in_cookie: bool
+    ) -> None:
         device = outcome.device
         self.gateway.hub.admit(conn, device)
-        await conn.send_json(
-            {
-                "type": "hello",
-                "device": {"id": device.id, "name": device.name, "role": str(device.role)},
-                "deviceToken": outcome.device_token,
-                "client": {"ip": conn.client_ip, "local": conn.local},
-            }
-        )
+        hello: dict[str, Any] = {
+            "type": "hello",
+            "device": {"id": device.id, "name": device.name, "role": str(device.role)},
+            "deviceToken": outcome.device_token,
+            "client": {"ip": conn.client_ip, "local": conn.local},
+        }
+        if token_in_cookie:
+            # The browser authenticated with its HttpOnly cookie: echoing the token here
+            # would hand it to page script, which the cookie exists to keep it from.
+            del hello["deviceToken"]
+        await conn.send_json(hello)
         decision = "local" if conn.local else "paired"
         self.gateway.metrics.observe_request("websocket", decision, time.perf_counter() - started)
         logger.info(
@@ -253,6 +262,30 @@ class ControlSocket:
 
 def _error_res(req_id: Any, code: str, message: str) -> dict[str, Any]:
     return {"type": "res", "id": req_id, "ok": False, "error": {"code": code, "message": message}}
+
+
+def _connect(
+    gateway: Gateway, frame: dict[str, Any], cookie: str | None, **context: Any
+) -> tuple[Admitted | Denied, bool]:
+    """``service.connect``, with the session cookie standing in for an empty ``auth``.
+
+    A paired browser keeps its device token only in the HttpOnly cookie and
+    connects with ``auth: {}`` and its device key: the cookie on the upgrade
+    request is then its ``deviceToken``, the device signature is checked all
+    the same, and the origin check keeps other sites' pages out. A cookie that
+    belongs to another device (one this browser had before starting over) is
+    not this device's credential and is left out. Runs in a worker thread: the
+    store may block.
+    """
+    device = frame.get("device")
+    device_id = device.get("id") if isinstance(device, dict) else None
+    from_cookie = False
+    if cookie is not None and frame.get("auth") in (None, {}) and isinstance(device_id, str):
+        holder = gateway.service.token_holder(cookie)  # a device id, compared as one
+        from_cookie = holder is not None and holder == device_id
+    if from_cookie:
+        frame = {**frame, "auth": {"deviceToken": cookie}}
+    return gateway.service.connect(frame=frame, **context), from_cookie
 
 
 def _parse_connect(text: str | None) -> dict[str, Any] | None:

@@ -36,6 +36,12 @@ class Denial(enum.Enum):
     DEVICE_REVOKED = ("device revoked", "device_revoked", False)
     CREDENTIALS_MISSING = ("unauthorized: credentials missing", "credentials_missing", False)
     ROLE_FORBIDDEN = ("forbidden: admin role required", "role_forbidden", False)
+    METRICS_TOKEN_MISMATCH = (
+        "unauthorized: metrics token mismatch",
+        "metrics_token_mismatch",
+        True,
+    )
+    CROSS_SITE_WRITE = ("forbidden: cross-site request", "cross_site_write", False)
 
     @property
     def reason(self) -> str:
@@ -55,7 +61,7 @@ class Denial(enum.Enum):
     @property
     def http_status(self) -> int:
         """The HTTP status for this refusal: 403 for a known caller lacking a role, else 401."""
-        return 403 if self is Denial.ROLE_FORBIDDEN else 401
+        return 403 if self in (Denial.ROLE_FORBIDDEN, Denial.CROSS_SITE_WRITE) else 401
 
     @property
     def next_step(self) -> str:
@@ -119,6 +125,15 @@ _NEXT_STEPS: dict[Denial, str] = {
     ),
     Denial.ROLE_FORBIDDEN: (
         "Use an admin device, or ask an operator to approve this device as admin."
+    ),
+    Denial.METRICS_TOKEN_MISMATCH: (
+        "Give the scraper the value of metrics.bearer_token (Authorization: Bearer <token>), or "
+        "scrape from metrics.allowed_networks."
+    ),
+    Denial.CROSS_SITE_WRITE: (
+        "Make the change from the dashboard at the gateway's own address (or an origin listed "
+        "in auth.allowed_origins) with a JSON body, or send `Authorization: Bearer <device "
+        "token>` instead of the session cookie."
     ),
 }
 

@@ -7,6 +7,7 @@ the event that describes it.
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
@@ -15,6 +16,20 @@ PAIRED: Final = "paired"
 REVOKED: Final = "revoked"
 NOT_PAIRED: Final = "not-paired"
 ROLE_UPGRADE: Final = "role-upgrade"
+# An operator-assigned login: what upstream apps see as the user. Lowercase so that
+# ``Alice`` and ``alice`` can never be two people to an app that folds case.
+USER_PATTERN: Final = re.compile(r"[a-z0-9][a-z0-9._@-]{0,63}")
+USER_RULE: Final = (
+    "a user name is 1-64 characters of a-z, 0-9, '.', '_', '@' or '-', starting with a "
+    "letter or digit"
+)
+
+
+def valid_user(text: object) -> str | None:
+    """``text`` when it is a well-formed user name, else None."""
+    if isinstance(text, str) and USER_PATTERN.fullmatch(text):
+        return text
+    return None
 
 
 class Role(enum.StrEnum):
@@ -42,6 +57,10 @@ class Device:
     ``token_hash`` is None between approval and the device's next connect,
     where it receives its device token. A revoked device keeps its token hash so
     that its token is answered with ``device revoked`` rather than ``invalid``.
+
+    ``user`` is the login an operator assigned (several devices of one person
+    share it); ``name`` is what the device calls itself and is never an
+    identity to anyone.
     """
 
     id: str
@@ -55,6 +74,7 @@ class Device:
     last_seen_at: float | None = None
     last_ip: str | None = None
     revoked_at: float | None = None
+    user: str | None = None
 
     @property
     def is_paired(self) -> bool:
@@ -63,7 +83,7 @@ class Device:
     def __repr__(self) -> str:  # keeps the token hash out of logs and tracebacks
         return (
             f"Device(id={self.id[:12]!r}, name={self.name!r}, role={self.role.value!r}, "
-            f"status={self.status!r})"
+            f"user={self.user!r}, status={self.status!r})"
         )
 
 
@@ -145,12 +165,14 @@ def approved_device(
     approved_by: str,
     now: float,
     token_hash: str | None = None,
+    user: str | None = None,
 ) -> Device:
     """The device record after an approval (request, invite or local client).
 
     A device that is still paired keeps its name (an operator may have renamed
-    it), creation time and, unless ``token_hash`` is given, its token. A new or
-    revoked device starts afresh: its old token stays dead.
+    it), creation time, assigned user unless ``user`` is given and, unless
+    ``token_hash`` is given, its token. A new or revoked device starts afresh:
+    its old token stays dead and only an explicit ``user`` is assigned.
     """
     if existing is not None and existing.is_paired:
         return Device(
@@ -164,6 +186,7 @@ def approved_device(
             approved_by=approved_by,
             last_seen_at=existing.last_seen_at,
             last_ip=existing.last_ip,
+            user=existing.user if user is None else user,
         )
     return Device(
         id=device_id,
@@ -176,6 +199,7 @@ def approved_device(
         approved_by=approved_by,
         last_seen_at=existing.last_seen_at if existing else None,
         last_ip=existing.last_ip if existing else None,
+        user=user,
     )
 
 
@@ -198,6 +222,7 @@ def device_event_data(device: Device, actor: str, **extra: object) -> dict[str, 
         "device_id": device.id,
         "name": device.name,
         "role": device.role.value,
+        "user": device.user,
         "actor": actor,
         **extra,
     }

@@ -638,6 +638,7 @@ def _parse_device(raw: str) -> Device:
         last_seen_at=_time(data, "last_seen_at", optional=True),
         last_ip=_text(data, "last_ip", optional=True),
         revoked_at=_time(data, "revoked_at", optional=True),
+        user=_text(data, "user", optional=True),  # absent in records from before users
     )
 
 
@@ -1000,6 +1001,24 @@ class RedisStore:
 
         return self._transact("revoke a device", step)
 
+    def assign_user(
+        self, device_id: str, user: str | None, *, actor: str, now: float
+    ) -> Device | None:
+        def step(plan: _Plan) -> Device | None:
+            device, raw = self._read_device(device_id)
+            if device is None:
+                return None
+            assigned = replace(device, user=user)
+            self._put_device(plan, assigned, device, raw)
+            plan.event(
+                "device.user_assigned",
+                device_event_data(assigned, actor, previous_user=device.user),
+                now,
+            )
+            return assigned
+
+        return self._transact("assign a user", step)
+
     def rename_device(self, device_id: str, name: str, *, actor: str, now: float) -> Device | None:
         def step(plan: _Plan) -> Device | None:
             device, raw = self._read_device(device_id)
@@ -1152,7 +1171,14 @@ class RedisStore:
         return sorted(requests, key=lambda r: (r.created_at, r.id))
 
     def resolve_request(
-        self, request_id: str, *, approve: bool, role: Role | None, actor: str, now: float
+        self,
+        request_id: str,
+        *,
+        approve: bool,
+        role: Role | None,
+        actor: str,
+        now: float,
+        user: str | None = None,
     ) -> Resolution:
         def step(plan: _Plan) -> Resolution:
             raw = self._get(self._keys.request(request_id))
@@ -1187,6 +1213,7 @@ class RedisStore:
                 role=granted,
                 approved_by=actor,
                 now=now,
+                user=user,
             )
             self._put_device(plan, device, existing, device_raw)
             self._settle(plan, stored, raw, "approved", actor, now, granted_role=granted.value)

@@ -34,12 +34,14 @@ from edge.pairing.models import (
     NOT_PAIRED,
     REVOKED,
     ROLE_UPGRADE,
+    USER_RULE,
     Device,
     Event,
     Invite,
     PairingRequest,
     Role,
     approved_device,
+    valid_user,
 )
 from edge.pairing.store import (
     PendingCapHit,
@@ -574,6 +576,17 @@ class PairingService:
         self.touch(device.id, client_ip)
         return device
 
+    def token_holder(self, device_token: str) -> str | None:
+        """The id of the device ``device_token`` belongs to (paired or revoked), or None.
+
+        Lets the control socket tell a browser's own session cookie from one a
+        previous device of that browser left behind.
+        """
+        if not isinstance(device_token, str) or not 0 < len(device_token) <= MAX_SECRET_CHARS:
+            return None
+        device = self._device_for_token_hash(hash_secret(device_token))
+        return device.id if device is not None else None
+
     def _device_for_token_hash(self, token_hash: str) -> Device | None:
         now = time.monotonic()
         # Read without the lock (one dict read is atomic; writers take it). Hits do not
@@ -621,27 +634,66 @@ class PairingService:
 
     # -- operator actions ---------------------------------------------------------------------
 
-    def approve(self, request_id: str, *, role: Role | None = None, actor: str) -> Device:
-        """Pair the requesting device (role: the requested one unless given)."""
+    def approve(
+        self,
+        request_id: str,
+        *,
+        role: Role | None = None,
+        actor: str,
+        user: str | None = None,
+    ) -> Device:
+        """Pair the requesting device (role: the requested one unless given).
+
+        ``user`` assigns the login upstream apps will know the device by, in
+        the same write as the approval, so the device is never admitted under
+        a provisional identity.
+        """
         if role is not None and not isinstance(role, Role):
             raise InvalidValue(f'role must be "admin" or "user", not {role!r}')
-        resolution = self._resolve(request_id, approve=True, role=role, actor=actor)
+        if user is not None and valid_user(user) is None:
+            raise InvalidValue(f"{user!r} is not a user name: {USER_RULE}")
+        resolution = self._resolve(request_id, approve=True, role=role, actor=actor, user=user)
         assert resolution.device is not None  # an approval always pairs a device
         return resolution.device
 
-    def approve_latest(self, *, role: Role | None = None, actor: str) -> Device:
+    def approve_latest(
+        self, *, role: Role | None = None, actor: str, user: str | None = None
+    ) -> Device:
         requests = self.list_requests()
         if not requests:
             raise NotFound("there are no pending pairing requests")
         newest = max(requests, key=lambda request: (request.created_at, request.id))
-        return self.approve(newest.id, role=role, actor=actor)
+        return self.approve(newest.id, role=role, actor=actor, user=user)
 
     def reject(self, request_id: str, *, actor: str) -> PairingRequest:
         resolution = self._resolve(request_id, approve=False, role=None, actor=actor)
         assert resolution.request is not None
         return resolution.request
 
-    def _resolve(self, request_id: str, *, approve: bool, role: Role | None, actor: str) -> _Done:
+    def assign_user(self, device_id: str, user: str | None, *, actor: str) -> Device:
+        """Give a device the login upstream apps know it by (None: back to its device id).
+
+        Several devices of one person share a user; the name a device chose for
+        itself never becomes one.
+        """
+        if user is not None and valid_user(user) is None:
+            raise InvalidValue(f"{user!r} is not a user name: {USER_RULE}")
+        device = self.find_device(device_id)
+        assigned = self.store.assign_user(device.id, user, actor=actor, now=self._clock())
+        self._forget_device(device.id)
+        if assigned is None:
+            raise NotFound(f"device {_describe(device)} was removed meanwhile")
+        return assigned
+
+    def _resolve(
+        self,
+        request_id: str,
+        *,
+        approve: bool,
+        role: Role | None,
+        actor: str,
+        user: str | None = None,
+    ) -> _Done:
         normalized = normalize_request_id(request_id)
         if normalized is None:
             raise InvalidValue(
@@ -649,7 +701,7 @@ class PairingService:
                 "`edge devices list` shows them)"
             )
         result = self.store.resolve_request(
-            normalized, approve=approve, role=role, actor=actor, now=self._clock()
+            normalized, approve=approve, role=role, actor=actor, now=self._clock(), user=user
         )
         if result.status is ResolveStatus.NOT_FOUND:
             raise NotFound(

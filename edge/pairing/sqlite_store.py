@@ -133,6 +133,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "DROP INDEX requests_pending_client",
         "CREATE INDEX requests_pending_client ON requests(client_key) WHERE status = 'pending'",
     ),
+    # 2 -> 3: the operator-assigned user (Remote-User to upstreams); existing devices have none.
+    ("ALTER TABLE devices ADD COLUMN assigned_user TEXT",),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -440,6 +442,7 @@ class SqliteStore:
             last_seen_at=row["last_seen_at"],
             last_ip=row["last_ip"],
             revoked_at=row["revoked_at"],
+            user=row["assigned_user"],
         )
 
     def _request(self, row: sqlite3.Row) -> PairingRequest:
@@ -478,13 +481,14 @@ class SqliteStore:
     def _upsert_device(conn: sqlite3.Connection, device: Device) -> None:
         conn.execute(
             "INSERT INTO devices (id, public_key, name, role, status, token_hash, created_at, "
-            "approved_by, last_seen_at, last_ip, revoked_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "approved_by, last_seen_at, last_ip, revoked_at, assigned_user) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT(id) DO UPDATE SET public_key = excluded.public_key, "
             "name = excluded.name, role = excluded.role, status = excluded.status, "
             "token_hash = excluded.token_hash, created_at = excluded.created_at, "
             "approved_by = excluded.approved_by, last_seen_at = excluded.last_seen_at, "
-            "last_ip = excluded.last_ip, revoked_at = excluded.revoked_at",
+            "last_ip = excluded.last_ip, revoked_at = excluded.revoked_at, "
+            "assigned_user = excluded.assigned_user",
             (
                 device.id,
                 device.public_key,
@@ -497,6 +501,7 @@ class SqliteStore:
                 device.last_seen_at,
                 device.last_ip,
                 device.revoked_at,
+                device.user,
             ),
         )
 
@@ -602,6 +607,23 @@ class SqliteStore:
             self._append(conn, "device.revoked", device_event_data(device, actor), now)
             self._settle_pending_of(conn, device_id, "rejected", actor, now)
         return replace(device, status=REVOKED, revoked_at=now)
+
+    def assign_user(
+        self, device_id: str, user: str | None, *, actor: str, now: float
+    ) -> Device | None:
+        with self._write("assign a user") as conn:
+            device = self._device_in(conn, device_id)
+            if device is None:
+                return None
+            conn.execute("UPDATE devices SET assigned_user = ? WHERE id = ?", (user, device_id))
+            assigned = replace(device, user=user)
+            self._append(
+                conn,
+                "device.user_assigned",
+                device_event_data(assigned, actor, previous_user=device.user),
+                now,
+            )
+        return assigned
 
     def rename_device(self, device_id: str, name: str, *, actor: str, now: float) -> Device | None:
         with self._write("rename a device") as conn:
@@ -756,7 +778,14 @@ class SqliteStore:
         return [self._request(row) for row in rows]
 
     def resolve_request(
-        self, request_id: str, *, approve: bool, role: Role | None, actor: str, now: float
+        self,
+        request_id: str,
+        *,
+        approve: bool,
+        role: Role | None,
+        actor: str,
+        now: float,
+        user: str | None = None,
     ) -> Resolution:
         with self._write("resolve a pairing request") as conn:
             row = conn.execute(
@@ -793,6 +822,7 @@ class SqliteStore:
                 role=granted,
                 approved_by=actor,
                 now=now,
+                user=user,
             )
             self._upsert_device(conn, device)
             self._settle(conn, request, "approved", actor, now, granted_role=granted.value)

@@ -144,7 +144,8 @@ class Store(Protocol):
     request, ``pairing.resolved`` (approved); ``replace_token`` ->
     ``device.token_rotated``; ``revoke_device`` -> ``device.revoked`` (plus
     ``pairing.resolved`` rejected for its pending request); ``rename_device``
-    -> ``device.renamed``; ``expire_idle_devices`` -> ``device.expired``;
+    -> ``device.renamed``; ``assign_user`` -> ``device.user_assigned``;
+    ``expire_idle_devices`` -> ``device.expired``;
     ``open_request`` -> ``pairing.requested`` (also when a refresh changed the
     role, reason or name, with ``refreshed: true``); ``resolve_request`` and
     ``expire_requests`` -> ``pairing.resolved`` with ``decision``;
@@ -195,6 +196,15 @@ class Store(Protocol):
         """Mark a paired device revoked (its token hash is kept); None if missing or revoked."""
         ...
 
+    def assign_user(
+        self, device_id: str, user: str | None, *, actor: str, now: float
+    ) -> Device | None:
+        """Set (or with None clear) the device's operator-assigned user; ``device.user_assigned``.
+
+        None when there is no such device.
+        """
+        ...
+
     def rename_device(self, device_id: str, name: str, *, actor: str, now: float) -> Device | None:
         """None when the device does not exist."""
         ...
@@ -232,13 +242,21 @@ class Store(Protocol):
         ...
 
     def resolve_request(
-        self, request_id: str, *, approve: bool, role: Role | None, actor: str, now: float
+        self,
+        request_id: str,
+        *,
+        approve: bool,
+        role: Role | None,
+        actor: str,
+        now: float,
+        user: str | None = None,
     ) -> Resolution:
         """Atomically take a pending request: at most one caller ever gets RESOLVED.
 
         Approval pairs the device (``models.approved_device`` with
-        ``models.approval_role``). An expired pending request is settled as
-        expired and reported EXPIRED.
+        ``models.approval_role``), assigning ``user`` when given in the same
+        write. An expired pending request is settled as expired and reported
+        EXPIRED.
         """
         ...
 
@@ -362,14 +380,22 @@ def sqlite_path_of(url: str | None, data_dir: Path) -> Path | None:
 
 
 def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***``, for messages and logs."""
+    """``url`` with any password (user part or ``?password=``) as ``***``, for output and logs."""
     try:
         parts = urlsplit(url)
-        if parts.password is None:
+        if parts.password is None and "password=" not in parts.query:
             return url
-        netloc = parts.netloc.rsplit("@", 1)[1]
-        user = parts.username or ""
-        return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+        if parts.password is not None:
+            netloc = parts.netloc.rsplit("@", 1)[1]
+            user = parts.username or ""
+            parts = parts._replace(netloc=f"{user}:***@{netloc}")
+        if "password=" in parts.query:
+            query = "&".join(
+                "password=***" if pair.startswith("password=") else pair
+                for pair in parts.query.split("&")
+            )
+            parts = parts._replace(query=query)
+        return urlunsplit(parts)
     except ValueError:
         return "<unparseable url>"
 

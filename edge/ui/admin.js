@@ -16,6 +16,8 @@ const INVITE_TTLS = [
   { seconds: 604800, label: "7 days" },
 ];
 
+// The gateway's rule for an operator-assigned user (edge/pairing/models.py USER_PATTERN).
+const USER_PATTERN = /^[a-z0-9][a-z0-9._@-]{0,63}$/;
 const DECISION_WORDS = { approved: "approved", rejected: "rejected", expired: "expired" };
 
 function describeError(error) {
@@ -43,6 +45,8 @@ export class AdminPanel {
     this.selfId = null;
     this.renaming = null;
     this.renameDraft = "";
+    // Per pending request: the user typed in its approve row, kept across re-renders.
+    this.userDrafts = new Map();
     this.confirmingRevoke = null;
     this.lastInvite = null;
     this.refreshTimer = null;
@@ -81,6 +85,7 @@ export class AdminPanel {
     this.invites.clear();
     this.renaming = null;
     this.renameDraft = "";
+    this.userDrafts.clear();
     this.confirmingRevoke = null;
   }
 
@@ -216,6 +221,7 @@ export class AdminPanel {
         el("dt", {}, "Device"),
         el("dd", { class: "mono", title: item.deviceId || "" }, shortId(item.deviceId)),
       ),
+      this.userField(id),
       el(
         "div",
         { class: "actions" },
@@ -267,12 +273,48 @@ export class AdminPanel {
     }
   }
 
+  /**
+   * The login upstream apps will know the device by (Remote-User). The name a
+   * device chose is never that login, so the operator types it here; empty
+   * leaves the device id.
+   */
+  userField(id) {
+    const input = el("input", {
+      id: `approve-login-${id}`,
+      type: "text",
+      maxlength: "64",
+      autocomplete: "off",
+      spellcheck: "false",
+      placeholder: "e.g. alice",
+      value: this.userDrafts.get(id) || "",
+      dataset: { testid: `approve-login-${id}` },
+    });
+    input.addEventListener("input", () => {
+      this.userDrafts.set(id, input.value);
+    });
+    return el(
+      "div",
+      { class: "actions user-field" },
+      el("label", { for: `approve-login-${id}` }, "User for upstream apps (optional)"),
+      input,
+    );
+  }
+
   async approve(requestId, role) {
+    const user = (this.userDrafts.get(requestId) || "").trim();
+    if (user && !USER_PATTERN.test(user)) {
+      this.say(`“${user}” is not a user name: use a-z, 0-9, '.', '_', '@' or '-' (at most 64), starting with a letter or digit.`, "error");
+      this.focusTestId(`approve-login-${requestId}`);
+      return;
+    }
+    const params = user ? { requestId, role, user } : { requestId, role };
     const done = await this.act(
-      () => this.request("devices.approve", { requestId, role }),
-      (device) => `Approved ${device && device.name ? device.name : requestId} as ${role}.`,
+      () => this.request("devices.approve", params),
+      (device) =>
+        `Approved ${device && device.name ? device.name : requestId} as ${role}${device && device.user ? `, user ${device.user}` : ""}.`,
     );
     if (done) {
+      this.userDrafts.delete(requestId);
       this.requests.delete(requestId);
       if (done.id) {
         this.devices.set(done.id, done);
@@ -335,6 +377,8 @@ export class AdminPanel {
         el("dd", { title: absoluteTime(device.lastSeenAt) }, age(device.lastSeenAt)),
         el("dt", {}, "Last address"),
         el("dd", { class: "mono" }, device.lastIp || "unknown"),
+        el("dt", {}, "User"),
+        el("dd", { class: "mono", dataset: { testid: `device-user-${id}` } }, device.user || "— (device id)"),
         el("dt", {}, "Approved by"),
         el("dd", {}, device.approvedBy || "—"),
         el("dt", {}, "Device id"),

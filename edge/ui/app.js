@@ -7,7 +7,12 @@
 //   The one thing read from the fragment is `#invite=<code>`, a credential for
 //   this same origin, which is removed from the address bar at once.
 // - The device key is an Ed25519 CryptoKey generated non-extractable and kept
-//   in IndexedDB (see identity.js). Tokens live in localStorage.
+//   in IndexedDB (see identity.js). No secret is kept where page script can
+//   read it: the device token lives only in the gateway's HttpOnly session
+//   cookie (the page reconnects with its key and that cookie, `auth: {}`), and
+//   a pasted gateway token is dropped once the cookie is set. localStorage
+//   holds only the non-secret `edge.session` marker. A token that an older
+//   version stored is traded for the cookie on load, then deleted.
 // - Text from the gateway is set as text, never as markup.
 //
 // Stable test hooks (data-testid):
@@ -63,7 +68,8 @@ const MAX_TOKEN_LENGTH = 512;
 const INVITE_FRAGMENT = /^#invite=([A-Za-z0-9_.~-]{4,256})$/;
 
 const KEYS = {
-  deviceToken: "edge.deviceToken",
+  session: "edge.session", // "1": the session cookie holds this device's token (not a secret)
+  deviceToken: "edge.deviceToken", // only ever read to migrate what older versions stored
   gatewayToken: "edge.gatewayToken",
   deviceName: "edge.deviceName",
   wantAdmin: "edge.requestAdmin",
@@ -109,6 +115,7 @@ const CLOSE_REASONS = {
     message:
       "This browser is not paired with the gateway yet. Paste the gateway token to ask for approval; on the gateway host, `edge token show` prints it.",
     next: "ask-token",
+    drop: ["session"], // the session cookie is gone (cleared by the browser or never set)
   },
   "unauthorized: gateway token mismatch": {
     state: "token-needed",
@@ -124,7 +131,7 @@ const CLOSE_REASONS = {
     message:
       "It was rotated, or the gateway's data was reset. Asking again with the gateway token; without one, paste it below.",
     next: "retry-now",
-    drop: ["deviceToken"],
+    drop: ["session"],
   },
   "unauthorized: invite invalid": {
     state: "token-needed",
@@ -181,7 +188,7 @@ const CLOSE_REASONS = {
     message:
       "An operator revoked this device, so its token no longer works. To use this browser again, start over: it asks to pair as a new device and an operator approves it.",
     next: "start-over",
-    drop: ["deviceToken"],
+    drop: ["session"],
   },
 };
 
@@ -446,9 +453,8 @@ function renderIdentity() {
 // ---------------------------------------------------------------- connection
 
 function authFor() {
-  const deviceToken = local.get(KEYS.deviceToken);
-  if (deviceToken) {
-    return ["deviceToken", { deviceToken }];
+  if (local.get(KEYS.session) === "1") {
+    return ["session", {}]; // the HttpOnly cookie on the upgrade request carries the token
   }
   const token = local.get(KEYS.gatewayToken);
   if (token) {
@@ -598,12 +604,17 @@ function onHello(frame) {
   attempt = 0;
   clearTimers();
   const client = frame.client || {};
+  // A token comes only on a first pairing (or after the gateway token or an invite):
+  // it goes straight into the HttpOnly cookie and is not kept anywhere page script reads.
   const token = typeof frame.deviceToken === "string" ? frame.deviceToken : "";
-  if (token) {
-    local.set(KEYS.deviceToken, token);
-  }
   if (token && !client.local) {
-    startSession(token).then(refreshWhoami);
+    startSession(token).then((outcome) => {
+      if (outcome === "ok") {
+        local.set(KEYS.session, "1");
+        local.remove(KEYS.gatewayToken);
+      }
+      refreshWhoami();
+    });
   } else {
     refreshWhoami();
   }
@@ -626,17 +637,52 @@ function onHello(frame) {
   }
 }
 
-/** Trade the device token for the HttpOnly session cookie, so plain page loads through the gateway work too. */
+/**
+ * Trade the device token for the HttpOnly session cookie, which from then on is
+ * the only place the token lives: "ok", "refused" (the token is not valid) or
+ * "unreachable".
+ */
 async function startSession(deviceToken) {
   try {
-    await fetch("/api/session", {
+    const response = await fetch("/api/session", {
       method: "POST",
       credentials: "same-origin",
       headers: { authorization: `Bearer ${deviceToken}` },
     });
+    return response.ok ? "ok" : "refused";
   } catch {
-    // The socket works without the cookie; only proxied pages would need it.
+    return "unreachable";
   }
+}
+
+/** Clear the session cookie (a cookie-authenticated write: marked as the dashboard's own JSON call). */
+async function endSession() {
+  try {
+    await fetch("/api/session", {
+      method: "DELETE",
+      credentials: "same-origin",
+      headers: { "content-type": "application/json" },
+    });
+  } catch {
+    // No session cookie to clear.
+  }
+}
+
+/** A device token stored by an older version: into the cookie without pairing again, then gone. */
+async function migrateStoredToken() {
+  const stored = local.get(KEYS.deviceToken);
+  if (!stored) {
+    return;
+  }
+  const outcome = await startSession(stored);
+  if (outcome === "unreachable") {
+    return; // try again on the next load rather than lose the pairing
+  }
+  if (outcome === "ok") {
+    local.set(KEYS.session, "1");
+    local.remove(KEYS.gatewayToken);
+  }
+  local.remove(KEYS.deviceToken);
 }
 
 function onResponse(frame) {
@@ -886,8 +932,10 @@ async function startOver() {
   detachSocket();
   admin.close();
   await deleteIdentity();
+  local.remove(KEYS.session);
   local.remove(KEYS.deviceToken);
   local.remove(KEYS.wantAdmin);
+  await endSession(); // the old device's cookie is no credential of the new key
   hello = null;
   identity = null;
   attempt = 0;
@@ -949,15 +997,11 @@ async function forgetDevice() {
   failPendingRequests("This device was forgotten.");
   admin.close();
   await deleteIdentity();
-  for (const key of [KEYS.deviceToken, KEYS.gatewayToken, KEYS.wantAdmin]) {
+  for (const key of [KEYS.session, KEYS.deviceToken, KEYS.gatewayToken, KEYS.wantAdmin]) {
     local.remove(key);
   }
   session.remove(KEYS.invite);
-  try {
-    await fetch("/api/session", { method: "DELETE", credentials: "same-origin" });
-  } catch {
-    // No session cookie to clear.
-  }
+  await endSession();
   hello = null;
   identity = null;
   renderIdentity();
@@ -1094,6 +1138,7 @@ async function main() {
     showDamagedInvite();
     return;
   }
+  await migrateStoredToken();
   connect();
 }
 

@@ -211,3 +211,22 @@ def test_stay_a_user_withdraws_the_admin_request_and_reconnects_as_user(
     remote.expect_state("connected")
     expect(remote.page.get_by_test_id("device-role")).to_have_text("user")
     assert remote.storage("edge.requestAdmin") is None
+
+
+def test_the_approve_row_assigns_the_user_upstream_apps_see(
+    open_page: PageOpener, gateway: EdgeServer
+) -> None:
+    admin = local_admin(open_page, gateway)
+    remote, request_id = waiting_remote(open_page, gateway, "198.51.100.21", "admin")
+    login = admin.page.get_by_test_id(f"approve-login-{request_id}")
+    login.fill("Not A Login")
+    admin.page.get_by_test_id(f"approve-user-{request_id}").click()
+    expect(admin.page.get_by_test_id("admin-status")).to_contain_text("is not a user name")
+    assert [r["id"] for r in listing(gateway)["requests"]] == [request_id]  # nothing was sent
+    login.fill("carol")
+    admin.page.get_by_test_id(f"approve-user-{request_id}").click()
+    remote.expect_state("connected")
+    device_id = remote.page.get_by_test_id("device-id").inner_text()
+    expect(admin.page.get_by_test_id(f"device-user-{device_id}")).to_have_text("carol")
+    users = {d["id"]: d["user"] for d in listing(gateway)["devices"]}
+    assert users[device_id] == "carol"  # the device that named itself "admin" is carol upstream

@@ -79,7 +79,8 @@ def test_remote_browser_waits_with_its_request_id_and_connects_by_itself_after_c
     paired = {d["id"]: d for d in listing(gateway)["devices"]}
     assert paired[device_id]["name"] == "Alice's laptop"
     assert paired[device_id]["role"] == "user"
-    assert remote.storage("edge.deviceToken")
+    assert remote.storage("edge.deviceToken") is None  # the token lives only in the cookie
+    assert remote.storage("edge.session") == "1"
     expect(page.get_by_test_id("admin-panel")).to_be_hidden()
     expect(page.get_by_test_id("whoami-ip")).to_have_text(REMOTE_IP)
     remote.shoot("connected")
@@ -113,6 +114,9 @@ def test_cli_revocation_turns_the_page_to_revoked(
     remote.shoot("revoked")
 
     page.get_by_test_id("start-over").click()
+    # The gateway token is not kept once a device is paired: the new device asks for it.
+    remote.expect_state("token-needed")
+    ask_to_pair(remote)
     remote.expect_state("waiting")
     expect(page.get_by_test_id("device-id")).not_to_have_text(device_id)
 

@@ -202,8 +202,10 @@ def test_paired_device_and_forbidden_role_are_counted(tmp_path: Path) -> None:
         # The event watcher counts the pairing in the background: let it land before
         # the snapshot, so the diff holds only the two requests.
         eventually(
-            lambda: exposition(app).value("edge_pairing_events_total", event="approved") == 1
-            and exposition(app).value("edge_devices_paired", role="user") == 1,
+            lambda: (
+                exposition(app).value("edge_pairing_events_total", event="approved") == 1
+                and exposition(app).value("edge_devices_paired", role="user") == 1
+            ),
             "the pairing counted",
         )
         before = exposition(app)
@@ -546,6 +548,36 @@ def test_remote_clients_are_refused_without_network_or_token(tmp_path: Path) -> 
         assert response.status_code == 401
         assert response.headers["www-authenticate"].startswith("Bearer")
         assert "edge_" not in response.text
+
+
+def test_wrong_metrics_tokens_are_counted_and_lock_the_address_out(tmp_path: Path) -> None:
+    token = "scrape-token-0123456789"
+    app = make_app(
+        tmp_path,
+        metrics={"bearer_token": token},
+        auth={"token": GATEWAY_TOKEN, "rate_limit": {"failures": 3, "window": 60, "lockout": 300}},
+    )
+    right = {"authorization": f"Bearer {token}"}
+    with client_for(app, REMOTE) as client:
+        for guess in range(3):
+            wrong = client.get("/metrics", headers={"authorization": f"Bearer guess-{guess}"})
+            assert wrong.status_code == 401 and wrong.json()["reason"] == "metrics_forbidden"
+        locked = client.get("/metrics", headers=right)  # the right token, too late
+    assert locked.status_code == 401
+    assert locked.json()["reason"] == "rate_limited"
+    assert int(locked.headers["retry-after"]) > 0
+    # The lockout is per address: another scraper with the token still reads.
+    assert client_for(app, ("198.51.100.9", 1)).get("/metrics", headers=right).status_code == 200
+    # No token at all is no guess, nor is a browser's session cookie: refused, not counted.
+    other = ("198.51.100.10", 1)
+    for _ in range(5):
+        assert client_for(app, other).get("/metrics").status_code == 401
+        session = {"cookie": "edge_session=a-device-token-of-some-browser"}
+        assert client_for(app, other).get("/metrics", headers=session).status_code == 401
+    assert client_for(app, other).get("/metrics", headers=right).status_code == 200
+    metrics = exposition(app)
+    assert metrics.value("edge_auth_failures_total", reason="metrics_token_mismatch") == 3
+    assert metrics.value("edge_auth_failures_total", reason="rate_limited") == 1
 
 
 def test_allowed_networks_read_metrics_and_others_do_not(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from tests.integration.proxies import (
     Caddy,
     Nginx,
     client_from,
+    header_values,
     pair_through,
     running,
     start_caddy,
@@ -146,3 +147,45 @@ def test_forward_auth_decisions_are_in_the_running_servers_metrics(proxies: Prox
     assert samples['edge_requests_total{decision="paired",kind="http"}'] >= 2
     assert samples['edge_auth_failures_total{reason="credentials_missing"}'] >= 2
     assert samples['edge_proxy_headers_total{outcome="trusted"}'] >= 4
+
+
+def test_a_device_naming_itself_admin_reaches_the_app_as_its_assigned_user(
+    proxies: Proxies,
+) -> None:
+    """The name a device chose is never its identity to the app behind either proxy."""
+    impostor = Device("admin")
+    hello = pair_through(
+        proxies.caddy.ws_url,
+        CLIENT,
+        impostor,
+        lambda rid: proxies.edge.cli("devices", "approve", rid, "--user", "alice"),
+    )
+    auth = {"Authorization": f"Bearer {hello['deviceToken']}", "Remote-User": "admin"}
+    clients = proxies.clients()
+    try:
+        for client in clients:
+            echo = client.get("/app/whoami", headers=auth).json()
+            assert header_values(echo, "remote-user") == ["alice"]
+            assert header_values(echo, "x-edge-device-id") == [impostor.id]
+            assert header_values(echo, "remote-groups") == ["user"]
+
+        def users() -> list[list[str]]:
+            return [
+                header_values(c.get("/app/x", headers=auth).json(), "remote-user") for c in clients
+            ]
+
+        # Other processes learn of a CLI change through the event log (within 2 s, as revocations).
+        def settles(expected: list[list[str]]) -> None:
+            deadline = time.monotonic() + 2.0
+            while users() != expected:
+                assert time.monotonic() < deadline, f"still {users()}, not {expected}"
+                time.sleep(0.05)
+
+        # Without an assigned user the app sees the device id, still not the chosen name.
+        proxies.edge.cli("devices", "assign", impostor.id, "-")
+        settles([[impostor.id], [impostor.id]])
+        proxies.edge.cli("devices", "assign", impostor.id[:12], "bob")
+        settles([["bob"], ["bob"]])
+    finally:
+        for client in clients:
+            client.close()

@@ -32,6 +32,8 @@ CONNECT_DENIALS = set(Denial) - {
     Denial.HANDSHAKE_TIMEOUT,
     Denial.CREDENTIALS_MISSING,
     Denial.ROLE_FORBIDDEN,
+    Denial.CROSS_SITE_WRITE,
+    Denial.METRICS_TOKEN_MISMATCH,
 }
 
 

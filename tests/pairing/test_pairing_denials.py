@@ -25,7 +25,12 @@ DESIGN_CLOSE_REASONS = {
     "pairing required",
     "device revoked",
 }
-HTTP_ONLY = {Denial.CREDENTIALS_MISSING, Denial.ROLE_FORBIDDEN}
+HTTP_ONLY = {
+    Denial.CREDENTIALS_MISSING,
+    Denial.ROLE_FORBIDDEN,
+    Denial.CROSS_SITE_WRITE,
+    Denial.METRICS_TOKEN_MISMATCH,
+}
 
 
 def test_socket_close_reasons_are_exactly_the_designed_ones() -> None:
@@ -46,6 +51,7 @@ def test_only_guesses_at_a_secret_count_towards_the_lockout() -> None:
         Denial.DEVICE_TOKEN_INVALID,
         Denial.INVITE_INVALID,
         Denial.DEVICE_SIGNATURE_INVALID,
+        Denial.METRICS_TOKEN_MISMATCH,
     }
 
 
@@ -60,9 +66,10 @@ def test_pairing_required_points_at_the_approve_command() -> None:
     assert "edge devices approve <REQUEST>" in Denial.PAIRING_REQUIRED.next_step
 
 
-def test_only_the_role_refusal_is_forbidden_over_http() -> None:
-    assert Denial.ROLE_FORBIDDEN.http_status == 403
-    assert {d.http_status for d in Denial if d is not Denial.ROLE_FORBIDDEN} == {401}
+def test_only_the_role_and_cross_site_refusals_are_forbidden_over_http() -> None:
+    forbidden = {Denial.ROLE_FORBIDDEN, Denial.CROSS_SITE_WRITE}
+    assert {d.http_status for d in forbidden} == {403}
+    assert {d.http_status for d in Denial if d not in forbidden} == {401}
 
 
 def test_unknown_close_reason_is_not_a_denial() -> None:

@@ -148,6 +148,44 @@ def test_reopening_keeps_the_data_and_runs_no_migration_twice(db_path: Path) -> 
         again.close()
 
 
+def test_a_store_of_schema_1_gains_users_and_keeps_its_devices(db_path: Path) -> None:
+    """A store written before users existed opens with its devices paired and user-less."""
+    db_path.parent.mkdir(mode=0o700)
+    device = _device()
+    conn = sqlite3.connect(db_path)
+    with conn:  # the file exactly as the schema-1 Edge left it
+        for statement in sqlite_store.MIGRATIONS[0]:
+            conn.execute(statement)
+        conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        conn.execute("PRAGMA user_version = 1")
+        conn.execute(
+            "INSERT INTO devices (id, public_key, name, role, status, token_hash, "
+            "created_at, approved_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                device.id,
+                device.public_key,
+                device.name,
+                device.role.value,
+                device.status,
+                device.token_hash,
+                device.created_at,
+                device.approved_by,
+            ),
+        )
+    conn.close()
+    db_path.chmod(0o600)
+    store = SqliteStore(db_path)
+    try:
+        assert _pragma(db_path, "user_version") == SCHEMA_VERSION == 2
+        migrated = store.get_device(device.id)
+        assert migrated == device and migrated.user is None
+        assigned = store.assign_user(device.id, "alice", actor="cli", now=NOW)
+        assert assigned is not None and assigned.user == "alice"
+        assert store.device_for_token(str(device.token_hash)) == assigned
+    finally:
+        store.close()
+
+
 def test_later_migrations_run_in_order_on_an_older_file(
     db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

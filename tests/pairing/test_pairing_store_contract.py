@@ -368,6 +368,47 @@ def test_rename_and_missing_devices(store: Store) -> None:
     assert store.get_device(_device(1).id) == renamed
 
 
+def test_users_are_assigned_at_approval_kept_and_changed_with_events(
+    store: Store, open_store_again: OpenAgain
+) -> None:
+    request = _open(store, _request(1))
+    approved = store.resolve_request(
+        request.id, approve=True, role=None, actor="cli", now=NOW, user="alice"
+    )
+    assert approved.device is not None and approved.device.user == "alice"
+    other = open_store_again()  # what another process reads
+    assert other.get_device(_device(1).id) == approved.device
+    # A later approval of the still-paired device (a role upgrade) keeps the user.
+    upgrade = _open(store, _request(1, role=Role.ADMIN))
+    upgraded = store.resolve_request(upgrade.id, approve=True, role=None, actor="cli", now=NOW)
+    assert upgraded.device is not None
+    assert (upgraded.device.user, upgraded.device.role) == ("alice", Role.ADMIN)
+    # Several devices may share one user.
+    second = _open(store, _request(2))
+    store.resolve_request(second.id, approve=True, role=None, actor="cli", now=NOW, user="alice")
+    assert {d.user for d in store.list_devices()} == {"alice"}
+    reassigned = store.assign_user(_device(1).id, "bob", actor="ops", now=NOW + 1)
+    assert reassigned is not None and reassigned.user == "bob"
+    assert other.get_device(_device(1).id) == reassigned
+    event = store.events_after(0)[-1]
+    assert event.type == "device.user_assigned"
+    assert (event.data["user"], event.data["previous_user"], event.data["actor"]) == (
+        "bob",
+        "alice",
+        "ops",
+    )
+    cleared = store.assign_user(_device(1).id, None, actor="ops", now=NOW + 2)
+    assert cleared is not None and cleared.user is None
+    assert store.get_device(_device(1).id) == cleared
+    assert store.assign_user("0" * 64, "carol", actor="ops", now=NOW) is None
+
+
+def test_a_device_paired_without_a_user_has_none(store: Store) -> None:
+    store.pair_device(_device(1), actor="cli", now=NOW)
+    device = store.get_device(_device(1).id)
+    assert device is not None and device.user is None
+
+
 def test_last_seen_never_moves_backwards(store: Store) -> None:
     store.pair_device(_device(1), actor="cli", now=NOW)
     device_id = _device(1).id

@@ -24,7 +24,7 @@ from edge.gateway.admin import invite_url
 from edge.pairing.identity import DeviceKey
 from edge.pairing.tokens import secrets_equal
 from tests.conftest import GATEWAY_TOKEN, LOOPBACK, REMOTE, Device, base_config, client_for, open_ws
-from tests.integration.conftest import EdgeServer
+from tests.integration.conftest import EdgeServer, free_port
 
 EDGE_DIR = Path(edge.__file__).parent
 METRICS_TOKEN = "metrics-bearer-token-0123456789abcdef"
@@ -101,6 +101,89 @@ def test_no_secret_reaches_the_log_of_a_full_run_at_debug_level(
     assert '"path": "/api/whoami"' in log or '"path":"/api/whoami"' in log  # the access log ran
     for secret in secrets:
         assert secret not in log
+
+
+def _slices(secret: str, width: int = 8) -> set[str]:
+    """Every ``width``-character piece of ``secret``: a prefix leak is a leak too."""
+    return {secret[i : i + width] for i in range(len(secret) - width + 1)}
+
+
+def _leaks(text: str, secrets: dict[str, str]) -> list[str]:
+    return sorted(
+        f"{what}: {piece!r}"
+        for what, secret in secrets.items()
+        for piece in _slices(secret)
+        if piece in text
+    )
+
+
+@pytest.mark.integration
+def test_no_slice_of_any_secret_reaches_a_log_line_a_metric_or_a_response(
+    edge_server_factory: Callable[..., EdgeServer],
+) -> None:
+    """``logging.level: debug``: uvicorn's protocol loggers would quote headers and frames.
+
+    Every secret is random here, so an 8-character piece of one in a log line,
+    in the metrics or in a response that does not issue it is a leak, not chance.
+    """
+    from edge.pairing.tokens import generate_secret
+
+    gateway_token, metrics_token, webhook_secret = (generate_secret() for _ in range(3))
+    hook_port = free_port()  # nobody listens: deliveries fail and are logged
+    server = edge_server_factory(
+        {
+            "auth": {"token": gateway_token},
+            "proxy": {"trusted_proxies": ["127.0.0.1"]},
+            "metrics": {"bearer_token": metrics_token},
+            "logging": {"level": "debug", "format": "text", "access_log": True},
+            "notify": {
+                "webhooks": [
+                    {"url": f"http://127.0.0.1:{hook_port}/hook", "secret": webhook_secret}
+                ]
+            },
+        }
+    )
+    remote = {"X-Forwarded-For": "198.51.100.20"}
+    secrets = {"gateway token": gateway_token, "metrics token": metrics_token}
+    secrets["webhook secret"] = webhook_secret
+    bodies: list[str] = []  # responses that issue no secret
+    admin = Device("admin laptop")
+    admin_token = _handshake(server, admin, {})["deviceToken"]
+    secrets["admin device token"] = admin_token
+    phone = Device("phone")
+    asked = _handshake(server, phone, {"token": gateway_token}, **remote)
+    server.cli("devices", "approve", asked["requestId"])
+    phone_token = _handshake(server, phone, {"token": gateway_token}, **remote)["deviceToken"]
+    secrets["phone device token"] = phone_token
+    cookie = {**remote, "Cookie": f"edge_session={phone_token}"}
+    assert _handshake(server, phone, {}, **cookie)["type"] in ("hello", "closed")
+    assert (
+        _handshake(server, Device(), {"token": "x" + gateway_token}, **remote)["type"] == "closed"
+    )
+    with httpx.Client(base_url=server.url, timeout=10, trust_env=False) as http:
+        bearer = {**remote, "Authorization": f"Bearer {phone_token}"}
+        admin_bearer = {**remote, "Authorization": f"Bearer {admin_token}"}
+        for response in (
+            http.get("/api/whoami", headers=bearer),
+            http.post("/api/session", headers=bearer),
+            http.get("/api/whoami", headers=cookie),
+            http.post("/api/session", headers={**cookie, "Origin": "http://evil.example"}),
+            http.get("/api/devices", headers={**remote, "Authorization": f"Bearer {phone_token}x"}),
+            http.get("/metrics", headers={**remote, "Authorization": f"Bearer {metrics_token}x"}),
+            http.get("/api/devices", headers=admin_bearer),
+        ):
+            bodies.append(response.text)
+            assert "set-cookie" not in response.headers or response.request.method == "POST"
+        metrics = http.get(
+            "/metrics", headers={**remote, "Authorization": f"Bearer {metrics_token}"}
+        )
+        assert metrics.status_code == 200
+        bodies.append(metrics.text)
+    server.stop()
+    log = server.log()
+    assert "GET /api/whoami" in log  # the access log ran
+    assert _leaks(log, secrets) == []
+    assert _leaks("\n".join(bodies), secrets) == []
 
 
 # -- never in URLs --------------------------------------------------------------------------------

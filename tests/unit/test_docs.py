@@ -45,7 +45,14 @@ APP_JS = ROOT / "edge" / "ui" / "app.js"
 DOCTOR_SOURCE = ROOT / "edge" / "cli" / "doctor.py"
 
 # Refusals of HTTP requests only; every other Denial can close a control socket.
-HTTP_ONLY = frozenset({Denial.CREDENTIALS_MISSING, Denial.ROLE_FORBIDDEN})
+HTTP_ONLY = frozenset(
+    {
+        Denial.CREDENTIALS_MISSING,
+        Denial.ROLE_FORBIDDEN,
+        Denial.CROSS_SITE_WRITE,
+        Denial.METRICS_TOKEN_MISMATCH,
+    }
+)
 # What ``authenticate_http`` can reject a presented credential with.
 HTTP_CREDENTIAL_DENIALS = (Denial.DEVICE_TOKEN_INVALID, Denial.DEVICE_REVOKED, Denial.RATE_LIMITED)
 CLOSE_CODES = (1009, 1012, 1006)

@@ -412,3 +412,26 @@ def test_audit_line_names_who_approved_and_from_where(
     assert approved["device_id"] == device.id
     assert approved["device_name"] == "Bob's tablet"
     assert approved["msg"].startswith(f"pairing request {request_id} approved by cli: device")
+
+
+def test_protocol_debug_records_are_dropped_whatever_the_level(
+    restore_edge_logger: None,
+) -> None:
+    """uvicorn lends its logger to websockets, whose debug lines quote headers and frames."""
+    import websockets
+
+    from edge.logs import ProtocolContentFilter, silence_protocol_content
+
+    silence_protocol_content()
+    silence_protocol_content()  # idempotent
+    logger = logging.getLogger("uvicorn.error")
+    assert sum(isinstance(f, ProtocolContentFilter) for f in logger.filters) == 1
+    frame_line = str(Path(websockets.__file__).parent / "legacy" / "protocol.py")
+
+    def record(level: int, pathname: str) -> logging.LogRecord:
+        return logging.LogRecord("uvicorn.error", level, pathname, 1, "< TEXT %r", ("x",), None)
+
+    assert not logger.filter(record(logging.DEBUG, frame_line))
+    assert not logger.filter(record(5, frame_line))  # uvicorn's TRACE
+    assert logger.filter(record(logging.INFO, frame_line))  # connection errors stay
+    assert logger.filter(record(logging.DEBUG, str(Path(logging.__file__))))

@@ -214,11 +214,16 @@ def forwarding_headers(resolution: Resolution) -> list[Header]:
 
 
 def remote_user(auth: AuthState) -> str | None:
-    """The login an upstream sees in ``Remote-User``: stable and never chosen by the device."""
+    """The login an upstream sees in ``Remote-User``: stable and never chosen by the device.
+
+    Apps such as Grafana's auth proxy create and match accounts by it, so it is
+    the ``user`` an operator assigned to the device, else the device id; the
+    name a device gave itself (it could say ``admin``) travels as ``Remote-Name``.
+    """
     if auth.state == "local":
         return "local"
     if auth.state == "paired" and auth.device is not None:
-        return auth.device.id
+        return auth.device.user or auth.device.id
     return None
 
 
