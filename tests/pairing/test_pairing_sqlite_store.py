@@ -176,7 +176,7 @@ def test_a_store_of_schema_1_gains_users_and_keeps_its_devices(db_path: Path) ->
     db_path.chmod(0o600)
     store = SqliteStore(db_path)
     try:
-        assert _pragma(db_path, "user_version") == SCHEMA_VERSION == 2
+        assert _pragma(db_path, "user_version") == SCHEMA_VERSION == 3
         migrated = store.get_device(device.id)
         assert migrated == device and migrated.user is None
         assigned = store.assign_user(device.id, "alice", actor="cli", now=NOW)

@@ -312,7 +312,7 @@ def test_info_on_sqlite_counts_what_the_store_holds(
     store.close()
     code, out, _ = run(capsys, "store", "info", "-c", str(config_file))
     assert code == 0
-    assert "backend:          sqlite (schema 2)" in out
+    assert "backend:          sqlite (schema 3)" in out
     assert "devices:          2 paired (1 admin, 1 user), 1 revoked" in out
     assert "pending requests: 1" in out and "invites:          1 usable, 1 used or expired" in out
     code, out, _ = run(capsys, "store", "info", "-c", str(config_file), "--json")
