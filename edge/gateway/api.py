@@ -12,7 +12,8 @@ from starlette.routing import Route
 from edge.gateway import bounded_json
 from edge.gateway.admin import AdminError, call_admin_method
 from edge.gateway.context import auth_of, resolution_of
-from edge.gateway.guard import SESSION_COOKIE, _bearer
+from edge.gateway.forwarding.headers import session_cookie_name
+from edge.gateway.guard import _bearer
 from edge.gateway.metrics_endpoint import metrics_endpoint
 from edge.gateway.serialize import device_json
 
@@ -88,20 +89,28 @@ def build_routes(gateway: Gateway) -> list[Route]:
                 400,
             )
         response = _json({"device": device_json(auth.device)})
+        secure = resolution_of(request.scope).scheme == "https"
         response.set_cookie(
-            SESSION_COOKIE,
+            session_cookie_name(secure=secure),
             token,
             max_age=SESSION_MAX_AGE,
             httponly=True,
             samesite="strict",
-            secure=resolution_of(request.scope).scheme == "https",
+            secure=secure,
             path="/",
         )
         return response
 
     async def session_delete(request: Request) -> Response:
         response = Response(status_code=204)
-        response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
+        for secure in (False, True):
+            response.delete_cookie(
+                session_cookie_name(secure=secure),
+                path="/",
+                httponly=True,
+                samesite="strict",
+                secure=secure,
+            )
         return response
 
     async def admin_call(request: Request, method: str, params: dict[str, Any]) -> Response:

@@ -35,7 +35,7 @@ from edge.gateway.guard import bearer_header
 from edge.gateway.runtime import LiveConfig, live_config
 from edge.logs import silence_protocol_content
 from edge.metrics import render_exposition
-from edge.net import NOT_LOOKED_UP, PeerOwner, Resolution, resolve
+from edge.net import NOT_LOOKED_UP, PeerOwner, Resolution, client_key, resolve
 from edge.net.address import parse_ip
 from edge.pairing.denials import Denial
 from edge.pairing.store import Store, StoreError, open_store
@@ -169,7 +169,8 @@ def metrics_endpoint(
             return _refusal()
         if verdict != "open":
             # A presented token: a locked-out address does not get in even by guessing right.
-            key = resolution.client_ip or "unix"
+            # The same key as every other lockout: the IPv4 address or the IPv6 prefix.
+            key = client_key(resolution.client_ip, config.settings.auth.rate_limit.ipv6_prefix)
             remaining = guesses.lockout_remaining(key)
             if remaining > 0:
                 count_failure(Denial.RATE_LIMITED.metric_label)

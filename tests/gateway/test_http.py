@@ -119,6 +119,26 @@ def test_session_cookie_is_secure_under_https(app: Any, device: Device) -> None:
     assert "Secure" in response.headers["set-cookie"]
 
 
+def test_session_cookie_is_host_prefixed_under_https_and_authenticates(
+    app: Any, device: Device
+) -> None:
+    """``__Host-``: no sibling host and no plain-http page of the site can set or shadow it."""
+    token = pair_remote(app, device, "admin")
+    with TestClient(app, client=REMOTE, base_url="https://edge.example.com") as client:
+        response = client.post("/api/session", headers={"authorization": f"Bearer {token}"})
+        cookie = response.headers["set-cookie"]
+        assert cookie.startswith("__Host-edge_session=")
+        assert "Secure" in cookie and "Path=/" in cookie and "Domain" not in cookie
+        assert client.get("/api/devices").status_code == 200  # the prefixed name authenticates
+        deleted = client.request(
+            "DELETE", "/api/session", json={}, headers={"origin": "https://edge.example.com"}
+        )
+        assert deleted.status_code == 204
+        cleared = [v for k, v in client.cookies.items() if "edge_session" in k]
+        assert cleared == []
+        assert client.get("/api/devices").status_code == 401
+
+
 def test_revoked_device_token_is_401_device_revoked(app: Any, device: Device) -> None:
     token = pair_remote(app, device, "admin")
     app.state.gateway.service.revoke(device.id, actor="test")

@@ -143,6 +143,16 @@ def is_edge_cookie(name: bytes) -> bool:
     return name.decode("latin-1") in EDGE_COOKIES
 
 
+def session_cookie_name(*, secure: bool) -> str:
+    """The session cookie's name: ``__Host-`` prefixed under https.
+
+    A ``__Host-`` cookie is only accepted by browsers when it is Secure, has
+    path ``/`` and no Domain, so no sibling host and no plain-http page of the
+    same site can set or shadow it.
+    """
+    return f"__Host-{SESSION_COOKIE}" if secure else SESSION_COOKIE
+
+
 def session_cookie(headers: Iterable[Header]) -> str | None:
     """The session token from the ``Cookie`` headers, as ``cookie_parts`` reads them."""
     for name, value in headers:
