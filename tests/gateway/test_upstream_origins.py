@@ -104,3 +104,21 @@ def test_an_upstream_host_gets_every_path_and_none_of_edges_routes(
     with on_host(app, "edge.example.com") as client:
         whoami = client.get("/api/whoami").json()
     assert whoami["auth"]["state"] == "anonymous"  # Edge's own host still serves Edge
+
+
+@pytest.mark.parametrize("name", ["edge_session", "__Host-edge_session", "__Secure-edge_session"])
+def test_an_upstream_on_a_host_of_its_own_cannot_set_edges_cookie_either(
+    tmp_path: Path, upstream: UvicornThread, name: str
+) -> None:
+    """With ``Domain=`` of a parent both share, an app could toss a session onto Edge's host."""
+    app = make_app(tmp_path, upstream)
+    token = pair(app, Device("grafana user"))
+    with on_host(app, APP_HOST) as client:
+        response = client.get(
+            f"/x?set_cookie_named={name}&set_cookie=kept",
+            headers={"authorization": f"Bearer {token}"},
+        )
+    assert response.status_code == 200
+    cookies = response.headers.get_list("set-cookie")
+    assert not [c for c in cookies if c.startswith(name + "=")]
+    assert [c for c in cookies if c.startswith("app_cookie=kept")]  # its own cookies pass

@@ -316,15 +316,19 @@ def response_headers(
 ) -> list[Header]:
     """The upstream's end-to-end response headers as the client receives them (names lowercased).
 
-    An upstream that shares the control origin may not set or clear Edge's
-    cookies, and unless the operator opted out (``sandbox``) its pages are
-    sandboxed: ``Content-Security-Policy: sandbox`` gives them an opaque
-    origin, so their scripts cannot read or use anything of the dashboard's.
+    No upstream may set or clear Edge's cookies: on the control origin that
+    would plant or end the dashboard's session directly, and an app on a host
+    of its own could still toss one onto the dashboard's host with
+    ``Domain=`` (a parent domain both share). An upstream that shares the
+    control origin is also sandboxed unless the operator opted out
+    (``sandbox``): ``Content-Security-Policy: sandbox`` gives its pages an
+    opaque origin, so their scripts cannot read or use anything of the
+    dashboard's.
     """
     headers: list[Header] = []
     for name, value in end_to_end(upstream):
         lowered = name.lower()
-        if on_control_origin and lowered == b"set-cookie" and sets_edge_cookie(value):
+        if lowered == b"set-cookie" and sets_edge_cookie(value):
             continue
         headers.append((lowered, value))
     if on_control_origin and sandbox:
