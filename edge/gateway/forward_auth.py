@@ -36,7 +36,14 @@ from starlette.routing import BaseRoute, Route
 from edge.gateway.context import AuthState, resolution_of
 from edge.gateway.forwarding.headers import header_safe as header_safe
 from edge.gateway.forwarding.headers import identity_headers
-from edge.gateway.guard import authenticate_http, denial_response, store_unavailable
+from edge.gateway.guard import (
+    SAFE_METHODS,
+    authenticate_http,
+    cross_site_refusal,
+    cross_site_response,
+    denial_response,
+    store_unavailable,
+)
 from edge.gateway.origins import own_origin
 from edge.net import Resolution
 from edge.pairing.denials import Denial
@@ -119,6 +126,20 @@ class ForwardAuth:
             return _raw_response(*store_unavailable(exc))
         if auth.state == "anonymous":
             return self._deny(request, auth, started)
+        if auth.via_cookie:
+            # The proxy asks about the visitor's request: a write the session cookie
+            # authenticates must come from the gateway's own origin, as on Edge's routes.
+            method_header = _ORIGINAL[self.proxy][0]
+            method = request.headers.get(method_header, "GET").strip().upper()
+            if method not in SAFE_METHODS:
+                detail = cross_site_refusal(
+                    request.scope,
+                    resolution_of(request.scope),
+                    gateway.live.allowed_origins,
+                    require_json=False,
+                )
+                if detail is not None:
+                    return self._refuse_cross_site(request, detail, started)
         if (
             required is not None
             and auth.state == "paired"
@@ -132,6 +153,16 @@ class ForwardAuth:
         response = Response(status_code=200, headers={"cache-control": "no-store"})
         response.raw_headers.extend(identity_headers(auth))
         return response
+
+    def _refuse_cross_site(self, request: Request, detail: str, started: float) -> Response:
+        """403 (the proxy refuses the visitor): a cross-site write carried the admin's cookie."""
+        label = Denial.CROSS_SITE_WRITE.metric_label
+        metrics = self.gateway.metrics
+        metrics.auth_failure(label)
+        metrics.observe_request("http", "denied", time.perf_counter() - started)
+        if self.gateway.settings.logging.access_log:
+            self._log(request, "denied", 403, reason=label)
+        return _raw_response(*cross_site_response(detail))
 
     def _deny(
         self, request: Request, auth: AuthState, started: float, *, forbidden: bool = False

@@ -27,7 +27,7 @@ from edge.gateway.context import (
     AuthState,
 )
 from edge.gateway.forwarding.headers import SESSION_COOKIE as SESSION_COOKIE
-from edge.gateway.forwarding.headers import hostname_of, session_cookie
+from edge.gateway.forwarding.headers import hostname_of, session_token
 from edge.gateway.origins import normalise_origin, own_origin
 from edge.net import NOT_LOOKED_UP, PeerOwner, Resolution, resolve
 from edge.pairing.denials import Denial
@@ -125,8 +125,15 @@ def _credential(scope: Scope) -> tuple[str, bool] | None:
             scheme, _, credential = header.partition(" ")
             if scheme.lower() == "bearer" and credential.strip():
                 return credential.strip(), False
-    token = session_cookie(headers)
+    token = session_token(headers, secure=_is_secure(scope))
     return (token, True) if token is not None else None
+
+
+def _is_secure(scope: Scope) -> bool:
+    """Whether the client reached the gateway over TLS (after resolution)."""
+    resolution = scope.get(RESOLUTION_KEY)
+    scheme = resolution.scheme if isinstance(resolution, Resolution) else scope.get("scheme")
+    return scheme in ("https", "wss")
 
 
 def bearer_header(scope: Scope) -> str | None:
@@ -158,7 +165,9 @@ def authenticate_http(gateway: Gateway, scope: Scope) -> AuthState:
     outcome = service.authenticate_token(token, client_ip=resolution.client_ip)
     if isinstance(outcome, Device):
         return AuthState("paired", device=outcome, via_cookie=via_cookie)
-    if outcome.counts_as_failure:
+    # A cookie is not a guess: the browser sends whatever cookie it holds, and one a
+    # sibling host tossed in must not lock the browser's own address out.
+    if outcome.counts_as_failure and not via_cookie:
         service.record_failure(key)
     return AuthState("anonymous", denial=outcome)
 
@@ -167,7 +176,9 @@ def _header(scope: Scope, wanted: bytes) -> list[str]:
     return [value.decode("latin-1") for name, value in scope["headers"] if name == wanted]
 
 
-def cross_site_refusal(scope: Scope, resolution: Resolution, allowed: frozenset[str]) -> str | None:
+def cross_site_refusal(
+    scope: Scope, resolution: Resolution, allowed: frozenset[str], *, require_json: bool = True
+) -> str | None:
     """Why a cookie-authenticated write must be refused, or None when it may go ahead.
 
     The browser attaches the session cookie to requests that pages of other
@@ -176,9 +187,11 @@ def cross_site_refusal(scope: Scope, resolution: Resolution, allowed: frozenset[
     the request must prove it comes from the dashboard itself: an ``Origin``
     that is exactly the gateway's own origin as the client reached it (or an
     ``auth.allowed_origins`` entry), a ``Sec-Fetch-Site`` of ``same-origin`` or
-    ``none`` where the browser sends one, and a JSON body type, which no HTML
-    form can send and which a script of another origin can only send after a
-    CORS preflight the gateway never answers.
+    ``none`` where the browser sends one, and (for Edge's own API,
+    ``require_json``) a JSON body type, which no HTML form can send and which a
+    script of another origin can only send after a CORS preflight the gateway
+    never answers. An app the operator put on the control origin keeps its own
+    forms (any body type), but they too must come from that origin.
     """
     origins = _header(scope, b"origin")
     if len(origins) != 1:
@@ -199,6 +212,8 @@ def cross_site_refusal(scope: Scope, resolution: Resolution, allowed: frozenset[
             f"The browser marked this write Sec-Fetch-Site: {fetch_site[0][:40]!r}; only "
             "'same-origin' or 'none' may use the session cookie."
         )
+    if not require_json:
+        return None
     content_types = _header(scope, b"content-type")
     media = content_types[0].partition(";")[0].strip().lower() if content_types else ""
     if media != "application/json":
@@ -323,12 +338,14 @@ class GuardMiddleware:
         ):
             await self._refuse(scope, send, auth, started, forbidden=True)
             return
-        if (
-            auth.via_cookie
-            and scope["method"] not in SAFE_METHODS
-            and path.startswith(CONTROL_WRITE_PREFIXES)
-        ):
-            detail = cross_site_refusal(scope, scope[RESOLUTION_KEY], gateway.live.allowed_origins)
+        if auth.via_cookie and scope["method"] not in SAFE_METHODS:
+            # Every write the cookie authenticates: Edge's API and any app on this origin.
+            detail = cross_site_refusal(
+                scope,
+                scope[RESOLUTION_KEY],
+                gateway.live.allowed_origins,
+                require_json=path.startswith(CONTROL_WRITE_PREFIXES),
+            )
             if detail is not None:
                 await self._refuse_cross_site(scope, send, detail, started)
                 return

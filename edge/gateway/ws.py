@@ -19,7 +19,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from edge.gateway import bounded_json
 from edge.gateway.admin import AdminError, call_admin_method
 from edge.gateway.context import AuthState, resolution_of
-from edge.gateway.forwarding.headers import session_cookie
+from edge.gateway.forwarding.headers import session_token
 from edge.gateway.origins import origin_allowed
 from edge.gateway.serialize import device_json
 from edge.gateway.sockets import CLOSE_TOO_BIG, CLOSE_TRY_AGAIN, ControlConnection
@@ -149,7 +149,11 @@ class ControlSocket:
             self._refused(Denial.INVALID_HANDSHAKE, started, client=resolution.client_ip)
             await conn.deny(Denial.INVALID_HANDSHAKE)
             return False
-        cookie = None if resolution.local else session_cookie(websocket.scope["headers"])
+        cookie = (
+            None
+            if resolution.local
+            else session_token(websocket.scope["headers"], secure=resolution.scheme == "wss")
+        )
         try:
             outcome, from_cookie = await asyncio.to_thread(
                 _connect,

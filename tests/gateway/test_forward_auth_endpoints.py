@@ -93,9 +93,10 @@ def test_paired_device_bearer_is_allowed_with_identity_headers(app: Any, path: s
 
 
 def test_session_cookie_is_accepted_like_the_bearer_token(app: Any) -> None:
+    # Under https (the proxy says so) the session cookie is the __Host- one the gateway sets.
     token = pair(app, Device())
     with via_proxy(app) as client:
-        response = client.get("/auth/caddy", headers=proxied({"cookie": f"theme=dark; edge_session={token}"}))
+        response = client.get("/auth/caddy", headers=proxied({"cookie": f"theme=dark; __Host-edge_session={token}"}))
     assert response.status_code == 200
     assert response.headers["x-edge-auth"] == "paired"
 

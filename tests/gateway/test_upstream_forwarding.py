@@ -177,9 +177,9 @@ def test_upstream_hop_headers_are_not_returned(app: Any) -> None:
 
 def test_authorization_and_session_cookie_stay_with_edge_other_cookies_pass(app: Any) -> None:
     token = pair(app, Device())
-    with via_proxy(app) as client:
+    with via_proxy(app) as client:  # under https: the gateway's cookie is the __Host- one
         echo = client.get(
-            "/svc/echo", headers=proxied(cookie=f"theme=dark; edge_session={token}; lang=en")
+            "/svc/echo", headers=proxied(cookie=f"theme=dark; __Host-edge_session={token}; lang=en")
         ).json()
     assert header_values(echo, "cookie") == ["theme=dark; lang=en"]
     assert header_values(echo, "x-edge-auth") == ["paired"]
@@ -305,6 +305,20 @@ def test_websocket_subprotocol_is_negotiated_by_the_upstream(app: Any) -> None:
         ) as ws,
     ):
         assert ws.accepted_subprotocol == "chat.v2"
+
+
+def test_a_malformed_subprotocol_offer_is_dropped_not_a_server_error(app: Any) -> None:
+    """``a/b`` is no RFC 7230 token: the client library would raise on it, so it is not sent on."""
+    with (
+        local_client(app) as client,
+        client.websocket_connect(
+            "/svc/live",
+            headers={"host": "localhost:18789", "sec-websocket-protocol": "a/b, chat.v1, x y"},
+        ) as ws,
+    ):
+        assert ws.accepted_subprotocol == "chat.v1"
+        ws.send_text("still relayed")
+        assert ws.receive_text() == "still relayed"
 
 
 def test_websocket_close_code_and_reason_of_the_upstream_reach_the_client(app: Any) -> None:

@@ -363,10 +363,11 @@ def test_identity_headers_in_any_spelling_never_reach_the_protected_app(stack: S
 
 def test_the_session_cookie_never_reaches_the_protected_app_in_any_form(stack: Stack) -> None:
     token = stack.pair(Device("cookie tester"))
+    # Over https the gateway's cookie is __Host-edge_session: the one name that authenticates.
     cases = {
-        f"theme=dark, edge_session={token}": [],
+        f"theme=dark, __Host-edge_session={token}": [],
         f"__Host-edge_session={token}; lang=en": ["lang=en"],
-        f"lang=en; edge_session={token}; edge_session={token}": [],
+        f"lang=en; __Host-edge_session={token}; __Host-edge_session={token}": [],
     }
     for cookie, kept in cases.items():
         status, echo = raw_request(

@@ -164,6 +164,31 @@ def session_cookie(headers: Iterable[Header]) -> str | None:
     return None
 
 
+def session_token(headers: Iterable[Header], *, secure: bool) -> str | None:
+    """The session cookie's device token, as authentication reads it.
+
+    The same parser as stripping (``cookie_parts``), with two rules more.
+    Under https only ``__Host-edge_session`` counts: a browser lets no sibling
+    host and no plain-http page set that name, so a cookie planted under
+    another spelling never authenticates or shadows it (over plain http, where
+    browsers cannot keep ``__Host-`` cookies apart, ``edge_session`` counts
+    too). And the cookie must be unambiguous: two different tokens (a sibling
+    host tossed one in with ``Domain=``, or hid one behind a comma in another
+    cookie) mean neither is believed.
+    """
+    names = {f"__Host-{SESSION_COOKIE}".encode()}
+    if not secure:
+        names.add(SESSION_COOKIE.encode())
+    found: set[bytes] = set()
+    for name, value in headers:
+        if name.lower() == b"cookie":
+            for _, cookies in cookie_parts(value):
+                found.update(content for cookie, content in cookies if cookie in names and content)
+    if len(found) != 1:
+        return None
+    return found.pop().decode("latin-1")
+
+
 def without_edge_cookies(value: bytes) -> bytes:
     """A ``Cookie`` value without every part in which ``cookie_parts`` finds an Edge cookie."""
     kept = [
@@ -176,8 +201,10 @@ def without_edge_cookies(value: bytes) -> bytes:
 
 def sets_edge_cookie(value: bytes) -> bool:
     """Whether a ``Set-Cookie`` value names one of Edge's cookies (to set or to clear it)."""
-    name = value.partition(b"=")[0].strip()
-    return is_edge_cookie(name)
+    # "foo=x,edge_session=T": some clients split a Set-Cookie on commas, so every
+    # comma-separated name before the first attribute is judged.
+    first = value.split(b";", 1)[0]
+    return any(is_edge_cookie(part.partition(b"=")[0].strip()) for part in first.split(b","))
 
 
 # -- what Edge asserts -------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 
 from starlette.types import Message, Receive, Scope, Send
 from websockets.asyncio.client import ClientConnection
@@ -33,13 +34,22 @@ WEBSOCKET_MAX_MESSAGE = 16 * 1024 * 1024
 _UNSENDABLE_CLOSE = {1005: 1000, 1006: 1014, 1015: 1014}
 
 
+# RFC 6455 4.1: each subprotocol is an RFC 7230 token.
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+
+
 def subprotocols(scope: Scope) -> list[Subprotocol] | None:
+    """The subprotocols the client offered, passed on to the upstream.
+
+    Only valid tokens go on: the client library refuses anything else with an
+    exception, and a client's malformed offer must not become a server error.
+    """
     offered = [
         Subprotocol(token.strip())
         for key, value in scope["headers"]
         if key == b"sec-websocket-protocol"
         for token in value.decode("latin-1").split(",")
-        if token.strip()
+        if _TOKEN.match(token.strip())
     ]
     return offered or None
 
