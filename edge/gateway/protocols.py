@@ -63,7 +63,6 @@ def _with_peer_owner(base: Any, name: str) -> Any:
     return Protocol
 
 
-# Given to uvicorn by `edge serve` (by import path, so worker processes find them too).
 # uvicorn's choice of HTTP parser (httptools where installed, else h11), with bounded heads.
 _BOUNDED_HTTP = (
     HeadLimitedHttpToolsProtocol
@@ -76,5 +75,8 @@ WebSocketProtocol = (
     if AutoWebSocketsProtocol is not None
     else None
 )
-HTTP_PROTOCOL = f"{__name__}:HTTPProtocol"
-WS_PROTOCOL = f"{__name__}:WebSocketProtocol"
+# Given to uvicorn by `edge serve` as classes, which every supported uvicorn accepts (an
+# import string only from later releases); worker processes unpickle them by this module's
+# names. Without a WebSocket library uvicorn serves no WebSockets, as its own "auto" would.
+HTTP_PROTOCOL: type[Any] = HTTPProtocol
+WS_PROTOCOL: type[Any] | str = WebSocketProtocol if WebSocketProtocol is not None else "none"
