@@ -128,10 +128,14 @@ class ForwardAuth:
             return self._deny(request, auth, started)
         if auth.via_cookie:
             # The proxy asks about the visitor's request: a write the session cookie
-            # authenticates must come from the gateway's own origin, as on Edge's routes.
+            # authenticates must come from the gateway's own origin, as on Edge's routes,
+            # and so must a WebSocket handshake (Sec-WebSocket-Key reaches the sub-request,
+            # the hop-by-hop Upgrade may not): a cross-site page could otherwise open the
+            # app's socket as the admin (cross-site WebSocket hijacking).
             method_header = _ORIGINAL[self.proxy][0]
             method = request.headers.get(method_header, "GET").strip().upper()
-            if method not in SAFE_METHODS:
+            upgrade = "sec-websocket-key" in request.headers
+            if method not in SAFE_METHODS or upgrade:
                 detail = cross_site_refusal(
                     request.scope,
                     resolution_of(request.scope),

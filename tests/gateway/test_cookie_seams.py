@@ -71,6 +71,17 @@ def test_forward_auth_refuses_a_cross_site_write_on_the_admins_cookie(
         assert client.get(endpoint, headers={**EVIL, method_header: "GET"}).status_code == 200
 
 
+def test_forward_auth_refuses_a_cross_site_websocket_on_the_admins_cookie(shared_app: Any) -> None:
+    token = pair_remote(shared_app, Device("victim"), "admin")
+    upgrade = {"sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==", "x-original-method": "GET"}
+    with client_for(shared_app, REMOTE) as client:
+        _session(client, token)
+        hijack = client.get("/auth/nginx", headers={**upgrade, "origin": EVIL["origin"]})
+        assert hijack.status_code == 403 and hijack.json()["reason"] == "cross_site_write"
+        own = client.get("/auth/nginx", headers={**upgrade, **OWN})
+    assert own.status_code == 200
+
+
 def test_forward_auth_leaves_bearer_writes_alone(shared_app: Any) -> None:
     token = pair_remote(shared_app, Device("script"), "admin")
     with client_for(shared_app, REMOTE) as client:
