@@ -12,7 +12,10 @@ so pages can have foreign-looking origins while no packet leaves loopback.
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import shutil
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,3 +131,32 @@ def open_page(browser: Any) -> Iterator[PageOpener]:
         context.close()
     errors = [error for page in opened for error in page.errors]
     assert errors == [], f"uncaught errors in the Control UI: {errors}"
+
+
+@contextlib.contextmanager
+def static_page(body: bytes) -> Iterator[int]:
+    """A web server on 127.0.0.1 that answers every GET with ``body`` (HTML); yields its port.
+
+    The page of another origin the browser tests attack from: a sibling site,
+    a dev server on another port.
+    """
+
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("content-type", "text/html")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield int(server.server_address[1])
+    finally:
+        server.shutdown()
+        server.server_close()

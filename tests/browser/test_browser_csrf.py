@@ -14,9 +14,7 @@ shows the cookie was good all along.
 
 from __future__ import annotations
 
-import http.server
 import json
-import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -30,7 +28,7 @@ sync_api = pytest.importorskip(
     "playwright.sync_api", reason="pip install playwright (a test extra)"
 )
 
-from tests.browser.conftest import browser  # noqa: E402, F401  (fixture)
+from tests.browser.conftest import browser, static_page  # noqa: E402, F401  (fixture)
 
 pytestmark = pytest.mark.integration
 
@@ -74,28 +72,10 @@ async (url) => {
 """
 
 
-class _Page(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        self.send_response(200)
-        self.send_header("content-type", "text/html")
-        self.send_header("content-length", str(len(PAGE)))
-        self.end_headers()
-        self.wfile.write(PAGE)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return
-
-
 @pytest.fixture
 def sibling_port() -> Iterator[int]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Page)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield int(server.server_address[1])
-    finally:
-        server.shutdown()
-        server.server_close()
+    with static_page(PAGE) as port:
+        yield port
 
 
 def _hello(

@@ -8,17 +8,14 @@ as local over HTTP.
 
 from __future__ import annotations
 
-import http.server
 import os
-import threading
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import httpx
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.conftest import PageOpener
+from tests.browser.conftest import PageOpener, static_page
 from tests.integration.conftest import EdgeServer
 
 pytestmark = pytest.mark.integration
@@ -50,29 +47,11 @@ async ({ url }) => {
 PAGE = b"<!doctype html><title>dev server</title><p>an app on another port of this machine</p>"
 
 
-class _Page(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        self.send_response(200)
-        self.send_header("content-type", "text/html")
-        self.send_header("content-length", str(len(PAGE)))
-        self.end_headers()
-        self.wfile.write(PAGE)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return
-
-
 @pytest.fixture
 def other_port() -> Iterator[int]:
     """Another web server on loopback: a dev server, a local app, the app Edge protects."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Page)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield int(server.server_address[1])
-    finally:
-        server.shutdown()
-        server.server_close()
+    with static_page(PAGE) as port:
+        yield port
 
 
 @pytest.fixture
