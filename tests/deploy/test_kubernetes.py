@@ -78,26 +78,36 @@ def mount_of(container: dict[str, Any], path: Path) -> dict[str, Any]:
 def load_edge_settings(resources: list[Resource], secrets: Path) -> Settings:
     """The ConfigMap's edge.yaml loaded as ``edge serve`` loads it in the pod.
 
-    The Deployment's variables are used as they are, with the Secret's mount
-    path pointing at ``secrets``, a directory holding a value for each key.
+    The file is the ConfigMap's key mounted where ``EDGE_CONFIG`` points, read
+    through ``EDGE_CONFIG`` as the server reads it, with the Deployment's other
+    variables as they are but the Secret's mount path pointing at ``secrets``
+    (a directory holding a value for each key).
     """
     container = edge_container(resources)
-    config_mount = Path(env_of(container)["EDGE_CONFIG"])
-    config = one(resources, "ConfigMap", "edge-config")["data"][config_mount.name]
+    pod = one(resources, "Deployment", "edge")["spec"]["template"]["spec"]
+    config_path = Path(env_of(container)["EDGE_CONFIG"])
+    mount = mount_of(container, config_path)
+    assert Path(mount["mountPath"]) == config_path.parent
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    config_map = one(resources, "ConfigMap", volume["configMap"]["name"])
+    copy = secrets.parent / "config" / config_path.name
+    copy.parent.mkdir()
+    copy.write_text(config_map["data"][config_path.name], encoding="utf-8")
     secret_mount = next(m["mountPath"] for m in container["volumeMounts"] if m["name"] == "secrets")
     environ = {
-        name: value.replace(secret_mount, str(secrets))
-        for name, value in env_of(container).items()
-        if name != "EDGE_CONFIG"
+        name: value.replace(secret_mount, str(secrets)) for name, value in env_of(container).items()
     }
-    return load_settings(yaml.safe_load(config), environ=environ)
+    environ["EDGE_CONFIG"] = str(copy)
+    return load_settings(environ=environ)
 
 
 @pytest.fixture
 def secrets(tmp_path: Path) -> Path:
+    directory = tmp_path / "secrets"
+    directory.mkdir()
     for key, value in SECRET_VALUES.items():
-        (tmp_path / key).write_text(value + "\n", encoding="utf-8")
-    return tmp_path
+        (directory / key).write_text(value + "\n", encoding="utf-8")
+    return directory
 
 
 # -- rendering and schemas -----------------------------------------------------------------------
