@@ -3,8 +3,9 @@
 Supported, and nothing else (anything more in a kustomization is an error, so
 a manifest cannot quietly use what this renderer would get wrong):
 ``resources`` (files and directories with a kustomization of their own),
-``namespace``, ``configMapGenerator`` with ``files`` and a fixed name
-(``disableNameSuffixHash``), and ``patches`` given as strategic-merge files.
+``namespace``, ``configMapGenerator`` with ``files`` (the name gets
+kustomize's content hash, and the pod templates' references follow it), and
+``patches`` given as strategic-merge files.
 Strategic merge follows Kubernetes: maps merge key by key, a ``null`` removes
 the key, and the lists Kubernetes merges by a key (containers and volumes by
 name, mounts by path) merge item by item, the patch's items first as kustomize
@@ -15,6 +16,8 @@ is installed.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -56,12 +59,17 @@ def render(directory: Path) -> list[Resource]:
             resources += render(path)
         else:
             resources += [doc for doc in yaml.safe_load_all(path.read_text("utf-8")) if doc]
+    renamed = {}
     for generator in kustomization.get("configMapGenerator", []):
-        resources.append(_config_map(directory, generator))
+        config_map = _config_map(directory, generator)
+        renamed[generator["name"]] = config_map["metadata"]["name"]
+        resources.append(config_map)
     for patch in kustomization.get("patches", []):
         if set(patch) != {"path"}:
             raise KustomizeError(f"{directory}: only file patches are supported, not {patch}")
         _apply(resources, yaml.safe_load((directory / patch["path"]).read_text("utf-8")))
+    for resource in resources:
+        _rename_config_maps(resource, renamed)
     namespace = kustomization.get("namespace")
     if namespace:
         for resource in resources:
@@ -71,20 +79,50 @@ def render(directory: Path) -> list[Resource]:
 
 
 def _config_map(directory: Path, generator: dict[str, Any]) -> Resource:
-    if set(generator) != {"name", "files", "options"} or generator["options"] != {
-        "disableNameSuffixHash": True
-    }:
-        raise KustomizeError(f"{directory}: only named file ConfigMaps are supported")
+    if set(generator) != {"name", "files"}:
+        raise KustomizeError(f"{directory}: only ConfigMaps of files are supported")
     data = {}
     for entry in generator["files"]:
         key, _, source = entry.rpartition("=") if "=" in entry else ("", "", entry)
         data[key or Path(source).name] = (directory / source).read_text("utf-8")
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {"name": generator["name"]},
-        "data": data,
-    }
+    name = f"{generator['name']}-{_content_hash(data)}"
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": data}
+
+
+def _content_hash(data: dict[str, str]) -> str:
+    """kustomize's name suffix: ten letters of the SHA-256 of the ConfigMap as Go encodes it.
+
+    kustomize (v5, as in kubectl) encodes kind, data and an empty name: the
+    suffix follows the content alone.
+    """
+    encoded = json.dumps(
+        {"data": data, "kind": "ConfigMap", "name": ""},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    # Go's encoder escapes these for HTML; they occur only inside strings.
+    for char, escaped in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026")):
+        encoded = encoded.replace(char, escaped)
+    digest = hashlib.sha256(encoded.encode()).hexdigest()[:10]
+    return digest.translate(str.maketrans("013ae", "ghkmt"))
+
+
+def _rename_config_maps(resource: Resource, renamed: dict[str, str]) -> None:
+    """Point a pod template's ConfigMap volumes and variables at the generated names."""
+    pod = resource.get("spec", {}).get("template", {}).get("spec")
+    if not renamed or pod is None:
+        return
+    references = [volume.get("configMap", {}) for volume in pod.get("volumes", [])]
+    for container in pod.get("containers", []) + pod.get("initContainers", []):
+        references += [source.get("configMapRef", {}) for source in container.get("envFrom", [])]
+        references += [
+            item.get("valueFrom", {}).get("configMapKeyRef", {})
+            for item in container.get("env", [])
+        ]
+    for reference in references:
+        if reference.get("name") in renamed:
+            reference["name"] = renamed[reference["name"]]
 
 
 def _apply(resources: list[Resource], patch: Resource) -> None:
