@@ -1,4 +1,4 @@
-"""The single-replica pod for real: ``edge serve`` as the pod's user, on the volumes the kubelet makes.
+"""Edge's pod for real: ``edge serve`` as the pod's user, on the volumes the kubelet makes.
 
 No cluster runs here, so the kubelet's part is played by this test, from the
 rendered manifests: each volume the Edge container mounts is laid out as the
@@ -14,8 +14,10 @@ readiness probe's path, serve metrics to the Secret's token only, and write
 nowhere but its writable volumes.
 
 The only changes to the pod are forced by running on a shared machine: the
-addresses Edge binds are loopback with free ports, and the interpreter is the
-system's (the test's own lives in a directory the pod's user cannot enter).
+addresses Edge binds are loopback with free ports, the replicas' Redis is a
+``redis-server`` on loopback (with the Secret's password), and the interpreter
+is the system's (the test's own lives in a directory the pod's user cannot
+enter).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from edge.config import parse_yaml
 from tests.deploy.kustomize import Resource, render
 from tests.deploy.test_kubernetes import KUBERNETES, SECRET_VALUES, edge_container, env_of, one
 from tests.integration.conftest import free_port, stop_process, wait_for_port
+from tests.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parents[2]
 SYSTEM_PYTHON = Path("/usr/bin/python3")
@@ -136,9 +139,15 @@ class Pod:
         }
 
     def run(self, *args: str, **popen: Any) -> subprocess.Popen[bytes]:
-        """``args`` as the container's user, in its working directory."""
+        """``edge args`` as the container's user, in its working directory."""
+        return self._python(["-m", "edge.cli", *args], popen)
+
+    def run_python(self, code: str, **popen: Any) -> subprocess.Popen[bytes]:
+        return self._python(["-c", code], popen)
+
+    def _python(self, args: list[str], popen: dict[str, Any]) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
-            [str(SYSTEM_PYTHON), "-s", "-m", "edge.cli", *args],
+            [str(SYSTEM_PYTHON), "-s", *args],
             env=self.environment(),
             cwd=self.path("/var/lib/edge"),
             user=self.uid,
@@ -163,12 +172,13 @@ def scratch() -> Iterator[Path]:
     shutil.rmtree(directory, ignore_errors=True)
 
 
-def test_the_single_replica_pod_starts_serves_and_stops_on_the_kubelets_volumes(
-    scratch: Path,
+@pytest.mark.parametrize("overlay", ["single", "replicas"])
+def test_the_pod_starts_serves_and_stops_on_the_kubelets_volumes(
+    scratch: Path, tmp_path: Path, overlay: str
 ) -> None:
     if not system_python_matches():
         pytest.skip(f"no {SYSTEM_PYTHON} of Python {sys.version_info[:2]} for the pod's user")
-    pod = Pod(render(KUBERNETES / "single"), scratch)
+    pod = Pod(render(KUBERNETES / overlay), scratch)
     # The overlay's edge.yaml with loopback ports and its data_dir under the scratch root.
     config_path = Path(env_of(pod.container)["EDGE_CONFIG"])
     config_map = one(pod.resources, "ConfigMap", pod.volume("config")["configMap"]["name"])
@@ -178,15 +188,28 @@ def test_the_single_replica_pod_starts_serves_and_stops_on_the_kubelets_volumes(
     config["metrics"] = {**config["metrics"], "host": "127.0.0.1", "port": metrics_port}
     data_dir = pod.path(config["data_dir"])
     config["data_dir"] = str(data_dir)
+    redis_server = None
+    if "store" in config:  # the replicas' Redis; its password comes from the Secret
+        redis_server = RedisServer(tmp_path / "redis", password=SECRET_VALUES["redis_password"])
+        redis_server.start()
+        config["store"] = {"url": f"redis://127.0.0.1:{redis_server.port}/0"}
     pod.lay_out(yaml.safe_dump(config))
     read_only = [
         pod.path(m["mountPath"]) for m in pod.container["volumeMounts"] if m.get("readOnly")
     ]
     before = {path: snapshot(path) for path in read_only}
-    probe = pod.run("--help", stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # Whether the pod's user can run Edge with the system interpreter at all: the
+    # checkout must be readable, and the lock, made for the test's own Python, must
+    # hold everything this interpreter needs (redis-py wants async-timeout before 3.11.3).
+    modules = ["edge.app"] + (["edge.pairing.redis_store"] if redis_server else [])
+    probe = pod.run_python(
+        f"import {', '.join(modules)}", stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     _, error = probe.communicate(timeout=60)
     if probe.returncode != 0:
-        pytest.skip(f"the checkout is not readable by uid {pod.uid}: {error.decode()[-300:]}")
+        if redis_server is not None:
+            redis_server.stop()
+        pytest.skip(f"uid {pod.uid} cannot run Edge with {SYSTEM_PYTHON}: {error.decode()[-200:]}")
 
     log = scratch / "edge.log"
     with log.open("wb") as output:
@@ -228,6 +251,8 @@ def test_the_single_replica_pod_starts_serves_and_stops_on_the_kubelets_volumes(
         started = time.monotonic()
         stop_process(server, signal.SIGTERM, timeout=pod.spec["terminationGracePeriodSeconds"])
         stopped_within = time.monotonic() - started
+        if redis_server is not None:
+            redis_server.stop()
         print(log.read_text(errors="replace"))  # shown when the test fails
     # A graceful stop within the grace period (uvicorn re-raises the signal once done).
     assert server.returncode in (0, -signal.SIGTERM)
@@ -235,10 +260,10 @@ def test_the_single_replica_pod_starts_serves_and_stops_on_the_kubelets_volumes(
     assert stopped_within < pod.spec["terminationGracePeriodSeconds"]
 
     # data_dir: made by Edge, the pod user's alone (the group and the setgid bit come from
-    # the volume, the permissions from Edge); the SQLite store in it.
+    # the volume, the permissions from Edge); the SQLite store in it, unless on Redis.
     info = data_dir.stat()
     assert (info.st_uid, info.st_gid) == (pod.uid, pod.fs_group)
     assert stat.S_IMODE(info.st_mode) == stat.S_ISGID | 0o700
-    assert (data_dir / "edge.sqlite3").exists()
+    assert (data_dir / "edge.sqlite3").exists() == (redis_server is None)
     # Nothing was written to a read-only volume (root-owned, but a Secret's root is sticky 1777).
     assert {path: snapshot(path) for path in read_only} == before
