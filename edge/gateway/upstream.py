@@ -72,7 +72,7 @@ from edge.gateway.forwarding.websocket import (
 )
 from edge.gateway.guard import authenticate_http, denial_response
 from edge.gateway.origins import origin_allowed
-from edge.pairing.denials import Denial
+from edge.refusals import Denial
 
 if TYPE_CHECKING:
     from starlette.datastructures import URLPath

@@ -22,10 +22,10 @@ from edge.gateway.context import AuthState, resolution_of
 from edge.gateway.forwarding.headers import session_token
 from edge.gateway.origins import origin_allowed
 from edge.gateway.serialize import device_json
-from edge.gateway.sockets import CLOSE_TOO_BIG, CLOSE_TRY_AGAIN, ControlConnection
-from edge.pairing.denials import Denial
+from edge.gateway.sockets import ControlConnection
 from edge.pairing.service import Admitted, Denied
 from edge.pairing.store import StoreError
+from edge.refusals import Denial, Rejection
 
 if TYPE_CHECKING:
     from edge.gateway.runtime import Gateway
@@ -100,7 +100,7 @@ class ControlSocket:
         except WebSocketDisconnect:
             pass
         except _FrameTooBig:
-            await conn.close(CLOSE_TOO_BIG, "frame too large")
+            await conn.deny(Rejection.FRAME_TOO_LARGE)
         finally:
             gateway.hub.forget(conn)
 
@@ -168,7 +168,7 @@ class ControlSocket:
         except StoreError as exc:
             # Not a refusal of this client: the store is down. 1013 tells it to retry.
             logger.error("handshake could not reach the pairing store: %s", exc)
-            await conn.close(CLOSE_TRY_AGAIN, "pairing store unavailable, try again")
+            await conn.deny(Rejection.STORE_UNAVAILABLE)
             return False
         if isinstance(outcome, Denied):
             await self._deny(conn, outcome, started)

@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 
 from edge.net.client_key import DEFAULT_IPV6_PREFIX, client_key
 from edge.pairing.codes import new_request_id, normalize_request_id
-from edge.pairing.denials import Denial
 from edge.pairing.identity import VerifiedIdentity, verify_device
 from edge.pairing.models import (
     NOT_PAIRED,
@@ -52,6 +51,7 @@ from edge.pairing.store import (
     pending_cap_message,
 )
 from edge.pairing.tokens import generate_secret, hash_secret, secrets_equal
+from edge.refusals import Denial
 
 MAX_NAME_CHARS = 64
 MAX_SECRET_CHARS = 512

@@ -20,12 +20,12 @@ from edge import create_app
 from edge.cli.devices import devices
 from edge.config import load_settings
 from edge.gateway.runtime import build_pairing_policy
-from edge.pairing.denials import Denial
 from edge.pairing.identity import DeviceKey
 from edge.pairing.models import Role
 from edge.pairing.service import Admitted, PairingService
 from edge.pairing.sqlite_store import SqliteStore
 from edge.pairing.store import Seen
+from edge.refusals import Denial
 from tests.conftest import GATEWAY_TOKEN, Device, base_config, client_for, open_ws
 
 HOUR = 3600.0

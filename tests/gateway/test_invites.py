@@ -21,10 +21,10 @@ import segno
 from starlette.websockets import WebSocketDisconnect
 
 from edge import create_app
-from edge.pairing.denials import Denial
 from edge.pairing.identity import DeviceKey
 from edge.pairing.models import Role
 from edge.pairing.service import Admitted, Denied, PairingService
+from edge.refusals import Denial
 from tests.conftest import (
     GATEWAY_TOKEN,
     LOOPBACK,

@@ -18,9 +18,9 @@ from pairing_support import Client, FakeClock
 
 from edge.net import client_key
 from edge.pairing import sqlite_store
-from edge.pairing.denials import Denial
 from edge.pairing.service import Admitted, Denied, PairingPolicy, PairingService, RateLimitPolicy
 from edge.pairing.store import PendingCapHit
+from edge.refusals import Denial
 
 SUBNET = "2001:db8:1:2"
 

@@ -13,7 +13,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pairing_support import GATEWAY_TOKEN, Client, FakeClock, fresh_nonce
 
-from edge.pairing.denials import Denial
 from edge.pairing.models import NOT_PAIRED, ROLE_UPGRADE, Role
 from edge.pairing.service import (
     Admitted,
@@ -23,6 +22,7 @@ from edge.pairing.service import (
     RateLimitPolicy,
 )
 from edge.pairing.store import Store
+from edge.refusals import Denial
 
 MakeClient = Callable[..., Client]
 

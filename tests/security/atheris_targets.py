@@ -37,9 +37,9 @@ with atheris.instrument_imports(include=["edge"]):
     from edge.net import NetworkSet, ResolverPolicy, parse_forwarded, resolve
     from edge.net import split_x_forwarded_for as split_xff
     from edge.net.resolve import PROXY_HEADERS
-    from edge.pairing.denials import Denial
     from edge.pairing.identity import VerifiedIdentity, verify_device
     from edge.pairing.service import ConnectFrame, parse_connect_frame
+    from edge.refusals import Denial
 
 HOP_LIMIT = 64
 NONCE = "n" * 43

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from edge.pairing.denials import Denial
 from edge.pairing.identity import DeviceKey
 from edge.pairing.service import Admitted, Denied, PairingPolicy, PairingService
 from edge.pairing.store import open_store
+from edge.refusals import Denial
 from tests.conftest import GATEWAY_TOKEN
 
 REQUESTS = 100_000
