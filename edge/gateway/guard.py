@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from edge.gateway.answers import deny_websocket, refuse_websocket
 from edge.gateway.context import (
     ANONYMOUS,
     AUTH_KEY,
@@ -27,11 +28,11 @@ from edge.gateway.context import (
 )
 from edge.gateway.forwarding.headers import SESSION_COOKIE as SESSION_COOKIE
 from edge.gateway.forwarding.headers import hostname_of, session_token
-from edge.gateway.origins import normalise_origin, own_origin
+from edge.gateway.origins import normalise_origin, origin_allowed, own_origin
 from edge.net import NOT_LOOKED_UP, PeerOwner, Resolution, resolve
 from edge.pairing.models import Device, Role
 from edge.pairing.store import StoreError
-from edge.refusals import Denial, Rejection, http_answer
+from edge.refusals import Denial, Rejection, close_frame, http_answer
 
 if TYPE_CHECKING:
     from edge.gateway.runtime import Gateway
@@ -251,6 +252,35 @@ def store_unavailable(exc: Exception) -> tuple[int, list[tuple[bytes, bytes]], b
     """503 while the pairing store cannot be reached to check a credential."""
     logger.error("credential check could not reach the pairing store: %s", exc)
     return http_answer(Rejection.STORE_UNAVAILABLE, headers=((b"retry-after", b"2"),))
+
+
+async def admit_websocket(
+    gateway: Gateway, scope: Scope, send: Send, started: float
+) -> AuthState | None:
+    """Judge a WebSocket handshake for an upstream: the HTTP credential rules plus the Origin.
+
+    The guard middleware passes WebSocket scopes through (the control socket
+    does its own handshake), so an upstream route asks here before it relays.
+    A refusal is counted, answered (``deny_websocket``) and ``None`` returned;
+    the client's ``websocket.connect`` has been received already.
+    """
+    metrics = gateway.metrics
+    resolution = scope[RESOLUTION_KEY]
+    origin = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"origin"), None)
+    auth = authenticate_http(gateway, scope)
+    if not origin_allowed(origin, resolution, gateway.live.allowed_origins):
+        metrics.auth_failure(Denial.ORIGIN_NOT_ALLOWED.metric_label)
+        metrics.observe_request("websocket", "denied", time.perf_counter() - started)
+        detail = f"origin {origin!r} may not open this socket"
+        await refuse_websocket(scope, send, Rejection.ORIGIN_FORBIDDEN, detail)
+        return None
+    if auth.state == "anonymous":
+        denial = auth.denial or Denial.CREDENTIALS_MISSING
+        metrics.auth_failure(denial.metric_label)
+        metrics.observe_request("websocket", "denied", time.perf_counter() - started)
+        await deny_websocket(scope, send, denial_response(auth), close_frame(denial))
+        return None
+    return auth
 
 
 def is_public(path: str) -> bool:
