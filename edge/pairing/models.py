@@ -251,3 +251,32 @@ def invite_event_data(invite: Invite, actor: str, **extra: object) -> dict[str, 
         "actor": actor,
         **extra,
     }
+
+
+@dataclass(frozen=True)
+class ConnectAttempt:
+    """A control-socket connect frame, read and checked for shape by ``edge.gateway.protocol``.
+
+    The pairing service decides on this, never on the wire's JSON: which
+    credential was offered (``token``, ``deviceToken``, ``invite`` or none),
+    its secret, the role asked for, the display name, and the device proof
+    (``device``), which ``verify_device`` checks against the challenge.
+    ``device_id`` is the id that proof claims, before it is verified;
+    ``empty_auth`` says ``auth`` was absent or ``{}``, as a browser that
+    keeps its device token only in the session cookie sends it.
+    """
+
+    credential: str | None
+    secret: str = field(repr=False)
+    role: Role
+    name: str | None
+    device: object = field(default=None, repr=False)
+    device_id: str | None = None
+    empty_auth: bool = False
+
+
+@dataclass(frozen=True)
+class MalformedConnect:
+    """A connect frame whose fields do not follow the protocol; ``detail`` says which one."""
+
+    detail: str
