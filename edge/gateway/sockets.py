@@ -1,7 +1,7 @@
 """Live control sockets: who is connected, the per-address cap, and event fan-out.
 
 Every event from the store log (this worker, other workers, replicas, the
-CLI) comes through ``dispatch``: admin sockets receive it, and a revoked or
+CLI) comes through ``deliver``: admin sockets receive it, and a revoked or
 expired device's sockets are closed with 1008 ``device revoked``.
 """
 
@@ -146,7 +146,7 @@ class SocketHub:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    def dispatch(self, events: Sequence[Event]) -> None:
+    def deliver(self, events: Sequence[Event]) -> None:
         for event in events:
             device_id = event.data.get("device_id")
             if event.type in _CLOSING_EVENTS and isinstance(device_id, str):

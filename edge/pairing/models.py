@@ -19,6 +19,10 @@ ROLE_UPGRADE: Final = "role-upgrade"
 # An operator-assigned login: what upstream apps see as the user. Lowercase so that
 # ``Alice`` and ``alice`` can never be two people to an app that folds case.
 USER_PATTERN: Final = re.compile(r"[a-z0-9][a-z0-9._@-]{0,63}")
+# The longest an operator may make an invite live (`edge devices invite --ttl`, the dashboard,
+# POST /api/invites): an invite is a bearer credential in a link, so it must not outlast the
+# chat or the printout it was sent in by much.
+INVITE_MAX_TTL: Final = 7 * 86_400.0
 USER_RULE: Final = (
     "a user name is 1-64 characters of a-z, 0-9, '.', '_', '@' or '-', starting with a "
     "letter or digit"
