@@ -639,7 +639,10 @@ function describeClose(code, reason) {
   if (code === 1008) {
     return { ...UNKNOWN_REFUSAL, message: `${UNKNOWN_REFUSAL.message} (reason: “${reason}”)` };
   }
-  return CLOSE_CODES[code] || { title: "The connection closed", message: `Close code ${code}.`, next: "backoff" };
+  // A code the gateway's table knows, closed by the server under it without the reason
+  // (uvicorn closes with 1012 at shutdown), reads like the gateway's own close.
+  const sameCode = Object.values(closeReasons).find((entry) => entry.closeCode === code);
+  return CLOSE_CODES[code] || sameCode || { title: "The connection closed", message: `Close code ${code}.`, next: "backoff" };
 }
 
 function onClose(code, reason) {
