@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import enum
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 # RFC 6455 §5.5: a control frame's payload is at most 125 bytes, two of them the code.
@@ -69,7 +69,8 @@ class Refusal:
     fix it. ``detail`` is the HTTP body's ``detail`` when the caller has
     nothing more specific (default: the close reason and the next step).
     ``client`` is set for every refusal that can close the control socket.
-    ``body_reason`` is False only where clients pin the older two-key body.
+    ``body_reason`` False leaves ``reason`` out of the body, for the one answer
+    whose two-key shape clients pin (``HEADER_UNSENDABLE``).
     """
 
     code: str
@@ -81,7 +82,7 @@ class Refusal:
     error: str = "unauthorized"
     close_code: int = CLOSE_POLICY
     counts_as_failure: bool = False
-    detail: str | None = field(default=None, compare=False)
+    detail: str | None = None
     client: ClientHint | None = None
     body_reason: bool = True
 
@@ -107,10 +108,6 @@ class _Table(enum.Enum):
     @property
     def metric_label(self) -> str:
         """The snake_case reason: ``edge_auth_failures_total``'s label, the body's ``reason``."""
-        return self._value_.code
-
-    @property
-    def code(self) -> str:
         return self._value_.code
 
     @property
@@ -575,16 +572,8 @@ def http_answer(
 
 
 def close_frame(refusal: AnyRefusal) -> tuple[int, str]:
-    """The WebSocket close code and reason for ``refusal`` (the reason fits a close frame)."""
+    """The WebSocket close code and reason for ``refusal`` (``Refusal`` checks the 123 bytes)."""
     return refusal.close_code, refusal.reason
-
-
-def clip_close_reason(reason: str) -> str:
-    """A close reason cut to 123 UTF-8 bytes, on a character boundary."""
-    data = reason.encode("utf-8")
-    if len(data) <= MAX_CLOSE_REASON_BYTES:
-        return reason
-    return data[:MAX_CLOSE_REASON_BYTES].decode("utf-8", "ignore")
 
 
 def ui_table() -> dict[str, Any]:

@@ -15,8 +15,8 @@ import pytest
 from edge.refusals import (
     MAX_CLOSE_REASON_BYTES,
     Denial,
+    Refusal,
     Rejection,
-    clip_close_reason,
     close_frame,
     http_answer,
     http_body,
@@ -105,8 +105,6 @@ def test_an_answer_carries_its_status_json_and_no_store() -> None:
     assert http_answer(Rejection.UPSTREAM_REFUSED, "x", status=403)[0] == 403
 
 
-def test_a_close_reason_is_clipped_on_a_character_boundary() -> None:
-    clipped = clip_close_reason("é" * 100)
-    assert len(clipped.encode("utf-8")) <= MAX_CLOSE_REASON_BYTES
-    assert clipped == "é" * 61
-    assert clip_close_reason("short") == "short"
+def test_a_close_reason_over_123_bytes_cannot_enter_the_table() -> None:
+    with pytest.raises(ValueError, match="over 123 bytes"):
+        Refusal(code="x", close_reason="é" * 62, title="t", message="m", next_step="n.")
