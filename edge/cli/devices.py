@@ -18,7 +18,7 @@ from edge.cli.common import Refused, config_option, load, pairing_service
 from edge.config import parse_duration
 from edge.gateway.admin import invite_url
 from edge.gateway.serialize import device_json, invite_json, request_json
-from edge.pairing.models import Device, Event, PairingRequest, Role
+from edge.pairing.models import INVITE_MAX_TTL, Device, Event, PairingRequest, Role
 from edge.pairing.service import PairingError, PairingService
 from edge.pairing.store import MAX_EVENTS_PER_READ
 
@@ -279,8 +279,10 @@ def parse_invite_ttl(text: str) -> float:
         value = parse_duration(text)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
-    if not 0 < value <= 7 * 86400:
-        raise click.BadParameter("must be between 1 second and 7 days")
+    if not 0 < value <= INVITE_MAX_TTL:
+        raise click.BadParameter(
+            f"must be between 1 second and {int(INVITE_MAX_TTL // 86_400)} days"
+        )
     return value
 
 

@@ -15,9 +15,9 @@ import click
 from rich.console import Console
 
 from edge.cli.common import Refused, config_option, load, local_url
-from edge.pairing.denials import Denial
 from edge.pairing.identity import DeviceKey
 from edge.pairing.tokens import write_private_file
+from edge.refusals import Denial
 
 PAIR_DIR_ENV = "EDGE_PAIR_DIR"
 RETRY_SECONDS = 2.0

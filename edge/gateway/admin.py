@@ -16,14 +16,13 @@ from edge.gateway.context import AuthState
 from edge.gateway.origins import own_origin
 from edge.gateway.serialize import device_json, invite_json, request_json
 from edge.net import Resolution
-from edge.pairing.models import USER_RULE, Device, Role, valid_user
+from edge.pairing.models import INVITE_MAX_TTL, USER_RULE, Device, Role, valid_user
 from edge.pairing.service import PairingError
 from edge.pairing.store import StoreError
 
 if TYPE_CHECKING:
     from edge.gateway.runtime import Gateway
 
-MAX_INVITE_TTL = 7 * 86_400.0
 DEFAULT_INVITE_TTL = 600.0
 
 
@@ -96,10 +95,10 @@ def _ttl(params: Mapping[str, Any]) -> float:
     if (
         isinstance(value, bool)
         or not isinstance(value, int | float)
-        or not 0 < value <= MAX_INVITE_TTL
+        or not 0 < value <= INVITE_MAX_TTL
     ):
         raise AdminError(
-            "bad_request", f"'ttl' must be seconds between 1 and {int(MAX_INVITE_TTL)}"
+            "bad_request", f"'ttl' must be seconds between 1 and {int(INVITE_MAX_TTL)}"
         )
     return float(value)
 
@@ -122,7 +121,7 @@ def _list(gateway: Gateway) -> dict[str, Any]:
     }
 
 
-def _dispatch(
+def _run_method(
     gateway: Gateway,
     method: str,
     params: Mapping[str, Any],
@@ -201,7 +200,7 @@ async def call_admin_method(
     device = acting_device(auth)
     origin_url = own_origin(resolution) or "http://localhost"
     try:
-        return await asyncio.to_thread(_dispatch, gateway, method, params, device, origin_url)
+        return await asyncio.to_thread(_run_method, gateway, method, params, device, origin_url)
     except PairingError as exc:
         code, status = _error_kind(exc)
         raise AdminError(code, str(exc), status) from None

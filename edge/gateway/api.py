@@ -16,6 +16,7 @@ from edge.gateway.forwarding.headers import session_cookie_name
 from edge.gateway.guard import _bearer
 from edge.gateway.metrics_endpoint import metrics_endpoint
 from edge.gateway.serialize import device_json
+from edge.refusals import error_body, ui_table
 
 if TYPE_CHECKING:
     from edge.gateway.runtime import Gateway
@@ -30,8 +31,14 @@ def _json(data: Any, status: int = 200) -> JSONResponse:
     return JSONResponse(data, status_code=status, headers={"cache-control": "no-store"})
 
 
-def _error(code: str, detail: str, status: int) -> JSONResponse:
-    return _json({"error": code, "detail": detail}, status)
+def _error(code: str, detail: str, status: int) -> Response:
+    """A management call's refusal, in the one error shape (its code is also its reason)."""
+    return Response(
+        error_body(code, code, detail),
+        status_code=status,
+        media_type="application/json",
+        headers={"cache-control": "no-store"},
+    )
 
 
 async def _body(request: Request) -> dict[str, Any]:
@@ -61,6 +68,10 @@ def build_routes(gateway: Gateway) -> list[Route]:
             "device": device_json(auth.device) if auth.device else None,
         }
         return _json(body)
+
+    async def refusals(request: Request) -> Response:
+        """The refusal table the dashboard describes a closed socket with (public, like ``/``)."""
+        return _json(ui_table())
 
     async def healthz(request: Request) -> Response:
         return _json({"status": "ok"})
@@ -137,6 +148,7 @@ def build_routes(gateway: Gateway) -> list[Route]:
 
     routes = [
         Route("/api/whoami", whoami),
+        Route("/api/refusals", refusals),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/api/session", session_create, methods=["POST"]),

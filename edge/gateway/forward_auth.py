@@ -46,9 +46,9 @@ from edge.gateway.guard import (
 )
 from edge.gateway.origins import own_origin
 from edge.net import Resolution
-from edge.pairing.denials import Denial
 from edge.pairing.models import Role
 from edge.pairing.store import StoreError
+from edge.refusals import Denial, Rejection, http_answer
 
 if TYPE_CHECKING:
     from edge.gateway.runtime import Gateway
@@ -113,13 +113,7 @@ class ForwardAuth:
                 request.url.path,
                 request.query_params.get("role", "")[:40],
             )
-            return _json_response(
-                400,
-                b'{"error":"bad_request","reason":"invalid_role",'
-                b'"detail":"the forward-auth query names an unknown role; the proxy '
-                b"configuration may set role=admin or role=user, and must not pass the "
-                b"visitor's query on (see docs/reverse-proxies.md)\"}",
-            )
+            return _raw_response(*http_answer(Rejection.INVALID_ROLE))
         try:
             auth = authenticate_http(gateway, request.scope)
         except StoreError as exc:
@@ -212,11 +206,6 @@ def _raw_response(status: int, headers: list[tuple[bytes, bytes]], body: bytes) 
     response = Response(body, status_code=status)
     response.raw_headers = [(b"content-length", str(len(body)).encode("ascii")), *headers]
     return response
-
-
-def _json_response(status: int, body: bytes) -> Response:
-    headers = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
-    return _raw_response(status, headers, body)
 
 
 def build_forward_auth_routes(gateway: Gateway) -> list[BaseRoute]:

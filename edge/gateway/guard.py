@@ -11,13 +11,13 @@ pass through the resolution step.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from typing import TYPE_CHECKING
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from edge.gateway.answers import deny_websocket, refuse_websocket
 from edge.gateway.context import (
     ANONYMOUS,
     AUTH_KEY,
@@ -28,16 +28,18 @@ from edge.gateway.context import (
 )
 from edge.gateway.forwarding.headers import SESSION_COOKIE as SESSION_COOKIE
 from edge.gateway.forwarding.headers import hostname_of, session_token
-from edge.gateway.origins import normalise_origin, own_origin
+from edge.gateway.origins import normalise_origin, origin_allowed, own_origin
 from edge.net import NOT_LOOKED_UP, PeerOwner, Resolution, resolve
-from edge.pairing.denials import Denial
 from edge.pairing.models import Device, Role
 from edge.pairing.store import StoreError
+from edge.refusals import Denial, Rejection, close_frame, http_answer
 
 if TYPE_CHECKING:
     from edge.gateway.runtime import Gateway
 
-PUBLIC_EXACT = frozenset({"/", "/healthz", "/readyz", "/api/whoami", "/favicon.ico"})
+PUBLIC_EXACT = frozenset(
+    {"/", "/healthz", "/readyz", "/api/whoami", "/api/refusals", "/favicon.ico"}
+)
 PUBLIC_PREFIXES = ("/ui/",)
 SELF_GUARDED_PREFIXES = ("/auth/",)  # forward-auth endpoints judge the forwarded request
 ADMIN_PREFIXES = ("/api/devices", "/api/requests", "/api/invites")
@@ -227,69 +229,58 @@ def cross_site_refusal(
 def cross_site_response(detail: str) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
     """The 403 answer to a cookie-authenticated write that failed ``cross_site_refusal``."""
     denial = Denial.CROSS_SITE_WRITE
-    body = {
-        "error": "forbidden",
-        "reason": denial.metric_label,
-        "detail": f"{detail} {denial.next_step}",
-    }
-    headers = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
-    return 403, headers, json.dumps(body).encode()
+    return http_answer(denial, f"{detail} {denial.next_step}")
 
 
 def denial_response(
     auth: AuthState, *, forbidden: bool = False
 ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
     """The 401/403 answer for a protected route: JSON body and ``WWW-Authenticate``."""
-    if forbidden:
-        denial = Denial.ROLE_FORBIDDEN
-        body = {"error": "forbidden", "reason": denial.metric_label, "detail": denial.next_step}
-        status = 403
-    elif auth.denial is None:
-        denial = Denial.CREDENTIALS_MISSING
-        body = {
-            "error": "pairing_required",
-            "reason": denial.metric_label,
-            "detail": (
-                "This client is not local and sent no device token. Pair it first: open the "
-                "dashboard and paste the gateway token, or run `edge pair --url <gateway URL> "
-                "--token <gateway token>`; once an operator approves it (`edge devices approve "
-                "<REQUEST>`), send `Authorization: Bearer <device token>`."
-            ),
-        }
-        status = 401
-    else:
-        denial = auth.denial
-        body = {
-            "error": "unauthorized",
-            "reason": denial.metric_label,
-            "detail": f"{denial.reason}. {denial.next_step}",
-        }
-        status = 401
-    headers = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
-    if status == 401:
+    denial = Denial.ROLE_FORBIDDEN if forbidden else auth.denial or Denial.CREDENTIALS_MISSING
+    extra: list[tuple[bytes, bytes]] = []
+    if denial.http_status == 401:
         challenge = 'Bearer realm="edge"'
         if auth.denial is not None:
             challenge += ', error="invalid_token"'
-        headers.append((b"www-authenticate", challenge.encode()))
+        extra.append((b"www-authenticate", challenge.encode()))
     if auth.retry_after > 0:
-        headers.append((b"retry-after", str(int(auth.retry_after) + 1).encode()))
-    return status, headers, json.dumps(body).encode()
+        extra.append((b"retry-after", str(int(auth.retry_after) + 1).encode()))
+    return http_answer(denial, headers=tuple(extra))
 
 
 def store_unavailable(exc: Exception) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
     """503 while the pairing store cannot be reached to check a credential."""
     logger.error("credential check could not reach the pairing store: %s", exc)
-    body = {
-        "error": "unavailable",
-        "reason": "store_unavailable",
-        "detail": "The gateway cannot reach its pairing store right now; retry shortly.",
-    }
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"cache-control", b"no-store"),
-        (b"retry-after", b"2"),
-    ]
-    return 503, headers, json.dumps(body).encode()
+    return http_answer(Rejection.STORE_UNAVAILABLE, headers=((b"retry-after", b"2"),))
+
+
+async def admit_websocket(
+    gateway: Gateway, scope: Scope, send: Send, started: float
+) -> AuthState | None:
+    """Judge a WebSocket handshake for an upstream: the HTTP credential rules plus the Origin.
+
+    The guard middleware passes WebSocket scopes through (the control socket
+    does its own handshake), so an upstream route asks here before it relays.
+    A refusal is counted, answered (``deny_websocket``) and ``None`` returned;
+    the client's ``websocket.connect`` has been received already.
+    """
+    metrics = gateway.metrics
+    resolution = scope[RESOLUTION_KEY]
+    origin = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"origin"), None)
+    auth = authenticate_http(gateway, scope)
+    if not origin_allowed(origin, resolution, gateway.live.allowed_origins):
+        metrics.auth_failure(Denial.ORIGIN_NOT_ALLOWED.metric_label)
+        metrics.observe_request("websocket", "denied", time.perf_counter() - started)
+        detail = f"origin {origin!r} may not open this socket"
+        await refuse_websocket(scope, send, Rejection.ORIGIN_FORBIDDEN, detail)
+        return None
+    if auth.state == "anonymous":
+        denial = auth.denial or Denial.CREDENTIALS_MISSING
+        metrics.auth_failure(denial.metric_label)
+        metrics.observe_request("websocket", "denied", time.perf_counter() - started)
+        await deny_websocket(scope, send, denial_response(auth), close_frame(denial))
+        return None
+    return auth
 
 
 def is_public(path: str) -> bool:

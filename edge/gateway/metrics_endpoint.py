@@ -30,7 +30,7 @@ from typing import Any, Protocol
 from prometheus_client import CollectorRegistry, Counter
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from edge.config import Settings
@@ -41,10 +41,10 @@ from edge.logs import silence_protocol_content
 from edge.metrics import render_exposition
 from edge.net import NOT_LOOKED_UP, PeerOwner, Resolution, client_key, resolve
 from edge.net.address import parse_ip
-from edge.pairing.denials import Denial
 from edge.pairing.store import Store, StoreError, open_store
 from edge.pairing.tokens import secrets_equal
 from edge.process_metrics import process_exposition
+from edge.refusals import AnyRefusal, Denial, Rejection, http_answer
 
 Renderer = Callable[[], tuple[bytes, str]]
 MISMATCH = Denial.METRICS_TOKEN_MISMATCH.metric_label
@@ -119,34 +119,22 @@ def _judge(live: LiveConfig, resolution: Resolution, scope: Any) -> str:
 
 
 def _refusal(retry_after: float = 0.0) -> Response:
-    headers = {"www-authenticate": 'Bearer realm="edge-metrics"', "cache-control": "no-store"}
+    extra = [(b"www-authenticate", b'Bearer realm="edge-metrics"')]
+    refusal: AnyRefusal
+    detail: str | None
     if retry_after > 0:
-        headers["retry-after"] = str(int(retry_after) + 1)
-        return JSONResponse(
-            {
-                "error": "unauthorized",
-                "reason": Denial.RATE_LIMITED.metric_label,
-                "detail": (
-                    "Too many wrong metrics.bearer_token guesses from this address. "
-                    f"{Denial.RATE_LIMITED.next_step}"
-                ),
-            },
-            status_code=401,
-            headers=headers,
+        extra.append((b"retry-after", str(int(retry_after) + 1).encode()))
+        refusal, detail = (
+            Denial.RATE_LIMITED,
+            "Too many wrong metrics.bearer_token guesses from this address. "
+            f"{Denial.RATE_LIMITED.next_step}",
         )
-    return JSONResponse(
-        {
-            "error": "unauthorized",
-            "reason": "metrics_forbidden",
-            "detail": (
-                "Metrics are served to local clients, to metrics.allowed_networks, and "
-                "to holders of metrics.bearer_token (Authorization: Bearer <token>); "
-                "device tokens do not open them."
-            ),
-        },
-        status_code=401,
-        headers=headers,
-    )
+    else:
+        refusal, detail = Rejection.METRICS_FORBIDDEN, None
+    status, headers, body = http_answer(refusal, detail, headers=tuple(extra))
+    response = Response(body, status_code=status)
+    response.raw_headers = [(b"content-length", str(len(body)).encode("ascii")), *headers]
+    return response
 
 
 def metrics_endpoint(

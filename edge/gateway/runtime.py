@@ -251,7 +251,7 @@ class Gateway:
             self._set_store_healthy(True)
             if events:
                 self._event_seq = events[-1].seq
-                loop.call_soon_threadsafe(self._dispatch, events)
+                loop.call_soon_threadsafe(self._fan_out, events)
                 self._observe_events(events)
 
     def _set_store_healthy(self, healthy: bool) -> None:
@@ -278,9 +278,10 @@ class Gateway:
         except Exception as exc:
             logger.error("could not count or audit store events: %s", exc)
 
-    def _dispatch(self, events: Sequence[Event]) -> None:
+    def _fan_out(self, events: Sequence[Event]) -> None:
+        """Hand new store events to everything in this worker that follows them."""
         self.service.apply_events(events)
-        self.hub.dispatch(events)
+        self.hub.deliver(events)
         self.notifier.submit(events)
 
     async def _housekeeping(self) -> None:

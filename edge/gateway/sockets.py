@@ -1,7 +1,7 @@
 """Live control sockets: who is connected, the per-address cap, and event fan-out.
 
 Every event from the store log (this worker, other workers, replicas, the
-CLI) comes through ``dispatch``: admin sockets receive it, and a revoked or
+CLI) comes through ``deliver``: admin sockets receive it, and a revoked or
 expired device's sockets are closed with 1008 ``device revoked``.
 """
 
@@ -18,18 +18,14 @@ from typing import TYPE_CHECKING, Any
 from starlette.websockets import WebSocket, WebSocketState
 
 from edge.gateway.serialize import event_frame
-from edge.pairing.denials import Denial
 from edge.pairing.models import Device, Event, Role
+from edge.refusals import AnyRefusal, Denial, Rejection, close_frame
 
 if TYPE_CHECKING:
     from edge.gateway.runtime import Gateway
 
 logger = logging.getLogger("edge.ws")
 
-CLOSE_POLICY = 1008
-CLOSE_TOO_BIG = 1009
-CLOSE_RESTART = 1012
-CLOSE_TRY_AGAIN = 1013
 _CLOSING_EVENTS = frozenset({"device.revoked", "device.expired"})
 # Changes a live socket's cached device must pick up (what upstream sockets assert).
 _REFRESHING_EVENTS = frozenset({"device.renamed", "device.user_assigned"})
@@ -77,8 +73,9 @@ class ControlConnection:
                 with contextlib.suppress(Exception):
                     await self.websocket.close(code, reason)
 
-    async def deny(self, denial: Denial) -> None:
-        await self.close(CLOSE_POLICY, denial.reason)
+    async def deny(self, refusal: AnyRefusal) -> None:
+        """Close with the refusal's code and reason (``edge.refusals`` owns both)."""
+        await self.close(*close_frame(refusal))
 
 
 class SocketHub:
@@ -149,7 +146,7 @@ class SocketHub:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    def dispatch(self, events: Sequence[Event]) -> None:
+    def deliver(self, events: Sequence[Event]) -> None:
         for event in events:
             device_id = event.data.get("device_id")
             if event.type in _CLOSING_EVENTS and isinstance(device_id, str):
@@ -174,5 +171,5 @@ class SocketHub:
         """Close every socket with 1012 so clients reconnect to the next process."""
         conns = list(self._all)
         await asyncio.gather(
-            *(c.close(CLOSE_RESTART, "server restarting") for c in conns), return_exceptions=True
+            *(c.deny(Rejection.SERVER_RESTARTING) for c in conns), return_exceptions=True
         )

@@ -16,24 +16,31 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from edge.gateway import bounded_json
 from edge.gateway.admin import AdminError, call_admin_method
 from edge.gateway.context import AuthState, resolution_of
 from edge.gateway.forwarding.headers import session_token
 from edge.gateway.origins import origin_allowed
+from edge.gateway.protocol import (
+    MAX_FRAME_AFTER_HELLO,
+    MAX_FRAME_BEFORE_HELLO,
+    BadCall,
+    error_frame,
+    read_call,
+    read_connect,
+    result_frame,
+    with_session_cookie,
+)
 from edge.gateway.serialize import device_json
-from edge.gateway.sockets import CLOSE_TOO_BIG, CLOSE_TRY_AGAIN, ControlConnection
-from edge.pairing.denials import Denial
+from edge.gateway.sockets import ControlConnection
+from edge.pairing.models import ConnectAttempt, MalformedConnect
 from edge.pairing.service import Admitted, Denied
 from edge.pairing.store import StoreError
+from edge.refusals import Denial, Rejection
 
 if TYPE_CHECKING:
     from edge.gateway.runtime import Gateway
 
 logger = logging.getLogger("edge.ws")
-
-MAX_FRAME_BEFORE_HELLO = 64 * 1024
-MAX_FRAME_AFTER_HELLO = 1024 * 1024
 
 
 class _FrameTooBig(Exception):
@@ -100,7 +107,7 @@ class ControlSocket:
         except WebSocketDisconnect:
             pass
         except _FrameTooBig:
-            await conn.close(CLOSE_TOO_BIG, "frame too large")
+            await conn.deny(Rejection.FRAME_TOO_LARGE)
         finally:
             gateway.hub.forget(conn)
 
@@ -144,8 +151,8 @@ class ControlSocket:
             self._refused(Denial.HANDSHAKE_TIMEOUT, started, client=resolution.client_ip)
             await conn.deny(Denial.HANDSHAKE_TIMEOUT)
             return False
-        frame = _parse_connect(text)
-        if frame is None:
+        attempt = read_connect(text)
+        if attempt is None:
             self._refused(Denial.INVALID_HANDSHAKE, started, client=resolution.client_ip)
             await conn.deny(Denial.INVALID_HANDSHAKE)
             return False
@@ -158,7 +165,7 @@ class ControlSocket:
             outcome, from_cookie = await asyncio.to_thread(
                 _connect,
                 gateway,
-                frame,
+                attempt,
                 cookie,
                 nonce=nonce,
                 client_ip=resolution.client_ip,
@@ -168,7 +175,7 @@ class ControlSocket:
         except StoreError as exc:
             # Not a refusal of this client: the store is down. 1013 tells it to retry.
             logger.error("handshake could not reach the pairing store: %s", exc)
-            await conn.close(CLOSE_TRY_AGAIN, "pairing store unavailable, try again")
+            await conn.deny(Rejection.STORE_UNAVAILABLE)
             return False
         if isinstance(outcome, Denied):
             await self._deny(conn, outcome, started)
@@ -225,32 +232,18 @@ class ControlSocket:
             text = await _receive_text(conn.websocket, MAX_FRAME_AFTER_HELLO)
             if text is None:
                 continue
-            try:
-                frame = bounded_json.loads(text, max_bytes=MAX_FRAME_AFTER_HELLO)
-            except bounded_json.JSONRefused as exc:
-                await conn.send_json(_error_res(None, "bad_request", f"frame refused: {exc}"))
+            call = read_call(text)
+            if isinstance(call, BadCall):
+                await conn.send_json(error_frame(call.id, "bad_request", call.message))
                 continue
-            if not isinstance(frame, dict) or frame.get("type") != "req":
-                await conn.send_json(_error_res(None, "bad_request", "expected a 'req' frame"))
-                continue
-            req_id = frame.get("id")
-            if not isinstance(req_id, str | int) or isinstance(req_id, bool):
-                req_id = None
-            method = frame.get("method")
-            params = frame.get("params", {})
-            if not isinstance(method, str) or not isinstance(params, dict):
-                await conn.send_json(
-                    _error_res(req_id, "bad_request", "method and params required")
-                )
-                continue
-            await conn.send_json(await self._call(conn, req_id, method, params))
+            await conn.send_json(await self._call(conn, call.id, call.method, call.params))
 
     async def _call(
         self, conn: ControlConnection, req_id: Any, method: str, params: dict[str, Any]
     ) -> dict[str, Any]:
         assert conn.device is not None
         if method == "self.whoami":
-            return {"type": "res", "id": req_id, "ok": True, "result": device_json(conn.device)}
+            return result_frame(req_id, device_json(conn.device))
         try:
             result = await call_admin_method(
                 self.gateway,
@@ -260,16 +253,12 @@ class ControlSocket:
                 resolution=resolution_of(conn.websocket.scope),
             )
         except AdminError as exc:
-            return _error_res(req_id, exc.code, str(exc))
-        return {"type": "res", "id": req_id, "ok": True, "result": result}
-
-
-def _error_res(req_id: Any, code: str, message: str) -> dict[str, Any]:
-    return {"type": "res", "id": req_id, "ok": False, "error": {"code": code, "message": message}}
+            return error_frame(req_id, exc.code, str(exc))
+        return result_frame(req_id, result)
 
 
 def _connect(
-    gateway: Gateway, frame: dict[str, Any], cookie: str | None, **context: Any
+    gateway: Gateway, attempt: ConnectAttempt | MalformedConnect, cookie: str | None, **context: Any
 ) -> tuple[Admitted | Denied, bool]:
     """``service.connect``, with the session cookie standing in for an empty ``auth``.
 
@@ -281,24 +270,15 @@ def _connect(
     not this device's credential and is left out. Runs in a worker thread: the
     store may block.
     """
-    device = frame.get("device")
-    device_id = device.get("id") if isinstance(device, dict) else None
     from_cookie = False
-    if cookie is not None and frame.get("auth") in (None, {}) and isinstance(device_id, str):
+    if (
+        cookie is not None
+        and isinstance(attempt, ConnectAttempt)
+        and attempt.empty_auth
+        and attempt.device_id is not None
+    ):
         holder = gateway.service.token_holder(cookie)  # a device id, compared as one
-        from_cookie = holder is not None and holder == device_id
-    if from_cookie:
-        frame = {**frame, "auth": {"deviceToken": cookie}}
-    return gateway.service.connect(frame=frame, **context), from_cookie
-
-
-def _parse_connect(text: str | None) -> dict[str, Any] | None:
-    if text is None:
-        return None
-    try:
-        frame = bounded_json.loads(text, max_bytes=MAX_FRAME_BEFORE_HELLO)
-    except bounded_json.JSONRefused:
-        return None
-    if not isinstance(frame, dict) or frame.get("type") != "connect":
-        return None
-    return frame
+        from_cookie = holder is not None and holder == attempt.device_id
+        if from_cookie:
+            attempt = with_session_cookie(attempt, cookie)
+    return gateway.service.connect(attempt=attempt, **context), from_cookie

@@ -23,21 +23,22 @@ import threading
 import time
 import unicodedata
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from edge.net.client_key import DEFAULT_IPV6_PREFIX, client_key
 from edge.pairing.codes import new_request_id, normalize_request_id
-from edge.pairing.denials import Denial
 from edge.pairing.identity import VerifiedIdentity, verify_device
 from edge.pairing.models import (
     NOT_PAIRED,
     REVOKED,
     ROLE_UPGRADE,
     USER_RULE,
+    ConnectAttempt,
     Device,
     Event,
     Invite,
+    MalformedConnect,
     PairingRequest,
     Role,
     approved_device,
@@ -52,6 +53,7 @@ from edge.pairing.store import (
     pending_cap_message,
 )
 from edge.pairing.tokens import generate_secret, hash_secret, secrets_equal
+from edge.refusals import Denial
 
 MAX_NAME_CHARS = 64
 MAX_SECRET_CHARS = 512
@@ -67,7 +69,6 @@ TOUCH_RESOLUTION = 1.0  # seconds: last_seen_at is kept to about this precision
 TOKEN_SWAP_ATTEMPTS = 8
 LOCAL_ACTOR = "local"
 
-_AUTH_FIELDS = ("token", "deviceToken", "invite")
 _DEVICE_REF = re.compile(r"[0-9a-f]{6,64}")
 
 
@@ -157,62 +158,6 @@ class PendingLimitReached(PairingError):
 
 class InvalidValue(PairingError, ValueError):
     pass
-
-
-# -- the connect frame ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ConnectFrame:
-    """The parts of a connect frame the decision needs, already checked for shape."""
-
-    credential: str | None  # "token", "deviceToken", "invite" or None
-    secret: str = field(repr=False)
-    role: Role
-    name: str | None
-
-
-def parse_connect_frame(frame: Mapping[str, object]) -> ConnectFrame | str:
-    """The checked frame, or a sentence saying what is wrong with it."""
-    if not isinstance(frame, Mapping):
-        return "the connect frame must be a JSON object"
-    auth = frame.get("auth", {})
-    if not isinstance(auth, dict):
-        return "auth must be an object"
-    unknown = sorted(str(key) for key in auth if key not in _AUTH_FIELDS)
-    if unknown:
-        return f"auth has an unknown field {unknown[0]!r} (expected token, deviceToken or invite)"
-    present: list[tuple[str, str]] = []
-    for key in _AUTH_FIELDS:
-        value = auth.get(key)
-        if value is None:
-            continue
-        if not isinstance(value, str):
-            return f"auth.{key} must be a string"
-        if len(value) > MAX_SECRET_CHARS:
-            return f"auth.{key} is longer than {MAX_SECRET_CHARS} characters"
-        if value:
-            present.append((key, value))
-    if len(present) > 1:
-        return "auth must carry only one of token, deviceToken and invite"
-    role = Role.parse(frame.get("role", Role.USER.value))
-    if role is None:
-        return 'role must be "admin" or "user"'
-    client = frame.get("client")
-    name: str | None = None
-    if client is not None:
-        if not isinstance(client, dict):
-            return "client must be an object"
-        raw_name = client.get("name")
-        if raw_name is not None:
-            if not isinstance(raw_name, str):
-                return "client.name must be a string"
-            if raw_name.strip():
-                name = clean_name(raw_name)
-                if name is None:
-                    return f"client.name must be 1-{MAX_NAME_CHARS} printable characters"
-    credential, secret = present[0] if present else (None, "")
-    return ConnectFrame(credential=credential, secret=secret, role=role, name=name)
 
 
 def clean_name(text: str) -> str | None:
@@ -338,13 +283,13 @@ class PairingService:
     def connect(
         self,
         *,
-        frame: Mapping[str, object],
+        attempt: ConnectAttempt | MalformedConnect,
         nonce: str,
         client_ip: str | None,
         local: bool,
         user_agent: str | None,
     ) -> Admitted | Denied:
-        """Decide a ``/ws`` connect frame answering ``nonce``.
+        """Decide a ``/ws`` connect attempt (``edge.gateway.protocol`` read it) answering ``nonce``.
 
         Lockouts never touch a local client: it presents no secret, so it
         guesses at none, and a page that shares its address (a DNS-rebinding
@@ -357,17 +302,16 @@ class PairingService:
             if remaining > 0:
                 detail = f"locked out for {math.ceil(remaining)} s"
                 return Denied(Denial.RATE_LIMITED, detail=detail)
-        parsed = parse_connect_frame(frame)
-        if isinstance(parsed, str):
-            return Denied(Denial.INVALID_HANDSHAKE, detail=parsed)
-        outcome = self._decide(parsed, frame.get("device"), nonce, client_ip, local, user_agent)
+        if isinstance(attempt, MalformedConnect):
+            return Denied(Denial.INVALID_HANDSHAKE, detail=attempt.detail)
+        outcome = self._decide(attempt, attempt.device, nonce, client_ip, local, user_agent)
         if not local and isinstance(outcome, Denied) and outcome.denial.counts_as_failure:
             self.record_failure(key)
         return outcome
 
     def _decide(
         self,
-        frame: ConnectFrame,
+        frame: ConnectAttempt,
         device_field: object,
         nonce: str,
         client_ip: str | None,
@@ -439,7 +383,7 @@ class PairingService:
 
     def _with_device_token(
         self,
-        frame: ConnectFrame,
+        frame: ConnectAttempt,
         identity: VerifiedIdentity,
         name: str,
         client_ip: str | None,
@@ -460,7 +404,7 @@ class PairingService:
         return Admitted(device, frame.secret)
 
     def _with_invite(
-        self, frame: ConnectFrame, identity: VerifiedIdentity, name: str, client_ip: str | None
+        self, frame: ConnectAttempt, identity: VerifiedIdentity, name: str, client_ip: str | None
     ) -> Admitted | Denied:
         """An invite pairs the device with the invite's role (the hello says which)."""
         token = generate_secret()

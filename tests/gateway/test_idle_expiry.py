@@ -19,13 +19,14 @@ from starlette.websockets import WebSocketDisconnect
 from edge import create_app
 from edge.cli.devices import devices
 from edge.config import load_settings
+from edge.gateway.protocol import connect_attempt
 from edge.gateway.runtime import build_pairing_policy
-from edge.pairing.denials import Denial
 from edge.pairing.identity import DeviceKey
 from edge.pairing.models import Role
 from edge.pairing.service import Admitted, PairingService
 from edge.pairing.sqlite_store import SqliteStore
 from edge.pairing.store import Seen
+from edge.refusals import Denial
 from tests.conftest import GATEWAY_TOKEN, Device, base_config, client_for, open_ws
 
 HOUR = 3600.0
@@ -66,7 +67,7 @@ def invite_pair(service: PairingService, key: DeviceKey, clock: Clock, ip: str) 
     _, code = service.create_invite(role=Role.USER, name=None, ttl=600, actor="test")
     device = key.device_field("n", "user", signed_at_ms=int(clock.now * 1000))
     outcome = service.connect(
-        frame={"auth": {"invite": code}, "device": device},
+        attempt=connect_attempt({"auth": {"invite": code}, "device": device}),
         nonce="n",
         client_ip=ip,
         local=False,

@@ -37,7 +37,7 @@ from edge.metrics import (
     forget_dead_workers,
     pairing_event_label,
 )
-from edge.pairing.denials import Denial
+from edge.refusals import Denial
 from tests.conftest import GATEWAY_TOKEN, LOOPBACK, REMOTE, Device, base_config, client_for, logged
 
 LOCAL_URL = "http://localhost:18789"

@@ -22,6 +22,7 @@ import yaml
 from edge.cli import main
 from edge.cli.store import redis_warnings
 from edge.config import load_settings
+from edge.gateway.protocol import connect_attempt
 from edge.pairing.models import Device as StoredDevice
 from edge.pairing.models import Role
 from edge.pairing.redis_store import RedisInfo
@@ -72,7 +73,7 @@ def snapshot(store: Store) -> StoreSnapshot:
 
 def ask(service: PairingService, device: Device, ip: str = "198.51.100.7", **auth: str) -> Any:
     return service.connect(
-        frame=device.connect_frame("nonce-1", auth or {"token": GATEWAY_TOKEN}),
+        attempt=connect_attempt(device.connect_frame("nonce-1", auth or {"token": GATEWAY_TOKEN})),
         nonce="nonce-1",
         client_ip=ip,
         local=False,
