@@ -41,7 +41,7 @@ from websockets.exceptions import InvalidHandshake, InvalidStatus
 from websockets.typing import Origin
 from yarl import URL
 
-from edge.config import UpstreamSettings
+from edge.config import Settings, UpstreamSettings
 from edge.gateway.context import AuthState, auth_of, resolution_of
 from edge.gateway.forwarding.headers import end_to_end as end_to_end
 from edge.gateway.forwarding.headers import forwarding_headers as forwarding_headers
@@ -70,14 +70,15 @@ from edge.gateway.forwarding.websocket import (
     relay_websocket,
     subprotocols,
 )
-from edge.gateway.guard import authenticate_http, denial_response
+from edge.gateway.guard import Authenticator, denial_response
+from edge.gateway.live import Live
 from edge.gateway.origins import origin_allowed
+from edge.logs import SignalWarner
+from edge.metrics import Metrics
 from edge.pairing.denials import Denial
 
 if TYPE_CHECKING:
     from starlette.datastructures import URLPath
-
-    from edge.gateway.runtime import Gateway
 
 logger = logging.getLogger("edge.upstream")
 
@@ -110,14 +111,24 @@ class UpstreamRoute(BaseRoute):
     routes is reachable on an app's origin.
     """
 
-    def __init__(self, gateway: Gateway, upstream: UpstreamSettings) -> None:
-        self.gateway = gateway
+    def __init__(
+        self,
+        upstream: UpstreamSettings,
+        *,
+        authenticate: Authenticator,
+        live: Live,
+        metrics: Metrics,
+        warner: SignalWarner,
+    ) -> None:
+        self.authenticate = authenticate
+        self.live = live
+        self.metrics = metrics
+        self.warner = warner
         self.upstream = upstream
         self.host = upstream.host
         self.prefix = upstream.path_prefix
         self.base = URL(upstream.url)
         self._sessions: dict[asyncio.AbstractEventLoop, aiohttp.ClientSession] = {}
-        gateway.on_stop(self.aclose)
 
     # -- routing ---------------------------------------------------------------------
 
@@ -243,7 +254,7 @@ class UpstreamRoute(BaseRoute):
         if not has_body(scope["headers"]):
             body.finished.set()
         label = self.upstream.label
-        metrics = self.gateway.metrics
+        metrics = self.metrics
         started = time.perf_counter()
         try:
             async with asyncio.timeout(None) as body.deadline:
@@ -327,7 +338,7 @@ class UpstreamRoute(BaseRoute):
             "timeout": "raise upstreams[].timeout (or connect_timeout) if it is just slow",
             "unreachable": "check that it is running and that upstreams[].url is right",
         }.get(what, "check the upstream's own log")
-        self.gateway.warner.warn(
+        self.warner.warn(
             f"upstream:{self.upstream.label}:{what}",
             f"upstream {self.upstream.label!r} ({self.upstream.url}) {what}: "
             f"{type(exc).__name__}: {exc}; {advice}",
@@ -340,12 +351,11 @@ class UpstreamRoute(BaseRoute):
         started = time.perf_counter()
         if (await receive())["type"] != "websocket.connect":
             return
-        gateway = self.gateway
-        metrics = gateway.metrics
+        metrics = self.metrics
         resolution = resolution_of(scope)
         origin = _header(scope, b"origin")
-        auth = authenticate_http(gateway, scope)
-        if not origin_allowed(origin, resolution, gateway.live.allowed_origins):
+        auth = await self.authenticate(scope)
+        if not origin_allowed(origin, resolution, self.live.config.allowed_origins):
             metrics.auth_failure(Denial.ORIGIN_NOT_ALLOWED.metric_label)
             metrics.observe_request("websocket", "denied", time.perf_counter() - started)
             body = json_body("forbidden", f"origin {origin!r} may not open this socket")
@@ -418,15 +428,35 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-def build_upstream_routes(gateway: Gateway) -> list[BaseRoute]:
+def build_upstream_routes(
+    settings: Settings,
+    *,
+    authenticate: Authenticator,
+    live: Live,
+    metrics: Metrics,
+    warner: SignalWarner,
+) -> list[UpstreamRoute]:
     """One route per path-prefix upstream, longest prefix first so nested prefixes work."""
-    upstreams = [u for u in gateway.settings.upstreams if u.host is None]
+    upstreams = [u for u in settings.upstreams if u.host is None]
     upstreams.sort(key=lambda u: len(u.path_prefix), reverse=True)
-    return [UpstreamRoute(gateway, upstream) for upstream in upstreams]
+    return [
+        UpstreamRoute(u, authenticate=authenticate, live=live, metrics=metrics, warner=warner)
+        for u in upstreams
+    ]
 
 
-def build_host_routes(gateway: Gateway) -> list[BaseRoute]:
+def build_host_routes(
+    settings: Settings,
+    *,
+    authenticate: Authenticator,
+    live: Live,
+    metrics: Metrics,
+    warner: SignalWarner,
+) -> list[UpstreamRoute]:
     """One route per upstream on a host of its own; they go before all of Edge's routes."""
-    upstreams = [u for u in gateway.settings.upstreams if u.host is not None]
+    upstreams = [u for u in settings.upstreams if u.host is not None]
     upstreams.sort(key=lambda u: len(u.path_prefix), reverse=True)
-    return [UpstreamRoute(gateway, upstream) for upstream in upstreams]
+    return [
+        UpstreamRoute(u, authenticate=authenticate, live=live, metrics=metrics, warner=warner)
+        for u in upstreams
+    ]
