@@ -64,7 +64,7 @@ def build_gateway(
     blocking = Blocking()
     hub = SocketHub(
         client_key=service.client_key,
-        read_device=store.get_device,
+        store=store,
         blocking=blocking,
         gauge=metrics.websockets,
     )

@@ -24,6 +24,7 @@ from starlette.websockets import WebSocket, WebSocketState
 from edge.gateway.blocking import Blocking
 from edge.pairing.denials import Denial
 from edge.pairing.models import Device, Event, Role
+from edge.pairing.store import Store
 from edge.serialize import event_frame
 
 logger = logging.getLogger("edge.ws")
@@ -86,20 +87,20 @@ class ControlConnection:
 class SocketHub:
     """The control sockets of this worker, by device; ``dispatch`` fans store events out.
 
-    ``client_key`` is the lockout's key function (``PairingService.client_key``),
-    ``read_device`` the store's device read, run through ``blocking``.
+    ``client_key`` is the lockout's key function (``PairingService.client_key``);
+    ``store`` is read (``get_device``) only through ``blocking``.
     """
 
     def __init__(
         self,
         *,
         client_key: Callable[[str | None], str],
-        read_device: Callable[[str], Device | None],
+        store: Store,
         blocking: Blocking,
         gauge: Gauge,
     ) -> None:
         self._client_key = client_key
-        self._read_device = read_device
+        self._store = store
         self._blocking = blocking
         self._gauge = gauge
         self._unauthenticated: dict[str, int] = defaultdict(int)
@@ -188,7 +189,7 @@ class SocketHub:
     async def _refresh_devices(self, device_id: str) -> None:
         """Give the device's live sockets its new name or user (what upstream sockets assert)."""
         try:
-            device = await self._blocking.run(self._read_device, device_id)
+            device = await self._blocking.run(self._store.get_device, device_id)
         except Exception as exc:  # the store is down: the sockets keep the device they had
             logger.error("could not refresh device %s for its sockets: %s", device_id[:12], exc)
             return
