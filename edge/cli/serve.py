@@ -12,8 +12,6 @@ import click
 from edge.cli.common import ConfigProblem, Refused, config_option, load, local_url
 from edge.config import CONFIG_ENV, Settings
 from edge.datadir import permission_problems
-from edge.gateway.metrics_endpoint import bind_listener, serve_listener
-from edge.gateway.protocols import HTTP_PROTOCOL, WS_PROTOCOL
 from edge.gateway_token import GatewayTokenError, load_gateway_token
 from edge.metrics import prepare_multiprocess_dir
 from edge.pairing.sqlite_store import SqliteStore, start_over
@@ -113,6 +111,11 @@ def serve(
 ) -> None:
     """Run the gateway (uvicorn). Ctrl-C or SIGTERM stops it gracefully."""
     import uvicorn
+
+    # The ASGI layer is loaded by the one command that runs it: the management
+    # commands (devices, store, pair...) reach the store without it.
+    from edge.gateway.metrics_endpoint import bind_listener, serve_listener
+    from edge.gateway.protocols import HTTP_PROTOCOL, WS_PROTOCOL
 
     settings = load(config_path)
     updates = {
