@@ -28,12 +28,18 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import logging
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import ParamSpec, TypeVar
 
+# Store round trips one worker may have in flight at once. Each holds a thread (and a
+# store connection) for one round trip, so 16 is far more than a worker's store traffic
+# needs when the store is healthy, and the most connections a stalled store can tie up.
 DEFAULT_THREADS = 16
+
+logger = logging.getLogger("edge.gateway")
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -67,8 +73,11 @@ class Blocking:
         return await asyncio.get_running_loop().run_in_executor(self._pool(), call)
 
     def spawn(self, func: Callable[[], object]) -> None:
-        """Run ``func`` in the pool and forget it: work whose answer nobody waits for."""
-        self._pool().submit(func)
+        """Run ``func`` in the pool and forget it: work whose answer nobody waits for.
+
+        Nobody awaits it, so an exception it raises is logged here.
+        """
+        self._pool().submit(func).add_done_callback(_log_failure)
 
     def close(self) -> None:
         """Let the running calls finish and stop the threads; a later ``run`` starts new ones.
@@ -80,3 +89,8 @@ class Blocking:
             executor, self._executor = self._executor, None
         if executor is not None:
             executor.shutdown(wait=False, cancel_futures=False)
+
+
+def _log_failure(future: Future[object]) -> None:
+    if not future.cancelled() and (exc := future.exception()) is not None:
+        logger.error("background store work failed: %s", exc, exc_info=exc)
