@@ -164,13 +164,26 @@ def slow_redis() -> Iterator[tuple[HoldingProxy, str]]:
 
 
 def _local_admin_token(server: EdgeServer) -> str:
-    """A device token, from a dashboard of a local operator (loopback, no proxy headers)."""
+    """A device token of a local operator's dashboard (loopback, no proxy headers).
+
+    Returns once the worker has applied every event the pairing caused: the
+    token's own ``device.token_rotated`` clears the worker's token cache when it
+    arrives, so a check made before that could be forgotten again. An invite
+    made afterwards is a later event; seeing it on the admin socket means the
+    earlier ones were applied.
+    """
     device = Device("operator")
     with connect(server.ws_url, open_timeout=STUCK) as ws:
         challenge = json.loads(ws.recv(timeout=STUCK))
         ws.send(json.dumps(device.connect_frame(challenge["nonce"], {}, "admin")))
         hello = json.loads(ws.recv(timeout=STUCK))
-    assert hello["type"] == "hello", hello
+        assert hello["type"] == "hello", hello
+        made = httpx.post(f"{server.url}/api/invites", json={}, timeout=STUCK)
+        assert made.status_code == 200, made.text
+        while True:
+            frame = json.loads(ws.recv(timeout=STUCK))
+            if frame.get("type") == "event" and frame.get("event") == "invite.created":
+                break
     return str(hello["deviceToken"])
 
 
