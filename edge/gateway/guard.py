@@ -261,10 +261,23 @@ class Authenticator:
 
     async def __call__(self, scope: Scope) -> AuthState:
         """Who the caller of ``scope`` is; ``StoreError`` when the store cannot say."""
+        known = self.known(scope)
+        return known if known is not None else await self.from_store(scope)
+
+    def known(self, scope: Scope) -> AuthState | None:
+        """The caller from the caches alone, on the loop; None when only the store can say.
+
+        The guard calls this first, so the common request (a recently seen
+        token) costs neither a thread hop nor a coroutine.
+        """
         try:
             return authenticate_http(self._cached, scope)
         except _NeedsStore:
-            return await self._blocking.run(authenticate_http, self._service, scope)
+            return None
+
+    async def from_store(self, scope: Scope) -> AuthState:
+        """The whole decision again, through the blocking door; ``StoreError`` if it is down."""
+        return await self._blocking.run(authenticate_http, self._service, scope)
 
     def _refresh_lockout(self, client_key: str) -> None:
         if client_key in self._refreshing:
@@ -438,13 +451,15 @@ class GuardMiddleware:
         if not app_host and (path == self.metrics_path or path.startswith(SELF_GUARDED_PREFIXES)):
             await self.app(scope, receive, send)
             return
-        try:
-            auth = await self.authenticate(scope)
-        except StoreError as exc:
-            status, headers, body = store_unavailable(exc)
-            await send({"type": "http.response.start", "status": status, "headers": headers})
-            await send({"type": "http.response.body", "body": body})
-            return
+        auth = self.authenticate.known(scope)
+        if auth is None:
+            try:
+                auth = await self.authenticate.from_store(scope)
+            except StoreError as exc:
+                status, headers, body = store_unavailable(exc)
+                await send({"type": "http.response.start", "status": status, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
+                return
         scope[AUTH_KEY] = auth
         if auth.state == "anonymous" and (app_host or not is_public(path)):
             await self._refuse(scope, send, auth, started)
