@@ -61,7 +61,7 @@ def load(config_path: str | None) -> Settings:
 @contextlib.contextmanager
 def pairing_service(settings: Settings) -> Iterator[PairingService]:
     """The pairing service on the configured store, as the gateway itself would open it."""
-    from edge.gateway.runtime import build_pairing_policy
+    from edge.config.policies import build_pairing_policy
 
     try:
         token = load_gateway_token(settings, create=False).value

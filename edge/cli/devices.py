@@ -16,11 +16,10 @@ from rich.table import Table
 
 from edge.cli.common import Refused, config_option, load, pairing_service
 from edge.config import parse_duration
-from edge.gateway.admin import invite_url
-from edge.gateway.serialize import device_json, invite_json, request_json
 from edge.pairing.models import INVITE_MAX_TTL, Device, Event, PairingRequest, Role
 from edge.pairing.service import PairingError, PairingService
 from edge.pairing.store import MAX_EVENTS_PER_READ
+from edge.serialize import device_json, invite_json, invite_url, request_json
 
 ACTOR = "cli"
 ROLE_CHOICE = click.Choice([r.value for r in Role])

@@ -9,7 +9,7 @@ import pwd
 import click
 
 from edge.cli.common import config_option, load
-from edge.gateway.runtime import build_policy
+from edge.config.policies import build_policy
 from edge.net import PeerOwner, describe, parse_ip, resolve
 from edge.pairing.store import redact_url
 

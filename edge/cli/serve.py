@@ -12,14 +12,12 @@ import click
 from edge.cli.common import ConfigProblem, Refused, config_option, load, local_url
 from edge.config import CONFIG_ENV, Settings
 from edge.datadir import permission_problems
-from edge.gateway.metrics_endpoint import bind_listener, serve_listener
-from edge.gateway.protocols import HTTP_PROTOCOL, WS_PROTOCOL
-from edge.gateway.workers import live_worker_pids, run_dir
 from edge.gateway_token import GatewayTokenError, load_gateway_token
 from edge.metrics import prepare_multiprocess_dir
 from edge.pairing.sqlite_store import SqliteStore, start_over
 from edge.pairing.store import StoreError, redact_url, sqlite_path_of
 from edge.peercred import peer_check_summary
+from edge.workers import live_worker_pids, run_dir
 
 WS_MAX_SIZE = 1024 * 1024
 # How uvicorn runs Edge; the benchmarks run their bare comparison apps with the same.
@@ -113,6 +111,11 @@ def serve(
 ) -> None:
     """Run the gateway (uvicorn). Ctrl-C or SIGTERM stops it gracefully."""
     import uvicorn
+
+    # The ASGI layer is loaded by the one command that runs it: the management
+    # commands (devices, store, pair...) reach the store without it.
+    from edge.gateway.metrics_endpoint import bind_listener, serve_listener
+    from edge.gateway.protocols import HTTP_PROTOCOL, WS_PROTOCOL
 
     settings = load(config_path)
     updates = {

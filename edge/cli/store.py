@@ -192,8 +192,8 @@ def info(config_path: str | None, url: str | None, as_json: bool) -> None:
 @click.option("--yes", is_flag=True, help="Really start over: every paired device is forgotten.")
 def reset(config_path: str | None, yes: bool) -> None:
     """Start over on an empty SQLite store; the old file is moved aside, not deleted."""
-    from edge.gateway.workers import live_worker_pids
     from edge.pairing.sqlite_store import start_over
+    from edge.workers import live_worker_pids
 
     settings = load(config_path)
     path = sqlite_path_of(settings.store.url, settings.data_dir)

@@ -34,9 +34,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from edge.config import Settings
+from edge.gateway.blocking import Blocking
 from edge.gateway.context import PEER_OWNER_KEY, RESOLUTION_KEY
 from edge.gateway.guard import bearer_header
-from edge.gateway.runtime import LiveConfig, live_config
+from edge.gateway.live import LiveConfig, live_config
 from edge.logs import silence_protocol_content
 from edge.metrics import render_exposition
 from edge.net import NOT_LOOKED_UP, PeerOwner, Resolution, client_key, resolve
@@ -142,8 +143,10 @@ def metrics_endpoint(
     render: Renderer,
     guesses: Guesses,
     count_failure: Callable[[str], None],
+    blocking: Blocking,
 ) -> Callable[[Request], Awaitable[Response]]:
-    """The endpoint; ``guesses`` keeps the lockout, ``count_failure`` the refusal metric."""
+    """The endpoint; ``guesses`` keeps the lockout (through ``blocking``), ``count_failure``
+    the refusal metric."""
 
     async def endpoint(request: Request) -> Response:
         config = live()
@@ -164,14 +167,14 @@ def metrics_endpoint(
             # A presented token: a locked-out address does not get in even by guessing right.
             # The same key as every other lockout: the IPv4 address or the IPv6 prefix.
             key = client_key(resolution.client_ip, config.settings.auth.rate_limit.ipv6_prefix)
-            remaining = guesses.lockout_remaining(key)
+            remaining = await blocking.run(guesses.lockout_remaining, key)
             if remaining > 0:
                 count_failure(Denial.RATE_LIMITED.metric_label)
                 return _refusal(remaining)
             if verdict == "mismatch":
                 count_failure(MISMATCH)
                 with contextlib.suppress(StoreError):  # refused all the same while it is down
-                    guesses.record_failure(key)
+                    await blocking.run(guesses.record_failure, key)
                 return _refusal()
         data, content_type = render()
         data += process_exposition()
@@ -204,6 +207,7 @@ def listener_app(settings: Settings) -> Starlette:
         render_exposition,
         StoreGuesses(settings),
         lambda reason: failures.labels(reason=reason).inc(),
+        Blocking(2, name="edge-metrics-blocking"),
     )
     return Starlette(routes=[Route(settings.metrics.path, endpoint)])
 

@@ -51,11 +51,12 @@ from prometheus_client import CollectorRegistry, Counter
 
 from edge import __version__
 from edge.config import NotifySettings, WebhookSettings
-from edge.gateway.serialize import event_data_json
+from edge.gateway.blocking import Blocking
 from edge.logs import SignalWarner, is_secret_field
 from edge.metrics import MULTIPROC_ENV, EventClaim
 from edge.pairing.models import Event
 from edge.pairing.store import EVENT_LOG_MAX_AGE, Store
+from edge.serialize import event_data_json
 
 if TYPE_CHECKING:
     import redis
@@ -265,9 +266,12 @@ class Notifier:
         backoff_base: float = BACKOFF_BASE,
         backoff_cap: float = BACKOFF_CAP,
         clock: Callable[[], float] = time.time,
+        blocking: Blocking | None = None,
     ) -> None:
         self.settings = settings
         self._claim = claim
+        # The claim may be a Redis round trip: it goes through the blocking door.
+        self._blocking = blocking or Blocking(1, name="edge-notify")
         self._backoff = (backoff_base, backoff_cap)
         self._clock = clock
         self._targets = [_Target(webhook) for webhook in settings.webhooks]
@@ -292,10 +296,15 @@ class Notifier:
 
     @classmethod
     def for_store(
-        cls, settings: NotifySettings, store: Store, registry: CollectorRegistry | None = None
+        cls,
+        settings: NotifySettings,
+        store: Store,
+        registry: CollectorRegistry | None = None,
+        *,
+        blocking: Blocking | None = None,
     ) -> Notifier:
         claim: Claim = EventClaim(None) if not settings.webhooks else claim_for_store(store)
-        return cls(settings, claim, registry=registry)
+        return cls(settings, claim, registry=registry, blocking=blocking)
 
     def stats(self) -> NotifyStats:
         waiting = len(self._intake) + sum(len(t.queue) for t in self._targets)
@@ -385,7 +394,7 @@ class Notifier:
         batch = list(self._intake)
         self._intake.clear()
         try:
-            owned = await asyncio.to_thread(self._claim.claim, [e.seq for e in batch])
+            owned = await self._blocking.run(self._claim.claim, [e.seq for e in batch])
         except Exception as exc:
             self._warner.warn(
                 "webhook_claim", f"could not claim events for webhooks, sending them anyway: {exc}"

@@ -17,20 +17,21 @@ from typing import TYPE_CHECKING, Any
 from starlette.routing import BaseRoute, Match, NoMatchFound
 from starlette.types import Receive, Scope, Send
 
-from edge.config import UpstreamSettings
+from edge.config import Settings, UpstreamSettings
 from edge.gateway.answers import refuse_websocket
 from edge.gateway.context import resolution_of
 from edge.gateway.forwarding.headers import hostname_of
 from edge.gateway.forwarding.http import SessionPool, forward_http, send_simple
 from edge.gateway.forwarding.paths import UpstreamPaths
 from edge.gateway.forwarding.websocket import forward_websocket
-from edge.gateway.guard import admit_websocket
+from edge.gateway.guard import Authenticator, admit_websocket
+from edge.gateway.live import Live
+from edge.logs import SignalWarner
+from edge.metrics import Metrics
 from edge.refusals import Rejection
 
 if TYPE_CHECKING:
     from starlette.datastructures import URLPath
-
-    from edge.gateway.runtime import Gateway
 
 
 class UpstreamRoute(BaseRoute):
@@ -41,14 +42,24 @@ class UpstreamRoute(BaseRoute):
     routes is reachable on an app's origin.
     """
 
-    def __init__(self, gateway: Gateway, upstream: UpstreamSettings) -> None:
-        self.gateway = gateway
+    def __init__(
+        self,
+        upstream: UpstreamSettings,
+        *,
+        authenticate: Authenticator,
+        live: Live,
+        metrics: Metrics,
+        warner: SignalWarner,
+    ) -> None:
+        self.authenticate = authenticate
+        self.live = live
+        self.metrics = metrics
+        self.warner = warner
         self.upstream = upstream
         self.host = upstream.host
         self.prefix = upstream.path_prefix
         self.paths = UpstreamPaths.of(upstream)
         self.pool = SessionPool(upstream)
-        gateway.on_stop(self.pool.aclose)
 
     def covers(self, path: str) -> bool:
         """Whether ``path`` is this upstream's: under its prefix, or the prefix minus its slash."""
@@ -104,13 +115,20 @@ class UpstreamRoute(BaseRoute):
             )
             await refuse_websocket(scope, send, Rejection.WEBSOCKET_NOT_FORWARDED, detail)
             return
-        auth = await admit_websocket(self.gateway, scope, send, started)
+        auth = await admit_websocket(
+            scope,
+            send,
+            started,
+            authenticate=self.authenticate,
+            live=self.live,
+            metrics=self.metrics,
+        )
         if auth is None:
             return
 
         def opened() -> None:
             elapsed = time.perf_counter() - started
-            self.gateway.metrics.observe_request("websocket", auth.state, elapsed)
+            self.metrics.observe_request("websocket", auth.state, elapsed)
 
         await forward_websocket(
             scope,
@@ -125,14 +143,14 @@ class UpstreamRoute(BaseRoute):
         )
 
     def _observe(self, status: int, seconds: float) -> None:
-        self.gateway.metrics.upstream(self.upstream.label, status, seconds)
+        self.metrics.upstream(self.upstream.label, status, seconds)
 
     def _warn(self, what: str, exc: BaseException) -> None:
         advice = {
             "timeout": "raise upstreams[].timeout (or connect_timeout) if it is just slow",
             "unreachable": "check that it is running and that upstreams[].url is right",
         }.get(what, "check the upstream's own log")
-        self.gateway.warner.warn(
+        self.warner.warn(
             f"upstream:{self.upstream.label}:{what}",
             f"upstream {self.upstream.label!r} ({self.upstream.url}) {what}: "
             f"{type(exc).__name__}: {exc}; {advice}",
@@ -140,15 +158,35 @@ class UpstreamRoute(BaseRoute):
         )
 
 
-def build_upstream_routes(gateway: Gateway) -> list[BaseRoute]:
+def build_upstream_routes(
+    settings: Settings,
+    *,
+    authenticate: Authenticator,
+    live: Live,
+    metrics: Metrics,
+    warner: SignalWarner,
+) -> list[UpstreamRoute]:
     """One route per path-prefix upstream, longest prefix first so nested prefixes work."""
-    upstreams = [u for u in gateway.settings.upstreams if u.host is None]
+    upstreams = [u for u in settings.upstreams if u.host is None]
     upstreams.sort(key=lambda u: len(u.path_prefix), reverse=True)
-    return [UpstreamRoute(gateway, upstream) for upstream in upstreams]
+    return [
+        UpstreamRoute(u, authenticate=authenticate, live=live, metrics=metrics, warner=warner)
+        for u in upstreams
+    ]
 
 
-def build_host_routes(gateway: Gateway) -> list[BaseRoute]:
+def build_host_routes(
+    settings: Settings,
+    *,
+    authenticate: Authenticator,
+    live: Live,
+    metrics: Metrics,
+    warner: SignalWarner,
+) -> list[UpstreamRoute]:
     """One route per upstream on a host of its own; they go before all of Edge's routes."""
-    upstreams = [u for u in gateway.settings.upstreams if u.host is not None]
+    upstreams = [u for u in settings.upstreams if u.host is not None]
     upstreams.sort(key=lambda u: len(u.path_prefix), reverse=True)
-    return [UpstreamRoute(gateway, upstream) for upstream in upstreams]
+    return [
+        UpstreamRoute(u, authenticate=authenticate, live=live, metrics=metrics, warner=warner)
+        for u in upstreams
+    ]

@@ -12,13 +12,15 @@ import base64
 import logging
 import secrets
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from edge.gateway.admin import AdminError, call_admin_method
+from edge.gateway.blocking import Blocking
 from edge.gateway.context import AuthState, resolution_of
 from edge.gateway.forwarding.headers import session_token
+from edge.gateway.live import Live
 from edge.gateway.origins import origin_allowed
 from edge.gateway.protocol import (
     MAX_FRAME_AFTER_HELLO,
@@ -30,15 +32,13 @@ from edge.gateway.protocol import (
     result_frame,
     with_session_cookie,
 )
-from edge.gateway.serialize import device_json
-from edge.gateway.sockets import ControlConnection
+from edge.gateway.sockets import ControlConnection, SocketHub
+from edge.metrics import Metrics
 from edge.pairing.models import ConnectAttempt, MalformedConnect
-from edge.pairing.service import Admitted, Denied
+from edge.pairing.service import Admitted, Denied, PairingService
 from edge.pairing.store import StoreError
 from edge.refusals import Denial, Rejection
-
-if TYPE_CHECKING:
-    from edge.gateway.runtime import Gateway
+from edge.serialize import device_json
 
 logger = logging.getLogger("edge.ws")
 
@@ -74,26 +74,38 @@ def _header(websocket: WebSocket, name: str) -> str | None:
 class ControlSocket:
     """ASGI endpoint for ``/ws``."""
 
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
+    def __init__(
+        self,
+        *,
+        live: Live,
+        service: PairingService,
+        hub: SocketHub,
+        metrics: Metrics,
+        blocking: Blocking,
+    ) -> None:
+        self.live = live
+        self.service = service
+        self.hub = hub
+        self.metrics = metrics
+        self.blocking = blocking
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         websocket = WebSocket(scope, receive, send)
-        gateway = self.gateway
+        live = self.live.config
         resolution = resolution_of(scope)
         started = time.perf_counter()
         conn = ControlConnection(websocket, resolution.client_ip, resolution.local)
         origin = _header(websocket, "origin")
 
         await websocket.accept()
-        if not origin_allowed(origin, resolution, gateway.live.allowed_origins):
+        if not origin_allowed(origin, resolution, live.allowed_origins):
             self._refused(
                 Denial.ORIGIN_NOT_ALLOWED, started, client=resolution.client_ip, origin=origin
             )
             await conn.deny(Denial.ORIGIN_NOT_ALLOWED)
             return
-        cap = gateway.settings.pairing.max_unauthenticated_sockets_per_client
-        if not gateway.hub.try_open(conn, cap):
+        cap = live.settings.pairing.max_unauthenticated_sockets_per_client
+        if not self.hub.try_open(conn, cap):
             self._refused(
                 Denial.RATE_LIMITED,
                 started,
@@ -109,10 +121,10 @@ class ControlSocket:
         except _FrameTooBig:
             await conn.deny(Rejection.FRAME_TOO_LARGE)
         finally:
-            gateway.hub.forget(conn)
+            self.hub.forget(conn)
 
     def _refused(self, denial: Denial, started: float, **fields: object) -> None:
-        metrics = self.gateway.metrics
+        metrics = self.metrics
         metrics.auth_failure(denial.metric_label)
         metrics.observe_request("websocket", "denied", time.perf_counter() - started)
         logger.info(
@@ -137,7 +149,6 @@ class ControlSocket:
         issued device token) is gone when it returns, not kept for the life of
         an idle socket.
         """
-        gateway = self.gateway
         websocket = conn.websocket
         resolution = resolution_of(websocket.scope)
         nonce = _new_nonce()
@@ -145,7 +156,7 @@ class ControlSocket:
         try:
             text = await asyncio.wait_for(
                 _receive_text(websocket, MAX_FRAME_BEFORE_HELLO),
-                timeout=gateway.settings.pairing.handshake_timeout,
+                timeout=self.live.settings.pairing.handshake_timeout,
             )
         except TimeoutError:
             self._refused(Denial.HANDSHAKE_TIMEOUT, started, client=resolution.client_ip)
@@ -162,9 +173,9 @@ class ControlSocket:
             else session_token(websocket.scope["headers"], secure=resolution.scheme == "wss")
         )
         try:
-            outcome, from_cookie = await asyncio.to_thread(
+            outcome, from_cookie = await self.blocking.run(
                 _connect,
-                gateway,
+                self.service,
                 attempt,
                 cookie,
                 nonce=nonce,
@@ -203,7 +214,7 @@ class ControlSocket:
         self, conn: ControlConnection, outcome: Admitted, started: float, *, token_in_cookie: bool
     ) -> None:
         device = outcome.device
-        self.gateway.hub.admit(conn, device)
+        self.hub.admit(conn, device)
         hello: dict[str, Any] = {
             "type": "hello",
             "device": {"id": device.id, "name": device.name, "role": str(device.role)},
@@ -216,7 +227,7 @@ class ControlSocket:
             del hello["deviceToken"]
         await conn.send_json(hello)
         decision = "local" if conn.local else "paired"
-        self.gateway.metrics.observe_request("websocket", decision, time.perf_counter() - started)
+        self.metrics.observe_request("websocket", decision, time.perf_counter() - started)
         logger.info(
             "control socket admitted",
             extra={
@@ -246,7 +257,8 @@ class ControlSocket:
             return result_frame(req_id, device_json(conn.device))
         try:
             result = await call_admin_method(
-                self.gateway,
+                self.service,
+                self.blocking,
                 method,
                 params,
                 auth=AuthState("local" if conn.local else "paired", device=conn.device),
@@ -258,7 +270,10 @@ class ControlSocket:
 
 
 def _connect(
-    gateway: Gateway, attempt: ConnectAttempt | MalformedConnect, cookie: str | None, **context: Any
+    service: PairingService,
+    attempt: ConnectAttempt | MalformedConnect,
+    cookie: str | None,
+    **context: Any,
 ) -> tuple[Admitted | Denied, bool]:
     """``service.connect``, with the session cookie standing in for an empty ``auth``.
 
@@ -267,8 +282,8 @@ def _connect(
     request is then its ``deviceToken``, the device signature is checked all
     the same, and the origin check keeps other sites' pages out. A cookie that
     belongs to another device (one this browser had before starting over) is
-    not this device's credential and is left out. Runs in a worker thread: the
-    store may block.
+    not this device's credential and is left out. Runs through the blocking
+    door: the store may block.
     """
     from_cookie = False
     if (
@@ -277,8 +292,8 @@ def _connect(
         and attempt.empty_auth
         and attempt.device_id is not None
     ):
-        holder = gateway.service.token_holder(cookie)  # a device id, compared as one
+        holder = service.token_holder(cookie)  # a device id, compared as one
         from_cookie = holder is not None and holder == attempt.device_id
         if from_cookie:
             attempt = with_session_cookie(attempt, cookie)
-    return gateway.service.connect(attempt=attempt, **context), from_cookie
+    return service.connect(attempt=attempt, **context), from_cookie

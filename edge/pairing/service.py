@@ -231,18 +231,31 @@ class PairingService:
         """
         now = self._clock()
         cached = self._lockouts.get(client_key)  # one dict read is atomic; writers take the lock
-        if cached is not None:
-            until, checked_at = cached
-            if until > now:
-                return until - now
-            if time.monotonic() - checked_at < LOCKOUT_RECHECK:
-                return 0.0
+        known = self.known_lockout(client_key)
+        if known is not None and not known[1]:
+            return known[0]
         try:
             until = self.store.locked_until(client_key)
         except StoreError:  # the store is down: what this process last knew still holds
             return max(0.0, cached[0] - now) if cached is not None else 0.0
         self._remember_lockout(client_key, until)
         return max(0.0, until - now)
+
+    def known_lockout(self, client_key: str) -> tuple[float, bool] | None:
+        """What this process knows of ``client_key``'s lockout without asking the store.
+
+        ``(remaining, recheck_due)``, or None when it knows nothing. A running
+        lockout needs no recheck; an ended one is re-read from the store every
+        ``LOCKOUT_RECHECK`` seconds (``lockout_remaining`` does it).
+        """
+        cached = self._lockouts.get(client_key)  # one dict read is atomic; writers take the lock
+        if cached is None:
+            return None
+        until, checked_at = cached
+        remaining = until - self._clock()
+        if remaining > 0:
+            return remaining, False
+        return 0.0, time.monotonic() - checked_at >= LOCKOUT_RECHECK
 
     def record_failure(self, client_key: str) -> bool:
         """Count a failed attempt; True when it started a lockout (``auth.lockout`` event)."""
@@ -512,7 +525,27 @@ class PairingService:
         """The paired device holding ``device_token`` (bearer or cookie), or why not."""
         if not isinstance(device_token, str) or not 0 < len(device_token) <= MAX_SECRET_CHARS:
             return Denial.DEVICE_TOKEN_INVALID
-        device = self._device_for_token_hash(hash_secret(device_token))
+        return self._holder_or_denial(
+            self._device_for_token_hash(hash_secret(device_token)), client_ip
+        )
+
+    def known_authentication(
+        self, device_token: str, *, client_ip: str | None = None
+    ) -> Device | Denial | None:
+        """``authenticate_token`` from this process's cache alone; None when the store must answer.
+
+        The event loop calls it directly (no I/O), so a recently seen token
+        costs no thread hop; on None the caller asks ``authenticate_token`` off
+        the loop.
+        """
+        if not isinstance(device_token, str) or not 0 < len(device_token) <= MAX_SECRET_CHARS:
+            return Denial.DEVICE_TOKEN_INVALID
+        cached = self._token_cache.get(hash_secret(device_token))
+        if cached is None or time.monotonic() - cached[1] >= TOKEN_CACHE_TTL:
+            return None
+        return self._holder_or_denial(cached[0], client_ip)
+
+    def _holder_or_denial(self, device: Device | None, client_ip: str | None) -> Device | Denial:
         if device is None:
             return Denial.DEVICE_TOKEN_INVALID
         if device.status == REVOKED:

@@ -19,8 +19,8 @@ from starlette.websockets import WebSocketDisconnect
 from edge import create_app
 from edge.cli.devices import devices
 from edge.config import load_settings
+from edge.config.policies import build_pairing_policy
 from edge.gateway.protocol import connect_attempt
-from edge.gateway.runtime import build_pairing_policy
 from edge.pairing.identity import DeviceKey
 from edge.pairing.models import Role
 from edge.pairing.service import Admitted, PairingService
@@ -181,12 +181,9 @@ def test_a_failed_flush_keeps_the_touches_for_the_next_one(store: CountingStore)
 
 
 def test_expiry_closes_the_sockets_of_the_idle_device_only(tmp_path: Path) -> None:
-    app = create_app(base_config(tmp_path, pairing={"device_idle_expiry": HOUR}))
-    gateway = app.state.gateway
     clock = Clock(time.time())
-    gateway.service = PairingService(
-        gateway.store, GATEWAY_TOKEN, build_pairing_policy(gateway.settings), clock=clock
-    )
+    app = create_app(base_config(tmp_path, pairing={"device_idle_expiry": HOUR}), clock=clock)
+    gateway = app.state.gateway
     idle, busy = Device("idle tablet"), Device("busy kiosk")
     with client_for(app) as client:
         codes = [

@@ -84,3 +84,8 @@ def event_frame(event: Event) -> dict[str, Any]:
         "seq": event.seq,
         "data": event_data_json(event.data),
     }
+
+
+def invite_url(origin_url: str, code: str) -> str:
+    """Dashboard URL carrying the code in the fragment, which browsers never send to a server."""
+    return f"{origin_url.rstrip('/')}/#invite={code}"
