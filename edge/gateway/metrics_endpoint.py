@@ -12,6 +12,10 @@ A wrong ``metrics.bearer_token`` is a guess at a secret like any other: it
 counts towards the per-address lockout (in the pairing store, so every worker,
 replica and the listener see the same lockout) and towards
 ``edge_auth_failures_total{reason="metrics_token_mismatch"}``.
+
+The answer is the renderer's exposition (the gateway's own series) followed by
+the process's ``edge_process_*`` series, which exist only while the gateway
+is a single process (``edge.process_metrics``).
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from edge.net.address import parse_ip
 from edge.pairing.denials import Denial
 from edge.pairing.store import Store, StoreError, open_store
 from edge.pairing.tokens import secrets_equal
+from edge.process_metrics import process_exposition
 
 Renderer = Callable[[], tuple[bytes, str]]
 MISMATCH = Denial.METRICS_TOKEN_MISMATCH.metric_label
@@ -184,6 +189,7 @@ def metrics_endpoint(
                     await blocking.run(guesses.record_failure, key)
                 return _refusal()
         data, content_type = render()
+        data += process_exposition()
         return Response(data, headers={"content-type": content_type, "cache-control": "no-store"})
 
     return endpoint
