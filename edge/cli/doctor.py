@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import ipaddress
-import json
 import stat
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import click
 
-from edge.cli.common import EXIT_REFUSED, config_option, load
+from edge.cli.common import EXIT_REFUSED, config_option, emit, json_option, load
 from edge.config import ConfigError, Settings
 from edge.datadir import permission_problems
 from edge.gateway_token import (
@@ -297,11 +296,23 @@ def check_upstreams(settings: Settings) -> list[Finding]:
 @click.command("doctor")
 @config_option
 @click.option(
-    "--generate-gateway-token", "generate", is_flag=True, help="Create the token if missing."
+    "--generate-gateway-token",
+    "generate",
+    is_flag=True,
+    help="Create the gateway token if missing (the one thing the doctor may write).",
 )
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 def doctor(config_path: str | None, generate: bool, as_json: bool) -> None:
-    """Check configuration, store, permissions and proxy sanity; each finding says what to do."""
+    """Check configuration, store, permissions and proxy sanity; each finding says what to do.
+
+    The doctor only looks: it creates no data_dir, store or token file (unless
+    --generate-gateway-token says so). Exit 1 when a finding is an error.
+
+    \b
+    Example:
+      edge doctor -c /etc/edge/edge.yaml
+      edge doctor --json | jq '.[] | select(.level != "ok")'
+    """
     try:
         settings = load(config_path)
     except ConfigError:
@@ -315,7 +326,7 @@ def doctor(config_path: str | None, generate: bool, as_json: bool) -> None:
     findings += check_peer_check(settings)
     findings += check_upstreams(settings)
     if as_json:
-        click.echo(json.dumps([asdict(f) for f in findings], indent=2))
+        emit([asdict(f) for f in findings])
     else:
         colours = {"ok": "green", "warn": "yellow", "error": "red"}
         for f in findings:
