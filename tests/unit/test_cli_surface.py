@@ -8,11 +8,13 @@ doctor`` only looks.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
 import socket
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -25,6 +27,7 @@ import pytest
 import yaml
 
 from edge.cli import cli, main
+from edge.pairing.sqlite_store import SCHEMA_VERSION
 from edge.pairing.store import open_store
 
 CAMEL = re.compile(r"^[a-z][a-zA-Z0-9]*$")
@@ -247,17 +250,17 @@ def test_a_taken_port_is_exit_2_with_one_line_before_any_banner(tmp_path: Path) 
         config.write_text(
             yaml.safe_dump({"data_dir": "data", "server": {"host": "127.0.0.1", "port": port}})
         )
-        for extra in ([], ["--json"]):
-            result = edge("serve", "-c", str(config), *extra)
-            assert result.returncode == 2, result.stderr
-            assert result.stderr.splitlines() == [
-                f"edge: server.port: cannot listen on 127.0.0.1:{port} (Address already in use); "
-                "is another gateway running? Choose another server.port or --port"
-            ] or extra == ["--json"]
-            if extra:
-                assert json.loads(result.stdout)["error"] == "config"
-            else:
-                assert result.stdout == ""
+        message = (
+            f"server.port: cannot listen on 127.0.0.1:{port} (Address already in use); "
+            "is another gateway running? Choose another server.port or --port"
+        )
+        result = edge("serve", "-c", str(config))
+        assert result.returncode == 2
+        assert result.stdout == ""
+        assert result.stderr.splitlines() == [f"edge: {message}"]
+        result = edge("serve", "-c", str(config), "--json")
+        assert result.returncode == 2 and result.stderr == ""
+        assert json.loads(result.stdout) == {"error": "config", "detail": message}
     assert not (tmp_path / "data").exists()
 
 
@@ -279,6 +282,7 @@ def test_bash_accepts_the_script_and_completes_devices(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     code, script, _ = run(capsys, "completion", "bash")
+    assert code == 0
     path = tmp_path / "edge.bash"
     path.write_text(script)
     assert subprocess.run(["bash", "-n", str(path)], capture_output=True).returncode == 0
@@ -300,13 +304,23 @@ def test_bash_accepts_the_script_and_completes_devices(
 # -- doctor only looks ----------------------------------------------------------------------------
 
 
-def tree(root: Path) -> dict[str, tuple[int, bytes | None, int]]:
-    """Every path under ``root`` with its mode, its bytes (files) and its mtime."""
-    found: dict[str, tuple[int, bytes | None, int]] = {}
+def tree(root: Path) -> dict[str, tuple[int, bytes | None, int | None]]:
+    """Every path under ``root`` with its mode, and for files their bytes and mtime.
+
+    A directory's own mtime is left out: reading a SQLite database in WAL mode
+    brings its -wal and -shm files for as long as it is open, whoever reads it.
+    """
+    found: dict[str, tuple[int, bytes | None, int | None]] = {}
     for path in sorted(root.rglob("*")):
         info = path.lstat()
-        content = path.read_bytes() if path.is_file() else None
-        found[str(path.relative_to(root))] = (info.st_mode, content, info.st_mtime_ns)
+        if path.is_file():
+            found[str(path.relative_to(root))] = (
+                info.st_mode,
+                path.read_bytes(),
+                info.st_mtime_ns,
+            )
+        else:
+            found[str(path.relative_to(root))] = (info.st_mode, None, None)
     return found
 
 
@@ -328,4 +342,30 @@ def test_doctor_on_a_used_store_leaves_every_byte(tmp_path: Path) -> None:
     result = edge("doctor", "-c", "edge.yaml", "--json", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert tree(tmp_path) == before
-    assert any(f["check"] == "store" for f in json.loads(result.stdout))
+    store = [f for f in json.loads(result.stdout) if f["check"] == "store"]
+    assert store == [
+        {
+            "level": "ok",
+            "check": "store",
+            "message": f"sqlite://{tmp_path / 'data' / 'edge.sqlite3'}: 0 device(s)",
+            "fix": "",
+        }
+    ]
+
+
+def test_doctor_leaves_an_older_schema_for_serve_to_upgrade(tmp_path: Path) -> None:
+    (tmp_path / "edge.yaml").write_text(yaml.safe_dump({"data_dir": "data"}))
+    (tmp_path / "data").mkdir(mode=0o700)
+    path = tmp_path / "data" / "edge.sqlite3"
+    open_store(None, tmp_path / "data").close()
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION - 1}")
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    before = tree(tmp_path)
+    result = edge("doctor", "-c", "edge.yaml", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert tree(tmp_path) == before
+    assert (
+        f"its schema is {SCHEMA_VERSION - 1}; the next `edge serve` upgrades it to "
+        f"{SCHEMA_VERSION}" in result.stdout
+    )
