@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import signal
@@ -74,9 +75,9 @@ def banner_json(
 def check_port_free(host: str, port: int) -> None:
     """Exit 2 with one line when the gateway's address is taken, before anything is printed.
 
-    uvicorn would find out only after the banner, and exit 1 from a logged
-    traceback; binding once here (as uvicorn will, with SO_REUSEADDR) and letting
-    go says it first. Port 0 asks the kernel for any port: nothing to check.
+    uvicorn would find out only after the banner, and exit 1 with a log line;
+    binding once here (as uvicorn will, with SO_REUSEADDR) and letting go says it
+    first. Port 0 asks the kernel for any port: nothing to check.
     """
     if port == 0:
         return
@@ -92,9 +93,13 @@ def check_port_free(host: str, port: int) -> None:
         try:
             sock.bind(address)
         except OSError as exc:
+            hint = (
+                "; is another gateway running? Choose another server.port or --port"
+                if exc.errno == errno.EADDRINUSE
+                else ""
+            )
             raise ConfigProblem(
-                f"server.port: cannot listen on {host}:{port} ({exc.strerror or exc}); "
-                "is another gateway running? Choose another server.port or --port"
+                f"server.port: cannot listen on {host}:{port} ({exc.strerror or exc}){hint}"
             ) from None
 
 
