@@ -21,7 +21,7 @@ from edge.gateway.metrics_endpoint import metrics_endpoint
 from edge.metrics import Metrics
 from edge.pairing.service import PairingService
 from edge.refusals import error_body, ui_table
-from edge.serialize import device_json
+from edge.serialize import device_json, resolution_json
 
 MAX_BODY = 64 * 1024
 # The dashboard keeps its device token only in this cookie, so it must outlive the browser
@@ -74,7 +74,7 @@ def build_routes(
     async def whoami(request: Request) -> Response:
         resolution = resolution_of(request.scope)
         auth = auth_of(request.scope)
-        body = resolution.to_dict()
+        body = resolution_json(resolution)
         body["auth"] = {
             "state": auth.state,
             "device": device_json(auth.device) if auth.device else None,

@@ -318,8 +318,8 @@ def test_info_on_sqlite_counts_what_the_store_holds(
     assert "pending requests: 1" in out and "invites:          1 usable, 1 used or expired" in out
     code, out, _ = run(capsys, "store", "info", "-c", str(config_file), "--json")
     facts = json.loads(out)
-    assert facts["backend"] == "sqlite" and facts["devices"]["by_role"] == {"admin": 1, "user": 1}
-    assert facts["event_seq"] > 0 and facts["warnings"] == []
+    assert facts["backend"] == "sqlite" and facts["devices"]["byRole"] == {"admin": 1, "user": 1}
+    assert facts["eventSeq"] > 0 and facts["warnings"] == []
 
 
 def test_info_before_the_first_start_says_there_is_no_store(
@@ -342,9 +342,9 @@ def test_info_on_redis_shows_its_durability_settings(
     assert code == 0, err
     facts = json.loads(out)
     assert facts["backend"] == "redis" and facts["schema"] == 1
-    assert facts["devices"] == {"paired": 2, "revoked": 1, "by_role": {"admin": 1, "user": 1}}
+    assert facts["devices"] == {"paired": 2, "revoked": 1, "byRole": {"admin": 1, "user": 1}}
     assert facts["redis"]["appendonly"] is True and facts["redis"]["appendfsync"] == "everysec"
-    assert facts["redis"]["event_log_length"] == facts["event_seq"]
+    assert facts["redis"]["eventLogLength"] == facts["eventSeq"]
     assert facts["warnings"] == []
 
 
