@@ -76,6 +76,11 @@ export function remaining(epochMs, now = Date.now()) {
   return `in ${Math.round(minutes / 60)} h`;
 }
 
+/** A long id cut to its first 12 characters, for lists where the full id sits in a title. */
+export function shortId(id) {
+  return typeof id === "string" && id.length > 16 ? `${id.slice(0, 12)}…` : String(id ?? "");
+}
+
 export function absoluteTime(epochMs) {
   return typeof epochMs === "number" ? new Date(epochMs).toLocaleString() : "";
 }

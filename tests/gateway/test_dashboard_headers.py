@@ -7,6 +7,7 @@ real-browser half of this is ``tests/browser/test_browser_framing.py``.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,11 +15,17 @@ import pytest
 from edge.gateway.dashboard import CONTENT_SECURITY_POLICY
 from tests.conftest import LOOPBACK, REMOTE, client_for
 
+UI_DIR = Path(__file__).resolve().parents[2] / "edge" / "ui"
 DASHBOARD_PATHS = [
     "/",
     "/ui/index.html",
     "/ui/app.js",
     "/ui/admin.js",
+    *(
+        f"/ui/{path.name}"
+        for path in sorted(UI_DIR.glob("*.js"))
+        if path.name not in {"app.js", "admin.js"}
+    ),
     "/ui/style.css",
     "/ui/favicon.svg",
     "/ui/no-such-file.js",

@@ -201,7 +201,9 @@ def test_the_control_ui_never_puts_a_secret_in_a_url() -> None:
         for line in text.splitlines():
             if "fetch(" in line:
                 assert re.search(r"fetch\(\"/api/[a-z/]+\"", line), f"{path.name}: {line.strip()}"
-    app_js = (EDGE_DIR / "ui" / "app.js").read_text(encoding="utf-8")
+    app_js = "".join(
+        path.read_text(encoding="utf-8") for path in sorted((EDGE_DIR / "ui").glob("*.js"))
+    )
     sockets = re.findall(r"new WebSocket\((\w+)\)", app_js)
     assert sockets == ["url"]
     assert re.search(r"const url = `[^`]*\$\{window\.location\.host\}/ws`;", app_js)

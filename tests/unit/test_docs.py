@@ -41,7 +41,7 @@ TROUBLESHOOTING = DOCS / "troubleshooting.md"
 INDEX = DOCS / "README.md"
 OWN_PAGES = (CONFIGURATION, TROUBLESHOOTING, INDEX)
 LINKED_PAGES = (ROOT / "README.md", *sorted(DOCS.rglob("*.md")))
-APP_JS = ROOT / "edge" / "ui" / "app.js"
+UI_MODULES = sorted((ROOT / "edge" / "ui").glob("*.js"))
 DOCTOR_SOURCE = ROOT / "edge" / "cli" / "doctor.py"
 
 # Refusals of HTTP requests only; every other Denial can close a control socket.
@@ -398,8 +398,8 @@ def test_every_entry_has_what_you_see_cause_confirm_and_fix() -> None:
 def test_quoted_control_ui_titles_are_the_ui_s_own_words() -> None:
     quoted = re.findall(r"Control UI: \*\*(.+?)\*\*", read(TROUBLESHOOTING).replace("\n", " "))
     assert len(quoted) >= len(Denial) - len(HTTP_ONLY)
-    # The UI's words: its own script, and the refusal table it reads from the gateway.
-    app = read(APP_JS) + json.dumps(ui_table())
+    # The UI's words: its own scripts, and the refusal table it reads from the gateway.
+    app = "".join(read(path) for path in UI_MODULES) + json.dumps(ui_table())
     missing = sorted({title for title in quoted if f'"{title}"' not in app})
     assert missing == []
 

@@ -1,0 +1,216 @@
+// The state card and the panels around it: what the page shows for each
+// connection state, and the card that says which device this browser is.
+//
+// Security rule this file keeps: text from the gateway (device names, close
+// reasons, messages) is set as text, never as markup; the only elements made
+// from it are the `code` spans of richText, built with el().
+
+import { byTestId, el, show } from "./dom.js";
+
+/** Text with `code` spans, from a message using backticks. */
+function richText(node, text) {
+  const parts = String(text).split("`");
+  node.replaceChildren(...parts.map((part, index) => (index % 2 === 1 ? el("code", {}, part) : part)));
+}
+
+function insecureCopy(kind, error) {
+  const origin = window.location.origin;
+  const messages = {
+    "not-secure-context": `This page was loaded from ${origin} over plain HTTP, which browsers do not treat as a secure context, so they switch off the cryptography this browser needs to hold a device key.`,
+    "no-webcrypto": "This browser offers no WebCrypto (crypto.subtle), which the device key needs.",
+    "no-ed25519": "This browser has WebCrypto but cannot make Ed25519 keys. Current Chromium, Firefox and Safari can; update the browser or use another one.",
+    "sign-failed": `This browser could not sign with its device key (${error && error.message ? error.message : "unknown error"}).`,
+  };
+  return {
+    title: "This browser cannot pair here",
+    message: `${messages[kind] || messages["no-webcrypto"]} Nothing was sent to the gateway. Use one of the options below.`,
+  };
+}
+
+export class StateView {
+  /** @param {Document} doc  the page whose state card and panels this view fills */
+  constructor(doc = document) {
+    this.ui = {
+      state: byTestId("state", doc),
+      title: byTestId("state-title", doc),
+      message: byTestId("state-message", doc),
+      closeReason: byTestId("close-reason-message", doc),
+      badge: byTestId("connection-badge", doc),
+      announcer: byTestId("announcer", doc),
+      insecure: doc.getElementById("panel-insecure"),
+      insecureMessage: byTestId("insecure-message", doc),
+      insecurePort: byTestId("insecure-port", doc),
+      insecureCli: byTestId("insecure-cli", doc),
+      tokenForm: byTestId("token-form", doc),
+      tokenInput: byTestId("token-input", doc),
+      tokenReveal: byTestId("token-reveal", doc),
+      tokenError: byTestId("token-error", doc),
+      nameInput: byTestId("device-name-input", doc),
+      adminBox: byTestId("request-admin", doc),
+      waiting: doc.getElementById("panel-waiting"),
+      waitingWithId: byTestId("waiting-with-id", doc),
+      requestId: byTestId("request-id", doc),
+      approveCommand: byTestId("approve-command", doc),
+      copyCommand: byTestId("copy-command", doc),
+      waitingStatus: byTestId("waiting-status", doc),
+      cancelUpgrade: byTestId("cancel-upgrade", doc),
+      changeToken: byTestId("change-token", doc),
+      retryPanel: doc.getElementById("panel-retry"),
+      retry: byTestId("retry-button", doc),
+      startOver: byTestId("start-over", doc),
+      connectAgain: byTestId("connect-again", doc),
+      identity: byTestId("identity", doc),
+      identityName: byTestId("device-name", doc),
+      identityRole: byTestId("device-role", doc),
+      identityId: byTestId("device-id", doc),
+      identityNote: byTestId("identity-note", doc),
+      upgrade: byTestId("request-admin-upgrade", doc),
+      forget: byTestId("forget-device", doc),
+      forgetGroup: byTestId("forget-confirm-group", doc),
+      forgetConfirm: byTestId("forget-confirm", doc),
+      forgetCancel: byTestId("forget-cancel", doc),
+      whoami: byTestId("whoami", doc),
+      whoamiRefresh: byTestId("whoami-refresh", doc),
+    };
+    this.state = null;
+    this.title = null;
+    this.message = null;
+    // The pairing request the waiting panel shows; it belongs to the waiting state only.
+    this.waitingFor = null;
+  }
+
+  announce(text) {
+    const announcer = this.ui.announcer;
+    announcer.textContent = "";
+    window.setTimeout(() => {
+      announcer.textContent = text;
+    }, 50);
+  }
+
+  /**
+   * Show one state. Focus moves only when the state itself changes, so a
+   * waiting page that re-checks every 2 seconds does not steal the keyboard.
+   */
+  setState(state, { title, message, next = null, closeMessage = null, close = null, focus = true }) {
+    const ui = this.ui;
+    const changed = state !== this.state || title !== this.title || message !== this.message;
+    const stateChanged = state !== this.state;
+    this.state = state;
+    this.title = title;
+    this.message = message;
+    if (state !== "waiting") {
+      this.waitingFor = null;
+    }
+    ui.state.dataset.state = state;
+    ui.badge.dataset.state = state;
+    ui.badge.textContent = state.replace("-", " ");
+    ui.title.textContent = title;
+    richText(ui.message, message || "");
+    show(ui.message, !closeMessage);
+    if (closeMessage) {
+      richText(ui.closeReason, closeMessage);
+      if (close && close.reason) {
+        ui.closeReason.append(" ", el("span", { class: "raw-reason" }, `(gateway's reason: “${close.reason}”, code ${close.code})`));
+      }
+      ui.closeReason.dataset.closeCode = close ? String(close.code) : "";
+      ui.closeReason.dataset.closeReason = close ? close.reason : "";
+      show(ui.closeReason, true);
+    } else {
+      ui.closeReason.textContent = "";
+      delete ui.closeReason.dataset.closeCode;
+      delete ui.closeReason.dataset.closeReason;
+      show(ui.closeReason, false);
+    }
+    show(ui.insecure, state === "insecure");
+    show(ui.tokenForm, state === "token-needed");
+    show(ui.waiting, state === "waiting");
+    show(ui.retryPanel, state === "error" || state === "revoked" || state === "forgotten");
+    show(ui.retry, state === "error");
+    show(ui.startOver, next === "start-over");
+    show(ui.connectAgain, state === "forgotten");
+    document.title = `${title} — Edge`;
+    if (changed) {
+      this.announce(`${title}. ${String(message || "").replace(/`/g, "")}`);
+    }
+    if (stateChanged && focus) {
+      if (state === "token-needed") {
+        ui.tokenInput.focus();
+      } else if (state !== "connecting") {
+        ui.title.focus();
+      }
+    }
+  }
+
+  /** The state card's message line alone, for countdowns that must not re-announce the state. */
+  setMessage(text) {
+    this.ui.message.textContent = text;
+  }
+
+  showRetry(visible) {
+    show(this.ui.retryPanel, visible);
+    show(this.ui.retry, visible);
+  }
+
+  /** The waiting panel's request id and the CLI command that approves it. */
+  showWaitingRequest(requestId) {
+    this.waitingFor = requestId;
+    this.ui.requestId.textContent = requestId;
+    this.ui.approveCommand.textContent = `edge devices approve ${requestId}`;
+    show(this.ui.waitingWithId, true);
+  }
+
+  hideWaitingRequest() {
+    show(this.ui.waitingWithId, false);
+  }
+
+  /** The waiting panel's buttons: withdraw an admin request, or paste another token. */
+  showWaitingChoices({ cancelUpgrade, changeToken }) {
+    show(this.ui.cancelUpgrade, cancelUpgrade);
+    show(this.ui.changeToken, changeToken);
+  }
+
+  setWaitingStatus(text) {
+    this.ui.waitingStatus.textContent = text;
+  }
+
+  /**
+   * The identity card: this browser's device id, and its name and role as the
+   * gateway's hello gave them (`hello` null while not connected).
+   */
+  renderIdentity(identity, hello, name) {
+    const ui = this.ui;
+    if (!identity) {
+      show(ui.identity, false);
+      return;
+    }
+    show(ui.identity, true);
+    ui.identityId.textContent = identity.id;
+    ui.identityName.textContent = hello ? hello.device.name : name;
+    ui.identityRole.textContent = hello ? hello.device.role : "not connected";
+    show(ui.upgrade, Boolean(hello) && hello.device.role !== "admin");
+    ui.identityNote.textContent = identity.persisted
+      ? ""
+      : "This browser does not let the page keep its key (private browsing?), so the pairing ends when you close the tab.";
+    show(ui.identityNote, !identity.persisted);
+  }
+
+  showTokenError(message) {
+    const ui = this.ui;
+    ui.tokenError.textContent = message;
+    show(ui.tokenError, Boolean(message));
+    ui.tokenInput.setAttribute("aria-invalid", message ? "true" : "false");
+    if (message) {
+      ui.tokenInput.focus();
+    }
+  }
+
+  /** This browser cannot hold a device key here: say why, and how else to pair. */
+  showInsecure(kind, error) {
+    const ui = this.ui;
+    ui.insecureMessage.textContent = insecureCopy(kind, error).message;
+    ui.insecurePort.textContent = window.location.port || (window.location.protocol === "https:" ? "443" : "80");
+    ui.insecureCli.textContent = `edge pair --url ${window.location.origin} --token <gateway token>`;
+    this.setState("insecure", { ...insecureCopy(kind, error), message: "" });
+    show(ui.identity, false);
+  }
+}
