@@ -115,7 +115,7 @@ export class Connection {
     }
     if (this.view.state === "connecting") {
       this.view.setMessage(this.reconnectNote ? `${this.reconnectNote} Reconnecting…` : "Opening the control connection.");
-      this.view.showRetry(false);
+      this.view.hideRetryPanel();
     } else if (this.view.state !== "waiting") {
       this.view.setState("connecting", { title: "Connecting to the gateway…", message: "Opening the control connection.", focus: false });
     }
@@ -362,7 +362,7 @@ export class Connection {
     };
     render();
     if (mode === "connecting") {
-      this.view.showRetry(true);
+      this.view.showRetry();
     }
     if (delay >= 1500) {
       this.countdownTimer = window.setInterval(render, 1000);

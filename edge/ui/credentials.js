@@ -2,6 +2,8 @@
 // the device token.
 //
 // Security rules this file keeps:
+// - The device key is an Ed25519 CryptoKey generated non-extractable and kept
+//   in IndexedDB (see identity.js); nothing here stores key material.
 // - No secret is kept where page script can read it: the device token lives
 //   only in the gateway's HttpOnly session cookie (the page reconnects with
 //   its key and that cookie, `auth: {}`), and a pasted gateway token is

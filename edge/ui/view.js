@@ -146,9 +146,14 @@ export class StateView {
     this.ui.message.textContent = text;
   }
 
-  showRetry(visible) {
-    show(this.ui.retryPanel, visible);
-    show(this.ui.retry, visible);
+  /** The "Try again" panel while a reconnect is scheduled; hidden again when the attempt starts. */
+  showRetry() {
+    show(this.ui.retryPanel, true);
+    show(this.ui.retry, true);
+  }
+
+  hideRetryPanel() {
+    show(this.ui.retryPanel, false);
   }
 
   /** The waiting panel's request id and the CLI command that approves it. */
