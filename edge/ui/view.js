@@ -2,8 +2,9 @@
 // connection state, and the card that says which device this browser is.
 //
 // Security rule this file keeps: text from the gateway (device names, close
-// reasons, messages) is set as text, never as markup; the only elements made
-// from it are the `code` spans of richText, built with el().
+// reasons, messages) is set as text, never as markup; where it needs an
+// element (the `code` spans of richText, the raw close reason) that element
+// is built with el(), which adds the text as a text node.
 
 import { byTestId, el, show } from "./dom.js";
 
