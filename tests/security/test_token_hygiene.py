@@ -20,9 +20,9 @@ from websockets.sync.client import connect
 
 import edge
 from edge import create_app
-from edge.gateway.admin import invite_url
 from edge.pairing.identity import DeviceKey
 from edge.pairing.tokens import secrets_equal
+from edge.serialize import invite_url
 from tests.conftest import GATEWAY_TOKEN, LOOPBACK, REMOTE, Device, base_config, client_for, open_ws
 from tests.integration.conftest import EdgeServer, free_port
 
