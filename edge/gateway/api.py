@@ -1,4 +1,4 @@
-"""HTTP endpoints: whoami, health, the browser session cookie, device management, metrics."""
+"""HTTP endpoints: whoami, health, the API document, the session cookie, devices, metrics."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from edge.gateway.guard import _bearer
 from edge.gateway.health import StoreHealth
 from edge.gateway.live import Live
 from edge.gateway.metrics_endpoint import metrics_endpoint
+from edge.gateway.openapi import MEDIA_TYPE, OPENAPI_PATH, document_bytes
 from edge.metrics import Metrics
 from edge.pairing.service import PairingService
 from edge.refusals import error_body, ui_table
@@ -84,6 +85,12 @@ def build_routes(
     async def refusals(request: Request) -> Response:
         """The refusal table the dashboard describes a closed socket with (public, like ``/``)."""
         return _json(ui_table())
+
+    openapi_body = document_bytes(settings)
+
+    async def openapi(request: Request) -> Response:
+        """This API as an OpenAPI document (public, like ``/api/refusals``: it holds no secret)."""
+        return Response(openapi_body, media_type=MEDIA_TYPE, headers={"cache-control": "no-cache"})
 
     async def healthz(request: Request) -> Response:
         return _json({"status": "ok"})
@@ -166,6 +173,7 @@ def build_routes(
     routes = [
         Route("/api/whoami", whoami),
         Route("/api/refusals", refusals),
+        Route(OPENAPI_PATH, openapi),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/api/session", session_create, methods=["POST"]),

@@ -48,8 +48,18 @@ from edge.pairing.service import PairingService
 from edge.pairing.store import StoreError
 from edge.refusals import Denial, Rejection, close_frame, http_answer
 
+# The API document is public like the refusal table: it describes routes, holds no secret,
+# and a client must be able to read it before it has paired.
 PUBLIC_EXACT = frozenset(
-    {"/", "/healthz", "/readyz", "/api/whoami", "/api/refusals", "/favicon.ico"}
+    {
+        "/",
+        "/healthz",
+        "/readyz",
+        "/api/whoami",
+        "/api/refusals",
+        "/api/openapi.json",
+        "/favicon.ico",
+    }
 )
 PUBLIC_PREFIXES = ("/ui/",)
 SELF_GUARDED_PREFIXES = ("/auth/",)  # forward-auth endpoints judge the forwarded request
