@@ -63,9 +63,9 @@ _ROLE = {"type": "string", "enum": ["admin", "user"]}
 SCHEMAS: Final[dict[str, Schema]] = {
     "Error": {
         "type": "object",
-        "description": "Every error body Edge writes (``edge.refusals.error_body``). ``error`` "
-        "is the broad kind, ``reason`` the exact refusal (the ``reason`` label of "
-        "edge_auth_failures_total), ``detail`` what to do, for a person.",
+        "description": "Every error body Edge writes. `error` is the broad kind, `reason` the "
+        "exact refusal (the `reason` label of `edge_auth_failures_total`; left out only where "
+        "Edge cannot name one), `detail` what to do, for a person.",
         "required": ["error", "detail"],
         "properties": {
             "error": {"type": "string"},
@@ -821,6 +821,18 @@ def operations(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]
     return found
 
 
+def _shape(response: dict[str, Any]) -> str:
+    """`` (`Name`)`` for a JSON answer whose schema is a named component, else nothing."""
+    schema = response.get("content", {}).get("application/json", {}).get("schema", {})
+    if "$ref" in schema:
+        name = schema["$ref"].rsplit("/", 1)[1]
+        return "" if name == "Error" else f" ([`{name}`](#{name.lower()}))"
+    if schema.get("type") == "array" and "$ref" in schema.get("items", {}):
+        name = schema["items"]["$ref"].rsplit("/", 1)[1]
+        return f" (array of [`{name}`](#{name.lower()}))"
+    return ""
+
+
 def render_markdown(document: dict[str, Any]) -> str:
     """``docs/api.md``: one table row per operation, then each operation's answers."""
     lines = [
@@ -841,7 +853,8 @@ def render_markdown(document: dict[str, Any]) -> str:
         'Every error body has one shape, `{"error", "reason", "detail"}`; '
         "[troubleshooting](troubleshooting.md) explains each `reason`. The metrics row "
         "is served at `metrics.path` (`/metrics` by default) only while metrics are on the "
-        "gateway's port.",
+        "gateway's port. The JSON shapes named in brackets are the `components.schemas` of "
+        "the document.",
         "",
         "| Method | Path | Auth | Summary |",
         "|---|---|---|---|",
@@ -856,11 +869,44 @@ def render_markdown(document: dict[str, Any]) -> str:
             lines += ["", op["description"]]
         if "requestBody" in op:
             name = op["requestBody"]["content"]["application/json"]["schema"]["$ref"]
-            lines += ["", f"Body: JSON `{name.rsplit('/', 1)[1]}`."]
+            name = name.rsplit("/", 1)[1]
+            lines += [
+                "",
+                f"Body (JSON, optional keys may be left out): [`{name}`](#{name.lower()}).",
+            ]
         lines += [""]
-        for status, response in op["responses"].items():
-            lines.append(f"- **{status}**: {response['description']}")
+        for status, response in sorted(op["responses"].items()):
+            shape = _shape(response)
+            lines.append(f"- **{status}**: {response['description']}{shape}")
+    lines += ["", "# Shapes"]
+    for name, schema in document["components"]["schemas"].items():
+        lines += ["", f"## {name}", ""]
+        if "description" in schema:
+            lines += [schema["description"], ""]
+        lines += ["| Key | Type | Required |", "|---|---|---|"]
+        required = set(schema.get("required", ()))
+        for key, prop in schema.get("properties", {}).items():
+            yes = "yes" if key in required else "no"
+            lines.append(f"| `{key}` | {_type_text(prop)} | {yes} |")
     return "\n".join(lines) + "\n"
+
+
+def _type_text(schema: Schema) -> str:
+    """A property's type in a few words: ``string or null``, ``array of Device``, an enum."""
+    if "$ref" in schema:
+        name = schema["$ref"].rsplit("/", 1)[1]
+        return f"[`{name}`](#{name.lower()})"
+    if "oneOf" in schema:
+        return " or ".join(_type_text(option) for option in schema["oneOf"])
+    if "enum" in schema:
+        return " \\| ".join(f"`{value}`" for value in schema["enum"])
+    kind = schema.get("type", "any")
+    text = " or ".join(kind) if isinstance(kind, list) else str(kind)
+    if kind == "array":
+        text = f"array of {_type_text(schema.get('items', {}))}"
+    if kind == "object" and "properties" in schema:
+        text = "object: " + ", ".join(f"`{key}`" for key in schema["properties"])
+    return text
 
 
 if __name__ == "__main__":
