@@ -197,12 +197,12 @@ def load_settings(
         base_dir = path.resolve().parent
     env_problems: list[str] = []
     from_env, variables = read_environment(env, env_problems)
-    if env_problems:
-        raise ConfigError(env_problems, source)
     try:
         settings = Settings.model_validate(merge(data, from_env))
     except ValidationError as exc:
-        raise ConfigError(_format_errors(exc, Settings, variables), source) from None
+        raise ConfigError(env_problems + _format_errors(exc, Settings, variables), source) from None
+    if env_problems:
+        raise ConfigError(env_problems, source)
     updates: dict[str, Any] = {"source": source}
     if not settings.data_dir.is_absolute():
         updates["data_dir"] = (base_dir / settings.data_dir).resolve()
