@@ -23,8 +23,7 @@ from typing import Any, cast
 
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, EnvSettingsSource
-from pydantic_settings.exceptions import SettingsError
+from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsError
 
 from edge.config.models import Settings
 
