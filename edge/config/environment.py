@@ -119,23 +119,23 @@ def read_environment(
     """
     chosen: dict[str, str] = {}
     for name, value in environ.items():
-        upper = name.upper()
-        if upper in _VARIABLES:
-            path = _VARIABLES[upper]
+        # Names are matched exactly, as EDGE_GATEWAY_TOKEN is: edge_server__port is not one.
+        if name in _VARIABLES:
+            path = _VARIABLES[name]
             field = _FIELDS[path]
             if _is_json(field.annotation) and value != ENV_NONE:
                 try:
                     json.loads(value)
                 except json.JSONDecodeError as exc:
                     problems.append(
-                        f"{upper}: is not JSON ({exc.msg} at character {exc.pos}); "
-                        f"give the whole list, like {upper}='[\"...\"]'"
+                        f"{name}: is not JSON ({exc.msg} at character {exc.pos}); "
+                        f"give the whole list, like {name}='[\"...\"]'"
                     )
                     continue
-            chosen[upper] = value
-        elif upper.startswith(ENV_PREFIX) and ENV_NESTED_DELIMITER in upper[len(ENV_PREFIX) :]:
+            chosen[name] = value
+        elif name.startswith(ENV_PREFIX) and ENV_NESTED_DELIMITER in name[len(ENV_PREFIX) :]:
             problems.append(
-                f"{upper}: names no configuration key (every variable is listed in "
+                f"{name}: names no configuration key (every variable is listed in "
                 "docs/configuration.md; an entry of a list is set with the whole list as JSON)"
             )
     if not chosen:
@@ -145,10 +145,9 @@ def read_environment(
     except SettingsError as exc:
         problems.append(f"environment: {exc}")
         return {}, {}
-    for upper, path in _VARIABLES.items():
-        if upper in chosen:
-            _decode_leaf(data, path, _FIELDS[path])
-    return data, {_VARIABLES[upper]: upper for upper in chosen}
+    for name in chosen:
+        _decode_leaf(data, _VARIABLES[name], _FIELDS[_VARIABLES[name]])
+    return data, {_VARIABLES[name]: name for name in chosen}
 
 
 def _decode_leaf(data: dict[str, Any], path: Path_, field: FieldInfo) -> None:

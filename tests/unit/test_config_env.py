@@ -181,5 +181,7 @@ def test_a_secret_in_a_bad_variable_is_not_repeated() -> None:
 
 
 def test_other_edge_variables_are_left_alone() -> None:
-    settings = load_settings(None, environ={"EDGE_PAIR_DIR": "/tmp/pair", "EDGE_SOURCE": "x"})
+    environ = {"EDGE_PAIR_DIR": "/tmp/pair", "EDGE_SOURCE": "x", "edge_server__port": "1"}
+    settings = load_settings(None, environ=environ)
     assert settings.source is None
+    assert settings.server.port == 18789
