@@ -10,7 +10,7 @@ import click
 
 from edge.cli.common import config_option, emit, json_option, load
 from edge.config.policies import build_policy
-from edge.config.schema import config_schema_text
+from edge.config.schema import SCHEMA_DIALECT, SCHEMA_TITLE, config_schema_text
 from edge.net import PeerOwner, describe, parse_ip, resolve
 from edge.pairing.store import redact_url
 from edge.serialize import camel_keys, resolution_json
@@ -220,18 +220,23 @@ def show(config_path: str | None, as_json: bool) -> None:
 @config_group.command("schema")
 @json_option
 def schema(as_json: bool) -> None:
-    """Print the JSON Schema of a configuration file (it is JSON with or without --json).
+    """Print the JSON Schema of a configuration file.
 
-    Point an editor or a CI check at it to validate a file before a gateway reads it;
-    docs/edge.schema.json is the same schema. The rules across keys are checked by
-    `edge config check`.
+    The schema is JSON already, under the file's own key names; point an editor or
+    a CI check at it to validate a file before a gateway reads it
+    (docs/edge.schema.json is the same text). The rules across keys are checked by
+    `edge config check`. With --json, like every --json, the document has camelCase
+    keys only, so the schema is in it as text: `edge config schema --json | jq -r .schema`.
 
     \b
     Example:
       edge config schema > edge.schema.json
     """
-    del as_json  # accepted like every command's --json; the schema is JSON either way
-    click.echo(config_schema_text(), nl=False)
+    text = config_schema_text()
+    if as_json:
+        emit({"dialect": SCHEMA_DIALECT, "title": SCHEMA_TITLE, "schema": text})
+    else:
+        click.echo(text, nl=False)
 
 
 __all__ = ["config_group", "explain"]

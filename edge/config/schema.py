@@ -41,4 +41,4 @@ def config_schema_text() -> str:
     return json.dumps(config_schema(), indent=2, sort_keys=False) + "\n"
 
 
-__all__ = ["SCHEMA_DIALECT", "config_schema", "config_schema_text"]
+__all__ = ["SCHEMA_DIALECT", "SCHEMA_TITLE", "config_schema", "config_schema_text"]

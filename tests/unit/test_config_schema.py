@@ -19,7 +19,7 @@ from click.testing import CliRunner
 
 from edge.cli import cli
 from edge.config import ConfigError, load_settings, parse_yaml
-from edge.config.schema import SCHEMA_DIALECT
+from edge.config.schema import SCHEMA_DIALECT, SCHEMA_TITLE
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_FILE = ROOT / "docs" / "edge.schema.json"
@@ -58,7 +58,8 @@ def test_the_schema_names_its_dialect_and_describes_the_sections() -> None:
 
 def test_the_committed_schema_is_what_the_command_prints() -> None:
     printed = printed_schema()
-    assert printed_schema("--json") == printed
+    document = json.loads(printed_schema("--json"))
+    assert document == {"dialect": SCHEMA_DIALECT, "title": SCHEMA_TITLE, "schema": printed}
     assert SCHEMA_FILE.read_text(encoding="utf-8") == printed, (
         "docs/edge.schema.json is stale: run `edge config schema > docs/edge.schema.json`"
     )
