@@ -1,4 +1,4 @@
-"""``edge explain`` and ``edge config check``."""
+"""``edge explain`` and the ``edge config`` group (``check``, ``show``, ``schema``)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import click
 
 from edge.cli.common import config_option, emit, json_option, load
 from edge.config.policies import build_policy
+from edge.config.schema import SCHEMA_DIALECT, SCHEMA_TITLE, config_schema_text
 from edge.net import PeerOwner, describe, parse_ip, resolve
 from edge.pairing.store import redact_url
 from edge.serialize import camel_keys, resolution_json
@@ -138,6 +139,7 @@ def config_group() -> None:
     \b
     Example:
       edge config check -c /etc/edge/edge.yaml
+      edge config schema > edge.schema.json
     """
 
 
@@ -213,6 +215,28 @@ def show(config_path: str | None, as_json: bool) -> None:
         emit({"source": settings.source, "settings": camel_keys(data)})
     else:
         click.echo(json.dumps(data, indent=2))
+
+
+@config_group.command("schema")
+@json_option
+def schema(as_json: bool) -> None:
+    """Print the JSON Schema of a configuration file.
+
+    The schema is JSON already, under the file's own key names; point an editor or
+    a CI check at it to validate a file before a gateway reads it
+    (docs/edge.schema.json is the same text). The rules across keys are checked by
+    `edge config check`. With --json, like every --json, the document has camelCase
+    keys only, so the schema is in it as text: `edge config schema --json | jq -r .schema`.
+
+    \b
+    Example:
+      edge config schema > edge.schema.json
+    """
+    text = config_schema_text()
+    if as_json:
+        emit({"dialect": SCHEMA_DIALECT, "title": SCHEMA_TITLE, "schema": text})
+    else:
+        click.echo(text, nl=False)
 
 
 __all__ = ["config_group", "explain"]

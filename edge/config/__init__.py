@@ -2,12 +2,15 @@
 
 ``models`` declares every key and its bounds, ``loading`` reads the file,
 the environment and secret files into ``Settings`` (or one ``ConfigError``
-line per problem), and ``policies`` turns settings into the values the
-gateway and the CLI decide with. The names below are the public surface.
+line per problem), ``environment`` names every key's ``EDGE_`` variable,
+``schema`` makes the JSON Schema of a file from the models, and ``policies``
+turns settings into the values the gateway and the CLI decide with. The names
+below are the public surface.
 """
 
 from __future__ import annotations
 
+from edge.config.environment import environment_keys
 from edge.config.loading import ConfigError, load_settings, parse_yaml
 from edge.config.models import (
     CONFIG_ENV,
@@ -37,6 +40,7 @@ from edge.config.models import (
     WebhookSettings,
     parse_duration,
 )
+from edge.config.schema import config_schema
 
 __all__ = [
     "CONFIG_ENV",
@@ -65,6 +69,8 @@ __all__ = [
     "StoreSettings",
     "UpstreamSettings",
     "WebhookSettings",
+    "config_schema",
+    "environment_keys",
     "load_settings",
     "parse_duration",
     "parse_yaml",

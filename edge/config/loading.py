@@ -21,6 +21,7 @@ from pydantic import (
     ValidationError,
 )
 
+from edge.config.environment import merge, read_environment
 from edge.config.models import (
     CONFIG_ENV,
     FILE_SUFFIX,
@@ -80,13 +81,24 @@ def _format_location(loc: tuple[int | str, ...]) -> str:
     return text
 
 
-def _format_errors(error: ValidationError, model: type[BaseModel]) -> list[str]:
+def _format_errors(
+    error: ValidationError,
+    model: type[BaseModel],
+    variables: Mapping[tuple[str, ...], str] | None = None,
+) -> list[str]:
+    """One line per error, named by its key, or by the variable that set it (``variables``)."""
     problems = []
     for item in error.errors(include_url=False):
         loc = tuple(
             p for p in item["loc"] if not (isinstance(p, str) and p.startswith("function-"))
         )
         key = _format_location(loc)
+        for length in range(len(loc), 0, -1):
+            variable = (variables or {}).get(tuple(str(p) for p in loc[:length]))
+            if variable is not None:
+                rest = loc[length:]
+                key = variable + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in rest)
+                break
         message = str(item["msg"]).removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = "unknown key" + _allowed_keys_hint(model, loc[:-1])
@@ -158,6 +170,10 @@ def load_settings(
 
     Relative paths inside a file (``data_dir``, ``auth.token_file``) are taken
     relative to that file's directory, so a unit file can point at it from anywhere.
+    Every key can also come from the environment (``EDGE_SERVER__PORT``, see
+    ``edge.config.environment``): a variable wins over the file, the file over the
+    defaults, so a container or a unit changes one key without its own copy of the file.
+    The secret variables (``EDGE_GATEWAY_TOKEN``...) are read after, and win over both.
     """
     env = os.environ if environ is None else environ
     base_dir = Path.cwd()
@@ -179,10 +195,14 @@ def load_settings(
             raise ConfigError([f"{path}: cannot be read ({exc})"], source) from None
         data = parse_yaml(text, source)
         base_dir = path.resolve().parent
+    env_problems: list[str] = []
+    from_env, variables = read_environment(env, env_problems)
     try:
-        settings = Settings.model_validate(dict(data))
+        settings = Settings.model_validate(merge(data, from_env))
     except ValidationError as exc:
-        raise ConfigError(_format_errors(exc, Settings), source) from None
+        raise ConfigError(env_problems + _format_errors(exc, Settings, variables), source) from None
+    if env_problems:
+        raise ConfigError(env_problems, source)
     updates: dict[str, Any] = {"source": source}
     if not settings.data_dir.is_absolute():
         updates["data_dir"] = (base_dir / settings.data_dir).resolve()

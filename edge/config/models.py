@@ -75,6 +75,8 @@ def _check_host(value: str) -> str:
 
 
 class ServerSettings(_Section):
+    """Where `edge serve` listens, and the bounds it keeps on each connection."""
+
     host: str = "127.0.0.1"
     port: int = Field(18789, ge=0, le=65535)
     workers: int = Field(1, ge=1, le=64)
@@ -100,6 +102,8 @@ class ServerSettings(_Section):
 
 
 class ProxySettings(_Section):
+    """Which peers may say who the client is, and in which header."""
+
     trusted_proxies: list[str] = []
     client_ip_headers: list[str] = ["x-forwarded-for"]
 
@@ -138,6 +142,8 @@ class ProxySettings(_Section):
 
 
 class LocalSettings(_Section):
+    """Who is local, that is, approved as admin without any token."""
+
     loopback: bool = True
     # uid: a loopback client is local only if its connection belongs to the gateway's OS
     # user (the kernel says so); address: the loopback address alone decides (weaker)
@@ -163,11 +169,13 @@ class LocalSettings(_Section):
 
 
 class RateLimitSettings(_Section):
+    """How many failed credentials a client may present before a lockout."""
+
     failures: int = Field(10, ge=1, le=100_000)
     window: float = Field(60, gt=0, le=86_400)
     lockout: float = Field(300, gt=0, le=86_400 * 7)
     # IPv6 clients are throttled per prefix: one subscriber holds a whole /64.
-    ipv6_prefix: int = 64
+    ipv6_prefix: int = Field(64, json_schema_extra={"minimum": 32, "maximum": 128})
 
     @field_validator("ipv6_prefix", mode="before")
     @classmethod
@@ -182,6 +190,8 @@ class RateLimitSettings(_Section):
 
 
 class AuthSettings(_Section):
+    """The gateway token, the origins allowed to use it, and the failure rate limit."""
+
     token: str | None = None
     token_file: Path | None = None
     allowed_origins: list[str] = []
@@ -222,12 +232,25 @@ class AuthSettings(_Section):
 
 
 class PairingSettings(_Section):
+    """Pending pairing requests, unauthenticated sockets and idle devices."""
+
     request_ttl: float = Field(300, gt=0, le=86_400)
     max_pending: int = Field(256, ge=1, le=1_000_000)
     max_pending_per_client: int = Field(8, ge=1, le=10_000)
     handshake_timeout: float = Field(10, gt=0, le=300)
     max_unauthenticated_sockets_per_client: int = Field(32, ge=1, le=100_000)
-    device_idle_expiry: float | None = Field(None, gt=0)
+    device_idle_expiry: float | None = Field(
+        None,
+        gt=0,
+        # seconds, or a duration such as 90d (``_duration`` below reads it)
+        json_schema_extra={
+            "anyOf": [
+                {"type": "number", "exclusiveMinimum": 0},
+                {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*[smhdSMHD]?\s*$"},
+                {"type": "null"},
+            ]
+        },
+    )
 
     @field_validator("device_idle_expiry", mode="before")
     @classmethod
@@ -236,6 +259,8 @@ class PairingSettings(_Section):
 
 
 class StoreSettings(_Section):
+    """Where devices and pairing state live: SQLite in data_dir, or Redis."""
+
     url: str | None = None
     # The Redis password, kept out of the URL (and the YAML): put into store.url at load.
     password_file: Path | None = None
@@ -254,6 +279,8 @@ class StoreSettings(_Section):
 
 
 class MetricsSettings(_Section):
+    """The Prometheus endpoint: who may read it, and on which listener."""
+
     enabled: bool = True
     path: str = "/metrics"
     allowed_networks: list[str] = []
@@ -408,6 +435,8 @@ class UpstreamSettings(_Section):
 
 
 class LoggingSettings(_Section):
+    """Log level, text or JSON lines, and the access log."""
+
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["text", "json"] = "text"
     access_log: bool = False
@@ -428,6 +457,8 @@ NOTIFIABLE_EVENTS = frozenset(
 
 
 class WebhookSettings(_Section):
+    """One webhook: where events are sent and the secret they are signed with."""
+
     url: str
     secret: str | None = None  # exactly one of secret and secret_file; load fills secret
     secret_file: Path | None = None
@@ -478,12 +509,16 @@ class WebhookSettings(_Section):
 
 
 class NotifySettings(_Section):
+    """Webhooks for pairing, device and lockout events, and their delivery queue."""
+
     webhooks: list[WebhookSettings] = []
     queue_size: int = Field(1000, ge=1, le=1_000_000)
     max_attempts: int = Field(8, ge=1, le=100)
 
 
 class Settings(_Section):
+    """An Edge gateway configuration."""
+
     server: ServerSettings = ServerSettings()
     data_dir: Path = Path("./data")
     proxy: ProxySettings = ProxySettings()

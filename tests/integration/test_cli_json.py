@@ -128,6 +128,7 @@ def test_every_command_prints_one_camel_case_json_document(
     refused = walk.run(("token", "rotate"), "--yes", code=1)
     assert refused["error"] == "refused"
     assert walk.run(("completion",), "bash", config=False)["shell"] == "bash"
+    assert json.loads(walk.run(("config", "schema"), config=False)["schema"])["properties"]
     assert walk.run(("gateway", "reload"))["signalled"]
 
     pair = ("pair",)

@@ -1,7 +1,7 @@
 """The operator docs say what the code does.
 
 docs/configuration.md must list every key of ``Settings`` with its real
-default; docs/troubleshooting.md must have an entry with a fix for every
+default and the environment variable that sets it; docs/troubleshooting.md must have an entry with a fix for every
 refusal, HTTP denial body, close code and ``edge doctor`` check. Every
 ``edge config check -c edge.yaml`` and ``edge explain`` example is run again
 (with the nearest YAML block above it as ``edge.yaml``) and must print exactly
@@ -30,6 +30,7 @@ from pydantic import BaseModel
 from edge.cli import cli
 from edge.cli.pair import PAIR_DIR_ENV
 from edge.config import CONFIG_ENV, TOKEN_ENV, ConfigError, Settings, load_settings, parse_yaml
+from edge.config.environment import environment_keys
 from edge.gateway.context import AuthState
 from edge.gateway.guard import denial_response
 from edge.refusals import Denial, ui_table
@@ -243,6 +244,44 @@ def test_no_documented_key_is_unknown_to_the_settings() -> None:
 def test_environment_variables_are_documented(variable: str) -> None:
     rows = [line for line in read(CONFIGURATION).splitlines() if line.startswith(f"| `{variable}`")]
     assert rows, f"docs/configuration.md has no row for `{variable}`"
+
+
+def variable_table_rows(text: str) -> dict[str, str]:
+    """Rows of the table headed ``| Configuration key | Variable |``: key -> variable."""
+    rows: dict[str, str] = {}
+    in_table = False
+    for line in text.splitlines():
+        if not line.startswith("|"):
+            in_table = False
+            continue
+        cells = [cell.strip().strip("`") for cell in line.strip().strip("|").split("|")]
+        if cells[:2] == ["Configuration key", "Variable"]:
+            in_table = True
+            continue
+        if in_table and not set(cells[0]) <= set("-: "):
+            rows[cells[0]] = cells[1]
+    return rows
+
+
+def test_the_variable_table_is_every_key_and_its_variable() -> None:
+    rows = variable_table_rows(read(CONFIGURATION))
+    expected = {key: variable for variable, key in environment_keys().items()}
+    assert rows == expected, "docs/configuration.md: the variable table differs from Settings"
+
+
+@pytest.mark.parametrize("key", sorted(LEAVES))
+def test_every_settings_key_is_set_by_a_documented_variable(key: str) -> None:
+    # An entry of a list of sections (upstreams[].url) is set with its whole list.
+    rows = variable_table_rows(read(CONFIGURATION))
+    assert key.split("[]", 1)[0] in rows, f"docs/configuration.md: no variable sets `{key}`"
+
+
+def test_the_documented_variable_error_is_what_edge_prints() -> None:
+    (block,) = [b for b in blocks(read(CONFIGURATION)) if "EDGE_SERVER__PORT:" in b.text]
+    environ = {"EDGE_PROXY__TRUSTED_PROXIES": "unix", "EDGE_SERVER__PORT": "99999"}
+    result = CliRunner().invoke(cli, ["config", "check"], env={**CLEAN_ENV, **environ})
+    assert result.exit_code == 2
+    assert result.output.strip() == block.text.strip()
 
 
 def _yaml_followed_by(page: Path) -> list[tuple[Block, Block | None]]:
