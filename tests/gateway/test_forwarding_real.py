@@ -57,7 +57,7 @@ class EdgeThread:
         # A loopback client is local and approved as it connects: its device token
         # lets requests carrying proxy headers (never local) through as paired.
         self.device = Device("prop tester")
-        with connect(f"ws://127.0.0.1:{self.port}/ws", open_timeout=5, proxy=None) as ws:
+        with connect(f"ws://127.0.0.1:{self.port}/ws", open_timeout=30, proxy=None) as ws:
             hello = ws_handshake(ws, self.device, {})
         self.token = str(hello["deviceToken"])
         return self
@@ -143,12 +143,12 @@ def test_the_normalised_path_is_what_the_upstream_receives(
 
 def test_a_websocket_path_is_normalised_and_refused_alike(edge: EdgeThread) -> None:
     with pytest.raises(InvalidStatus) as info:
-        connect(f"ws://127.0.0.1:{edge.port}/svc/x/../../ws", open_timeout=5, proxy=None)
+        connect(f"ws://127.0.0.1:{edge.port}/svc/x/../../ws", open_timeout=30, proxy=None)
     assert info.value.response.status_code == 400
     with pytest.raises(InvalidStatus) as info:
-        connect(f"ws://127.0.0.1:{edge.port}/svc/..%2flive", open_timeout=5, proxy=None)
+        connect(f"ws://127.0.0.1:{edge.port}/svc/..%2flive", open_timeout=30, proxy=None)
     assert info.value.response.status_code == 400
-    with connect(f"ws://127.0.0.1:{edge.port}/svc/a/../live", open_timeout=5, proxy=None) as ws:
+    with connect(f"ws://127.0.0.1:{edge.port}/svc/a/../live", open_timeout=30, proxy=None) as ws:
         ws.send("still under the prefix")
         assert ws.recv(timeout=5) == "still under the prefix"
 

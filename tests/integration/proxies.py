@@ -223,7 +223,7 @@ def client_from(address: str, **kwargs: Any) -> httpx.Client:
 
 def ws_from(address: str, url: str, **kwargs: Any) -> Any:
     """A real WebSocket client (``websockets``) connecting from ``address``."""
-    return ws_connect(url, source_address=(address, 0), open_timeout=5, proxy=None, **kwargs)
+    return ws_connect(url, source_address=(address, 0), open_timeout=30, proxy=None, **kwargs)
 
 
 def ws_handshake(

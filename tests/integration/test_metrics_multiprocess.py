@@ -63,7 +63,7 @@ def eventually(check: Callable[[], bool], what: str, timeout: float = 20.0) -> N
 
 def local_admin_socket(stack: ExitStack, server: EdgeServer, device: Device) -> ClientConnection:
     """A local socket (closed with ``stack``) past its hello: the device is an admin."""
-    ws = stack.enter_context(connect(server.ws_url, open_timeout=5))
+    ws = stack.enter_context(connect(server.ws_url, open_timeout=30))
     challenge = json.loads(ws.recv(timeout=5))
     ws.send(json.dumps(device.connect_frame(challenge["nonce"], {}, role="admin")))
     assert json.loads(ws.recv(timeout=5))["type"] == "hello"
@@ -102,7 +102,7 @@ def wait_for_event(ws: ClientConnection, event: str) -> dict[str, Any]:
 
 
 def ask_to_pair(server: EdgeServer, device: Device) -> str:
-    with connect(server.ws_url, additional_headers=PROXIED, open_timeout=5) as ws:
+    with connect(server.ws_url, additional_headers=PROXIED, open_timeout=30) as ws:
         challenge = json.loads(ws.recv(timeout=5))
         ws.send(json.dumps(device.connect_frame(challenge["nonce"], {"token": GATEWAY_TOKEN})))
         error = json.loads(ws.recv(timeout=5))

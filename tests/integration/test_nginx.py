@@ -253,7 +253,7 @@ def test_empty_trusted_proxies_fail_closed_and_reload_fixes_it_without_dropping_
     assert "proxy.trusted_proxies is empty" in doctor.stdout
 
     # A live control socket, straight to Edge on loopback (a local admin).
-    with connect(stack.edge.ws_url, open_timeout=5, proxy=None) as live:
+    with connect(stack.edge.ws_url, open_timeout=30, proxy=None) as live:
         hello = ws_handshake(live, Device("console"), {})
         assert hello["type"] == "hello"
         config = yaml.safe_load(stack.edge.config_path.read_text())

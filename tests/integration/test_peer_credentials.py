@@ -76,7 +76,7 @@ def test_a_local_client_of_the_gateways_own_user_is_an_admin_straight_away(edge:
     assert devices.status_code == 200
     assert invite.status_code == 200, invite.text
     device = Device("the operator's CLI")
-    with ws_connect(edge.ws_url, open_timeout=5, proxy=None) as ws:
+    with ws_connect(edge.ws_url, open_timeout=30, proxy=None) as ws:
         hello = ws_handshake(ws, device, {}, role="admin")
     assert hello["type"] == "hello" and hello["device"]["role"] == "admin"
     assert hello["client"]["local"] is True

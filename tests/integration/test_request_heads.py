@@ -126,7 +126,7 @@ def test_ordinary_requests_keepalive_and_websockets_pass(edge: EdgeServer) -> No
     with httpx.Client(transport=transport, base_url=edge.url, timeout=10) as client:
         for _ in range(5):  # one kept-alive connection, five heads
             assert client.get("/healthz").status_code == 200
-    sockets = [connect(edge.ws_url, open_timeout=5, proxy=None) for _ in range(3)]
+    sockets = [connect(edge.ws_url, open_timeout=30, proxy=None) for _ in range(3)]
     try:
         for ws in sockets:
             assert ws_handshake(ws, Device("console"), {})["type"] == "hello"

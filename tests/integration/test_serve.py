@@ -33,7 +33,7 @@ def ws_handshake(
     headers: dict[str, str] | None = None,
 ) -> tuple[dict[str, Any] | None, Any]:
     """Returns (hello or error frame, close frame or None); the socket is closed after."""
-    with connect(server.ws_url, additional_headers=headers or {}, open_timeout=5) as ws:
+    with connect(server.ws_url, additional_headers=headers or {}, open_timeout=30) as ws:
         challenge = json.loads(ws.recv(timeout=5))
         ws.send(json.dumps(device.connect_frame(challenge["nonce"], auth, role)))
         try:

@@ -75,8 +75,8 @@ def test_sigterm_lets_an_in_flight_upstream_request_finish_and_closes_sockets_wi
         target=lambda: results.append(httpx.get(f"{edge.url}/svc/slow?delay=1.5", timeout=20))
     )
     with (
-        connect(edge.ws_url, open_timeout=5, proxy=None) as control,
-        connect(f"ws://127.0.0.1:{edge.port}/svc/live", open_timeout=5, proxy=None) as relayed,
+        connect(edge.ws_url, open_timeout=30, proxy=None) as control,
+        connect(f"ws://127.0.0.1:{edge.port}/svc/live", open_timeout=30, proxy=None) as relayed,
     ):
         assert ws_handshake(control, Device("console"), {})["type"] == "hello"
         relayed.send("before shutdown")
@@ -102,7 +102,7 @@ def test_reload_reads_trusted_proxies_again_without_dropping_relayed_sockets(edg
     forged = {"X-Forwarded-For": "198.51.100.9"}
     before = httpx.get(f"{edge.url}/api/whoami", headers=forged, timeout=5).json()
     assert before["anomalies"] == ["untrusted_proxy_headers"]
-    with connect(f"ws://127.0.0.1:{edge.port}/svc/live", open_timeout=5, proxy=None) as relayed:
+    with connect(f"ws://127.0.0.1:{edge.port}/svc/live", open_timeout=30, proxy=None) as relayed:
         config = yaml.safe_load(edge.config_path.read_text())
         config["proxy"] = {"trusted_proxies": ["127.0.0.1"]}
         edge.config_path.write_text(yaml.safe_dump(config))
