@@ -14,7 +14,6 @@ import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import quote, urlsplit, urlunsplit
 
 import yaml
 from pydantic import (
@@ -28,6 +27,7 @@ from pydantic import (
 )
 
 from edge.net import NetworkSet, normalise_origin, parse_network
+from edge.pairing.store.urls import backend_of, has_password, with_password
 
 CONFIG_ENV = "EDGE_CONFIG"
 TOKEN_ENV = "EDGE_GATEWAY_TOKEN"
@@ -261,7 +261,7 @@ class StoreSettings(_Section):
     def _url(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        if not value.startswith(("sqlite:", "redis://", "rediss://", "unix://")):
+        if backend_of(value) is None:
             raise ValueError(
                 f"{value.split(':', 1)[0]!r}... is not a store URL "
                 "(use sqlite:///path/to/edge.db or redis://host:port/db)"
@@ -765,27 +765,24 @@ def _check_password(value: str) -> str:
 
 def _url_with_password(url: str | None, password: str, problems: list[str]) -> str | None:
     """``store.url`` with ``password`` as the password of its user part."""
-    if url is None or not url.startswith(("redis://", "rediss://", "unix://")):
+    if backend_of(url) != "redis":
         problems.append(
             "store.password_file: a password is given, but store.url is not a Redis URL "
             "(redis://host:port/db); remove the password or point store.url at Redis"
         )
         return url
+    assert url is not None
     try:
-        parts = urlsplit(url)
-        has_password = parts.password is not None or "password=" in parts.query
+        carries = has_password(url)
     except ValueError:
         return url  # the store reports the malformed URL itself, without the password
-    if has_password:
+    if carries:
         problems.append(
             "store.url: carries a password while store.password_file (or "
             f"{STORE_PASSWORD_ENV}) gives one too; keep only one, preferably outside the URL"
         )
         return url
-    host = parts.netloc.rpartition("@")[2]
-    user = parts.username or ""
-    netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{host}"
-    return urlunsplit(parts._replace(netloc=netloc))
+    return with_password(url, password)
 
 
 class _SecretSources:

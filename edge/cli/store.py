@@ -15,8 +15,7 @@ import json
 import time
 from collections.abc import Iterator
 from dataclasses import replace
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import click
@@ -25,7 +24,7 @@ from edge.cli.common import ConfigProblem, Refused, config_option, load
 from edge.config import Settings
 from edge.pairing.models import PAIRED, Role
 from edge.pairing.store import (
-    DEFAULT_SQLITE_NAME,
+    RedisInfo,
     SnapshotStore,
     Store,
     StoreError,
@@ -33,10 +32,8 @@ from edge.pairing.store import (
     open_store,
     redact_url,
     sqlite_path_of,
+    start_over,
 )
-
-if TYPE_CHECKING:
-    from edge.pairing.redis_store import RedisInfo
 
 
 @click.group("store")
@@ -47,20 +44,10 @@ def store_group() -> None:
 # -- opening stores -------------------------------------------------------------------------------
 
 
-def _sqlite_file(url: str | None, data_dir: Path) -> Path | None:
-    """The file a SQLite store URL names (None for other backends)."""
-    if url is None:
-        return data_dir / DEFAULT_SQLITE_NAME
-    if not url.lower().startswith("sqlite:"):
-        return None
-    rest = url[len("sqlite:") :]
-    return Path("/" + rest[3:].lstrip("/")) if rest.startswith("///") else data_dir / rest
-
-
 @contextlib.contextmanager
 def _opened(url: str | None, settings: Settings, *, must_exist: bool) -> Iterator[Store]:
     """The store at ``url`` (None: the configured one); a missing SQLite file is refused."""
-    path = _sqlite_file(url, settings.data_dir)
+    path = sqlite_path_of(url, settings.data_dir)
     if must_exist and path is not None and not path.is_file():
         raise Refused(
             f"there is no SQLite store at {path} (the gateway creates it at its first start)"
@@ -88,8 +75,6 @@ def _snapshots(store: Store) -> SnapshotStore:
 
 def store_facts(store: Store, now: float) -> dict[str, Any]:
     """What ``edge store info`` reports: backend, where, schema, counts, server settings."""
-    from edge.pairing import redis_store, sqlite_store
-
     devices = store.list_devices(include_revoked=True)
     paired = [d for d in devices if d.status == PAIRED]
     invites = store.list_invites()
@@ -108,12 +93,12 @@ def store_facts(store: Store, now: float) -> dict[str, Any]:
         "event_seq": store.latest_seq(),
         "warnings": [],
     }
-    if isinstance(store, sqlite_store.SqliteStore):
-        facts.update(backend="sqlite", schema=sqlite_store.SCHEMA_VERSION)
-        facts["file_bytes"] = store.path.stat().st_size if store.path.exists() else 0
-    elif isinstance(store, redis_store.RedisStore):
-        server = store.server_info()
-        facts.update(backend="redis", schema=redis_store.SCHEMA_VERSION)
+    about = store.about()
+    facts.update(backend=about.kind, schema=about.schema)
+    if about.file_bytes is not None:
+        facts["file_bytes"] = about.file_bytes
+    server = about.server
+    if server is not None:
         facts["redis"] = {
             "version": server.version,
             "role": server.role,
@@ -123,8 +108,6 @@ def store_facts(store: Store, now: float) -> dict[str, Any]:
             "event_log_length": server.event_log_length,
         }
         facts["warnings"] = redis_warnings(server)
-    else:
-        facts.update(backend=type(store).__name__, schema=None)
     return facts
 
 
@@ -193,7 +176,6 @@ def info(config_path: str | None, url: str | None, as_json: bool) -> None:
 def reset(config_path: str | None, yes: bool) -> None:
     """Start over on an empty SQLite store; the old file is moved aside, not deleted."""
     from edge.gateway.workers import live_worker_pids
-    from edge.pairing.sqlite_store import start_over
 
     settings = load(config_path)
     path = sqlite_path_of(settings.store.url, settings.data_dir)

@@ -10,10 +10,10 @@ dropped, counted and logged. Waiting events live in memory only: a restart
 loses them.
 
 Once over workers and replicas: every process reads every store event, so a
-process sends only the events it *claims*. With a Redis store the claim is a
+process sends only the events the store's ``claim`` gives it: with Redis a
 ``SET NX`` of the event's seq under the store's key prefix, which every
-replica shares; with several workers on SQLite it is the claim file the
-workers share (``edge.metrics.EventClaim``); a lone process owns every event.
+replica shares; with several workers on SQLite the claim file the workers
+share; a lone process owns every event.
 A claim that cannot be made (Redis unreachable) counts as owned, so an event
 may then arrive twice: receivers de-duplicate on ``X-Edge-Event-Id``.
 """
@@ -27,13 +27,11 @@ import hmac
 import json
 import logging
 import math
-import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 from urllib.parse import urlsplit
 
 import httpx
@@ -43,12 +41,9 @@ from edge import __version__
 from edge.config import NotifySettings, WebhookSettings
 from edge.gateway.serialize import event_data_json
 from edge.logs import SignalWarner, is_secret_field
-from edge.metrics import MULTIPROC_ENV, EventClaim
 from edge.pairing.models import Event
-from edge.pairing.store import EVENT_LOG_MAX_AGE, Store
-
-if TYPE_CHECKING:
-    import redis
+from edge.pairing.store import CLAIM_NOTIFY, Store
+from edge.pairing.store.claims import EventClaim
 
 logger = logging.getLogger("edge.notify")
 
@@ -59,7 +54,6 @@ EVENT_TYPE_HEADER = "X-Edge-Event"
 ATTEMPT_HEADER = "X-Edge-Attempt"
 SIGNATURE_PREFIX = "sha256="
 SIGNATURE_TOLERANCE = 300  # seconds a receiver should accept between X-Edge-Timestamp and its clock
-NOTIFY_CLAIM_FILE = "notify-events.claim"
 OUTCOMES = ("delivered", "retried", "failed", "dropped")
 BACKOFF_BASE = 1.0
 BACKOFF_CAP = 300.0
@@ -122,33 +116,19 @@ class Claim(Protocol):
         ...
 
 
-class RedisClaim:
-    """One ``SET NX`` per event under the store's prefix; the keys outlive the event log."""
+@dataclass(frozen=True)
+class StoreClaim:
+    """The store's own claim for webhooks: it spans every process on the store."""
 
-    def __init__(self, client: redis.Redis, prefix: str) -> None:
-        self._client = client
-        self._prefix = f"{prefix}:notify:"
+    store: Store
 
     def claim(self, seqs: Iterable[int]) -> set[int]:
-        ordered = sorted(set(seqs))
-        pipe = self._client.pipeline(transaction=False)
-        for seq in ordered:
-            pipe.set(f"{self._prefix}{seq}", os.getpid(), nx=True, ex=int(EVENT_LOG_MAX_AGE))
-        return {seq for seq, won in zip(ordered, pipe.execute(), strict=True) if won}
+        return self.store.claim(CLAIM_NOTIFY, seqs)
 
 
 def claim_for_store(store: Store) -> Claim:
     """The claim that spans every process reading ``store``'s event log."""
-    if type(store).__module__ == "edge.pairing.redis_store":
-        import redis
-
-        from edge.pairing.redis_store import RedisStore
-
-        if isinstance(store, RedisStore):
-            client = redis.Redis(**store.target.connection)
-            return RedisClaim(client, store.target.prefix)
-    directory = os.environ.get(MULTIPROC_ENV)
-    return EventClaim(Path(directory) / NOTIFY_CLAIM_FILE if directory else None)
+    return StoreClaim(store)
 
 
 # -- the sender ---------------------------------------------------------------------------------

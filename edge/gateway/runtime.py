@@ -28,11 +28,11 @@ from edge.gateway.workers import register_worker, unregister_worker
 from edge.gateway_token import GatewayTokenError, load_gateway_token
 from edge.hostcheck import running_reverse_proxies, same_host_proxy_advice
 from edge.logs import SignalWarner, audit_event, setup_logging
-from edge.metrics import Metrics, changes_pairing_state, event_claim_for_process, mark_worker_dead
+from edge.metrics import Metrics, changes_pairing_state, mark_worker_dead
 from edge.net import NetworkSet, ResolverPolicy
 from edge.pairing.models import Event
 from edge.pairing.service import PairingPolicy, PairingService, RateLimitPolicy
-from edge.pairing.store import Store, open_store
+from edge.pairing.store import CLAIM_AUDIT, Store, open_store
 from edge.peercred import LOOKUPS, peer_check_summary
 
 logger = logging.getLogger("edge.gateway")
@@ -97,7 +97,6 @@ class Gateway:
         self.store = store or open_store(settings.store.url, settings.data_dir)
         self.service = PairingService(self.store, token.value, build_pairing_policy(settings))
         self.metrics = Metrics(__version__)
-        self.event_claim = event_claim_for_process()
         self.hub = SocketHub(self)
         self.notifier = Notifier.for_store(settings.notify, self.store, self.metrics.registry)
         self.warner = SignalWarner(logging.getLogger("edge.proxy"))
@@ -263,12 +262,12 @@ class Gateway:
     def _observe_events(self, events: Sequence[Event]) -> None:
         """Count and audit each event once over all workers, then refresh the gauges.
 
-        Every worker sees every event, so ``event_claim`` picks the one that
+        Every worker sees every event, so the store's ``claim`` picks the one that
         counts it. The gauges are refreshed at once so a scrape right after an
         approval is already right (housekeeping refreshes them every 5 s too).
         """
         try:
-            owned = self.event_claim.claim(event.seq for event in events)
+            owned = self.store.claim(CLAIM_AUDIT, [event.seq for event in events])
             for event in events:
                 if event.seq in owned:
                     self.metrics.store_event(event.type, event.data)

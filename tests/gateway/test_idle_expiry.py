@@ -24,7 +24,7 @@ from edge.pairing.denials import Denial
 from edge.pairing.identity import DeviceKey
 from edge.pairing.models import Role
 from edge.pairing.service import Admitted, PairingService
-from edge.pairing.sqlite_store import SqliteStore
+from edge.pairing.store.sqlite import SqliteStore
 from edge.pairing.store import Seen
 from tests.conftest import GATEWAY_TOKEN, Device, base_config, client_for, open_ws
 

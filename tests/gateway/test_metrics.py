@@ -31,13 +31,13 @@ from edge.metrics import (
     PAIRING_EVENTS,
     PEER_OWNERS,
     PROXY_OUTCOMES,
-    EventClaim,
     Metrics,
     code_class,
     forget_dead_workers,
     pairing_event_label,
 )
 from edge.pairing.denials import Denial
+from edge.pairing.store.claims import EventClaim
 from tests.conftest import GATEWAY_TOKEN, LOOPBACK, REMOTE, Device, base_config, client_for, logged
 
 LOCAL_URL = "http://localhost:18789"
@@ -448,14 +448,14 @@ def test_event_claim_keeps_a_bounded_file(tmp_path: Path) -> None:
 def test_event_claim_resets_a_damaged_file_and_says_so(tmp_path: Path) -> None:
     path = tmp_path / "claim"
     path.write_text("{not json")
-    with logged("edge.metrics") as log:
+    with logged("edge.store") as log:
         assert EventClaim(path).claim([1, 2]) == {1, 2}
     assert any("was damaged, reset" in message for message in log.messages)
     assert EventClaim(path).claim([1, 2, 3]) == {3}
 
 
 def test_event_claim_without_a_usable_file_counts_locally(tmp_path: Path) -> None:
-    with logged("edge.metrics") as log:
+    with logged("edge.store") as log:
         assert EventClaim(tmp_path / "missing" / "claim").claim([1, 2]) == {1, 2}
     assert any("unusable, counting locally" in message for message in log.messages)
 

@@ -24,7 +24,7 @@ from edge.cli.store import redis_warnings
 from edge.config import load_settings
 from edge.pairing.models import Device as StoredDevice
 from edge.pairing.models import Role
-from edge.pairing.redis_store import RedisInfo
+from edge.pairing.store import RedisInfo
 from edge.pairing.service import Admitted, Denied, PairingPolicy, PairingService, RateLimitPolicy
 from edge.pairing.store import SnapshotStore, Store, StoreSnapshot, open_store
 from tests.conftest import GATEWAY_TOKEN, Device
