@@ -121,8 +121,11 @@ def test_a_device_that_never_connected_after_approval_expires_from_its_approval(
     key = DeviceKey.generate()
     invite_pair(service, key, clock, "203.0.113.1")
     service.flush_touches()
-    with store._write("forget the last-seen time") as conn:  # as a device approved but never seen
-        conn.execute("UPDATE devices SET last_seen_at = NULL")
+    store.backend.transact(  # as a device approved but never seen
+        "forget the last-seen time",
+        T0,
+        lambda tx: tx.conn.execute("UPDATE devices SET last_seen_at = NULL"),
+    )
     clock.now = T0 + HOUR - 1
     service.sweep()
     assert len(service.list_devices()) == 1

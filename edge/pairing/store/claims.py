@@ -52,9 +52,7 @@ class EventClaim:
         except OSError as exc:
             # Counting twice beats losing an audit line: own them all, say so once.
             if not self._failed:
-                logger.error(
-                    "event claim file %s unusable, counting locally: %s", self.path, exc
-                )
+                logger.error("event claim file %s unusable, counting locally: %s", self.path, exc)
             self._failed = True
             return wanted
         self._failed = False
