@@ -24,8 +24,8 @@ from edge.pairing.denials import Denial
 from edge.pairing.identity import DeviceKey
 from edge.pairing.models import Role
 from edge.pairing.service import Admitted, PairingService
-from edge.pairing.store.sqlite import SqliteStore
 from edge.pairing.store import Seen
+from edge.pairing.store.sqlite import SqliteStore
 from tests.conftest import GATEWAY_TOKEN, Device, base_config, client_for, open_ws
 
 HOUR = 3600.0

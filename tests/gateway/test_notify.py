@@ -35,8 +35,8 @@ from edge.gateway.notify import (
     sign,
     verify,
 )
-from edge.pairing.store.claims import EventClaim
 from edge.pairing.models import Event
+from edge.pairing.store.claims import EventClaim
 from tests.conftest import GATEWAY_TOKEN, LOOPBACK, REMOTE, Device, base_config, client_for, open_ws
 
 SECRET = "webhook-secret-0123456789"

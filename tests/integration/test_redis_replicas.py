@@ -25,7 +25,6 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from edge.pairing.models import PairingRequest, Role
-from edge.pairing.store.redis import RedisStore, parse_redis_url
 from edge.pairing.service import Admitted, Denied, PairingService
 from edge.pairing.store import (
     EVENT_LOG_MAX_EVENTS,
@@ -34,6 +33,7 @@ from edge.pairing.store import (
     StoreError,
     open_store,
 )
+from edge.pairing.store.redis import RedisStore, parse_redis_url
 from tests.conftest import GATEWAY_TOKEN, Device
 from tests.integration.conftest import EdgeServer
 from tests.redis_server import RedisServer, shared_redis_server, stop_shared_redis_server  # noqa: F401

@@ -17,10 +17,10 @@ import pytest
 from pairing_support import Client, FakeClock
 
 from edge.net import client_key
-from edge.pairing.store import sqlite as sqlite_store
 from edge.pairing.denials import Denial
 from edge.pairing.service import Admitted, Denied, PairingPolicy, PairingService, RateLimitPolicy
 from edge.pairing.store import PendingCapHit
+from edge.pairing.store import sqlite as sqlite_store
 
 SUBNET = "2001:db8:1:2"
 

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 from pairing_support import GATEWAY_TOKEN, START_TIME, Client, FakeClock
 
-from edge.pairing.store import sqlite as sqlite_store
 from edge.pairing.models import PAIRED, Device, Role
 from edge.pairing.service import PairingService
+from edge.pairing.store import StoreError, open_store
+from edge.pairing.store import sqlite as sqlite_store
 from edge.pairing.store.sqlite import APPLICATION_ID, SCHEMA_VERSION, SqliteStore
 from edge.pairing.store.sqlite_tx import SqliteTx
-from edge.pairing.store import StoreError, open_store
 
 NOW = START_TIME
 

@@ -387,8 +387,13 @@ class SqliteBackend:
         return result
 
     def read(self, action: str, step: Callable[[SqliteTx], T]) -> T:
+        """``step`` on this thread's connection, outside any transaction (the hot path)."""
         try:
-            return step(SqliteTx(self._conn(), self._damaged))
+            conn = self._conn()
+            reader: SqliteTx | None = getattr(self._local, "reader", None)
+            if reader is None or reader.conn is not conn:
+                reader = self._local.reader = SqliteTx(conn, self._damaged)
+            return step(reader)
         except sqlite3.Error as exc:
             raise self._error(action, exc) from None
 

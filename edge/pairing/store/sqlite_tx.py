@@ -114,9 +114,13 @@ class SqliteTx:
 
     # -- reads --------------------------------------------------------------------------------
 
+    def _row(self, sql: str, params: tuple[object, ...]) -> sqlite3.Row | None:
+        row: sqlite3.Row | None = self.conn.execute(sql, params).fetchone()
+        return row
+
     def device(self, device_id: str) -> Device | None:
-        rows = self._rows("SELECT * FROM devices WHERE id = ?", (device_id,))
-        return self.to_device(rows[0]) if rows else None
+        row = self._row("SELECT * FROM devices WHERE id = ?", (device_id,))
+        return None if row is None else self.to_device(row)
 
     def devices(self, device_ids: Collection[str]) -> dict[str, Device]:
         ids = list(device_ids)
@@ -130,8 +134,8 @@ class SqliteTx:
         return found
 
     def device_for_token(self, token_hash: str) -> Device | None:
-        rows = self._rows("SELECT * FROM devices WHERE token_hash = ?", (token_hash,))
-        return self.to_device(rows[0]) if rows else None
+        row = self._row("SELECT * FROM devices WHERE token_hash = ?", (token_hash,))
+        return None if row is None else self.to_device(row)
 
     def list_devices(self, *, include_revoked: bool) -> list[Device]:
         if include_revoked:
@@ -203,12 +207,11 @@ class SqliteTx:
         return [self.to_invite(row) for row in rows]
 
     def failure(self, client: str) -> FailureCount | None:
-        rows = self._rows(
+        row = self._row(
             "SELECT window_start, count, locked_until FROM failures WHERE client = ?", (client,)
         )
-        if not rows:
+        if row is None:
             return None
-        row = rows[0]
         return FailureCount(
             client, float(row["window_start"]), int(row["count"]), float(row["locked_until"])
         )
