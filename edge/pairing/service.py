@@ -433,9 +433,6 @@ class PairingService(OperatorActions):
     def _device_for_token_hash(self, token_hash: str) -> Device | None:
         return self._tokens.lookup(token_hash, self.store.device_for_token)
 
-    def _forget_device(self, device_id: str) -> None:
-        self._tokens.forget(device_id)
-
     def apply_events(self, events: Sequence[Event]) -> None:
         """Bring the caches up to date with changes made by other processes."""
         for event in events:
