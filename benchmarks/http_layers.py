@@ -46,9 +46,9 @@ from benchmarks.http_stack import (  # noqa: E402
 from edge import create_app  # noqa: E402
 from edge.gateway.context import AUTH_KEY, RESOLUTION_KEY  # noqa: E402
 from edge.gateway.guard import (  # noqa: E402
+    Authenticator,
     ClientResolutionMiddleware,
     GuardMiddleware,
-    authenticate_http,
 )
 from edge.net import resolve  # noqa: E402
 from edge.pairing.identity import DeviceKey  # noqa: E402
@@ -136,8 +136,9 @@ async def measure(app: Any, token: str, requests: int, repeats: int) -> dict[str
             "state": {},
         }
 
-    resolution = resolve(("127.0.0.1", 40000), headers, gateway.live.policy)
-    auth = authenticate_http(gateway, {**scope(), RESOLUTION_KEY: resolution})
+    resolution = resolve(("127.0.0.1", 40000), headers, gateway.live.config.policy)
+    authenticate = Authenticator(gateway.service, gateway.blocking)
+    auth = await authenticate({**scope(), RESOLUTION_KEY: resolution})
     if auth.state != "paired" or resolution.local or resolution.client_ip != CLIENT_IP:
         raise SystemExit(f"Edge does not see a paired remote client: {auth}, {resolution}")
 
@@ -152,8 +153,22 @@ async def measure(app: Any, token: str, requests: int, repeats: int) -> dict[str
         "bare app": (bare, scope),
         "bare router": (bare.router, scope),
         "edge router": (app.router, routed),
-        "resolution": (ClientResolutionMiddleware(_noop, gateway), scope),
-        "guard": (GuardMiddleware(_noop, gateway), resolved),
+        "resolution": (
+            ClientResolutionMiddleware(
+                _noop, live=gateway.live, metrics=gateway.metrics, warner=gateway.warner
+            ),
+            scope,
+        ),
+        "guard": (
+            GuardMiddleware(
+                _noop,
+                authenticate=authenticate,
+                live=gateway.live,
+                metrics=gateway.metrics,
+                settings=gateway.settings,
+            ),
+            resolved,
+        ),
         "edge app": (app, scope),
         "no-op": (_noop, scope),
     }

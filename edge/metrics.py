@@ -39,7 +39,7 @@ from prometheus_client import values as _values
 
 from edge.heads import REASONS as HEAD_REFUSALS
 from edge.hostcheck import process_alive
-from edge.pairing.denials import Denial
+from edge.refusals import Denial
 
 # `_created` series double the exposition and no dashboard here uses them.
 disable_created_metrics()  # type: ignore[no-untyped-call]

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 from starlette.testclient import TestClient
 
 from edge import create_app
@@ -19,6 +20,13 @@ GATEWAY_TOKEN = "test-gateway-token-0123456789abcdefghijklmnop"
 REMOTE = ("203.0.113.7", 40000)
 LOOPBACK = ("127.0.0.1", 40001)
 
+# Property tests check what is generated, not how fast: on two cores shared with real servers
+# and a browser, generation and examples are slower than on an idle machine, so neither
+# hypothesis' per-example deadline nor its "generation is too slow" check may fail a test.
+settings.register_profile(
+    "edge", deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True
+)
+settings.load_profile("edge")
 
 
 class RecordCollector(logging.Handler):

@@ -1,16 +1,19 @@
 """The ``edge`` command line.
 
-Exit codes: 0 ok, 1 refused or not found, 2 usage or configuration error.
+Exit codes: 0 ok, 1 refused or not found, 2 usage or configuration error, on
+every path: click's own usage errors, Edge's checks, and ``--json`` runs alike.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 
 import click
 
 from edge import __version__
-from edge.cli.common import EXIT_USAGE
+from edge.cli.common import EXIT_REFUSED, EXIT_USAGE, emit, json_option
+from edge.cli.completion import completion
 from edge.cli.devices import devices
 from edge.cli.doctor import doctor
 from edge.cli.explain import config_group, explain
@@ -19,11 +22,29 @@ from edge.cli.serve import gateway_group, serve
 from edge.cli.store import store_group
 from edge.cli.token import token
 
+ENVIRONMENT_HELP = """\b
+Environment (see docs/configuration.md):
+  EDGE_CONFIG                 the configuration file when -c is not given
+  EDGE_GATEWAY_TOKEN(_FILE)   the gateway token (overrides auth.token, auth.token_file)
+  EDGE_STORE_PASSWORD(_FILE)  the Redis password, put into store.url
+  EDGE_METRICS_TOKEN(_FILE)   metrics.bearer_token
+  EDGE_PAIR_DIR               where `edge pair` keeps its key and device token
+"""
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(__version__, prog_name="edge")
+
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog=ENVIRONMENT_HELP,
+)
+@click.version_option(__version__, prog_name="edge", help="Show the version and exit.")
 def cli() -> None:
-    """Edge: a reverse-proxy-aware gateway with device pairing."""
+    """Edge: a reverse-proxy-aware gateway with device pairing.
+
+    \b
+    Example:
+      edge doctor -c /etc/edge/edge.yaml
+      edge devices list --json
+    """
 
 
 for command in (
@@ -37,25 +58,48 @@ for command in (
     dashboard,
     pair,
     store_group,
+    completion,
 ):
     cli.add_command(command)
 
 
+def _wants_json(args: Sequence[str]) -> bool:
+    """Whether ``--json`` was asked for, so that even a usage error comes as JSON."""
+    return "--json" in args[: args.index("--")] if "--" in args else "--json" in args
+
+
+def _fail(as_json: bool, kind: str, detail: str, code: int, exc: click.ClickException) -> int:
+    if as_json:
+        emit({"error": kind, "detail": detail})
+    else:
+        exc.show()
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    as_json = _wants_json(args)
     try:
-        result = cli.main(args=argv, prog_name="edge", standalone_mode=False)
+        result = cli.main(args=args, prog_name="edge", standalone_mode=False)
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
     except click.Abort:
-        click.echo("aborted", err=True)
-        return 1
+        if as_json:
+            emit({"error": "aborted", "detail": "aborted"})
+        else:
+            click.echo("aborted", err=True)
+        return EXIT_REFUSED
+    except click.UsageError as exc:
+        return _fail(as_json, "usage", exc.format_message(), EXIT_USAGE, exc)
     except click.ClickException as exc:
-        exc.show()
-        return EXIT_USAGE if isinstance(exc, click.UsageError) else exc.exit_code
+        kind = str(getattr(exc, "kind", "refused" if exc.exit_code == EXIT_REFUSED else "config"))
+        return _fail(as_json, kind, exc.format_message(), exc.exit_code, exc)
     except KeyboardInterrupt:
         return 130
     return result if isinstance(result, int) else 0
 
+
+__all__ = ["cli", "json_option", "main"]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,8 +1,16 @@
-"""What every subcommand shares: the --config option, settings loading, the store."""
+"""What every subcommand shares: --config and --json, settings loading, the store.
+
+Every command takes ``--json``: it then prints exactly one JSON document on
+stdout (keys in camelCase, as the REST API and the socket name theirs; see
+``edge.serialize``) and anything for people on stderr. A failure under
+``--json`` is the document ``{"error": KIND, "detail": MESSAGE}`` on stdout,
+with the same exit code as without it (``edge.cli.main``).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -25,6 +33,7 @@ class Refused(click.ClickException):
     """Refused or not found: exit 1."""
 
     exit_code = EXIT_REFUSED
+    kind = "refused"
 
     def show(self, file: Any = None) -> None:
         click.secho(f"edge: {self.format_message()}", err=True, fg="red")
@@ -34,6 +43,7 @@ class ConfigProblem(click.ClickException):
     """Usage or configuration error: exit 2."""
 
     exit_code = EXIT_USAGE
+    kind = "config"
 
     def show(self, file: Any = None) -> None:
         click.secho(f"edge: {self.format_message()}", err=True, fg="red")
@@ -46,9 +56,30 @@ def config_option(func: F) -> F:
         "config_path",
         type=click.Path(dir_okay=False),
         envvar=CONFIG_ENV,
+        show_envvar=True,
         default=None,
-        help=f"YAML configuration file (default: ${CONFIG_ENV}, else built-in defaults).",
+        help="YAML configuration file (default: built-in defaults), e.g. /etc/edge/edge.yaml.",
     )(func)
+
+
+def json_option(func: F) -> F:
+    """``--json``: the one machine-readable form every command has."""
+    return click.option(
+        "--json",
+        "as_json",
+        is_flag=True,
+        help="Print one JSON document on stdout (camelCase keys); errors as {error, detail}.",
+    )(func)
+
+
+def emit(document: object) -> None:
+    """Print ``document`` as the command's whole stdout under ``--json``."""
+    click.echo(json.dumps(document, indent=2))
+
+
+def note(message: str) -> None:
+    """A line for people that must never mix into a JSON document: stderr."""
+    click.echo(message, err=True)
 
 
 def load(config_path: str | None) -> Settings:
@@ -61,7 +92,7 @@ def load(config_path: str | None) -> Settings:
 @contextlib.contextmanager
 def pairing_service(settings: Settings) -> Iterator[PairingService]:
     """The pairing service on the configured store, as the gateway itself would open it."""
-    from edge.gateway.runtime import build_pairing_policy
+    from edge.config.policies import build_pairing_policy
 
     try:
         token = load_gateway_token(settings, create=False).value

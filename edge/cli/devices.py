@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 import sys
 import time
 from collections.abc import Mapping
@@ -14,13 +13,12 @@ import segno
 from rich.console import Console
 from rich.table import Table
 
-from edge.cli.common import Refused, config_option, load, pairing_service
+from edge.cli.common import Refused, config_option, emit, json_option, load, pairing_service
 from edge.config import parse_duration
-from edge.gateway.admin import invite_url
-from edge.gateway.serialize import device_json, invite_json, request_json
-from edge.pairing.models import Device, Event, PairingRequest, Role
+from edge.pairing.models import INVITE_MAX_TTL, Device, Event, PairingRequest, Role
 from edge.pairing.service import PairingError, PairingService
 from edge.pairing.store import MAX_EVENTS_PER_READ
+from edge.serialize import device_json, invite_json, invite_url, request_json
 
 ACTOR = "cli"
 ROLE_CHOICE = click.Choice([r.value for r in Role])
@@ -134,15 +132,27 @@ def _fail(exc: PairingError) -> Refused:
 
 @click.group("devices")
 def devices() -> None:
-    """Manage paired devices and pairing requests."""
+    """Manage paired devices and pairing requests.
+
+    \b
+    Example:
+      edge devices list
+      edge devices approve --latest
+    """
 
 
 @devices.command("list")
 @config_option
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option
 @click.option("--all", "include_revoked", is_flag=True, help="Include revoked devices.")
 def list_devices(config_path: str | None, as_json: bool, include_revoked: bool) -> None:
-    """Pending requests and paired devices."""
+    """Pending requests and paired devices.
+
+    \b
+    Example:
+      edge devices list --all
+      edge devices list --json | jq '.requests[].id'
+    """
     settings = load(config_path)
     idle_expiry = settings.pairing.device_idle_expiry
     with pairing_service(settings) as service:
@@ -157,16 +167,13 @@ def list_devices(config_path: str | None, as_json: bool, include_revoked: bool) 
             out = device_json(d)
             out["idleExpiresAt"] = None if expires_at is None else int(expires_at * 1000)
             devices_out.append(out)
-        click.echo(
-            json.dumps(
-                {
-                    "requests": [request_json(r) for r in requests],
-                    "devices": devices_out,
-                    "invites": [invite_json(i) for i in invites],
-                    "expired": [_expired_json(e) for e in expired],
-                },
-                indent=2,
-            )
+        emit(
+            {
+                "requests": [request_json(r) for r in requests],
+                "devices": devices_out,
+                "invites": [invite_json(i) for i in invites],
+                "expired": [_expired_json(e) for e in expired],
+            }
         )
         return
     now = time.time()
@@ -192,14 +199,22 @@ def list_devices(config_path: str | None, as_json: bool, include_revoked: bool) 
     metavar="USER",
     help="Login upstream apps know the device by (Remote-User), e.g. alice.",
 )
+@json_option
 def approve(
     config_path: str | None,
     request_id: str | None,
     latest: bool,
     role: str | None,
     user: str | None,
+    as_json: bool,
 ) -> None:
-    """Approve a pending request by its id (e.g. K7QF-2M9D)."""
+    """Approve a pending request by its id.
+
+    \b
+    Example:
+      edge devices approve K7QF-2M9D --user alice
+      edge devices approve --latest --role admin
+    """
     if bool(request_id) == latest:
         raise click.UsageError("give a REQUEST id or --latest (one of them)")
     settings = load(config_path)
@@ -213,6 +228,9 @@ def approve(
                 device = service.approve(request_id, role=granted, actor=ACTOR, user=user)
         except PairingError as exc:
             raise _fail(exc) from None
+    if as_json:
+        emit({"approved": device_json(device)})
+        return
     as_user = f", user {device.user}" if device.user else ""
     click.echo(f"approved {device.name!r} ({device.id[:12]}) as {device.role}{as_user}")
 
@@ -220,26 +238,44 @@ def approve(
 @devices.command("reject")
 @config_option
 @click.argument("request_id")
-def reject(config_path: str | None, request_id: str) -> None:
-    """Reject a pending request."""
+@json_option
+def reject(config_path: str | None, request_id: str, as_json: bool) -> None:
+    """Reject a pending request.
+
+    \b
+    Example:
+      edge devices reject K7QF-2M9D
+    """
     with pairing_service(load(config_path)) as service:
         try:
             request = service.reject(request_id, actor=ACTOR)
         except PairingError as exc:
             raise _fail(exc) from None
+    if as_json:
+        emit({"rejected": request_json(request)})
+        return
     click.echo(f"rejected {request.id} ({request.name!r})")
 
 
 @devices.command("revoke")
 @config_option
 @click.argument("device_id")
-def revoke(config_path: str | None, device_id: str) -> None:
-    """Revoke a device (id or unique prefix); its live sockets close within 2 seconds."""
+@json_option
+def revoke(config_path: str | None, device_id: str, as_json: bool) -> None:
+    """Revoke a device (id or unique prefix); its live sockets close within 2 seconds.
+
+    \b
+    Example:
+      edge devices revoke 3f9a1c2b7d4e
+    """
     with pairing_service(load(config_path)) as service:
         try:
             device = service.revoke(device_id, actor=ACTOR)
         except PairingError as exc:
             raise _fail(exc) from None
+    if as_json:
+        emit({"revoked": device_json(device)})
+        return
     click.echo(f"revoked {device.name!r} ({device.id[:12]})")
 
 
@@ -247,13 +283,22 @@ def revoke(config_path: str | None, device_id: str) -> None:
 @config_option
 @click.argument("device_id")
 @click.argument("name")
-def rename(config_path: str | None, device_id: str, name: str) -> None:
-    """Give a device a new display name."""
+@json_option
+def rename(config_path: str | None, device_id: str, name: str, as_json: bool) -> None:
+    """Give a device a new display name.
+
+    \b
+    Example:
+      edge devices rename 3f9a1c2b7d4e "Kitchen tablet"
+    """
     with pairing_service(load(config_path)) as service:
         try:
             device = service.rename(device_id, name, actor=ACTOR)
         except PairingError as exc:
             raise _fail(exc) from None
+    if as_json:
+        emit({"renamed": device_json(device)})
+        return
     click.echo(f"renamed {device.id[:12]} to {device.name!r}")
 
 
@@ -261,14 +306,23 @@ def rename(config_path: str | None, device_id: str, name: str) -> None:
 @config_option
 @click.argument("device_id")
 @click.argument("user")
-def assign(config_path: str | None, device_id: str, user: str) -> None:
-    """Set the user (Remote-User to upstreams) of a device; '-' clears it."""
+@json_option
+def assign(config_path: str | None, device_id: str, user: str, as_json: bool) -> None:
+    """Set the user (Remote-User to upstreams) of a device; '-' clears it.
+
+    \b
+    Example:
+      edge devices assign 3f9a1c2b7d4e alice
+      edge devices assign 3f9a1c2b7d4e -
+    """
     with pairing_service(load(config_path)) as service:
         try:
             device = service.assign_user(device_id, None if user == "-" else user, actor=ACTOR)
         except PairingError as exc:
             raise _fail(exc) from None
-    if device.user is None:
+    if as_json:
+        emit({"assigned": device_json(device)})
+    elif device.user is None:
         click.echo(f"{device.id[:12]} ({device.name!r}) has no user: upstreams see its device id")
     else:
         click.echo(f"{device.id[:12]} ({device.name!r}) is user {device.user}")
@@ -279,25 +333,34 @@ def parse_invite_ttl(text: str) -> float:
         value = parse_duration(text)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
-    if not 0 < value <= 7 * 86400:
-        raise click.BadParameter("must be between 1 second and 7 days")
+    if not 0 < value <= INVITE_MAX_TTL:
+        raise click.BadParameter(
+            f"must be between 1 second and {int(INVITE_MAX_TTL // 86_400)} days"
+        )
     return value
 
 
 @devices.command("invite")
 @config_option
-@click.option("--role", type=ROLE_CHOICE, default="user", show_default=True)
-@click.option("--name", default=None, help="Name the device will get.")
+@click.option(
+    "--role", type=ROLE_CHOICE, default="user", show_default=True, help="Role the device gets."
+)
+@click.option("--name", default=None, help="Name the device will get, e.g. kiosk.")
 @click.option(
     "--ttl", default="10m", show_default=True, help="How long the invite lives (90s, 10m, 2h, 1d)."
 )
-@click.option("--url", "base_url", default=None, help="Dashboard base URL to put in the link.")
+@click.option(
+    "--url",
+    "base_url",
+    default=None,
+    help="Dashboard base URL to put in the link, e.g. https://edge.example.com.",
+)
 @click.option(
     "--qr/--no-qr",
     default=None,
     help="Print the link as a QR code (default: when the output is a terminal).",
 )
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 def invite(
     config_path: str | None,
     role: str,
@@ -307,7 +370,12 @@ def invite(
     qr: bool | None,
     as_json: bool,
 ) -> None:
-    """Create a single-use invite that pairs a headless device at once."""
+    """Create a single-use invite that pairs a headless device at once.
+
+    \b
+    Example:
+      edge devices invite --name kiosk --ttl 1h --url https://edge.example.com
+    """
     settings = load(config_path)
     seconds = parse_invite_ttl(ttl)
     base = base_url or _default_base(settings.server.host, settings.server.port)
@@ -320,7 +388,7 @@ def invite(
             raise _fail(exc) from None
     url = invite_url(base, code)
     if as_json:
-        click.echo(json.dumps({"invite": invite_json(created), "code": code, "url": url}, indent=2))
+        emit({"invite": invite_json(created), "code": code, "url": url})
         return
     click.echo(f"invite {created.id} for a {role} device, valid for {ttl}, single use")
     click.echo(f"  code: {code}")
@@ -353,17 +421,30 @@ def terminal_qr(url: str) -> str:
 @devices.command("invites")
 @config_option
 @click.option("--cancel", "cancel_id", default=None, help="Cancel the invite with this id.")
-def invites(config_path: str | None, cancel_id: str | None) -> None:
-    """List open invites, or cancel one."""
+@json_option
+def invites(config_path: str | None, cancel_id: str | None, as_json: bool) -> None:
+    """List open invites, or cancel one.
+
+    \b
+    Example:
+      edge devices invites
+      edge devices invites --cancel inv_4QZ7
+    """
     with pairing_service(load(config_path)) as service:
         try:
             if cancel_id:
                 cancelled = service.cancel_invite(cancel_id, actor=ACTOR)
-                click.echo(f"cancelled invite {cancelled.id}")
+                if as_json:
+                    emit({"cancelled": invite_json(cancelled)})
+                else:
+                    click.echo(f"cancelled invite {cancelled.id}")
                 return
             rows = service.list_invites()
         except PairingError as exc:
             raise _fail(exc) from None
+    if as_json:
+        emit({"invites": [invite_json(i) for i in rows]})
+        return
     now = time.time()
     table = Table(title=f"Invites ({len(rows)})", title_justify="left")
     for column in ("INVITE", "ROLE", "NAME", "CREATED", "EXPIRES", "USED"):

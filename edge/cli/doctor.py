@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import ipaddress
-import json
 import stat
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import click
 
-from edge.cli.common import EXIT_REFUSED, config_option, load
+from edge.cli.common import EXIT_REFUSED, config_option, emit, json_option, load
 from edge.config import ConfigError, Settings
 from edge.datadir import permission_problems
 from edge.gateway_token import (
@@ -22,6 +21,7 @@ from edge.gateway_token import (
 from edge.hostcheck import running_reverse_proxies, same_host_proxy_advice
 from edge.pairing.service import PairingService
 from edge.pairing.store import StoreError, marker_path, open_store, sqlite_path_of
+from edge.pairing.store.sqlite import SCHEMA_VERSION
 from edge.pairing.tokens import generate_secret
 from edge.peercred import peer_check_summary, self_test
 
@@ -122,6 +122,44 @@ def check_token(settings: Settings, generate: bool) -> list[Finding]:
     return [Finding("ok", "gateway token", f"present (from {token.source})")]
 
 
+# Where SQLite keeps the database's user_version (Edge's schema) in the file's header.
+_USER_VERSION_OFFSET = 60
+
+
+def sqlite_schema_on_disk(path: Path) -> int | None:
+    """The schema version in ``path``'s header, read without SQLite (None: unreadable).
+
+    Only the header is read: opening the database would bring its journal files and,
+    on an older schema, the upgrade ``edge serve`` makes, while the doctor only looks.
+    """
+    try:
+        with path.open("rb") as file:
+            header = file.read(_USER_VERSION_OFFSET + 4)
+    except OSError:
+        return None
+    if len(header) < _USER_VERSION_OFFSET + 4 or not header.startswith(b"SQLite format 3\0"):
+        return None
+    return int.from_bytes(header[_USER_VERSION_OFFSET:], "big")
+
+
+def sqlite_would_change(path: Path) -> str | None:
+    """What opening the SQLite store at ``path`` would write, or None when only reading.
+
+    A write-ahead log that is not empty may hold a newer header than the file's
+    (a gateway is running on it): the header is then no guide, and opening it is
+    what the running gateway has already done.
+    """
+    wal = path.with_name(f"{path.name}-wal")
+    if wal.exists() and wal.stat().st_size > 0:
+        return None
+    version = sqlite_schema_on_disk(path)
+    if version is not None and version < SCHEMA_VERSION:
+        return f"its schema is {version}; the next `edge serve` upgrades it to {SCHEMA_VERSION}"
+    if not marker_path(path).exists():
+        return f"the next `edge serve` marks it as Edge's store ({marker_path(path).name})"
+    return None
+
+
 def check_store(settings: Settings) -> list[Finding]:
     path = sqlite_path_of(settings.store.url, settings.data_dir)
     if path is not None and not path.exists():
@@ -138,6 +176,10 @@ def check_store(settings: Settings) -> list[Finding]:
                 )
             ]
         return [Finding("ok", "store", f"SQLite store {path} will be created on first start")]
+    if path is not None and path.is_file():
+        change = sqlite_would_change(path)
+        if change is not None:
+            return [Finding("ok", "store", f"SQLite store {path} is not read here: {change}")]
     try:
         store = open_store(settings.store.url, settings.data_dir)
     except StoreError as exc:
@@ -296,11 +338,23 @@ def check_upstreams(settings: Settings) -> list[Finding]:
 @click.command("doctor")
 @config_option
 @click.option(
-    "--generate-gateway-token", "generate", is_flag=True, help="Create the token if missing."
+    "--generate-gateway-token",
+    "generate",
+    is_flag=True,
+    help="Create the gateway token if missing (the one thing the doctor may write).",
 )
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 def doctor(config_path: str | None, generate: bool, as_json: bool) -> None:
-    """Check configuration, store, permissions and proxy sanity; each finding says what to do."""
+    """Check configuration, store, permissions and proxy sanity; each finding says what to do.
+
+    The doctor only looks: it creates no data_dir, store or token file (unless
+    --generate-gateway-token says so). Exit 1 when a finding is an error.
+
+    \b
+    Example:
+      edge doctor -c /etc/edge/edge.yaml
+      edge doctor --json | jq '.[] | select(.level != "ok")'
+    """
     try:
         settings = load(config_path)
     except ConfigError:
@@ -314,7 +368,7 @@ def doctor(config_path: str | None, generate: bool, as_json: bool) -> None:
     findings += check_peer_check(settings)
     findings += check_upstreams(settings)
     if as_json:
-        click.echo(json.dumps([asdict(f) for f in findings], indent=2))
+        emit([asdict(f) for f in findings])
     else:
         colours = {"ok": "green", "warn": "yellow", "error": "red"}
         for f in findings:

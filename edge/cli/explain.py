@@ -8,10 +8,11 @@ import pwd
 
 import click
 
-from edge.cli.common import config_option, load
-from edge.gateway.runtime import build_policy
+from edge.cli.common import config_option, emit, json_option, load
+from edge.config.policies import build_policy
 from edge.net import PeerOwner, describe, parse_ip, resolve
 from edge.pairing.store import redact_url
+from edge.serialize import camel_keys, resolution_json
 
 
 def _header_pairs(raw_headers: tuple[str, ...]) -> list[tuple[bytes, bytes]]:
@@ -28,8 +29,16 @@ def _header_pairs(raw_headers: tuple[str, ...]) -> list[tuple[bytes, bytes]]:
 
 @click.command("explain")
 @config_option
-@click.option("--peer", required=True, help="Address the connection comes from (IP, or 'unix').")
-@click.option("--peer-port", type=click.IntRange(0, 65535), default=50000, show_default=True)
+@click.option(
+    "--peer", required=True, help="Address the connection comes from, e.g. 127.0.0.1 or 'unix'."
+)
+@click.option(
+    "--peer-port",
+    type=click.IntRange(0, 65535),
+    default=50000,
+    show_default=True,
+    help="Port the connection comes from.",
+)
 @click.option(
     "-H", "--header", "headers", multiple=True, help="A request header, 'Name: value' (repeatable)."
 )
@@ -39,11 +48,15 @@ def _header_pairs(raw_headers: tuple[str, ...]) -> list[tuple[bytes, bytes]]:
     help="OS user owning the client's end of the connection (as the kernel would say).",
 )
 @click.option("--peer-uid", type=click.IntRange(0), default=None, help="The same, as a uid.")
-@click.option("--scheme", type=click.Choice(["http", "https"]), default="http", show_default=True)
-@click.option("--websocket", is_flag=True, help="Resolve as a WebSocket request.")
 @click.option(
-    "--json", "as_json", is_flag=True, help="Print the resolution as JSON (as /api/whoami does)."
+    "--scheme",
+    type=click.Choice(["http", "https"]),
+    default="http",
+    show_default=True,
+    help="Scheme the connection itself uses (before any proxy header).",
 )
+@click.option("--websocket", is_flag=True, help="Resolve as a WebSocket request.")
+@json_option
 def explain(
     config_path: str | None,
     peer: str,
@@ -84,7 +97,7 @@ def explain(
         peer_owner=_peer_owner(peer_user, peer_uid),
     )
     if as_json:
-        click.echo(json.dumps(resolution.to_dict(), indent=2))
+        emit(resolution_json(resolution))
     else:
         click.echo(describe(resolution, policy))
 
@@ -120,14 +133,45 @@ def _peer_owner(user: str | None, uid: int | None) -> PeerOwner:
 
 @click.group("config")
 def config_group() -> None:
-    """Inspect the configuration."""
+    """Inspect the configuration.
+
+    \b
+    Example:
+      edge config check -c /etc/edge/edge.yaml
+    """
 
 
 @config_group.command("check")
 @config_option
-def check(config_path: str | None) -> None:
-    """Validate the configuration; print one line per problem (exit 2) or a summary."""
+@json_option
+def check(config_path: str | None, as_json: bool) -> None:
+    """Validate the configuration; print one line per problem (exit 2) or a summary.
+
+    \b
+    Example:
+      edge config check -c /etc/edge/edge.yaml
+    """
     settings = load(config_path)
+    store = redact_url(settings.store.url) if settings.store.url else "sqlite in data_dir"
+    if as_json:
+        emit(
+            {
+                "ok": True,
+                "source": settings.source,
+                "bind": {
+                    "host": settings.server.host,
+                    "port": settings.server.port,
+                    "workers": settings.server.workers,
+                },
+                "dataDir": str(settings.data_dir),
+                "trustedProxies": list(settings.proxy.trusted_proxies),
+                "clientIpHeaders": list(settings.proxy.client_ip_headers),
+                "localNetworks": list(settings.local.networks),
+                "store": store,
+                "upstreams": [u.host or u.path_prefix for u in settings.upstreams],
+            }
+        )
+        return
     click.echo(f"configuration OK: {settings.source or 'built-in defaults'}")
     click.echo(
         f"  bind        {settings.server.host}:{settings.server.port} x{settings.server.workers}"
@@ -136,7 +180,6 @@ def check(config_path: str | None) -> None:
     click.echo(f"  trusted     {', '.join(settings.proxy.trusted_proxies) or 'none'}")
     click.echo(f"  headers     {', '.join(settings.proxy.client_ip_headers)}")
     click.echo(f"  local nets  {', '.join(settings.local.networks) or 'none'}")
-    store = redact_url(settings.store.url) if settings.store.url else "sqlite in data_dir"
     click.echo(f"  store       {store}")
     upstreams = ", ".join(u.host or u.path_prefix for u in settings.upstreams)
     click.echo(f"  upstreams   {upstreams or 'none'}")
@@ -144,8 +187,18 @@ def check(config_path: str | None) -> None:
 
 @config_group.command("show")
 @config_option
-def show(config_path: str | None) -> None:
-    """Print the effective configuration as JSON (secrets masked)."""
+@json_option
+def show(config_path: str | None, as_json: bool) -> None:
+    """Print the effective configuration (secrets masked).
+
+    Without --json it is the configuration under its own names (proxy.trusted_proxies),
+    which is also valid YAML for a configuration file; --json gives the same
+    settings with camelCase keys (proxy.trustedProxies), like every other --json.
+
+    \b
+    Example:
+      edge config show -c /etc/edge/edge.yaml > effective.yaml
+    """
     settings = load(config_path)
     data = settings.model_dump(mode="json")
     if data["auth"].get("token"):
@@ -156,7 +209,10 @@ def show(config_path: str | None) -> None:
         hook["secret"] = "***"
     if data["store"].get("url"):
         data["store"]["url"] = redact_url(data["store"]["url"])
-    click.echo(json.dumps(data, indent=2))
+    if as_json:
+        emit({"source": settings.source, "settings": camel_keys(data)})
+    else:
+        click.echo(json.dumps(data, indent=2))
 
 
 __all__ = ["config_group", "explain"]

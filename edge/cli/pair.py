@@ -14,10 +14,10 @@ from urllib.parse import urlsplit
 import click
 from rich.console import Console
 
-from edge.cli.common import Refused, config_option, load, local_url
-from edge.pairing.denials import Denial
+from edge.cli.common import Refused, config_option, emit, json_option, load, local_url
 from edge.pairing.identity import DeviceKey
 from edge.pairing.tokens import write_private_file
+from edge.refusals import Denial
 
 PAIR_DIR_ENV = "EDGE_PAIR_DIR"
 RETRY_SECONDS = 2.0
@@ -122,11 +122,23 @@ def _explain_close(attempt: Attempt) -> str:
 
 
 @click.command("pair")
-@click.option("--url", default=None, help="Gateway URL, e.g. https://edge.example.com")
-@click.option("--token", default=None, envvar="EDGE_GATEWAY_TOKEN", help="The gateway token.")
+@click.option("--url", default=None, help="Gateway URL, e.g. https://edge.example.com.")
+@click.option(
+    "--token",
+    default=None,
+    envvar="EDGE_GATEWAY_TOKEN",
+    show_envvar=True,
+    help="The gateway token (what `edge token show` prints on the gateway host).",
+)
 @click.option("--invite", default=None, help="An invite code (pairs at once, no approval needed).")
-@click.option("--name", default=None, help="Device name shown to the operator.")
-@click.option("--role", type=click.Choice(["user", "admin"]), default="user", show_default=True)
+@click.option("--name", default=None, help="Device name shown to the operator, e.g. ci-runner.")
+@click.option(
+    "--role",
+    type=click.Choice(["user", "admin"]),
+    default="user",
+    show_default=True,
+    help="Role to ask for.",
+)
 @click.option(
     "--wait",
     type=click.FloatRange(0, 86400),
@@ -135,6 +147,7 @@ def _explain_close(attempt: Attempt) -> str:
     help="Seconds to wait for approval.",
 )
 @click.option("--status", is_flag=True, help="Report whether this machine is paired, and check it.")
+@json_option
 def pair(
     url: str | None,
     token: str | None,
@@ -143,13 +156,23 @@ def pair(
     role: str,
     wait: float,
     status: bool,
+    as_json: bool,
 ) -> None:
-    """Pair this machine as a device (key kept 0600 in ~/.config/edge/), wait for approval."""
+    """Pair this machine as a device (key kept 0600 in ~/.config/edge/), wait for approval.
+
+    The key and device token live in $EDGE_PAIR_DIR when it is set.
+
+    \b
+    Example:
+      edge pair --url https://edge.example.com --token "$EDGE_GATEWAY_TOKEN" --name ci-runner
+      edge pair --url https://edge.example.com --invite 7Q2M-K9FD-X3PA
+      edge pair --status
+    """
     directory = pair_dir()
     state = _load_state(directory)
     console = Console(stderr=True)
     if status:
-        _status(directory, state, url)
+        _status(directory, state, url, as_json)
         return
     if url is None:
         raise click.UsageError("--url is required")
@@ -215,13 +238,27 @@ def pair(
             "pairedAt": int(time.time()),
         },
     )
+    if as_json:
+        emit(
+            {
+                "paired": True,
+                "url": url,
+                "device": {
+                    "id": key.device_id,
+                    "name": device.get("name"),
+                    "role": device.get("role"),
+                },
+                "stateFile": str(_state_path(directory)),
+            }
+        )
+        return
     click.echo(
         f"paired as {device.get('name')!r} ({key.device_id[:12]}) with role {device.get('role')}"
     )
     click.echo(f"device token stored in {_state_path(directory)} (0600)")
 
 
-def _status(directory: Path, state: dict[str, Any], url: str | None) -> None:
+def _status(directory: Path, state: dict[str, Any], url: str | None, as_json: bool) -> None:
     if not state.get("deviceToken"):
         raise Refused(f"this machine is not paired (no device token in {_state_path(directory)})")
     target = url or str(state.get("url"))
@@ -238,6 +275,20 @@ def _status(directory: Path, state: dict[str, Any], url: str | None) -> None:
             f"paired with {target} as {state.get('role')}, "
             f"but the gateway refused: {_explain_close(attempt)}"
         )
+    if as_json:
+        emit(
+            {
+                "paired": True,
+                "url": target,
+                "device": {
+                    "id": key.device_id,
+                    "name": state.get("name"),
+                    "role": attempt.hello["device"]["role"],
+                },
+                "stateFile": str(_state_path(directory)),
+            }
+        )
+        return
     click.echo(
         f"paired with {target} as {state.get('name')!r} ({key.device_id[:12]}), "
         f"role {attempt.hello['device']['role']}: OK"
@@ -247,10 +298,19 @@ def _status(directory: Path, state: dict[str, Any], url: str | None) -> None:
 @click.command("dashboard")
 @config_option
 @click.option("--open", "open_browser", is_flag=True, help="Open it in a browser.")
-def dashboard(config_path: str | None, open_browser: bool) -> None:
-    """Print the dashboard URL of this machine's gateway."""
+@json_option
+def dashboard(config_path: str | None, open_browser: bool, as_json: bool) -> None:
+    """Print the dashboard URL of this machine's gateway.
+
+    \b
+    Example:
+      edge dashboard --open
+    """
     settings = load(config_path)
     url = local_url(settings.server.host, settings.server.port)
-    click.echo(url)
+    if as_json:
+        emit({"url": url})
+    else:
+        click.echo(url)
     if open_browser:
         webbrowser.open(url)

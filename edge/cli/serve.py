@@ -2,23 +2,34 @@
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import signal
+import socket
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
-from edge.cli.common import ConfigProblem, Refused, config_option, load, local_url
+from edge.cli.common import (
+    ConfigProblem,
+    Refused,
+    config_option,
+    emit,
+    json_option,
+    load,
+    local_url,
+    note,
+)
 from edge.config import CONFIG_ENV, Settings
 from edge.datadir import permission_problems
-from edge.gateway.metrics_endpoint import bind_listener, serve_listener
-from edge.gateway.protocols import HTTP_PROTOCOL, WS_PROTOCOL
-from edge.gateway.workers import live_worker_pids, run_dir
 from edge.gateway_token import GatewayTokenError, load_gateway_token
 from edge.metrics import prepare_multiprocess_dir
 from edge.pairing.store import SqliteStore, StoreError, redact_url, sqlite_path_of, start_over
 from edge.peercred import peer_check_summary
+from edge.workers import live_worker_pids, run_dir
 
 WS_MAX_SIZE = 1024 * 1024
 # How uvicorn runs Edge; the benchmarks run their bare comparison apps with the same.
@@ -33,6 +44,62 @@ UVICORN_SETTINGS: dict[str, object] = {
     "ws_ping_interval": 20.0,
     "ws_ping_timeout": 20.0,
 }
+
+
+def banner_json(
+    settings: Settings, host: str, port: int, token_source: str, token_path: Path | None
+) -> dict[str, Any]:
+    """What the banner says, as the one document ``edge serve --json`` prints."""
+    metrics = settings.metrics
+    metrics_url = None
+    if metrics.enabled:
+        metrics_url = (
+            local_url(metrics.host, metrics.port, metrics.path)
+            if metrics.port is not None
+            else local_url(host, port, metrics.path)
+        )
+    return {
+        "source": settings.source,
+        "listening": f"http://{host}:{port}/",
+        "workers": settings.server.workers,
+        "dashboard": local_url(host, port),
+        "token": {"source": token_source, "path": None if token_path is None else str(token_path)},
+        "dataDir": str(settings.data_dir),
+        "metrics": metrics_url,
+        "trustedProxies": list(settings.proxy.trusted_proxies),
+        "local": peer_check_summary(settings.local.peer_check),
+    }
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Exit 2 with one line when the gateway's address is taken, before anything is printed.
+
+    uvicorn would find out only after the banner, and exit 1 with a log line;
+    binding once here (as uvicorn will, with SO_REUSEADDR) and letting go says it
+    first. Port 0 asks the kernel for any port: nothing to check.
+    """
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as exc:
+        raise ConfigProblem(f"server.host: cannot resolve {host!r} ({exc.strerror})") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            hint = (
+                "; is another gateway running? Choose another server.port or --port"
+                if exc.errno == errno.EADDRINUSE
+                else ""
+            )
+            raise ConfigProblem(
+                f"server.port: cannot listen on {host}:{port} ({exc.strerror or exc}){hint}"
+            ) from None
 
 
 def _banner(
@@ -67,7 +134,9 @@ def refuse_untrusted_data_dir(settings: Settings) -> None:
         raise ConfigProblem("\nedge: ".join(problem.line() for problem in problems))
 
 
-def check_store_file(settings: Settings, *, new_store: bool) -> None:
+def check_store_file(
+    settings: Settings, *, new_store: bool, say: Callable[[str], None] = click.echo
+) -> None:
     """Open the SQLite store once here, so a lost or damaged one stops start-up with one line.
 
     ``--new-store`` first moves the old file aside: starting empty is then a
@@ -84,7 +153,7 @@ def check_store_file(settings: Settings, *, new_store: bool) -> None:
     if new_store:
         moved = start_over(path)
         shown = ", ".join(str(p) for p in moved) or "nothing to move"
-        click.echo(f"starting over on an empty store at {path} (moved aside: {shown})")
+        say(f"starting over on an empty store at {path} (moved aside: {shown})")
     try:
         SqliteStore(path).close()
     except StoreError as exc:
@@ -93,25 +162,45 @@ def check_store_file(settings: Settings, *, new_store: bool) -> None:
 
 @click.command("serve")
 @config_option
-@click.option("--host", default=None, help="Bind address (overrides server.host).")
+@click.option("--host", default=None, help="Bind address (overrides server.host), e.g. 0.0.0.0.")
 @click.option(
     "--port", type=click.IntRange(0, 65535), default=None, help="Port (overrides server.port)."
 )
-@click.option("--workers", type=click.IntRange(1, 64), default=None, help="Worker processes.")
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="Worker processes (overrides server.workers).",
+)
 @click.option(
     "--new-store",
     is_flag=True,
     help="Start over on an empty SQLite store: the old file is moved aside, not deleted.",
 )
+@json_option
 def serve(
     config_path: str | None,
     host: str | None,
     port: int | None,
     workers: int | None,
     new_store: bool,
+    as_json: bool,
 ) -> None:
-    """Run the gateway (uvicorn). Ctrl-C or SIGTERM stops it gracefully."""
+    """Run the gateway (uvicorn). Ctrl-C or SIGTERM stops it gracefully.
+
+    With --json the banner is one JSON document on stdout; the log goes to stderr.
+
+    \b
+    Example:
+      edge serve -c /etc/edge/edge.yaml
+      edge serve --host 127.0.0.1 --port 18789 --workers 4
+    """
     import uvicorn
+
+    # The ASGI layer is loaded by the one command that runs it: the management
+    # commands (devices, store, pair...) reach the store without it.
+    from edge.gateway.metrics_endpoint import bind_listener, serve_listener
+    from edge.gateway.protocols import HTTP_PROTOCOL, WS_PROTOCOL
 
     settings = load(config_path)
     updates = {
@@ -120,6 +209,7 @@ def serve(
     if updates:
         server = settings.server.model_copy(update=updates)
         settings = settings.model_copy(update={"server": server})
+    check_port_free(settings.server.host, settings.server.port)
     try:
         settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     except OSError as exc:
@@ -127,7 +217,7 @@ def serve(
             f"data_dir: cannot create {settings.data_dir} ({exc.strerror})"
         ) from None
     refuse_untrusted_data_dir(settings)
-    check_store_file(settings, new_store=new_store)
+    check_store_file(settings, new_store=new_store, say=note if as_json else click.echo)
     try:
         token = load_gateway_token(settings, create=True)
     except GatewayTokenError as exc:
@@ -155,7 +245,14 @@ def serve(
                 f"({exc.strerror or exc})"
             ) from None
         serve_listener(settings, sock, UVICORN_SETTINGS)
-    _banner(settings, settings.server.host, settings.server.port, token.source, token.path)
+    if as_json:
+        emit(
+            banner_json(
+                settings, settings.server.host, settings.server.port, token.source, token.path
+            )
+        )
+    else:
+        _banner(settings, settings.server.host, settings.server.port, token.source, token.path)
     uvicorn.run(
         "edge.app:app_from_env",
         factory=True,
@@ -174,13 +271,24 @@ def serve(
 
 @click.group("gateway")
 def gateway_group() -> None:
-    """Control a running gateway."""
+    """Control a running gateway.
+
+    \b
+    Example:
+      edge gateway reload
+    """
 
 
 @gateway_group.command("reload")
 @config_option
-def reload(config_path: str | None) -> None:
-    """Re-read trusted proxies, origins and the token in every worker, keeping sockets (SIGHUP)."""
+@json_option
+def reload(config_path: str | None, as_json: bool) -> None:
+    """Re-read trusted proxies, origins and the token in every worker, keeping sockets (SIGHUP).
+
+    \b
+    Example:
+      edge token rotate --yes && edge gateway reload -c /etc/edge/edge.yaml
+    """
     settings = load(config_path)
     pids = live_worker_pids(settings)
     if not pids:
@@ -190,4 +298,7 @@ def reload(config_path: str | None) -> None:
             os.kill(pid, signal.SIGHUP)
         except PermissionError:
             raise Refused(f"not allowed to signal pid {pid}; run as the gateway's user") from None
+    if as_json:
+        emit({"signalled": list(pids)})
+        return
     click.echo(f"sent SIGHUP to {len(pids)} worker(s): {', '.join(map(str, pids))}")

@@ -11,7 +11,6 @@ change made on the source meanwhile is reported, not copied.
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -20,7 +19,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import click
 
-from edge.cli.common import ConfigProblem, Refused, config_option, load
+from edge.cli.common import ConfigProblem, Refused, config_option, emit, json_option, load
 from edge.config import Settings
 from edge.pairing.models import PAIRED, Role
 from edge.pairing.store import (
@@ -34,11 +33,17 @@ from edge.pairing.store import (
     sqlite_path_of,
     start_over,
 )
+from edge.serialize import camel_keys
 
 
 @click.group("store")
 def store_group() -> None:
-    """Inspect the pairing store, or migrate it between SQLite and Redis."""
+    """Inspect the pairing store, or migrate it between SQLite and Redis.
+
+    \b
+    Example:
+      edge store info
+    """
 
 
 # -- opening stores -------------------------------------------------------------------------------
@@ -74,7 +79,10 @@ def _snapshots(store: Store) -> SnapshotStore:
 
 
 def store_facts(store: Store, now: float) -> dict[str, Any]:
-    """What ``edge store info`` reports: backend, where, schema, counts, server settings."""
+    """What ``edge store info`` reports: backend, where, schema, counts, server settings.
+
+    The keys are Python's; ``--json`` prints them in camelCase like every document.
+    """
     devices = store.list_devices(include_revoked=True)
     paired = [d for d in devices if d.status == PAIRED]
     invites = store.list_invites()
@@ -136,15 +144,26 @@ def redis_warnings(server: RedisInfo) -> list[str]:
 
 @store_group.command("info")
 @config_option
-@click.option("--url", default=None, help="Inspect this store URL instead of store.url.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option(
+    "--url",
+    default=None,
+    help="Inspect this store URL instead of store.url, e.g. redis://127.0.0.1:6379/0.",
+)
+@json_option
 def info(config_path: str | None, url: str | None, as_json: bool) -> None:
-    """Backend, schema version, counts and, for Redis, its durability settings."""
+    """Backend, schema version, counts and, for Redis, its durability settings.
+
+    \b
+    Example:
+      edge store info --url redis://127.0.0.1:6379/0
+    """
     settings = load(config_path)
     with _opened(url or settings.store.url, settings, must_exist=True) as store:
         facts = store_facts(store, time.time())
     if as_json:
-        click.echo(json.dumps(facts, indent=2))
+        emit(camel_keys(facts))
+        for warning in facts["warnings"]:
+            click.secho(f"warning: {warning}", fg="yellow", err=True)
         return
     devices = facts["devices"]
     roles = ", ".join(f"{count} {role}" for role, count in devices["by_role"].items())
@@ -173,9 +192,15 @@ def info(config_path: str | None, url: str | None, as_json: bool) -> None:
 @store_group.command("reset")
 @config_option
 @click.option("--yes", is_flag=True, help="Really start over: every paired device is forgotten.")
-def reset(config_path: str | None, yes: bool) -> None:
-    """Start over on an empty SQLite store; the old file is moved aside, not deleted."""
-    from edge.gateway.workers import live_worker_pids
+@json_option
+def reset(config_path: str | None, yes: bool, as_json: bool) -> None:
+    """Start over on an empty SQLite store; the old file is moved aside, not deleted.
+
+    \b
+    Example:
+      edge store reset --yes
+    """
+    from edge.workers import live_worker_pids
 
     settings = load(config_path)
     path = sqlite_path_of(settings.store.url, settings.data_dir)
@@ -192,12 +217,28 @@ def reset(config_path: str | None, yes: bool) -> None:
             "next start begins empty; run `edge store reset --yes` to do it"
         )
     moved = start_over(path)
+    if as_json:
+        emit({"movedAside": [str(p) for p in moved], "store": str(path)})
+        return
     if moved:
         click.echo("moved aside: " + ", ".join(str(p) for p in moved))
     click.echo(f"the next `edge serve` starts on an empty store at {path}")
 
 
 # -- migrate --------------------------------------------------------------------------------------
+
+
+def snapshot_counts(snapshot: StoreSnapshot) -> dict[str, int]:
+    """What ``describe_snapshot`` says, as numbers for ``--json``."""
+    return {
+        "devices": len(snapshot.devices),
+        "paired": sum(d.status == PAIRED for d in snapshot.devices),
+        "requests": len(snapshot.requests),
+        "pending": sum(r.status == "pending" for r in snapshot.requests),
+        "invites": len(snapshot.invites),
+        "failureCounters": len(snapshot.failures),
+        "eventSeq": snapshot.event_seq,
+    }
 
 
 def describe_snapshot(snapshot: StoreSnapshot) -> str:
@@ -218,13 +259,21 @@ def describe_snapshot(snapshot: StoreSnapshot) -> str:
     default=None,
     help="Store to copy from (default: store.url of the configuration).",
 )
-@click.option("--to", "target_url", required=True, help="Store to copy into.")
+@click.option(
+    "--to", "target_url", required=True, help="Store to copy into, e.g. redis://127.0.0.1:6379/0."
+)
 @click.option("--force", is_flag=True, help="Replace whatever the destination holds.")
-def migrate(config_path: str | None, source_url: str | None, target_url: str, force: bool) -> None:
+@json_option
+def migrate(
+    config_path: str | None, source_url: str | None, target_url: str, force: bool, as_json: bool
+) -> None:
     """Copy every device, request, invite and the event position to another store.
 
-    For example --from sqlite:///var/lib/edge/edge.sqlite3 --to redis://127.0.0.1:6379/0
-    (and back). Stop the gateways first; then point store.url at the destination.
+    Stop the gateways first; then point store.url at the destination.
+
+    \b
+    Example:
+      edge store migrate --from sqlite:///var/lib/edge/edge.sqlite3 --to redis://127.0.0.1:6379/0
     """
     settings = load(config_path)
     source_url = source_url or settings.store.url
@@ -251,9 +300,22 @@ def migrate(config_path: str | None, source_url: str | None, target_url: str, fo
                 f"({describe_snapshot(copied)}); keep using {source.description}"
             )
         later = source.latest_seq()
-        click.echo(f"copied {describe_snapshot(snapshot)}")
-        click.echo(f"  from {source.description}")
-        click.echo(f"  to   {target.description}")
+        lines = [
+            f"copied {describe_snapshot(snapshot)}",
+            f"  from {source.description}",
+            f"  to   {target.description}",
+        ]
+        document = {
+            "copied": snapshot_counts(snapshot),
+            "source": source.description,
+            "destination": target.description,
+            "sourceChanged": later != snapshot.event_seq,
+            "next": f"set store.url to {_redacted(target_url)} and restart the gateways",
+        }
+    if as_json:
+        emit(document)
+    else:
+        click.echo("\n".join(lines))
     if later != snapshot.event_seq:
         click.secho(
             f"warning: the source changed while it was copied (event seq {snapshot.event_seq} "
@@ -261,7 +323,8 @@ def migrate(config_path: str | None, source_url: str | None, target_url: str, fo
             fg="yellow",
             err=True,
         )
-    click.echo(f"next: set store.url to {_redacted(target_url)} and restart the gateways")
+    if not as_json:
+        click.echo(f"next: {document['next']}")
 
 
 def _redacted(url: str) -> str:

@@ -6,24 +6,20 @@ trail says who did it. Admin rights are checked here, once.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import segno
 
+from edge.gateway.blocking import Blocking
 from edge.gateway.context import AuthState
 from edge.gateway.origins import own_origin
-from edge.gateway.serialize import device_json, invite_json, request_json
 from edge.net import Resolution
-from edge.pairing.models import USER_RULE, Device, Role, valid_user
-from edge.pairing.service import PairingError
+from edge.pairing.models import INVITE_MAX_TTL, USER_RULE, Device, Role, valid_user
+from edge.pairing.service import PairingError, PairingService
 from edge.pairing.store import StoreError
+from edge.serialize import device_json, invite_json, invite_url, request_json
 
-if TYPE_CHECKING:
-    from edge.gateway.runtime import Gateway
-
-MAX_INVITE_TTL = 7 * 86_400.0
 DEFAULT_INVITE_TTL = 600.0
 
 
@@ -96,25 +92,19 @@ def _ttl(params: Mapping[str, Any]) -> float:
     if (
         isinstance(value, bool)
         or not isinstance(value, int | float)
-        or not 0 < value <= MAX_INVITE_TTL
+        or not 0 < value <= INVITE_MAX_TTL
     ):
         raise AdminError(
-            "bad_request", f"'ttl' must be seconds between 1 and {int(MAX_INVITE_TTL)}"
+            "bad_request", f"'ttl' must be seconds between 1 and {int(INVITE_MAX_TTL)}"
         )
     return float(value)
-
-
-def invite_url(origin_url: str, code: str) -> str:
-    """Dashboard URL carrying the code in the fragment, which browsers never send to a server."""
-    return f"{origin_url.rstrip('/')}/#invite={code}"
 
 
 def invite_qr_svg(url: str) -> str:
     return str(segno.make(url, error="m").svg_inline(scale=4, border=2, dark="#000", light="#fff"))
 
 
-def _list(gateway: Gateway) -> dict[str, Any]:
-    service = gateway.service
+def _list(service: PairingService) -> dict[str, Any]:
     return {
         "devices": [device_json(d) for d in service.list_devices()],
         "requests": [request_json(r) for r in service.list_requests()],
@@ -122,14 +112,13 @@ def _list(gateway: Gateway) -> dict[str, Any]:
     }
 
 
-def _dispatch(
-    gateway: Gateway,
+def _run_method(
+    service: PairingService,
     method: str,
     params: Mapping[str, Any],
     actor_device: Device | None,
     origin_url: str,
 ) -> Any:
-    service = gateway.service
     actor = actor_of(actor_device)
     if method == "self.forget":
         if actor_device is None:
@@ -138,7 +127,7 @@ def _dispatch(
     if actor_device is not None and actor_device.role != Role.ADMIN:
         raise AdminError("forbidden", "this device is not an admin; ask an operator", status=403)
     handlers: dict[str, Callable[[], Any]] = {
-        "devices.list": lambda: _list(gateway),
+        "devices.list": lambda: _list(service),
         "devices.approve": lambda: device_json(
             service.approve(
                 _str(params, "requestId"), role=_role(params), actor=actor, user=_user(params)
@@ -160,7 +149,7 @@ def _dispatch(
             "deviceToken": service.rotate_token(_str(params, "deviceId"), actor=actor)
         },
         "invites.list": lambda: [invite_json(i) for i in service.list_invites()],
-        "invites.create": lambda: _create_invite(gateway, params, actor, origin_url),
+        "invites.create": lambda: _create_invite(service, params, actor, origin_url),
         "invites.cancel": lambda: invite_json(
             service.cancel_invite(_str(params, "inviteId"), actor=actor)
         ),
@@ -171,12 +160,14 @@ def _dispatch(
     return handler()
 
 
-def _create_invite(gateway: Gateway, params: Mapping[str, Any], actor: str, origin_url: str) -> Any:
+def _create_invite(
+    service: PairingService, params: Mapping[str, Any], actor: str, origin_url: str
+) -> Any:
     role = _role(params) or Role.USER
     name = params.get("name")
     if name is not None and (not isinstance(name, str) or len(name) > 64):
         raise AdminError("bad_request", "'name' must be a string of at most 64 characters")
-    invite, code = gateway.service.create_invite(
+    invite, code = service.create_invite(
         role=role, name=name or None, ttl=_ttl(params), actor=actor
     )
     url = invite_url(origin_url, code)
@@ -184,14 +175,15 @@ def _create_invite(gateway: Gateway, params: Mapping[str, Any], actor: str, orig
 
 
 async def call_admin_method(
-    gateway: Gateway,
+    service: PairingService,
+    blocking: Blocking,
     method: str,
     params: Mapping[str, Any],
     *,
     auth: AuthState,
     resolution: Resolution,
 ) -> Any:
-    """Run one management call in a worker thread (the store may block).
+    """Run one management call through the blocking door (the store may block).
 
     ``auth`` is the caller as the guard or the socket handshake resolved it;
     ``acting_device`` refuses anyone who is neither local nor a paired device.
@@ -201,7 +193,7 @@ async def call_admin_method(
     device = acting_device(auth)
     origin_url = own_origin(resolution) or "http://localhost"
     try:
-        return await asyncio.to_thread(_dispatch, gateway, method, params, device, origin_url)
+        return await blocking.run(_run_method, service, method, params, device, origin_url)
     except PairingError as exc:
         code, status = _error_kind(exc)
         raise AdminError(code, str(exc), status) from None

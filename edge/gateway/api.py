@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
-import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from edge.config import Settings
 from edge.gateway import bounded_json
 from edge.gateway.admin import AdminError, call_admin_method
+from edge.gateway.blocking import Blocking
 from edge.gateway.context import auth_of, resolution_of
 from edge.gateway.forwarding.headers import session_cookie_name
 from edge.gateway.guard import _bearer
+from edge.gateway.health import StoreHealth
+from edge.gateway.live import Live
 from edge.gateway.metrics_endpoint import metrics_endpoint
-from edge.gateway.serialize import device_json
-
-if TYPE_CHECKING:
-    from edge.gateway.runtime import Gateway
+from edge.metrics import Metrics
+from edge.pairing.service import PairingService
+from edge.refusals import error_body, ui_table
+from edge.serialize import device_json, resolution_json
 
 MAX_BODY = 64 * 1024
 # The dashboard keeps its device token only in this cookie, so it must outlive the browser
@@ -30,8 +33,14 @@ def _json(data: Any, status: int = 200) -> JSONResponse:
     return JSONResponse(data, status_code=status, headers={"cache-control": "no-store"})
 
 
-def _error(code: str, detail: str, status: int) -> JSONResponse:
-    return _json({"error": code, "detail": detail}, status)
+def _error(code: str, detail: str, status: int) -> Response:
+    """A management call's refusal, in the one error shape (its code is also its reason)."""
+    return Response(
+        error_body(code, code, detail),
+        status_code=status,
+        media_type="application/json",
+        headers={"cache-control": "no-store"},
+    )
 
 
 async def _body(request: Request) -> dict[str, Any]:
@@ -51,31 +60,45 @@ async def _body(request: Request) -> dict[str, Any]:
     return data
 
 
-def build_routes(gateway: Gateway) -> list[Route]:
+def build_routes(
+    *,
+    settings: Settings,
+    live: Live,
+    service: PairingService,
+    health: StoreHealth,
+    metrics: Metrics,
+    blocking: Blocking,
+) -> list[Route]:
+    """Edge's own HTTP routes; ``settings`` (the ones at start) say where metrics are served."""
+
     async def whoami(request: Request) -> Response:
         resolution = resolution_of(request.scope)
         auth = auth_of(request.scope)
-        body = resolution.to_dict()
+        body = resolution_json(resolution)
         body["auth"] = {
             "state": auth.state,
             "device": device_json(auth.device) if auth.device else None,
         }
         return _json(body)
 
+    async def refusals(request: Request) -> Response:
+        """The refusal table the dashboard describes a closed socket with (public, like ``/``)."""
+        return _json(ui_table())
+
     async def healthz(request: Request) -> Response:
         return _json({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
-        problem = gateway.check_store_file()
+        problem = await blocking.run(health.check_file)
         if problem is not None:
             return _json({"status": "unavailable", "store": problem}, 503)
         try:
-            await asyncio.to_thread(gateway.service.latest_seq)
+            await blocking.run(service.latest_seq)
         except Exception as exc:
             return _json(
                 {"status": "unavailable", "store": f"unreachable: {type(exc).__name__}"}, 503
             )
-        if not gateway.store_healthy:
+        if not health.healthy:
             return _json({"status": "unavailable", "store": "event log unreadable"}, 503)
         return _json({"status": "ready", "store": "ok"})
 
@@ -117,7 +140,12 @@ def build_routes(gateway: Gateway) -> list[Route]:
         auth = auth_of(request.scope)
         try:
             result = await call_admin_method(
-                gateway, method, params, auth=auth, resolution=resolution_of(request.scope)
+                service,
+                blocking,
+                method,
+                params,
+                auth=auth,
+                resolution=resolution_of(request.scope),
             )
         except AdminError as exc:
             return _error(exc.code, str(exc), exc.status)
@@ -137,6 +165,7 @@ def build_routes(gateway: Gateway) -> list[Route]:
 
     routes = [
         Route("/api/whoami", whoami),
+        Route("/api/refusals", refusals),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/api/session", session_create, methods=["POST"]),
@@ -178,12 +207,13 @@ def build_routes(gateway: Gateway) -> list[Route]:
             "/api/invites/{iid}", admin_route("invites.cancel", inviteId="iid"), methods=["DELETE"]
         ),
     ]
-    if gateway.settings.metrics.on_gateway_port:
+    if settings.metrics.on_gateway_port:
         endpoint = metrics_endpoint(
-            lambda: gateway.live,
-            gateway.metrics.render,
-            gateway.service,
-            gateway.metrics.auth_failure,
+            lambda: live.config,
+            metrics.render,
+            service,
+            metrics.auth_failure,
+            blocking,
         )
-        routes.append(Route(gateway.settings.metrics.path, endpoint))
+        routes.append(Route(settings.metrics.path, endpoint))
     return routes

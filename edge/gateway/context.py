@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from edge.net import Resolution
-from edge.pairing.denials import Denial
 from edge.pairing.models import Device
+from edge.refusals import Denial
 
 RESOLUTION_KEY = "edge.resolution"
 AUTH_KEY = "edge.auth"

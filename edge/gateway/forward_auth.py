@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -38,20 +38,19 @@ from edge.gateway.forwarding.headers import header_safe as header_safe
 from edge.gateway.forwarding.headers import identity_headers
 from edge.gateway.guard import (
     SAFE_METHODS,
-    authenticate_http,
+    Authenticator,
     cross_site_refusal,
     cross_site_response,
     denial_response,
     store_unavailable,
 )
+from edge.gateway.live import Live
 from edge.gateway.origins import own_origin
+from edge.metrics import Metrics
 from edge.net import Resolution
-from edge.pairing.denials import Denial
 from edge.pairing.models import Role
 from edge.pairing.store import StoreError
-
-if TYPE_CHECKING:
-    from edge.gateway.runtime import Gateway
+from edge.refusals import Denial, Rejection, http_answer
 
 logger = logging.getLogger("edge.forward_auth")
 
@@ -97,13 +96,21 @@ def _required_role(request: Request) -> Role | Literal["invalid"] | None:
 class ForwardAuth:
     """One forward-auth endpoint; ``proxy`` selects the denial contract."""
 
-    def __init__(self, gateway: Gateway, proxy: Literal["nginx", "caddy"]) -> None:
-        self.gateway = gateway
+    def __init__(
+        self,
+        proxy: Literal["nginx", "caddy"],
+        *,
+        authenticate: Authenticator,
+        live: Live,
+        metrics: Metrics,
+    ) -> None:
         self.proxy = proxy
+        self.authenticate = authenticate
+        self.live = live
+        self.metrics = metrics
 
     async def endpoint(self, request: Request) -> Response:
         started = time.perf_counter()
-        gateway = self.gateway
         required = _required_role(request)
         if required == "invalid":
             # The shipped proxy files never send a bad role, so this is a client's query
@@ -113,15 +120,9 @@ class ForwardAuth:
                 request.url.path,
                 request.query_params.get("role", "")[:40],
             )
-            return _json_response(
-                400,
-                b'{"error":"bad_request","reason":"invalid_role",'
-                b'"detail":"the forward-auth query names an unknown role; the proxy '
-                b"configuration may set role=admin or role=user, and must not pass the "
-                b"visitor's query on (see docs/reverse-proxies.md)\"}",
-            )
+            return _raw_response(*http_answer(Rejection.INVALID_ROLE))
         try:
-            auth = authenticate_http(gateway, request.scope)
+            auth = await self.authenticate(request.scope)
         except StoreError as exc:
             return _raw_response(*store_unavailable(exc))
         if auth.state == "anonymous":
@@ -139,7 +140,7 @@ class ForwardAuth:
                 detail = cross_site_refusal(
                     request.scope,
                     resolution_of(request.scope),
-                    gateway.live.allowed_origins,
+                    self.live.config.allowed_origins,
                     require_json=False,
                 )
                 if detail is not None:
@@ -151,8 +152,8 @@ class ForwardAuth:
             and not auth.device.role.covers(required)
         ):
             return self._deny(request, auth, started, forbidden=True)
-        gateway.metrics.observe_request("http", auth.state, time.perf_counter() - started)
-        if gateway.settings.logging.access_log:
+        self.metrics.observe_request("http", auth.state, time.perf_counter() - started)
+        if self.live.settings.logging.access_log:
             self._log(request, auth.state, 200)
         response = Response(status_code=200, headers={"cache-control": "no-store"})
         response.raw_headers.extend(identity_headers(auth))
@@ -161,10 +162,10 @@ class ForwardAuth:
     def _refuse_cross_site(self, request: Request, detail: str, started: float) -> Response:
         """403 (the proxy refuses the visitor): a cross-site write carried the admin's cookie."""
         label = Denial.CROSS_SITE_WRITE.metric_label
-        metrics = self.gateway.metrics
+        metrics = self.metrics
         metrics.auth_failure(label)
         metrics.observe_request("http", "denied", time.perf_counter() - started)
-        if self.gateway.settings.logging.access_log:
+        if self.live.settings.logging.access_log:
             self._log(request, "denied", 403, reason=label)
         return _raw_response(*cross_site_response(detail))
 
@@ -173,7 +174,7 @@ class ForwardAuth:
     ) -> Response:
         status, headers, body = denial_response(auth, forbidden=forbidden)
         reason = Denial.ROLE_FORBIDDEN if forbidden else auth.denial or Denial.CREDENTIALS_MISSING
-        metrics = self.gateway.metrics
+        metrics = self.metrics
         metrics.auth_failure(reason.metric_label)
         metrics.observe_request("http", "denied", time.perf_counter() - started)
         browser = _wants_html(request)
@@ -214,14 +215,13 @@ def _raw_response(status: int, headers: list[tuple[bytes, bytes]], body: bytes) 
     return response
 
 
-def _json_response(status: int, body: bytes) -> Response:
-    headers = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
-    return _raw_response(status, headers, body)
-
-
-def build_forward_auth_routes(gateway: Gateway) -> list[BaseRoute]:
+def build_forward_auth_routes(
+    *, authenticate: Authenticator, live: Live, metrics: Metrics
+) -> list[BaseRoute]:
     """``/auth/nginx`` and ``/auth/caddy``; the guard lets ``/auth/`` through to judge itself."""
+    nginx = ForwardAuth("nginx", authenticate=authenticate, live=live, metrics=metrics)
+    caddy = ForwardAuth("caddy", authenticate=authenticate, live=live, metrics=metrics)
     return [
-        Route(NGINX_PATH, ForwardAuth(gateway, "nginx").endpoint, methods=METHODS),
-        Route(CADDY_PATH, ForwardAuth(gateway, "caddy").endpoint, methods=METHODS),
+        Route(NGINX_PATH, nginx.endpoint, methods=METHODS),
+        Route(CADDY_PATH, caddy.endpoint, methods=METHODS),
     ]

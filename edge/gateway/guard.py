@@ -7,17 +7,27 @@ the scope. ``GuardMiddleware`` decides who an HTTP caller is (local, a paired
 device, or nobody), answers 401/403 on protected routes, and counts the
 decision. The control socket does its own handshake, so WebSocket scopes only
 pass through the resolution step.
+
+Who a caller is comes from ``Authenticator``, which the guard, forward-auth
+and upstream WebSockets share. It answers from the pairing service's caches on
+the event loop (a recently seen token, a known lockout state: no I/O, no
+thread hop) and asks the store through the blocking door only when the caches
+cannot answer (an unknown token, a failed attempt to count), so a slow store
+delays the requests that need it and no others.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import Protocol
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from edge.config import Settings
+from edge.gateway.answers import deny_websocket, refuse_websocket
+from edge.gateway.blocking import Blocking
 from edge.gateway.context import (
     ANONYMOUS,
     AUTH_KEY,
@@ -28,16 +38,19 @@ from edge.gateway.context import (
 )
 from edge.gateway.forwarding.headers import SESSION_COOKIE as SESSION_COOKIE
 from edge.gateway.forwarding.headers import hostname_of, session_token
-from edge.gateway.origins import normalise_origin, own_origin
+from edge.gateway.live import Live
+from edge.gateway.origins import normalise_origin, origin_allowed, own_origin
+from edge.logs import SignalWarner
+from edge.metrics import Metrics
 from edge.net import NOT_LOOKED_UP, PeerOwner, Resolution, resolve
-from edge.pairing.denials import Denial
 from edge.pairing.models import Device, Role
+from edge.pairing.service import PairingService
 from edge.pairing.store import StoreError
+from edge.refusals import Denial, Rejection, close_frame, http_answer
 
-if TYPE_CHECKING:
-    from edge.gateway.runtime import Gateway
-
-PUBLIC_EXACT = frozenset({"/", "/healthz", "/readyz", "/api/whoami", "/favicon.ico"})
+PUBLIC_EXACT = frozenset(
+    {"/", "/healthz", "/readyz", "/api/whoami", "/api/refusals", "/favicon.ico"}
+)
 PUBLIC_PREFIXES = ("/ui/",)
 SELF_GUARDED_PREFIXES = ("/auth/",)  # forward-auth endpoints judge the forwarded request
 ADMIN_PREFIXES = ("/api/devices", "/api/requests", "/api/invites")
@@ -70,21 +83,22 @@ logger = logging.getLogger("edge.access")
 
 
 class ClientResolutionMiddleware:
-    def __init__(self, app: ASGIApp, gateway: Gateway) -> None:
+    def __init__(self, app: ASGIApp, *, live: Live, metrics: Metrics, warner: SignalWarner) -> None:
         self.app = app
-        self.gateway = gateway
+        self.live = live
+        self.metrics = metrics
+        self.warner = warner
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind != "http" and kind != "websocket":
             await self.app(scope, receive, send)
             return
-        gateway = self.gateway
         owner = scope.get(PEER_OWNER_KEY)
         resolution = resolve(
             scope.get("client"),
             scope["headers"],
-            gateway.live.policy,
+            self.live.config.policy,
             scheme=scope.get("scheme", "http"),
             websocket=kind == "websocket",
             peer_owner=owner if isinstance(owner, PeerOwner) else NOT_LOOKED_UP,
@@ -94,10 +108,10 @@ class ClientResolutionMiddleware:
             scope["client"] = (resolution.client_ip, resolution.client_port or 0)
         scope["scheme"] = resolution.scheme
         outcome = resolution.proxy_outcome
-        gateway.metrics.proxy_outcome(outcome)
+        self.metrics.proxy_outcome(outcome)
         if resolution.anomalies:
             anomaly = resolution.anomalies[0]
-            gateway.warner.warn(
+            self.warner.warn(
                 f"{anomaly}:{resolution.peer_ip}",
                 _ANOMALY_ADVICE[anomaly].format(
                     peer=resolution.peer_ip or "unix socket",
@@ -148,8 +162,26 @@ def _bearer(scope: Scope) -> str | None:
     return found[0] if found is not None else None
 
 
-def authenticate_http(gateway: Gateway, scope: Scope) -> AuthState:
-    """Local, paired, or anonymous (with the denial that applies)."""
+class Credentials(Protocol):
+    """What ``authenticate_http`` asks: ``PairingService``, or its caches alone (``_Cached``)."""
+
+    def client_key(self, client_ip: str | None) -> str: ...
+
+    def lockout_remaining(self, client_key: str) -> float: ...
+
+    def authenticate_token(
+        self, device_token: str, *, client_ip: str | None = None
+    ) -> Device | Denial: ...
+
+    def record_failure(self, client_key: str) -> bool: ...
+
+
+def authenticate_http(service: Credentials, scope: Scope) -> AuthState:
+    """Local, paired, or anonymous (with the denial that applies).
+
+    Blocking when ``service`` is the pairing service itself (the store may be
+    asked): async code calls ``Authenticator`` instead.
+    """
     resolution = scope[RESOLUTION_KEY]
     if resolution.local:
         return LOCAL
@@ -157,7 +189,6 @@ def authenticate_http(gateway: Gateway, scope: Scope) -> AuthState:
     if found is None:
         return ANONYMOUS
     token, via_cookie = found
-    service = gateway.service
     key = service.client_key(resolution.client_ip)
     remaining = service.lockout_remaining(key)
     if remaining > 0:
@@ -170,6 +201,98 @@ def authenticate_http(gateway: Gateway, scope: Scope) -> AuthState:
     if outcome.counts_as_failure and not via_cookie:
         service.record_failure(key)
     return AuthState("anonymous", denial=outcome)
+
+
+class _NeedsStore(Exception):
+    """The caches cannot answer: only the store can."""
+
+
+class _Cached:
+    """``Credentials`` from the service's caches alone; ``_NeedsStore`` where they end.
+
+    A lockout state whose recheck is due still answers (what this process
+    knows: its own lockouts at once, other processes' through the event log)
+    and has ``refresh`` re-read it off the loop, so an active client never
+    waits for that recheck.
+    """
+
+    __slots__ = ("_refresh", "_service")
+
+    def __init__(self, service: PairingService, refresh: Callable[[str], None]) -> None:
+        self._service = service
+        self._refresh = refresh
+
+    def client_key(self, client_ip: str | None) -> str:
+        return self._service.client_key(client_ip)
+
+    def lockout_remaining(self, client_key: str) -> float:
+        known = self._service.known_lockout(client_key)
+        if known is None:
+            raise _NeedsStore
+        remaining, recheck_due = known
+        if recheck_due:
+            self._refresh(client_key)
+        return remaining
+
+    def authenticate_token(
+        self, device_token: str, *, client_ip: str | None = None
+    ) -> Device | Denial:
+        outcome = self._service.known_authentication(device_token, client_ip=client_ip)
+        if outcome is None:
+            raise _NeedsStore
+        return outcome
+
+    def record_failure(self, client_key: str) -> bool:
+        raise _NeedsStore  # a write: always the store's
+
+
+class Authenticator:
+    """``authenticate_http`` for async code: from the caches on the loop, else through the door.
+
+    The decision is written once (``authenticate_http``); it runs first over
+    the caches and, when they cannot answer, again from the start over the
+    service in the blocking pool. The first run has no effect to undo: the
+    only write (``record_failure``) is where it stops.
+    """
+
+    def __init__(self, service: PairingService, blocking: Blocking) -> None:
+        self._service = service
+        self._blocking = blocking
+        self._cached = _Cached(service, self._refresh_lockout)
+        self._refreshing: set[str] = set()
+
+    async def __call__(self, scope: Scope) -> AuthState:
+        """Who the caller of ``scope`` is; ``StoreError`` when the store cannot say."""
+        known = self.known(scope)
+        return known if known is not None else await self.from_store(scope)
+
+    def known(self, scope: Scope) -> AuthState | None:
+        """The caller from the caches alone, on the loop; None when only the store can say.
+
+        The guard calls this first, so the common request (a recently seen
+        token) costs neither a thread hop nor a coroutine.
+        """
+        try:
+            return authenticate_http(self._cached, scope)
+        except _NeedsStore:
+            return None
+
+    async def from_store(self, scope: Scope) -> AuthState:
+        """The whole decision again, through the blocking door; ``StoreError`` if it is down."""
+        return await self._blocking.run(authenticate_http, self._service, scope)
+
+    def _refresh_lockout(self, client_key: str) -> None:
+        if client_key in self._refreshing:
+            return
+        self._refreshing.add(client_key)
+
+        def refresh() -> None:
+            try:
+                self._service.lockout_remaining(client_key)  # re-reads and remembers
+            finally:
+                self._refreshing.discard(client_key)
+
+        self._blocking.spawn(refresh)
 
 
 def _header(scope: Scope, wanted: bytes) -> list[str]:
@@ -227,69 +350,69 @@ def cross_site_refusal(
 def cross_site_response(detail: str) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
     """The 403 answer to a cookie-authenticated write that failed ``cross_site_refusal``."""
     denial = Denial.CROSS_SITE_WRITE
-    body = {
-        "error": "forbidden",
-        "reason": denial.metric_label,
-        "detail": f"{detail} {denial.next_step}",
-    }
-    headers = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
-    return 403, headers, json.dumps(body).encode()
+    return http_answer(denial, f"{detail} {denial.next_step}")
 
 
 def denial_response(
     auth: AuthState, *, forbidden: bool = False
 ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
     """The 401/403 answer for a protected route: JSON body and ``WWW-Authenticate``."""
-    if forbidden:
-        denial = Denial.ROLE_FORBIDDEN
-        body = {"error": "forbidden", "reason": denial.metric_label, "detail": denial.next_step}
-        status = 403
-    elif auth.denial is None:
-        denial = Denial.CREDENTIALS_MISSING
-        body = {
-            "error": "pairing_required",
-            "reason": denial.metric_label,
-            "detail": (
-                "This client is not local and sent no device token. Pair it first: open the "
-                "dashboard and paste the gateway token, or run `edge pair --url <gateway URL> "
-                "--token <gateway token>`; once an operator approves it (`edge devices approve "
-                "<REQUEST>`), send `Authorization: Bearer <device token>`."
-            ),
-        }
-        status = 401
-    else:
-        denial = auth.denial
-        body = {
-            "error": "unauthorized",
-            "reason": denial.metric_label,
-            "detail": f"{denial.reason}. {denial.next_step}",
-        }
-        status = 401
-    headers = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
-    if status == 401:
+    denial = Denial.ROLE_FORBIDDEN if forbidden else auth.denial or Denial.CREDENTIALS_MISSING
+    extra: list[tuple[bytes, bytes]] = []
+    if denial.http_status == 401:
         challenge = 'Bearer realm="edge"'
         if auth.denial is not None:
             challenge += ', error="invalid_token"'
-        headers.append((b"www-authenticate", challenge.encode()))
+        extra.append((b"www-authenticate", challenge.encode()))
     if auth.retry_after > 0:
-        headers.append((b"retry-after", str(int(auth.retry_after) + 1).encode()))
-    return status, headers, json.dumps(body).encode()
+        extra.append((b"retry-after", str(int(auth.retry_after) + 1).encode()))
+    return http_answer(denial, headers=tuple(extra))
 
 
 def store_unavailable(exc: Exception) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
     """503 while the pairing store cannot be reached to check a credential."""
     logger.error("credential check could not reach the pairing store: %s", exc)
-    body = {
-        "error": "unavailable",
-        "reason": "store_unavailable",
-        "detail": "The gateway cannot reach its pairing store right now; retry shortly.",
-    }
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"cache-control", b"no-store"),
-        (b"retry-after", b"2"),
-    ]
-    return 503, headers, json.dumps(body).encode()
+    return http_answer(Rejection.STORE_UNAVAILABLE, headers=((b"retry-after", b"2"),))
+
+
+async def admit_websocket(
+    scope: Scope,
+    send: Send,
+    started: float,
+    *,
+    authenticate: Authenticator,
+    live: Live,
+    metrics: Metrics,
+) -> AuthState | None:
+    """Judge a WebSocket handshake for an upstream: the HTTP credential rules plus the Origin.
+
+    The guard middleware passes WebSocket scopes through (the control socket
+    does its own handshake), so an upstream route asks here before it relays.
+    A refusal is counted, answered (``deny_websocket``) and ``None`` returned;
+    the client's ``websocket.connect`` has been received already.
+    """
+    resolution = scope[RESOLUTION_KEY]
+    origin = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"origin"), None)
+    try:
+        auth = await authenticate(scope)
+    except StoreError as exc:
+        metrics.observe_request("websocket", "denied", time.perf_counter() - started)
+        close = close_frame(Rejection.STORE_UNAVAILABLE)
+        await deny_websocket(scope, send, store_unavailable(exc), close)
+        return None
+    if not origin_allowed(origin, resolution, live.config.allowed_origins):
+        metrics.auth_failure(Denial.ORIGIN_NOT_ALLOWED.metric_label)
+        metrics.observe_request("websocket", "denied", time.perf_counter() - started)
+        detail = f"origin {origin!r} may not open this socket"
+        await refuse_websocket(scope, send, Rejection.ORIGIN_FORBIDDEN, detail)
+        return None
+    if auth.state == "anonymous":
+        denial = auth.denial or Denial.CREDENTIALS_MISSING
+        metrics.auth_failure(denial.metric_label)
+        metrics.observe_request("websocket", "denied", time.perf_counter() - started)
+        await deny_websocket(scope, send, denial_response(auth), close_frame(denial))
+        return None
+    return auth
 
 
 def is_public(path: str) -> bool:
@@ -297,21 +420,32 @@ def is_public(path: str) -> bool:
 
 
 class GuardMiddleware:
-    def __init__(self, app: ASGIApp, gateway: Gateway) -> None:
+    """``settings`` are the ones the app started with: the routes the guard stands for."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        authenticate: Authenticator,
+        live: Live,
+        metrics: Metrics,
+        settings: Settings,
+    ) -> None:
         self.app = app
-        self.gateway = gateway
+        self.authenticate = authenticate
+        self.live = live
+        self.metrics = metrics
         # Fixed at start, like the route it stands for (a reload does not add or move it).
-        metrics = gateway.settings.metrics
-        self.metrics_path = metrics.path if metrics.on_gateway_port else None
+        self.metrics_path = settings.metrics.path if settings.metrics.on_gateway_port else None
         # On an upstream's own host every path is the app's, so none is public.
-        self.upstream_hosts = frozenset(u.host for u in gateway.settings.upstreams if u.host)
+        self.upstream_hosts = frozenset(u.host for u in settings.upstreams if u.host)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        gateway = self.gateway
+        metrics = self.metrics
         path: str = scope["path"]
         app_host = bool(self.upstream_hosts) and (
             hostname_of(scope[RESOLUTION_KEY].host) in self.upstream_hosts
@@ -319,13 +453,15 @@ class GuardMiddleware:
         if not app_host and (path == self.metrics_path or path.startswith(SELF_GUARDED_PREFIXES)):
             await self.app(scope, receive, send)
             return
-        try:
-            auth = authenticate_http(gateway, scope)
-        except StoreError as exc:
-            status, headers, body = store_unavailable(exc)
-            await send({"type": "http.response.start", "status": status, "headers": headers})
-            await send({"type": "http.response.body", "body": body})
-            return
+        auth = self.authenticate.known(scope)
+        if auth is None:
+            try:
+                auth = await self.authenticate.from_store(scope)
+            except StoreError as exc:
+                status, headers, body = store_unavailable(exc)
+                await send({"type": "http.response.start", "status": status, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
+                return
         scope[AUTH_KEY] = auth
         if auth.state == "anonymous" and (app_host or not is_public(path)):
             await self._refuse(scope, send, auth, started)
@@ -343,7 +479,7 @@ class GuardMiddleware:
             detail = cross_site_refusal(
                 scope,
                 scope[RESOLUTION_KEY],
-                gateway.live.allowed_origins,
+                self.live.config.allowed_origins,
                 require_json=path.startswith(CONTROL_WRITE_PREFIXES),
             )
             if detail is not None:
@@ -353,13 +489,13 @@ class GuardMiddleware:
         # A bad or locked-out credential on a public route is still a refused attempt.
         failure = auth.denial.metric_label if auth.denial is not None else None
         if failure is not None:
-            gateway.metrics.auth_failure(failure)
-        if not gateway.settings.logging.access_log:
+            metrics.auth_failure(failure)
+        if not self.live.config.settings.logging.access_log:
             # the common case: no access log, so nothing needs the status
             try:
                 await self.app(scope, receive, send)
             finally:
-                gateway.metrics.observe_request("http", decision, time.perf_counter() - started)
+                metrics.observe_request("http", decision, time.perf_counter() - started)
             return
         status_holder: list[int] = []
 
@@ -372,7 +508,7 @@ class GuardMiddleware:
             await self.app(scope, receive, send_wrapper)
         finally:
             elapsed = time.perf_counter() - started
-            gateway.metrics.observe_request("http", decision, elapsed)
+            metrics.observe_request("http", decision, elapsed)
             status = status_holder[0] if status_holder else 500
             extra = {"reason": failure} if failure is not None else {}
             self._log(scope, decision, status, elapsed, **extra)
@@ -385,8 +521,8 @@ class GuardMiddleware:
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
         elapsed = time.perf_counter() - started
-        self.gateway.metrics.auth_failure(reason.metric_label)
-        self.gateway.metrics.observe_request("http", "denied", elapsed)
+        self.metrics.auth_failure(reason.metric_label)
+        self.metrics.observe_request("http", "denied", elapsed)
         self._log(scope, "denied", status, elapsed, reason=reason.metric_label)
 
     async def _refuse_cross_site(
@@ -397,8 +533,8 @@ class GuardMiddleware:
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
         elapsed = time.perf_counter() - started
-        self.gateway.metrics.auth_failure(label)
-        self.gateway.metrics.observe_request("http", "denied", elapsed)
+        self.metrics.auth_failure(label)
+        self.metrics.observe_request("http", "denied", elapsed)
         self._log(scope, "denied", status, elapsed, reason=label)
 
     def _log(

@@ -12,6 +12,10 @@ A wrong ``metrics.bearer_token`` is a guess at a secret like any other: it
 counts towards the per-address lockout (in the pairing store, so every worker,
 replica and the listener see the same lockout) and towards
 ``edge_auth_failures_total{reason="metrics_token_mismatch"}``.
+
+The answer is the renderer's exposition (the gateway's own series) followed by
+the process's ``edge_process_*`` series, which exist only while the gateway
+is a single process (``edge.process_metrics``).
 """
 
 from __future__ import annotations
@@ -26,20 +30,22 @@ from typing import Any, Protocol
 from prometheus_client import CollectorRegistry, Counter
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from edge.config import Settings
+from edge.gateway.blocking import Blocking
 from edge.gateway.context import PEER_OWNER_KEY, RESOLUTION_KEY
 from edge.gateway.guard import bearer_header
-from edge.gateway.runtime import LiveConfig, live_config
+from edge.gateway.live import LiveConfig, live_config
 from edge.logs import silence_protocol_content
 from edge.metrics import render_exposition
 from edge.net import NOT_LOOKED_UP, PeerOwner, Resolution, client_key, resolve
 from edge.net.address import parse_ip
-from edge.pairing.denials import Denial
 from edge.pairing.store import Store, StoreError, open_store
 from edge.pairing.tokens import secrets_equal
+from edge.process_metrics import process_exposition
+from edge.refusals import AnyRefusal, Denial, Rejection, http_answer
 
 Renderer = Callable[[], tuple[bytes, str]]
 MISMATCH = Denial.METRICS_TOKEN_MISMATCH.metric_label
@@ -114,34 +120,22 @@ def _judge(live: LiveConfig, resolution: Resolution, scope: Any) -> str:
 
 
 def _refusal(retry_after: float = 0.0) -> Response:
-    headers = {"www-authenticate": 'Bearer realm="edge-metrics"', "cache-control": "no-store"}
+    extra = [(b"www-authenticate", b'Bearer realm="edge-metrics"')]
+    refusal: AnyRefusal
+    detail: str | None
     if retry_after > 0:
-        headers["retry-after"] = str(int(retry_after) + 1)
-        return JSONResponse(
-            {
-                "error": "unauthorized",
-                "reason": Denial.RATE_LIMITED.metric_label,
-                "detail": (
-                    "Too many wrong metrics.bearer_token guesses from this address. "
-                    f"{Denial.RATE_LIMITED.next_step}"
-                ),
-            },
-            status_code=401,
-            headers=headers,
+        extra.append((b"retry-after", str(int(retry_after) + 1).encode()))
+        refusal, detail = (
+            Denial.RATE_LIMITED,
+            "Too many wrong metrics.bearer_token guesses from this address. "
+            f"{Denial.RATE_LIMITED.next_step}",
         )
-    return JSONResponse(
-        {
-            "error": "unauthorized",
-            "reason": "metrics_forbidden",
-            "detail": (
-                "Metrics are served to local clients, to metrics.allowed_networks, and "
-                "to holders of metrics.bearer_token (Authorization: Bearer <token>); "
-                "device tokens do not open them."
-            ),
-        },
-        status_code=401,
-        headers=headers,
-    )
+    else:
+        refusal, detail = Rejection.METRICS_FORBIDDEN, None
+    status, headers, body = http_answer(refusal, detail, headers=tuple(extra))
+    response = Response(body, status_code=status)
+    response.raw_headers = [(b"content-length", str(len(body)).encode("ascii")), *headers]
+    return response
 
 
 def metrics_endpoint(
@@ -149,8 +143,10 @@ def metrics_endpoint(
     render: Renderer,
     guesses: Guesses,
     count_failure: Callable[[str], None],
+    blocking: Blocking,
 ) -> Callable[[Request], Awaitable[Response]]:
-    """The endpoint; ``guesses`` keeps the lockout, ``count_failure`` the refusal metric."""
+    """The endpoint; ``guesses`` keeps the lockout (through ``blocking``), ``count_failure``
+    the refusal metric."""
 
     async def endpoint(request: Request) -> Response:
         config = live()
@@ -171,16 +167,17 @@ def metrics_endpoint(
             # A presented token: a locked-out address does not get in even by guessing right.
             # The same key as every other lockout: the IPv4 address or the IPv6 prefix.
             key = client_key(resolution.client_ip, config.settings.auth.rate_limit.ipv6_prefix)
-            remaining = guesses.lockout_remaining(key)
+            remaining = await blocking.run(guesses.lockout_remaining, key)
             if remaining > 0:
                 count_failure(Denial.RATE_LIMITED.metric_label)
                 return _refusal(remaining)
             if verdict == "mismatch":
                 count_failure(MISMATCH)
                 with contextlib.suppress(StoreError):  # refused all the same while it is down
-                    guesses.record_failure(key)
+                    await blocking.run(guesses.record_failure, key)
                 return _refusal()
         data, content_type = render()
+        data += process_exposition()
         return Response(data, headers={"content-type": content_type, "cache-control": "no-store"})
 
     return endpoint
@@ -210,6 +207,7 @@ def listener_app(settings: Settings) -> Starlette:
         render_exposition,
         StoreGuesses(settings),
         lambda reason: failures.labels(reason=reason).inc(),
+        Blocking(2, name="edge-metrics-blocking"),
     )
     return Starlette(routes=[Route(settings.metrics.path, endpoint)])
 

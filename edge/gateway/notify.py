@@ -4,10 +4,16 @@ Nothing here runs on a request's path. ``submit`` (called with every batch of
 store events, on the event loop) only appends to memory; one sender task
 claims the events, signs them and POSTs them with ``httpx.AsyncClient``.
 Per webhook the events go out in order. A failed POST is retried with
-exponential backoff, ``notify.max_attempts`` times in all; while a receiver
-is down at most ``notify.queue_size`` events wait for it, and older ones are
-dropped, counted and logged. Waiting events live in memory only: a restart
-loses them.
+exponential backoff and jitter (so gateways that failed together do not
+retry together), never sooner than the receiver's ``Retry-After``,
+``notify.max_attempts`` times in all; while a receiver is down at most
+``notify.queue_size`` events wait for it, and older ones are dropped, counted
+and logged. Waiting events live in memory only: a restart loses them.
+
+Each POST is signed twice over: Edge's own ``X-Edge-Signature``, and the
+Standard Webhooks headers (``webhook-id``, ``webhook-timestamp``,
+``webhook-signature: v1,...``) that the ``standardwebhooks`` libraries of many
+languages verify, so a receiver needs no code of Edge's.
 
 Once over workers and replicas: every process reads every store event, so a
 process sends only the events the store's ``claim`` gives it: with Redis a
@@ -21,17 +27,21 @@ may then arrive twice: receivers de-duplicate on ``X-Edge-Event-Id``.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
+import email.utils
 import hashlib
 import hmac
 import json
 import logging
 import math
+import random
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 from urllib.parse import urlsplit
 
 import httpx
@@ -39,11 +49,12 @@ from prometheus_client import CollectorRegistry, Counter
 
 from edge import __version__
 from edge.config import NotifySettings, WebhookSettings
-from edge.gateway.serialize import event_data_json
+from edge.gateway.blocking import Blocking
 from edge.logs import SignalWarner, is_secret_field
 from edge.pairing.models import Event
 from edge.pairing.store import CLAIM_NOTIFY, Store
 from edge.pairing.store.claims import EventClaim
+from edge.serialize import event_data_json
 
 logger = logging.getLogger("edge.notify")
 
@@ -53,6 +64,11 @@ EVENT_ID_HEADER = "X-Edge-Event-Id"
 EVENT_TYPE_HEADER = "X-Edge-Event"
 ATTEMPT_HEADER = "X-Edge-Attempt"
 SIGNATURE_PREFIX = "sha256="
+# Standard Webhooks (standardwebhooks.com): the id, the attempt's time, and "v1,<base64 HMAC>".
+STANDARD_ID_HEADER = "webhook-id"
+STANDARD_TIMESTAMP_HEADER = "webhook-timestamp"
+STANDARD_SIGNATURE_HEADER = "webhook-signature"
+STANDARD_SECRET_PREFIX = "whsec_"
 SIGNATURE_TOLERANCE = 300  # seconds a receiver should accept between X-Edge-Timestamp and its clock
 OUTCOMES = ("delivered", "retried", "failed", "dropped")
 BACKOFF_BASE = 1.0
@@ -80,6 +96,56 @@ def sign(secret: str, timestamp: int, body: bytes) -> str:
     """``sha256=<hex HMAC-SHA256 of "<timestamp>.<body>">``, the X-Edge-Signature value."""
     mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
     return SIGNATURE_PREFIX + mac.hexdigest()
+
+
+def signing_key(secret: str) -> bytes:
+    """The Standard Webhooks HMAC key: the bytes of a ``whsec_<base64>`` secret, else its UTF-8.
+
+    A ``whsec_`` secret is decoded as the standard's libraries decode it
+    (padding optional), so the same string configures both ends. Any other
+    secret (and a ``whsec_`` one that is not base64) is used as it is, and a
+    receiver's library is then given its UTF-8 bytes.
+    """
+    if secret.startswith(STANDARD_SECRET_PREFIX):
+        encoded = secret[len(STANDARD_SECRET_PREFIX) :]
+        with contextlib.suppress(binascii.Error, ValueError):
+            key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+            if key:
+                return key
+    return secret.encode()
+
+
+def sign_standard(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
+    """``v1,<base64 HMAC-SHA256 of "<id>.<timestamp>.<body>">``, the webhook-signature value."""
+    signed = f"{message_id}.{timestamp}.".encode() + body
+    mac = hmac.new(signing_key(secret), signed, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(mac).decode()
+
+
+def backoff_delay(failures: int, base: float, cap: float, rand: float) -> float:
+    """Seconds before the next attempt: between half and all of ``base * 2**(failures-1)``.
+
+    The doubling is capped at ``cap``; ``rand`` (0 to 1) picks the point, so
+    senders that failed at the same moment spread their retries out.
+    """
+    full: float = min(cap, base * 2.0 ** min(failures - 1, 30))
+    return full / 2 + rand * full / 2
+
+
+def retry_after_seconds(value: str | None, now: float) -> float | None:
+    """``Retry-After`` (seconds, or an HTTP date) as seconds from ``now``; None when unusable."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None  # not an HTTP date, which is always GMT
+    return max(0.0, when.timestamp() - now)
 
 
 def verify(
@@ -141,6 +207,12 @@ class Delivery:
     body: bytes = field(repr=False)
 
 
+class _Answer(NamedTuple):
+    outcome: str  # "delivered" | "retry" | "refused"
+    problem: str  # what went wrong, for the log
+    retry_after: float | None = None  # seconds the receiver asked to wait
+
+
 @dataclass(frozen=True)
 class NotifyStats:
     delivered: int
@@ -174,9 +246,12 @@ class Notifier:
         backoff_base: float = BACKOFF_BASE,
         backoff_cap: float = BACKOFF_CAP,
         clock: Callable[[], float] = time.time,
+        blocking: Blocking | None = None,
     ) -> None:
         self.settings = settings
         self._claim = claim
+        # The claim may be a Redis round trip: it goes through the blocking door.
+        self._blocking = blocking or Blocking(1, name="edge-notify")
         self._backoff = (backoff_base, backoff_cap)
         self._clock = clock
         self._targets = [_Target(webhook) for webhook in settings.webhooks]
@@ -201,10 +276,15 @@ class Notifier:
 
     @classmethod
     def for_store(
-        cls, settings: NotifySettings, store: Store, registry: CollectorRegistry | None = None
+        cls,
+        settings: NotifySettings,
+        store: Store,
+        registry: CollectorRegistry | None = None,
+        *,
+        blocking: Blocking | None = None,
     ) -> Notifier:
         claim: Claim = EventClaim(None) if not settings.webhooks else claim_for_store(store)
-        return cls(settings, claim, registry=registry)
+        return cls(settings, claim, registry=registry, blocking=blocking)
 
     def stats(self) -> NotifyStats:
         waiting = len(self._intake) + sum(len(t.queue) for t in self._targets)
@@ -294,7 +374,7 @@ class Notifier:
         batch = list(self._intake)
         self._intake.clear()
         try:
-            owned = await asyncio.to_thread(self._claim.claim, [e.seq for e in batch])
+            owned = await self._blocking.run(self._claim.claim, [e.seq for e in batch])
         except Exception as exc:
             self._warner.warn(
                 "webhook_claim", f"could not claim events for webhooks, sending them anyway: {exc}"
@@ -319,7 +399,7 @@ class Notifier:
     async def _attempt(self, target: _Target) -> None:
         delivery = target.queue[0]
         try:
-            outcome, problem = await self._post(target, delivery, target.attempts + 1)
+            outcome, problem, retry_after = await self._post(target, delivery, target.attempts + 1)
         finally:
             target.sending = False
             if self._wake is not None:
@@ -336,7 +416,11 @@ class Notifier:
         target.attempts += 1
         target.failures += 1
         base, cap = self._backoff
-        target.next_at = time.monotonic() + min(cap, base * 2 ** min(target.failures - 1, 30))
+        delay = backoff_delay(target.failures, base, cap, random.random())
+        if retry_after is not None:
+            # Never sooner than the receiver asked, and never later than the longest backoff.
+            delay = max(delay, min(retry_after, cap))
+        target.next_at = time.monotonic() + delay
         if outcome == "refused" or target.attempts >= self.settings.max_attempts:
             attempts, target.attempts = target.attempts, 0
             target.queue.popleft()
@@ -358,18 +442,23 @@ class Notifier:
             url=url,
         )
 
-    async def _post(self, target: _Target, delivery: Delivery, attempt: int) -> tuple[str, str]:
-        """("delivered" | "retry" | "refused", what went wrong)."""
+    async def _post(self, target: _Target, delivery: Delivery, attempt: int) -> _Answer:
         assert self._client is not None
         webhook = target.webhook
+        secret = webhook.signing_secret
         timestamp = math.floor(self._clock())
         headers = {
             "content-type": "application/json",
             TIMESTAMP_HEADER: str(timestamp),
-            SIGNATURE_HEADER: sign(webhook.signing_secret, timestamp, delivery.body),
+            SIGNATURE_HEADER: sign(secret, timestamp, delivery.body),
             EVENT_ID_HEADER: delivery.event_id,
             EVENT_TYPE_HEADER: delivery.event_type,
             ATTEMPT_HEADER: str(attempt),
+            STANDARD_ID_HEADER: delivery.event_id,
+            STANDARD_TIMESTAMP_HEADER: str(timestamp),
+            STANDARD_SIGNATURE_HEADER: sign_standard(
+                secret, delivery.event_id, timestamp, delivery.body
+            ),
         }
         try:
             # Streamed and never read: only the status matters, whatever the receiver sends.
@@ -377,17 +466,23 @@ class Notifier:
                 "POST", webhook.url, content=delivery.body, headers=headers, timeout=webhook.timeout
             ) as response:
                 status = response.status_code
+                retry_after = retry_after_seconds(response.headers.get("retry-after"), time.time())
         except httpx.TimeoutException:
-            return "retry", f"no answer within {webhook.timeout:g} s (notify.webhooks[].timeout)"
+            return _Answer(
+                "retry", f"no answer within {webhook.timeout:g} s (notify.webhooks[].timeout)"
+            )
         except httpx.HTTPError as exc:
-            return "retry", f"cannot reach it ({type(exc).__name__}: {exc})"
+            return _Answer("retry", f"cannot reach it ({type(exc).__name__}: {exc})")
         if 200 <= status < 300:
-            return "delivered", ""
+            return _Answer("delivered", "")
         if 300 <= status < 400:
-            return "refused", f"answered {status}, a redirect; webhooks are never redirected"
+            return _Answer(
+                "refused", f"answered {status}, a redirect; webhooks are never redirected"
+            )
         if 400 <= status < 500 and status not in _RETRYABLE_4XX:
-            return "refused", f"answered {status} (check the URL and the shared secret)"
-        return "retry", f"answered {status}"
+            return _Answer("refused", f"answered {status} (check the URL and the shared secret)")
+        waited = f", asked to wait {retry_after:g} s" if retry_after is not None else ""
+        return _Answer("retry", f"answered {status}{waited}", retry_after)
 
     def _count(self, outcome: str) -> None:
         self._counts[outcome] += 1

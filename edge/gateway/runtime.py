@@ -1,9 +1,11 @@
-"""The gateway's live state: settings, resolver policy, pairing service, metrics, sockets.
+"""The gateway's lifecycle: start, stop, reload, and the background work in between.
 
-One ``Gateway`` per app. Everything that can change at run time (trusted
-proxies, origins, the gateway token) is swapped here by ``reload`` in one
-assignment, so a request sees either the old or the new configuration, never
-a mixture.
+``Gateway`` owns no decision of a request: the components that decide (the
+middlewares, the routes, the socket hub) take what they use as arguments,
+wired in ``edge.app``. What it runs is what outlives a request: the thread that
+follows the store's event log and hands events to the loop, housekeeping, the
+store file watch, webhook delivery, the worker registration, and ``reload``,
+which swaps the ``Live`` configuration in one assignment.
 """
 
 from __future__ import annotations
@@ -16,24 +18,24 @@ import signal
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-from edge import __version__
 from edge.config import ConfigError, Settings, load_settings
 from edge.datadir import permission_problems
+from edge.gateway.blocking import Blocking
+from edge.gateway.health import StoreHealth
+from edge.gateway.live import Live, live_config
 from edge.gateway.notify import Notifier
 from edge.gateway.sockets import SocketHub
-from edge.gateway.workers import register_worker, unregister_worker
 from edge.gateway_token import GatewayTokenError, load_gateway_token
 from edge.hostcheck import running_reverse_proxies, same_host_proxy_advice
 from edge.logs import SignalWarner, audit_event, setup_logging
 from edge.metrics import Metrics, changes_pairing_state, mark_worker_dead
-from edge.net import NetworkSet, ResolverPolicy
 from edge.pairing.models import Event
-from edge.pairing.service import PairingPolicy, PairingService, RateLimitPolicy
-from edge.pairing.store import CLAIM_AUDIT, Store, open_store
+from edge.pairing.service import PairingService
+from edge.pairing.store import CLAIM_AUDIT, Store
 from edge.peercred import LOOKUPS, peer_check_summary
+from edge.workers import register_worker, unregister_worker
 
 logger = logging.getLogger("edge.gateway")
 
@@ -46,69 +48,36 @@ STORE_RETRY_CAP = 1.0  # seconds between retries while the store is down: /ready
 METRICS_FIXED_AT_START = {"enabled", "path", "host", "port"}
 
 
-def build_policy(settings: Settings) -> ResolverPolicy:
-    return ResolverPolicy(
-        trusted_proxies=NetworkSet.parse(settings.proxy.trusted_proxies),
-        client_ip_headers=tuple(settings.proxy.client_ip_headers),
-        local_loopback=settings.local.loopback,
-        local_networks=NetworkSet.parse(settings.local.networks, allow_unix_word=False),
-        local_hosts=frozenset(settings.local.hosts),
-        peer_check=settings.local.peer_check,
-        allowed_origins=frozenset(settings.auth.allowed_origins),
-    )
-
-
-def build_pairing_policy(settings: Settings) -> PairingPolicy:
-    rate = settings.auth.rate_limit
-    return PairingPolicy(
-        request_ttl=settings.pairing.request_ttl,
-        max_pending=settings.pairing.max_pending,
-        max_pending_per_client=settings.pairing.max_pending_per_client,
-        device_idle_expiry=settings.pairing.device_idle_expiry,
-        rate_limit=RateLimitPolicy(rate.failures, rate.window, rate.lockout, rate.ipv6_prefix),
-    )
-
-
-@dataclass(frozen=True)
-class LiveConfig:
-    """The parts of the configuration a reload may change, swapped as one value."""
-
-    settings: Settings
-    policy: ResolverPolicy
-    allowed_origins: frozenset[str]
-    metrics_networks: NetworkSet
-
-
-def live_config(settings: Settings) -> LiveConfig:
-    policy = build_policy(settings)
-    return LiveConfig(
-        settings=settings,
-        policy=policy,
-        allowed_origins=policy.allowed_origins,
-        metrics_networks=NetworkSet.parse(settings.metrics.allowed_networks, allow_unix_word=False),
-    )
-
-
 class Gateway:
-    def __init__(self, settings: Settings, *, store: Store | None = None) -> None:
-        setup_logging(settings.logging)
-        self.live = live_config(settings)
-        token = load_gateway_token(settings, create=True)
-        self.store = store or open_store(settings.store.url, settings.data_dir)
-        self.service = PairingService(self.store, token.value, build_pairing_policy(settings))
-        self.metrics = Metrics(__version__)
-        self.hub = SocketHub(self)
-        self.notifier = Notifier.for_store(settings.notify, self.store, self.metrics.registry)
-        self.warner = SignalWarner(logging.getLogger("edge.proxy"))
+    """One app's running state; ``edge.app.build_gateway`` makes it from settings."""
+
+    def __init__(
+        self,
+        *,
+        live: Live,
+        store: Store,
+        service: PairingService,
+        metrics: Metrics,
+        blocking: Blocking,
+        health: StoreHealth,
+        hub: SocketHub,
+        notifier: Notifier,
+        warner: SignalWarner,
+    ) -> None:
+        self.live = live
+        self.store = store
+        self.service = service
+        self.metrics = metrics
+        self.blocking = blocking
+        self.health = health
+        self.hub = hub
+        self.notifier = notifier
+        self.warner = warner
         self.started_at = time.time()
         self._stop = threading.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._watcher: threading.Thread | None = None
-        self._event_seq = self.service.latest_seq()
-        self.store_healthy = True
-        # Set once the store's file is lost or damaged under us; /readyz stays 503 until restart.
-        self.store_problem: str | None = None
-        self._store_problem_lock = threading.Lock()
+        self._event_seq = service.latest_seq()
         self._worker_file: Path | None = None
         self._closers: list[Callable[[], Awaitable[None]]] = []
         self._unobserve_lookups: Callable[[], None] = lambda: None
@@ -142,7 +111,7 @@ class Gateway:
         )
         self._watcher.start()
         with contextlib.suppress(Exception):  # the store may be down; housekeeping retries
-            await asyncio.to_thread(self._refresh_pairing_gauges)
+            await self.blocking.run(self._refresh_pairing_gauges)
         self._tasks.append(asyncio.create_task(self._housekeeping()))
         self._tasks.append(asyncio.create_task(self._watch_store_file()))
         await self.notifier.start()
@@ -165,9 +134,10 @@ class Gateway:
                 await task
         self._tasks.clear()
         if self._watcher is not None:
-            await asyncio.to_thread(self._watcher.join, 2.0)
+            await self.blocking.run(self._watcher.join, 2.0)
         with contextlib.suppress(Exception):
-            await asyncio.to_thread(self.service.flush_touches)
+            await self.blocking.run(self.service.flush_touches)
+        self.blocking.close()
         # The store stays open: every write is already durable, and an app may be
         # started again (the test client runs the lifespan once per session).
 
@@ -223,7 +193,7 @@ class Gateway:
             changed.append("gateway token")
         self.service.set_gateway_token(token.value)
         setup_logging(settings.logging)
-        self.live = live
+        self.live.replace(live)
         logger.info("configuration reloaded", extra={"changed": ",".join(changed) or "nothing"})
         return changed
 
@@ -241,23 +211,17 @@ class Gateway:
                 events = self.service.wait_events(self._event_seq, EVENT_WAIT)
                 backoff = 0.5
             except Exception as exc:  # the store is down: keep serving, retry
-                if self.store_healthy:
+                if self.health.healthy:
                     logger.error("event log unreadable, retrying: %s", exc)
-                self._set_store_healthy(False)
+                self.health.set_healthy(False)
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, STORE_RETRY_CAP)
                 continue
-            self._set_store_healthy(True)
+            self.health.set_healthy(True)
             if events:
                 self._event_seq = events[-1].seq
-                loop.call_soon_threadsafe(self._dispatch, events)
+                loop.call_soon_threadsafe(self._fan_out, events)
                 self._observe_events(events)
-
-    def _set_store_healthy(self, healthy: bool) -> None:
-        if healthy != self.store_healthy:
-            logger.warning("pairing store %s", "reachable again" if healthy else "unreachable")
-        self.store_healthy = healthy
-        self.metrics.store_up.set(1 if healthy and self.store_problem is None else 0)
 
     def _observe_events(self, events: Sequence[Event]) -> None:
         """Count and audit each event once over all workers, then refresh the gauges.
@@ -277,16 +241,19 @@ class Gateway:
         except Exception as exc:
             logger.error("could not count or audit store events: %s", exc)
 
-    def _dispatch(self, events: Sequence[Event]) -> None:
-        self.service.apply_events(events)
-        self.hub.dispatch(events)
-        self.notifier.submit(events)
+    def _fan_out(self, events: Sequence[Event]) -> None:
+        """Hand a batch to each consumer on the loop; one that fails does not starve the rest."""
+        for consume in (self.service.apply_events, self.hub.deliver, self.notifier.submit):
+            try:
+                consume(events)
+            except Exception:
+                logger.exception("store events not fully applied (seq %d..)", events[0].seq)
 
     async def _housekeeping(self) -> None:
         while True:
             await asyncio.sleep(SWEEP_INTERVAL)
             try:
-                await asyncio.to_thread(self._housekeeping_once)
+                await self.blocking.run(self._housekeeping_once)
             except Exception as exc:
                 logger.error("housekeeping failed: %s", exc)
 
@@ -298,38 +265,10 @@ class Gateway:
         the gateway out of rotation before the next restart starts it empty.
         """
         checks = 0
-        while self.store_problem is None:
+        while self.health.problem is None:
             await asyncio.sleep(STORE_FILE_CHECK)
             checks += 1
-            await asyncio.to_thread(self.check_store_file, deep=checks % QUICK_CHECK_EVERY == 0)
-
-    def check_store_file(self, *, deep: bool = False) -> str | None:
-        """What happened to the store's file, if anything; the first finding is logged once.
-
-        ``/readyz`` calls it too (one stat), so a probe right after the damage
-        already sees it; the finding stays until the gateway is restarted.
-        """
-        if self.store_problem is not None:
-            return self.store_problem
-        try:
-            problem = self.store.file_problem(deep=deep)
-        except Exception as exc:
-            problem = f"the pairing store's file cannot be checked ({exc})"
-        if problem is None:
-            return None
-        with self._store_problem_lock:
-            if self.store_problem is not None:
-                return self.store_problem
-            self.store_problem = problem
-        self.metrics.store_up.set(0)
-        logger.error(
-            "%s under the running gateway: devices and pairing requests may be lost; /readyz now "
-            "reports not ready. Stop edge serve, restore the file from a backup (or start over "
-            "on purpose with `edge store reset`), then start it again",
-            problem,
-            extra={"signal": "store_file"},
-        )
-        return problem
+            await self.blocking.run(self.health.check_file, deep=checks % QUICK_CHECK_EVERY == 0)
 
     def _housekeeping_once(self) -> None:
         self.service.sweep()

@@ -1,8 +1,11 @@
 """Live control sockets: who is connected, the per-address cap, and event fan-out.
 
 Every event from the store log (this worker, other workers, replicas, the
-CLI) comes through ``dispatch``: admin sockets receive it, and a revoked or
-expired device's sockets are closed with 1008 ``device revoked``.
+CLI) comes through ``deliver``: admin sockets receive it, and a revoked or
+expired device's sockets are closed with 1008 ``device revoked``. ``deliver``
+runs on the event loop and does no I/O: the device a rename or a user change
+refreshes is read through the blocking door in a task of its own, so a slow or
+failing read delays that refresh only, never the rest of the batch.
 """
 
 from __future__ import annotations
@@ -12,24 +15,20 @@ import contextlib
 import json
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import Any
 
+from prometheus_client import Gauge
 from starlette.websockets import WebSocket, WebSocketState
 
-from edge.gateway.serialize import event_frame
-from edge.pairing.denials import Denial
+from edge.gateway.blocking import Blocking
 from edge.pairing.models import Device, Event, Role
-
-if TYPE_CHECKING:
-    from edge.gateway.runtime import Gateway
+from edge.pairing.store import Store
+from edge.refusals import AnyRefusal, Denial, Rejection, close_frame
+from edge.serialize import event_frame
 
 logger = logging.getLogger("edge.ws")
 
-CLOSE_POLICY = 1008
-CLOSE_TOO_BIG = 1009
-CLOSE_RESTART = 1012
-CLOSE_TRY_AGAIN = 1013
 _CLOSING_EVENTS = frozenset({"device.revoked", "device.expired"})
 # Changes a live socket's cached device must pick up (what upstream sockets assert).
 _REFRESHING_EVENTS = frozenset({"device.renamed", "device.user_assigned"})
@@ -77,13 +76,30 @@ class ControlConnection:
                 with contextlib.suppress(Exception):
                     await self.websocket.close(code, reason)
 
-    async def deny(self, denial: Denial) -> None:
-        await self.close(CLOSE_POLICY, denial.reason)
+    async def deny(self, refusal: AnyRefusal) -> None:
+        """Close with the refusal's code and reason (``edge.refusals`` owns both)."""
+        await self.close(*close_frame(refusal))
 
 
 class SocketHub:
-    def __init__(self, gateway: Gateway) -> None:
-        self._gateway = gateway
+    """The control sockets of this worker, by device; ``dispatch`` fans store events out.
+
+    ``client_key`` is the lockout's key function (``PairingService.client_key``);
+    ``store`` is read (``get_device``) only through ``blocking``.
+    """
+
+    def __init__(
+        self,
+        *,
+        client_key: Callable[[str | None], str],
+        store: Store,
+        blocking: Blocking,
+        gauge: Gauge,
+    ) -> None:
+        self._client_key = client_key
+        self._store = store
+        self._blocking = blocking
+        self._gauge = gauge
         self._unauthenticated: dict[str, int] = defaultdict(int)
         self._by_device: dict[str, set[ControlConnection]] = defaultdict(set)
         self._all: set[ControlConnection] = set()
@@ -103,13 +119,13 @@ class SocketHub:
         (DNS rebinding) crowd the operator's own dashboard out.
         """
         if not conn.local:
-            key = self._gateway.service.client_key(conn.client_ip)
+            key = self._client_key(conn.client_ip)
             if self._unauthenticated[key] >= cap:
                 return False
             self._unauthenticated[key] += 1
             conn.cap_key = key
         self._all.add(conn)
-        self._gateway.metrics.websockets.inc()
+        self._gauge.inc()
         return True
 
     def _release_unauthenticated(self, conn: ControlConnection) -> None:
@@ -132,7 +148,7 @@ class SocketHub:
         if conn not in self._all:
             return
         self._all.discard(conn)
-        self._gateway.metrics.websockets.dec()
+        self._gauge.dec()
         if conn.device is None:
             self._release_unauthenticated(conn)
             return
@@ -149,22 +165,31 @@ class SocketHub:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    def dispatch(self, events: Sequence[Event]) -> None:
+    def deliver(self, events: Sequence[Event]) -> None:
         for event in events:
             device_id = event.data.get("device_id")
             if event.type in _CLOSING_EVENTS and isinstance(device_id, str):
                 for conn in list(self._by_device.get(device_id, ())):
                     self._spawn(conn.deny(Denial.DEVICE_REVOKED))
-            if event.type in _REFRESHING_EVENTS and isinstance(device_id, str):
-                self._refresh_devices(device_id)
+            if (
+                event.type in _REFRESHING_EVENTS
+                and isinstance(device_id, str)
+                and device_id in self._by_device
+            ):
+                self._spawn(self._refresh_devices(device_id))
             frame = event_frame(event)
             for peers in self._by_device.values():
                 for conn in peers:
                     if conn.is_admin or device_id == conn.device_id_or_none():
                         self._spawn(conn.send_json(frame))
 
-    def _refresh_devices(self, device_id: str) -> None:
-        device = self._gateway.store.get_device(device_id)
+    async def _refresh_devices(self, device_id: str) -> None:
+        """Give the device's live sockets its new name or user (what upstream sockets assert)."""
+        try:
+            device = await self._blocking.run(self._store.get_device, device_id)
+        except Exception as exc:  # the store is down: the sockets keep the device they had
+            logger.error("could not refresh device %s for its sockets: %s", device_id[:12], exc)
+            return
         if device is None:
             return
         for conn in self._by_device.get(device_id, ()):
@@ -174,5 +199,5 @@ class SocketHub:
         """Close every socket with 1012 so clients reconnect to the next process."""
         conns = list(self._all)
         await asyncio.gather(
-            *(c.close(CLOSE_RESTART, "server restarting") for c in conns), return_exceptions=True
+            *(c.deny(Rejection.SERVER_RESTARTING) for c in conns), return_exceptions=True
         )

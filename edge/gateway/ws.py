@@ -12,28 +12,35 @@ import base64
 import logging
 import secrets
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from edge.gateway import bounded_json
 from edge.gateway.admin import AdminError, call_admin_method
+from edge.gateway.blocking import Blocking
 from edge.gateway.context import AuthState, resolution_of
 from edge.gateway.forwarding.headers import session_token
+from edge.gateway.live import Live
 from edge.gateway.origins import origin_allowed
-from edge.gateway.serialize import device_json
-from edge.gateway.sockets import CLOSE_TOO_BIG, CLOSE_TRY_AGAIN, ControlConnection
-from edge.pairing.denials import Denial
-from edge.pairing.service import Admitted, Denied
+from edge.gateway.protocol import (
+    MAX_FRAME_AFTER_HELLO,
+    MAX_FRAME_BEFORE_HELLO,
+    BadCall,
+    error_frame,
+    read_call,
+    read_connect,
+    result_frame,
+    with_session_cookie,
+)
+from edge.gateway.sockets import ControlConnection, SocketHub
+from edge.metrics import Metrics
+from edge.pairing.models import ConnectAttempt, MalformedConnect
+from edge.pairing.service import Admitted, Denied, PairingService
 from edge.pairing.store import StoreError
-
-if TYPE_CHECKING:
-    from edge.gateway.runtime import Gateway
+from edge.refusals import Denial, Rejection
+from edge.serialize import device_json
 
 logger = logging.getLogger("edge.ws")
-
-MAX_FRAME_BEFORE_HELLO = 64 * 1024
-MAX_FRAME_AFTER_HELLO = 1024 * 1024
 
 
 class _FrameTooBig(Exception):
@@ -67,26 +74,38 @@ def _header(websocket: WebSocket, name: str) -> str | None:
 class ControlSocket:
     """ASGI endpoint for ``/ws``."""
 
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
+    def __init__(
+        self,
+        *,
+        live: Live,
+        service: PairingService,
+        hub: SocketHub,
+        metrics: Metrics,
+        blocking: Blocking,
+    ) -> None:
+        self.live = live
+        self.service = service
+        self.hub = hub
+        self.metrics = metrics
+        self.blocking = blocking
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         websocket = WebSocket(scope, receive, send)
-        gateway = self.gateway
+        live = self.live.config
         resolution = resolution_of(scope)
         started = time.perf_counter()
         conn = ControlConnection(websocket, resolution.client_ip, resolution.local)
         origin = _header(websocket, "origin")
 
         await websocket.accept()
-        if not origin_allowed(origin, resolution, gateway.live.allowed_origins):
+        if not origin_allowed(origin, resolution, live.allowed_origins):
             self._refused(
                 Denial.ORIGIN_NOT_ALLOWED, started, client=resolution.client_ip, origin=origin
             )
             await conn.deny(Denial.ORIGIN_NOT_ALLOWED)
             return
-        cap = gateway.settings.pairing.max_unauthenticated_sockets_per_client
-        if not gateway.hub.try_open(conn, cap):
+        cap = live.settings.pairing.max_unauthenticated_sockets_per_client
+        if not self.hub.try_open(conn, cap):
             self._refused(
                 Denial.RATE_LIMITED,
                 started,
@@ -100,12 +119,12 @@ class ControlSocket:
         except WebSocketDisconnect:
             pass
         except _FrameTooBig:
-            await conn.close(CLOSE_TOO_BIG, "frame too large")
+            await conn.deny(Rejection.FRAME_TOO_LARGE)
         finally:
-            gateway.hub.forget(conn)
+            self.hub.forget(conn)
 
     def _refused(self, denial: Denial, started: float, **fields: object) -> None:
-        metrics = self.gateway.metrics
+        metrics = self.metrics
         metrics.auth_failure(denial.metric_label)
         metrics.observe_request("websocket", "denied", time.perf_counter() - started)
         logger.info(
@@ -130,7 +149,6 @@ class ControlSocket:
         issued device token) is gone when it returns, not kept for the life of
         an idle socket.
         """
-        gateway = self.gateway
         websocket = conn.websocket
         resolution = resolution_of(websocket.scope)
         nonce = _new_nonce()
@@ -138,14 +156,14 @@ class ControlSocket:
         try:
             text = await asyncio.wait_for(
                 _receive_text(websocket, MAX_FRAME_BEFORE_HELLO),
-                timeout=gateway.settings.pairing.handshake_timeout,
+                timeout=self.live.settings.pairing.handshake_timeout,
             )
         except TimeoutError:
             self._refused(Denial.HANDSHAKE_TIMEOUT, started, client=resolution.client_ip)
             await conn.deny(Denial.HANDSHAKE_TIMEOUT)
             return False
-        frame = _parse_connect(text)
-        if frame is None:
+        attempt = read_connect(text)
+        if attempt is None:
             self._refused(Denial.INVALID_HANDSHAKE, started, client=resolution.client_ip)
             await conn.deny(Denial.INVALID_HANDSHAKE)
             return False
@@ -155,10 +173,10 @@ class ControlSocket:
             else session_token(websocket.scope["headers"], secure=resolution.scheme == "wss")
         )
         try:
-            outcome, from_cookie = await asyncio.to_thread(
+            outcome, from_cookie = await self.blocking.run(
                 _connect,
-                gateway,
-                frame,
+                self.service,
+                attempt,
                 cookie,
                 nonce=nonce,
                 client_ip=resolution.client_ip,
@@ -168,7 +186,7 @@ class ControlSocket:
         except StoreError as exc:
             # Not a refusal of this client: the store is down. 1013 tells it to retry.
             logger.error("handshake could not reach the pairing store: %s", exc)
-            await conn.close(CLOSE_TRY_AGAIN, "pairing store unavailable, try again")
+            await conn.deny(Rejection.STORE_UNAVAILABLE)
             return False
         if isinstance(outcome, Denied):
             await self._deny(conn, outcome, started)
@@ -196,7 +214,7 @@ class ControlSocket:
         self, conn: ControlConnection, outcome: Admitted, started: float, *, token_in_cookie: bool
     ) -> None:
         device = outcome.device
-        self.gateway.hub.admit(conn, device)
+        self.hub.admit(conn, device)
         hello: dict[str, Any] = {
             "type": "hello",
             "device": {"id": device.id, "name": device.name, "role": str(device.role)},
@@ -209,7 +227,7 @@ class ControlSocket:
             del hello["deviceToken"]
         await conn.send_json(hello)
         decision = "local" if conn.local else "paired"
-        self.gateway.metrics.observe_request("websocket", decision, time.perf_counter() - started)
+        self.metrics.observe_request("websocket", decision, time.perf_counter() - started)
         logger.info(
             "control socket admitted",
             extra={
@@ -225,51 +243,37 @@ class ControlSocket:
             text = await _receive_text(conn.websocket, MAX_FRAME_AFTER_HELLO)
             if text is None:
                 continue
-            try:
-                frame = bounded_json.loads(text, max_bytes=MAX_FRAME_AFTER_HELLO)
-            except bounded_json.JSONRefused as exc:
-                await conn.send_json(_error_res(None, "bad_request", f"frame refused: {exc}"))
+            call = read_call(text)
+            if isinstance(call, BadCall):
+                await conn.send_json(error_frame(call.id, "bad_request", call.message))
                 continue
-            if not isinstance(frame, dict) or frame.get("type") != "req":
-                await conn.send_json(_error_res(None, "bad_request", "expected a 'req' frame"))
-                continue
-            req_id = frame.get("id")
-            if not isinstance(req_id, str | int) or isinstance(req_id, bool):
-                req_id = None
-            method = frame.get("method")
-            params = frame.get("params", {})
-            if not isinstance(method, str) or not isinstance(params, dict):
-                await conn.send_json(
-                    _error_res(req_id, "bad_request", "method and params required")
-                )
-                continue
-            await conn.send_json(await self._call(conn, req_id, method, params))
+            await conn.send_json(await self._call(conn, call.id, call.method, call.params))
 
     async def _call(
         self, conn: ControlConnection, req_id: Any, method: str, params: dict[str, Any]
     ) -> dict[str, Any]:
         assert conn.device is not None
         if method == "self.whoami":
-            return {"type": "res", "id": req_id, "ok": True, "result": device_json(conn.device)}
+            return result_frame(req_id, device_json(conn.device))
         try:
             result = await call_admin_method(
-                self.gateway,
+                self.service,
+                self.blocking,
                 method,
                 params,
                 auth=AuthState("local" if conn.local else "paired", device=conn.device),
                 resolution=resolution_of(conn.websocket.scope),
             )
         except AdminError as exc:
-            return _error_res(req_id, exc.code, str(exc))
-        return {"type": "res", "id": req_id, "ok": True, "result": result}
-
-
-def _error_res(req_id: Any, code: str, message: str) -> dict[str, Any]:
-    return {"type": "res", "id": req_id, "ok": False, "error": {"code": code, "message": message}}
+            return error_frame(req_id, exc.code, str(exc))
+        return result_frame(req_id, result)
 
 
 def _connect(
-    gateway: Gateway, frame: dict[str, Any], cookie: str | None, **context: Any
+    service: PairingService,
+    attempt: ConnectAttempt | MalformedConnect,
+    cookie: str | None,
+    **context: Any,
 ) -> tuple[Admitted | Denied, bool]:
     """``service.connect``, with the session cookie standing in for an empty ``auth``.
 
@@ -278,27 +282,18 @@ def _connect(
     request is then its ``deviceToken``, the device signature is checked all
     the same, and the origin check keeps other sites' pages out. A cookie that
     belongs to another device (one this browser had before starting over) is
-    not this device's credential and is left out. Runs in a worker thread: the
-    store may block.
+    not this device's credential and is left out. Runs through the blocking
+    door: the store may block.
     """
-    device = frame.get("device")
-    device_id = device.get("id") if isinstance(device, dict) else None
     from_cookie = False
-    if cookie is not None and frame.get("auth") in (None, {}) and isinstance(device_id, str):
-        holder = gateway.service.token_holder(cookie)  # a device id, compared as one
-        from_cookie = holder is not None and holder == device_id
-    if from_cookie:
-        frame = {**frame, "auth": {"deviceToken": cookie}}
-    return gateway.service.connect(frame=frame, **context), from_cookie
-
-
-def _parse_connect(text: str | None) -> dict[str, Any] | None:
-    if text is None:
-        return None
-    try:
-        frame = bounded_json.loads(text, max_bytes=MAX_FRAME_BEFORE_HELLO)
-    except bounded_json.JSONRefused:
-        return None
-    if not isinstance(frame, dict) or frame.get("type") != "connect":
-        return None
-    return frame
+    if (
+        cookie is not None
+        and isinstance(attempt, ConnectAttempt)
+        and attempt.empty_auth
+        and attempt.device_id is not None
+    ):
+        holder = service.token_holder(cookie)  # a device id, compared as one
+        from_cookie = holder is not None and holder == attempt.device_id
+        if from_cookie:
+            attempt = with_session_cookie(attempt, cookie)
+    return service.connect(attempt=attempt, **context), from_cookie

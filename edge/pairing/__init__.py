@@ -6,7 +6,6 @@ it. The names below are the public surface; the modules hold the details.
 
 from __future__ import annotations
 
-from edge.pairing.denials import Denial
 from edge.pairing.identity import DeviceKey, VerifiedIdentity, verify_device
 from edge.pairing.models import Device, Event, Invite, PairingRequest, Role
 from edge.pairing.service import (
@@ -22,6 +21,7 @@ from edge.pairing.service import (
     RateLimitPolicy,
 )
 from edge.pairing.store import Store, StoreError, open_store
+from edge.refusals import Denial
 
 __all__ = [
     "Admitted",

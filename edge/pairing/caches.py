@@ -67,6 +67,13 @@ class TokenCache:
                 self._entries.popitem(last=False)
         return device
 
+    def fresh(self, token_hash: str) -> Device | None:
+        """The cached device holding ``token_hash`` if read within ``TOKEN_CACHE_TTL``; no I/O."""
+        cached = self._entries.get(token_hash)  # one dict read is atomic; writers take the lock
+        if cached is None or time.monotonic() - cached[1] >= TOKEN_CACHE_TTL:
+            return None
+        return cached[0]
+
     def forget(self, device_id: str) -> None:
         with self._lock:
             self._epoch += 1
@@ -87,18 +94,28 @@ class LockoutCache:
         """Seconds until ``client_key`` may try again (0.0: not locked out)."""
         now = self._clock()
         cached = self._entries.get(client_key)  # one dict read is atomic; writers take the lock
-        if cached is not None:
-            until, checked_at = cached
-            if until > now:
-                return until - now
-            if time.monotonic() - checked_at < LOCKOUT_RECHECK:
-                return 0.0
+        known = self._judge(cached)
+        if known is not None and not known[1]:
+            return known[0]
         try:
             until = read(client_key)
         except StoreError:  # the store is down: what this process last knew still holds
             return max(0.0, cached[0] - now) if cached is not None else 0.0
         self.remember(client_key, until)
         return max(0.0, until - now)
+
+    def known(self, client_key: str) -> tuple[float, bool] | None:
+        """``(remaining, recheck_due)`` from memory alone, or None when nothing is cached."""
+        return self._judge(self._entries.get(client_key))
+
+    def _judge(self, cached: tuple[float, float] | None) -> tuple[float, bool] | None:
+        if cached is None:
+            return None
+        until, checked_at = cached
+        remaining = until - self._clock()
+        if remaining > 0:
+            return remaining, False
+        return 0.0, time.monotonic() - checked_at >= LOCKOUT_RECHECK
 
     def remember(self, client_key: str, until: float) -> None:
         checked_at = time.monotonic()

@@ -20,8 +20,8 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from edge.pairing.denials import Denial
 from edge.pairing.tokens import write_private_file
+from edge.refusals import Denial
 
 CONNECT_CONTEXT = "edge-connect-v1"
 PUBLIC_KEY_BYTES = 32

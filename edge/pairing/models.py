@@ -19,6 +19,10 @@ ROLE_UPGRADE: Final = "role-upgrade"
 # An operator-assigned login: what upstream apps see as the user. Lowercase so that
 # ``Alice`` and ``alice`` can never be two people to an app that folds case.
 USER_PATTERN: Final = re.compile(r"[a-z0-9][a-z0-9._@-]{0,63}")
+# The longest an operator may make an invite live (`edge devices invite --ttl`, the dashboard,
+# POST /api/invites): an invite is a bearer credential in a link, so it must not outlast the
+# chat or the printout it was sent in by much.
+INVITE_MAX_TTL: Final = 7 * 86_400.0
 USER_RULE: Final = (
     "a user name is 1-64 characters of a-z, 0-9, '.', '_', '@' or '-', starting with a "
     "letter or digit"
@@ -251,3 +255,32 @@ def invite_event_data(invite: Invite, actor: str, **extra: object) -> dict[str, 
         "actor": actor,
         **extra,
     }
+
+
+@dataclass(frozen=True)
+class ConnectAttempt:
+    """A control-socket connect frame, read and checked for shape by ``edge.gateway.protocol``.
+
+    The pairing service decides on this, never on the wire's JSON: which
+    credential was offered (``token``, ``deviceToken``, ``invite`` or none),
+    its secret, the role asked for, the display name, and the device proof
+    (``device``), which ``verify_device`` checks against the challenge.
+    ``device_id`` is the id that proof claims, before it is verified;
+    ``empty_auth`` says ``auth`` was absent or ``{}``, as a browser that
+    keeps its device token only in the session cookie sends it.
+    """
+
+    credential: str | None
+    secret: str = field(repr=False)
+    role: Role
+    name: str | None
+    device: object = field(default=None, repr=False)
+    device_id: str | None = None
+    empty_auth: bool = False
+
+
+@dataclass(frozen=True)
+class MalformedConnect:
+    """A connect frame whose fields do not follow the protocol; ``detail`` says which one."""
+
+    detail: str

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 from edge.pairing.caches import LockoutCache, TokenCache, Touches
 from edge.pairing.codes import new_request_id, normalize_request_id
-from edge.pairing.denials import Denial
 from edge.pairing.models import USER_RULE, Device, Event, Invite, PairingRequest, Role, valid_user
 from edge.pairing.policy import (
     INVITE_CODE_BYTES,
@@ -33,6 +32,7 @@ from edge.pairing.policy import (
 )
 from edge.pairing.store import ResolveStatus, Store
 from edge.pairing.tokens import generate_secret, hash_secret
+from edge.refusals import Denial
 
 _DEVICE_REF = re.compile(r"[0-9a-f]{6,64}")
 

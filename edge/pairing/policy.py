@@ -12,8 +12,8 @@ import unicodedata
 from dataclasses import dataclass, field
 
 from edge.net.client_key import DEFAULT_IPV6_PREFIX
-from edge.pairing.denials import Denial
 from edge.pairing.models import Device, PairingRequest
+from edge.refusals import Denial
 
 MAX_NAME_CHARS = 64
 MAX_SECRET_CHARS = 512

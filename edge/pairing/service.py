@@ -16,20 +16,20 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 
 from edge.net.client_key import client_key
 from edge.pairing.caches import LockoutCache, TokenCache, Touches
 from edge.pairing.codes import new_request_id
-from edge.pairing.denials import Denial
 from edge.pairing.identity import VerifiedIdentity, verify_device
 from edge.pairing.models import (
     NOT_PAIRED,
     REVOKED,
     ROLE_UPGRADE,
+    ConnectAttempt,
     Device,
     Event,
+    MalformedConnect,
     PairingRequest,
     Role,
     approved_device,
@@ -56,6 +56,7 @@ from edge.pairing.policy import (
 )
 from edge.pairing.store import PendingCapHit, Store, pending_cap_message
 from edge.pairing.tokens import generate_secret, hash_secret, secrets_equal
+from edge.refusals import Denial
 
 __all__ = [
     "MAX_INVITE_TTL",
@@ -63,7 +64,6 @@ __all__ = [
     "MAX_SECRET_CHARS",
     "Admitted",
     "AlreadyResolved",
-    "ConnectFrame",
     "Denied",
     "InvalidValue",
     "NotFound",
@@ -75,67 +75,9 @@ __all__ = [
     "clean_name",
     "default_device_name",
     "device_actor",
-    "parse_connect_frame",
 ]
 
-_AUTH_FIELDS = ("token", "deviceToken", "invite")
 DEFAULT_POLICY = PairingPolicy()
-
-
-# -- the connect frame ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ConnectFrame:
-    """The parts of a connect frame the decision needs, already checked for shape."""
-
-    credential: str | None  # "token", "deviceToken", "invite" or None
-    secret: str = field(repr=False)
-    role: Role
-    name: str | None
-
-
-def parse_connect_frame(frame: Mapping[str, object]) -> ConnectFrame | str:
-    """The checked frame, or a sentence saying what is wrong with it."""
-    if not isinstance(frame, Mapping):
-        return "the connect frame must be a JSON object"
-    auth = frame.get("auth", {})
-    if not isinstance(auth, dict):
-        return "auth must be an object"
-    unknown = sorted(str(key) for key in auth if key not in _AUTH_FIELDS)
-    if unknown:
-        return f"auth has an unknown field {unknown[0]!r} (expected token, deviceToken or invite)"
-    present: list[tuple[str, str]] = []
-    for key in _AUTH_FIELDS:
-        value = auth.get(key)
-        if value is None:
-            continue
-        if not isinstance(value, str):
-            return f"auth.{key} must be a string"
-        if len(value) > MAX_SECRET_CHARS:
-            return f"auth.{key} is longer than {MAX_SECRET_CHARS} characters"
-        if value:
-            present.append((key, value))
-    if len(present) > 1:
-        return "auth must carry only one of token, deviceToken and invite"
-    role = Role.parse(frame.get("role", Role.USER.value))
-    if role is None:
-        return 'role must be "admin" or "user"'
-    client = frame.get("client")
-    name: str | None = None
-    if client is not None:
-        if not isinstance(client, dict):
-            return "client must be an object"
-        raw_name = client.get("name")
-        if raw_name is not None:
-            if not isinstance(raw_name, str):
-                return "client.name must be a string"
-            if raw_name.strip():
-                name = clean_name(raw_name)
-                if name is None:
-                    return f"client.name must be 1-{MAX_NAME_CHARS} printable characters"
-    credential, secret = present[0] if present else (None, "")
-    return ConnectFrame(credential=credential, secret=secret, role=role, name=name)
 
 
 # -- the service ------------------------------------------------------------------------------
@@ -186,6 +128,15 @@ class PairingService(OperatorActions):
         """
         return self._lockouts.remaining(client_key, self.store.locked_until)
 
+    def known_lockout(self, client_key: str) -> tuple[float, bool] | None:
+        """What this process knows of ``client_key``'s lockout without asking the store.
+
+        ``(remaining, recheck_due)``, or None when it knows nothing. A running
+        lockout needs no recheck; an ended one is re-read from the store every
+        ``LOCKOUT_RECHECK`` seconds (``lockout_remaining`` does it).
+        """
+        return self._lockouts.known(client_key)
+
     def record_failure(self, client_key: str) -> bool:
         """Count a failed attempt; True when it started a lockout (``auth.lockout`` event)."""
         limit = self.policy.rate_limit
@@ -206,13 +157,13 @@ class PairingService(OperatorActions):
     def connect(
         self,
         *,
-        frame: Mapping[str, object],
+        attempt: ConnectAttempt | MalformedConnect,
         nonce: str,
         client_ip: str | None,
         local: bool,
         user_agent: str | None,
     ) -> Admitted | Denied:
-        """Decide a ``/ws`` connect frame answering ``nonce``.
+        """Decide a ``/ws`` connect attempt (``edge.gateway.protocol`` read it) answering ``nonce``.
 
         Lockouts never touch a local client: it presents no secret, so it
         guesses at none, and a page that shares its address (a DNS-rebinding
@@ -225,17 +176,16 @@ class PairingService(OperatorActions):
             if remaining > 0:
                 detail = f"locked out for {math.ceil(remaining)} s"
                 return Denied(Denial.RATE_LIMITED, detail=detail)
-        parsed = parse_connect_frame(frame)
-        if isinstance(parsed, str):
-            return Denied(Denial.INVALID_HANDSHAKE, detail=parsed)
-        outcome = self._decide(parsed, frame.get("device"), nonce, client_ip, local, user_agent)
+        if isinstance(attempt, MalformedConnect):
+            return Denied(Denial.INVALID_HANDSHAKE, detail=attempt.detail)
+        outcome = self._decide(attempt, attempt.device, nonce, client_ip, local, user_agent)
         if not local and isinstance(outcome, Denied) and outcome.denial.counts_as_failure:
             self.record_failure(key)
         return outcome
 
     def _decide(
         self,
-        frame: ConnectFrame,
+        frame: ConnectAttempt,
         device_field: object,
         nonce: str,
         client_ip: str | None,
@@ -307,7 +257,7 @@ class PairingService(OperatorActions):
 
     def _with_device_token(
         self,
-        frame: ConnectFrame,
+        frame: ConnectAttempt,
         identity: VerifiedIdentity,
         name: str,
         client_ip: str | None,
@@ -328,7 +278,7 @@ class PairingService(OperatorActions):
         return Admitted(device, frame.secret)
 
     def _with_invite(
-        self, frame: ConnectFrame, identity: VerifiedIdentity, name: str, client_ip: str | None
+        self, frame: ConnectAttempt, identity: VerifiedIdentity, name: str, client_ip: str | None
     ) -> Admitted | Denied:
         """An invite pairs the device with the invite's role (the hello says which)."""
         token = generate_secret()
@@ -411,7 +361,27 @@ class PairingService(OperatorActions):
         """The paired device holding ``device_token`` (bearer or cookie), or why not."""
         if not isinstance(device_token, str) or not 0 < len(device_token) <= MAX_SECRET_CHARS:
             return Denial.DEVICE_TOKEN_INVALID
-        device = self._device_for_token_hash(hash_secret(device_token))
+        return self._holder_or_denial(
+            self._device_for_token_hash(hash_secret(device_token)), client_ip
+        )
+
+    def known_authentication(
+        self, device_token: str, *, client_ip: str | None = None
+    ) -> Device | Denial | None:
+        """``authenticate_token`` from this process's cache alone; None when the store must answer.
+
+        The event loop calls it directly (no I/O), so a recently seen token
+        costs no thread hop; on None the caller asks ``authenticate_token`` off
+        the loop.
+        """
+        if not isinstance(device_token, str) or not 0 < len(device_token) <= MAX_SECRET_CHARS:
+            return Denial.DEVICE_TOKEN_INVALID
+        cached = self._tokens.fresh(hash_secret(device_token))
+        if cached is None:
+            return None
+        return self._holder_or_denial(cached, client_ip)
+
+    def _holder_or_denial(self, device: Device | None, client_ip: str | None) -> Device | Denial:
         if device is None:
             return Denial.DEVICE_TOKEN_INVALID
         if device.status == REVOKED:

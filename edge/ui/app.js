@@ -77,122 +77,36 @@ const KEYS = {
 };
 
 /**
- * Every way the gateway can end the control connection, with what to tell the
- * person in front of the screen and what the page does next.
+ * Every refusal the gateway can close the control connection with, keyed by
+ * close reason. The gateway serves its one refusal table at
+ * GET /api/refusals, so the words shown here are the ones the docs and the CLI
+ * use; loadRefusals fills this before the first connect. Each entry has
+ * title, message and nextStep (what to show), and what the page does next:
  *
- * next: ask-token    show the token form
- *       retry-now    reconnect at once (after dropping a stale credential)
- *       backoff      reconnect with exponential backoff
- *       wait         pairing pending: reconnect every 2 s until approved
- *       manual       stop; a "Try again" button reconnects
- *       start-over   stop; offer to start again with a new device key
- * drop: stored credentials that the reason proves useless.
+ * state: the state card to show
+ * next:  ask-token    show the token form
+ *        retry-now    reconnect at once (after dropping a stale credential)
+ *        backoff      reconnect with exponential backoff
+ *        wait         pairing pending: reconnect every 2 s until approved
+ *        manual       stop; a "Try again" button reconnects
+ *        start-over   stop; offer to start again with a new device key
+ * drop:  stored credentials that the reason proves useless.
  */
-const CLOSE_REASONS = {
-  "origin not allowed": {
-    state: "error",
-    title: "This page's address is not allowed",
-    message:
-      "The gateway accepts its control connection only from its own address. Open the Control UI at the gateway's own address (the one your reverse proxy serves), or ask the operator to add this page's origin to auth.allowed_origins.",
-    next: "manual",
-  },
-  "invalid handshake": {
-    state: "error",
-    title: "The gateway could not read the handshake",
-    message:
-      "Reload the page. If it keeps happening, this page and the gateway are different versions: clear the browser cache or update the gateway.",
-    next: "manual",
-  },
-  "handshake timeout": {
-    state: "connecting",
-    title: "The handshake timed out",
-    message: "The gateway did not receive this page's answer in time (slow network or a suspended tab).",
-    next: "backoff",
-  },
-  "unauthorized: gateway token missing": {
-    state: "token-needed",
-    title: "Gateway token needed",
-    message:
-      "This browser is not paired with the gateway yet. Paste the gateway token to ask for approval; on the gateway host, `edge token show` prints it.",
-    next: "ask-token",
-    drop: ["session"], // the session cookie is gone (cleared by the browser or never set)
-  },
-  "unauthorized: gateway token mismatch": {
-    state: "token-needed",
-    title: "That gateway token is wrong",
-    message:
-      "The token does not match this gateway's. Check for a missing character or a rotated token: run `edge token show` on the gateway host and paste it again.",
-    next: "ask-token",
-    drop: ["gatewayToken"],
-  },
-  "unauthorized: device token invalid": {
-    state: "connecting",
-    title: "This device's token is no longer valid",
-    message:
-      "It was rotated, or the gateway's data was reset. Asking again with the gateway token; without one, paste it below.",
-    next: "retry-now",
-    drop: ["session"],
-  },
-  "unauthorized: invite invalid": {
-    state: "token-needed",
-    title: "The invite link is not valid",
-    message:
-      "It expired, was already used or was cancelled. Ask an admin for a new invite link, or paste the gateway token.",
-    next: "ask-token",
-    drop: ["invite"],
-  },
-  "unauthorized: too many failed attempts": {
-    state: "error",
-    title: "Too many failed attempts",
-    message:
-      "After repeated wrong credentials the gateway locked out your address for a few minutes (auth.rate_limit). Wait about 5 minutes, then try again with the right token.",
-    next: "manual",
-  },
-  "device identity required": {
-    state: "error",
-    title: "Device identity missing",
-    message:
-      "The gateway needs this browser's device key and none arrived. Reload the page; if it persists, use a current browser or pair from a terminal with `edge pair --url URL --token T`.",
-    next: "manual",
-  },
-  "device identity mismatch": {
-    state: "error",
-    title: "Device identity does not match",
-    message:
-      "The stored device key does not match the device id or token the gateway knows. Start over as a new device; an operator approves it again.",
-    next: "start-over",
-  },
-  "device signature invalid": {
-    state: "error",
-    title: "Device signature rejected",
-    message:
-      "The gateway could not verify this browser's signature. Start over as a new device; if it persists, pair from a terminal with `edge pair --url URL --token T`.",
-    next: "start-over",
-  },
-  "device signature expired": {
-    state: "error",
-    title: "The clocks disagree",
-    message:
-      "This computer's clock and the gateway's differ by more than 2 minutes, so the signature counted as expired. Turn on automatic time (NTP) on both, then try again.",
-    next: "manual",
-  },
-  "pairing required": {
-    state: "waiting",
-    title: "Waiting for approval",
-    message: "An operator has to approve this device before it can connect.",
-    next: "wait",
-  },
-  "device revoked": {
-    state: "revoked",
-    title: "This device was revoked",
-    message:
-      "An operator revoked this device, so its token no longer works. To use this browser again, start over: it asks to pair as a new device and an operator approves it.",
-    next: "start-over",
-    drop: ["session"],
-  },
-};
+let closeReasons = {};
 
-/** Close codes other than 1008 (whose reason is looked up above). */
+async function loadRefusals() {
+  try {
+    const response = await fetch("/api/refusals", { cache: "no-store", credentials: "same-origin" });
+    if (response.ok) {
+      const table = await response.json();
+      closeReasons = table && typeof table.closeReasons === "object" ? table.closeReasons : {};
+    }
+  } catch {
+    // Unreachable gateway: every refusal is then described as unknown, with its raw reason.
+  }
+}
+
+/** Close codes whose reason is not in the gateway's refusal table (a proxy's, the network's). */
 const CLOSE_CODES = {
   1000: { title: "The gateway closed the connection", message: "Reconnecting.", next: "backoff" },
   1001: { title: "The gateway is going away", message: "It is shutting down or reloading.", next: "backoff" },
@@ -201,15 +115,7 @@ const CLOSE_CODES = {
     message: "The network or the reverse proxy dropped the connection.",
     next: "backoff",
   },
-  1009: {
-    state: "error",
-    title: "A message was too large",
-    message:
-      "The gateway closed the connection because a message exceeded its limit (64 KiB before pairing). Reload the page; if it persists, report it with the gateway log.",
-    next: "manual",
-  },
   1011: { title: "The gateway hit an internal error", message: "Its log says why.", next: "backoff" },
-  1012: { title: "The gateway is restarting", message: "It will be back shortly.", next: "backoff" },
   1013: { title: "The gateway is busy", message: "It asked clients to come back later.", next: "backoff" },
   [CLOSE_STALLED]: {
     title: "The gateway did not answer",
@@ -726,10 +632,17 @@ function request(method, params = {}) {
 }
 
 function describeClose(code, reason) {
-  if (code === 1008) {
-    return CLOSE_REASONS[reason] || { ...UNKNOWN_REFUSAL, message: `${UNKNOWN_REFUSAL.message} (reason: “${reason}”)` };
+  const known = Object.hasOwn(closeReasons, reason) ? closeReasons[reason] : null;
+  if (known && known.closeCode === code) {
+    return known;
   }
-  return CLOSE_CODES[code] || { title: "The connection closed", message: `Close code ${code}.`, next: "backoff" };
+  if (code === 1008) {
+    return { ...UNKNOWN_REFUSAL, message: `${UNKNOWN_REFUSAL.message} (reason: “${reason}”)` };
+  }
+  // A code the gateway's table knows, closed by the server under it without the reason
+  // (uvicorn closes with 1012 at shutdown), reads like the gateway's own close.
+  const sameCode = Object.values(closeReasons).find((entry) => entry.closeCode === code);
+  return CLOSE_CODES[code] || sameCode || { title: "The connection closed", message: `Close code ${code}.`, next: "backoff" };
 }
 
 function onClose(code, reason) {
@@ -822,7 +735,7 @@ function waitForApproval(close) {
   const info = pairingError || {};
   const requestId = typeof info.requestId === "string" && info.requestId ? info.requestId : null;
   const upgrade = info.reason === "role-upgrade";
-  const entry = CLOSE_REASONS["pairing required"];
+  const entry = closeReasons["pairing required"] || UNKNOWN_REFUSAL;
   if (requestId && waitingFor && requestId !== waitingFor) {
     requestGone(waitingFor, requestId, upgrade, close);
     return;
@@ -960,8 +873,9 @@ function changeToken() {
   clearTimers();
   detachSocket();
   local.remove(KEYS.gatewayToken);
+  const missing = closeReasons["unauthorized: gateway token missing"];
   setState("token-needed", {
-    title: "Gateway token needed",
+    title: missing ? missing.title : "Gateway token",
     message: "Paste the gateway token; on the gateway host, `edge token show` prints it.",
   });
 }
@@ -1123,6 +1037,7 @@ function wireControls() {
 }
 
 async function main() {
+  const refusals = loadRefusals();
   wireControls();
   refreshWhoami();
   const invite = takeInviteFromFragment();
@@ -1139,6 +1054,7 @@ async function main() {
     return;
   }
   await migrateStoredToken();
+  await refusals;
   connect();
 }
 

@@ -26,7 +26,7 @@ function format(address) {
 /** Who owns the connection, as the kernel said, and the local.peer_check rule in force. */
 function owner(info) {
   const peer = info.peer || {};
-  const rule = info.peer_check === "address" ? "local.peer_check: address, not checked" : `local.peer_check: ${info.peer_check || "uid"}`;
+  const rule = info.peerCheck === "address" ? "local.peer_check: address, not checked" : `local.peer_check: ${info.peerCheck || "uid"}`;
   if (peer.owner === "same-user" || peer.owner === "other-user") {
     const who = peer.user ? `${peer.user} (uid ${peer.uid})` : `uid ${peer.uid}`;
     const whose = peer.owner === "same-user" ? "the gateway's own user" : "not the gateway's user";
@@ -41,13 +41,13 @@ export function explain(info) {
   const peer = format(info.peer);
   const anomalies = Array.isArray(info.anomalies) ? info.anomalies : [];
   const hops = Array.isArray(info.hops) ? info.hops.filter((hop) => hop.source !== "peer").length : 0;
-  const header = info.header_used;
+  const header = info.headerUsed;
   const sentences = [];
-  if (info.trusted_peer && header) {
+  if (info.trustedPeer && header) {
     sentences.push(
       `Your connection reached the gateway through ${peer}, a trusted proxy; reading its ${header} header right to left (${hops} ${hops === 1 ? "entry" : "entries"}), the gateway takes ${client} as your address.`,
     );
-  } else if (info.trusted_peer) {
+  } else if (info.trustedPeer) {
     sentences.push(
       `Your connection came from ${peer}, an address in proxy.trusted_proxies, but it sent no forwarding header, so ${client} is your address.`,
     );
@@ -58,7 +58,7 @@ export function explain(info) {
   } else {
     sentences.push(`Your connection came straight from ${peer}; no proxy was involved, so ${client} is your address.`);
   }
-  const rule = typeof info.local_rule === "string" && info.local_rule ? info.local_rule : null;
+  const rule = typeof info.localRule === "string" && info.localRule ? info.localRule : null;
   if (info.local) {
     sentences.push(
       `You count as local${rule ? ` (${rule})` : ""}, so this browser is approved as admin without a token.`,
@@ -126,9 +126,9 @@ export function renderWhoami(container, info) {
       row("Your address", info.client && info.client.ip ? format(info.client) : "unknown", "whoami-ip"),
       row("Connected peer", format(info.peer), "whoami-peer"),
       row("Connection owner", owner(info), "whoami-owner"),
-      row("Peer is a trusted proxy", info.trusted_peer ? "yes" : "no"),
+      row("Peer is a trusted proxy", info.trustedPeer ? "yes" : "no"),
       row("Scheme and host", `${info.scheme || "?"}://${info.host || "?"}`),
-      row("Forwarding header used", info.header_used || "none"),
+      row("Forwarding header used", info.headerUsed || "none"),
       row("Local", info.local ? "yes" : "no", "whoami-local"),
       row("HTTP auth", authState),
     ),

@@ -19,11 +19,11 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.testclient import TestClient
 
+from edge.app import build_gateway
 from edge.cli import main
 from edge.config import ConfigError, load_settings
 from edge.gateway.api import build_routes
 from edge.gateway.guard import ClientResolutionMiddleware
-from edge.gateway.runtime import Gateway
 from tests.conftest import LOOPBACK, REMOTE, base_config
 
 SHADOWING_PATHS = [
@@ -86,11 +86,23 @@ def test_config_check_refuses_the_shadowing_metrics_path(
 
 def _handlers_without_the_guard(tmp_path: Path) -> Starlette:
     """The real management routes behind client resolution only: a guard gap, on purpose."""
-    gateway = Gateway(load_settings(base_config(tmp_path), environ={}))
-    return Starlette(
-        routes=build_routes(gateway),
-        middleware=[Middleware(ClientResolutionMiddleware, gateway=gateway)],
+    settings = load_settings(base_config(tmp_path), environ={})
+    gateway = build_gateway(settings)
+    routes = build_routes(
+        settings=settings,
+        live=gateway.live,
+        service=gateway.service,
+        health=gateway.health,
+        metrics=gateway.metrics,
+        blocking=gateway.blocking,
     )
+    resolution = Middleware(
+        ClientResolutionMiddleware,
+        live=gateway.live,
+        metrics=gateway.metrics,
+        warner=gateway.warner,
+    )
+    return Starlette(routes=routes, middleware=[resolution])
 
 
 @pytest.mark.parametrize(

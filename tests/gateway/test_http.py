@@ -35,9 +35,9 @@ def test_whoami_is_public_and_describes_the_caller(app: Any) -> None:
         "uid": None,
         "user": None,
         "owner": "unknown",
-        "found_by": "not looked up: the connection did not come through `edge serve`",
+        "foundBy": "not looked up: the connection did not come through `edge serve`",
     }
-    assert body["trusted_peer"] is False
+    assert body["trustedPeer"] is False
     assert body["local"] is False
     assert body["auth"] == {"state": "anonymous", "device": None}
     assert body["anomalies"] == []

@@ -19,13 +19,14 @@ from starlette.websockets import WebSocketDisconnect
 from edge import create_app
 from edge.cli.devices import devices
 from edge.config import load_settings
-from edge.gateway.runtime import build_pairing_policy
-from edge.pairing.denials import Denial
+from edge.config.policies import build_pairing_policy
+from edge.gateway.protocol import connect_attempt
 from edge.pairing.identity import DeviceKey
 from edge.pairing.models import Role
 from edge.pairing.service import Admitted, PairingService
 from edge.pairing.store import Seen
 from edge.pairing.store.sqlite import SqliteStore
+from edge.refusals import Denial
 from tests.conftest import GATEWAY_TOKEN, Device, base_config, client_for, open_ws
 
 HOUR = 3600.0
@@ -66,7 +67,7 @@ def invite_pair(service: PairingService, key: DeviceKey, clock: Clock, ip: str) 
     _, code = service.create_invite(role=Role.USER, name=None, ttl=600, actor="test")
     device = key.device_field("n", "user", signed_at_ms=int(clock.now * 1000))
     outcome = service.connect(
-        frame={"auth": {"invite": code}, "device": device},
+        attempt=connect_attempt({"auth": {"invite": code}, "device": device}),
         nonce="n",
         client_ip=ip,
         local=False,
@@ -183,12 +184,9 @@ def test_a_failed_flush_keeps_the_touches_for_the_next_one(store: CountingStore)
 
 
 def test_expiry_closes_the_sockets_of_the_idle_device_only(tmp_path: Path) -> None:
-    app = create_app(base_config(tmp_path, pairing={"device_idle_expiry": HOUR}))
-    gateway = app.state.gateway
     clock = Clock(time.time())
-    gateway.service = PairingService(
-        gateway.store, GATEWAY_TOKEN, build_pairing_policy(gateway.settings), clock=clock
-    )
+    app = create_app(base_config(tmp_path, pairing={"device_idle_expiry": HOUR}), clock=clock)
+    gateway = app.state.gateway
     idle, busy = Device("idle tablet"), Device("busy kiosk")
     with client_for(app) as client:
         codes = [

@@ -21,10 +21,11 @@ import segno
 from starlette.websockets import WebSocketDisconnect
 
 from edge import create_app
-from edge.pairing.denials import Denial
+from edge.gateway.protocol import connect_attempt
 from edge.pairing.identity import DeviceKey
 from edge.pairing.models import Role
 from edge.pairing.service import Admitted, Denied, PairingService
+from edge.refusals import Denial
 from tests.conftest import (
     GATEWAY_TOKEN,
     LOOPBACK,
@@ -142,7 +143,7 @@ def test_concurrent_redemptions_in_threads_pair_exactly_one_device(app: Any) -> 
         frame = {"auth": {"invite": code}, "device": key.device_field("nonce", "user")}
         barrier.wait()
         outcome = service.connect(
-            frame=frame, nonce="nonce", client_ip="203.0.113.50", local=False, user_agent=None
+            attempt=connect_attempt(frame), nonce="nonce", client_ip="203.0.113.50", local=False, user_agent=None
         )
         with lock:
             outcomes.append(outcome)

@@ -36,8 +36,8 @@ from edge.metrics import (
     forget_dead_workers,
     pairing_event_label,
 )
-from edge.pairing.denials import Denial
 from edge.pairing.store.claims import EventClaim
+from edge.refusals import Denial
 from tests.conftest import GATEWAY_TOKEN, LOOPBACK, REMOTE, Device, base_config, client_for, logged
 
 LOCAL_URL = "http://localhost:18789"
@@ -744,8 +744,18 @@ def test_upstream_requests_are_counted_by_configured_name_and_class(
     app = make_app(
         tmp_path,
         upstreams=[
-            {"prefix": "/app/", "share_control_origin": True, "url": f"http://127.0.0.1:{upstream_port}", "name": "app"},
-            {"prefix": "/gone/", "share_control_origin": True, "url": f"http://127.0.0.1:{free_port()}", "connect_timeout": 2},
+            {
+                "prefix": "/app/",
+                "share_control_origin": True,
+                "url": f"http://127.0.0.1:{upstream_port}",
+                "name": "app",
+            },
+            {
+                "prefix": "/gone/",
+                "share_control_origin": True,
+                "url": f"http://127.0.0.1:{free_port()}",
+                "connect_timeout": 2,
+            },
         ],
     )
     with client_for(app, LOOPBACK, LOCAL_URL) as client:

@@ -20,7 +20,9 @@ from starlette.websockets import WebSocketDisconnect
 from edge import create_app
 from edge.config import UpstreamSettings
 from edge.gateway.context import AUTH_KEY, LOCAL, RESOLUTION_KEY
-from edge.gateway.upstream import UpstreamRoute, end_to_end, forwarding_headers, upstream_session
+from edge.gateway.forwarding.headers import end_to_end, forwarding_headers
+from edge.gateway.forwarding.http import upstream_session
+from edge.gateway.upstream import UpstreamRoute
 from edge.net import Resolution
 from tests.conftest import GATEWAY_TOKEN, LOOPBACK, REMOTE, Device, base_config, client_for, open_ws
 from tests.integration.conftest import free_port
@@ -669,7 +671,7 @@ def test_pooled_sessions_are_closed_when_the_app_shuts_down(app: Any) -> None:
     route = next(r for r in app.routes if isinstance(r, UpstreamRoute) and r.prefix == "/svc/")
     with local_client(app) as client:
         client.get("/svc/echo")
-        sessions = list(route._sessions.values())
+        sessions = list(route.pool._sessions.values())
     assert sessions
     assert all(session.closed for session in sessions)
 

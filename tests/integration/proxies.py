@@ -81,7 +81,10 @@ async def _echo(request: Request) -> Response:
             "method": request.method,
             "path": request.url.path,
             "raw_path": request.scope.get("raw_path", b"").decode("latin-1"),
-            "query": request.url.query,
+            # The query string exactly as it arrived: older Starlette releases (0.44 among them) rebuild
+            # request.url from the decoded path, so an encoded '?' in the path (c%3F) shifted
+            # into the query there.
+            "query": request.scope.get("query_string", b"").decode("latin-1"),
             "headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in request.headers.raw],
             "body": body.decode("utf-8", "replace"),
             "body_length": len(body),
@@ -187,8 +190,18 @@ def start_upstream_process(directory: Path, port: int | None = None) -> Process:
     port = port or free_port()
     log_path = directory / f"upstream-{port}.log"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "tests.integration.proxies:upstream_app",
-         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "tests.integration.proxies:upstream_app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
         cwd=REPO,
         stdout=log_path.open("ab"),
         stderr=subprocess.STDOUT,
@@ -213,7 +226,9 @@ def ws_from(address: str, url: str, **kwargs: Any) -> Any:
     return ws_connect(url, source_address=(address, 0), open_timeout=5, proxy=None, **kwargs)
 
 
-def ws_handshake(ws: Any, device: Device, auth: dict[str, str], role: str = "user") -> dict[str, Any]:
+def ws_handshake(
+    ws: Any, device: Device, auth: dict[str, str], role: str = "user"
+) -> dict[str, Any]:
     challenge = json.loads(ws.recv(timeout=5))
     assert challenge["type"] == "challenge"
     ws.send(json.dumps(device.connect_frame(challenge["nonce"], auth, role)))
@@ -240,7 +255,9 @@ def pair_through(
 # -- TLS -------------------------------------------------------------------------------------
 
 
-def self_signed(directory: Path, names: tuple[str, ...] = ("edge.example.com", "127.0.0.1")) -> tuple[Path, Path]:
+def self_signed(
+    directory: Path, names: tuple[str, ...] = ("edge.example.com", "127.0.0.1")
+) -> tuple[Path, Path]:
     """A throwaway certificate and key (PEM) for the proxies' TLS listeners."""
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
@@ -328,7 +345,9 @@ class Nginx:
             self.process.stop()
 
 
-def nginx_files(prefix: Path, edge_port: int, app_port: int, https_port: int, http_port: int) -> Path:
+def nginx_files(
+    prefix: Path, edge_port: int, app_port: int, https_port: int, http_port: int
+) -> Path:
     """Copy ``deploy/nginx`` under ``prefix/conf`` with ports and paths replaced; the main file."""
     conf = prefix / "conf"
     shutil.copytree(DEPLOY / "nginx", conf)
@@ -372,7 +391,9 @@ def start_nginx(prefix: Path, edge_port: int, app_port: int) -> Nginx:
     main = nginx_files(prefix, edge_port, app_port, nginx.https_port, nginx.http_port)
     test = subprocess.run(
         ["nginx", "-t", "-p", str(prefix), "-c", str(main), "-g", "daemon off;"],
-        capture_output=True, text=True, timeout=30,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     if test.returncode != 0:
         raise AssertionError(f"nginx -t refused the shipped configuration:\n{test.stderr}")
@@ -435,9 +456,13 @@ def start_haproxy(prefix: Path, edge_port: int) -> HAProxy:
             },
         )
     )
-    check = subprocess.run(["haproxy", "-c", "-f", str(config)], capture_output=True, text=True, timeout=30)
+    check = subprocess.run(
+        ["haproxy", "-c", "-f", str(config)], capture_output=True, text=True, timeout=30
+    )
     if check.returncode != 0:
-        raise AssertionError(f"haproxy -c refused the shipped configuration:\n{check.stdout}{check.stderr}")
+        raise AssertionError(
+            f"haproxy -c refused the shipped configuration:\n{check.stdout}{check.stderr}"
+        )
     log_path = prefix / "haproxy.log"
     proc = subprocess.Popen(
         ["haproxy", "-db", "-f", str(config)],
@@ -471,7 +496,9 @@ class Caddy:
         self.process.stop()
 
 
-def caddy_env(home: Path, port: int, admin_port: int, edge_port: int, app_port: int) -> dict[str, str]:
+def caddy_env(
+    home: Path, port: int, admin_port: int, edge_port: int, app_port: int
+) -> dict[str, str]:
     """The placeholders of the shipped Caddyfile: plain HTTP on loopback, ports of the test."""
     for name in ("data", "config"):
         (home / name).mkdir(parents=True, exist_ok=True)

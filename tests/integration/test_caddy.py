@@ -97,7 +97,7 @@ def test_client_behind_caddy_is_resolved_to_its_own_loopback_address(stack: Stac
         with stack.http(address) as client:
             body = client.get("/api/whoami", headers={"X-Forwarded-For": "203.0.113.1"}).json()
         assert body["client"]["ip"] == address  # the forged entry was replaced by Caddy
-        assert body["trusted_peer"] is True
+        assert body["trustedPeer"] is True
         assert body["local"] is False
         assert body["anomalies"] == []
 
@@ -113,7 +113,7 @@ def test_forwarded_and_real_ip_headers_from_the_client_never_reach_edge(
             "/api/whoami", headers={"Forwarded": "for=203.0.113.3", "X-Real-IP": "203.0.113.4"}
         ).json()
     assert body["client"]["ip"] == CLIENT
-    assert body["header_used"] == "x-forwarded-for"
+    assert body["headerUsed"] == "x-forwarded-for"
 
 
 @needs_caddy

@@ -47,7 +47,7 @@ def test_client_behind_haproxy_is_resolved_and_forged_headers_are_ignored(stack:
         body = client.get("/api/whoami", headers=forged).json()
         hidden = client.get("/auth/nginx")
     assert body["client"]["ip"] == CLIENT
-    assert body["trusted_peer"] is True
+    assert body["trustedPeer"] is True
     assert body["local"] is False
     assert body["scheme"] == "https"
     assert body["host"] == f"127.0.0.1:{haproxy.https_port}"

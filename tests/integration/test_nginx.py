@@ -103,7 +103,7 @@ def test_client_behind_nginx_is_resolved_to_its_own_loopback_address(stack: Stac
             body = client.get("/api/whoami").json()
         assert body["client"]["ip"] == address
         assert body["peer"]["ip"] == "127.0.0.1"
-        assert body["trusted_peer"] is True
+        assert body["trustedPeer"] is True
         assert body["local"] is False
         assert body["scheme"] == "https"
         assert body["anomalies"] == []

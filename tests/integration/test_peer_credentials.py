@@ -69,10 +69,10 @@ def test_a_local_client_of_the_gateways_own_user_is_an_admin_straight_away(edge:
         devices = client.get("/api/devices")
         invite = client.post("/api/invites", json={"role": "user"})
     assert whoami["local"] is True and whoami["auth"]["state"] == "local"
-    assert whoami["peer_check"] == "uid"
+    assert whoami["peerCheck"] == "uid"
     assert whoami["peer"]["owner"] == "same-user" and whoami["peer"]["uid"] == os.geteuid()
-    assert whoami["peer"]["found_by"] == "sock_diag"
-    assert "edge's own user" in whoami["local_rule"]
+    assert whoami["peer"]["foundBy"] == "sock_diag"
+    assert "edge's own user" in whoami["localRule"]
     assert devices.status_code == 200
     assert invite.status_code == 200, invite.text
     device = Device("the operator's CLI")
@@ -132,7 +132,7 @@ def test_a_client_process_of_another_user_is_not_local(edge: EdgeServer) -> None
     whoami = out["whoami"]
     assert whoami["local"] is False and whoami["auth"]["state"] == "anonymous"
     assert whoami["peer"]["user"] == NOBODY and whoami["peer"]["owner"] == "other-user"
-    assert "the connection belongs to user nobody (uid 65534), not to edge's user root" in whoami["local_rule"]
+    assert "the connection belongs to user nobody (uid 65534), not to edge's user root" in whoami["localRule"]
     assert out["/api/devices"] == 401 and out["/api/invites"] == 401
 
 
@@ -318,11 +318,11 @@ def test_a_same_host_proxy_of_another_user_makes_no_visitor_local(
         devices = visitor.get("/api/devices")
         invite = visitor.post("/api/invites", json={"role": "admin"})
         requests = visitor.get("/api/requests")
-    assert whoami["anomalies"] == [] and whoami["trusted_peer"] is False
-    assert whoami["local"] is False, whoami["local_rule"]
+    assert whoami["anomalies"] == [] and whoami["trustedPeer"] is False
+    assert whoami["local"] is False, whoami["localRule"]
     assert whoami["auth"]["state"] == "anonymous"
     assert whoami["peer"]["user"] == NOBODY and whoami["peer"]["owner"] == "other-user"
-    assert "belongs to user nobody (uid 65534), not to edge's user root" in whoami["local_rule"]
+    assert "belongs to user nobody (uid 65534), not to edge's user root" in whoami["localRule"]
     for refused in (devices, invite, requests):
         assert refused.status_code == 401, refused.text
         assert refused.json()["error"] == "pairing_required"

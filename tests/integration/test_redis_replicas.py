@@ -24,6 +24,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
+from edge.gateway.protocol import connect_attempt
 from edge.pairing.models import PairingRequest, Role
 from edge.pairing.service import Admitted, Denied, PairingService
 from edge.pairing.store import (
@@ -372,7 +373,7 @@ def store(prefix: str) -> Iterator[RedisStore]:
 
 def ask_to_pair(service: PairingService, device: Device) -> PairingRequest:
     outcome = service.connect(
-        frame=device.connect_frame("n", {"token": GATEWAY_TOKEN}),
+        attempt=connect_attempt(device.connect_frame("n", {"token": GATEWAY_TOKEN})),
         nonce="n",
         client_ip="198.51.100.4",
         local=False,
@@ -389,7 +390,7 @@ def test_every_key_lives_under_the_prefix_and_prefixes_are_apart(prefix: str) ->
     laptop = Device("laptop")
     service.approve(ask_to_pair(service, laptop).id, actor="cli")
     admitted = service.connect(
-        frame=laptop.connect_frame("n", {"token": GATEWAY_TOKEN}),
+        attempt=connect_attempt(laptop.connect_frame("n", {"token": GATEWAY_TOKEN})),
         nonce="n",
         client_ip="198.51.100.4",
         local=False,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from edge.gateway.protocol import connect_attempt
 from edge.pairing.identity import DeviceKey
 from edge.pairing.service import Admitted, Denied, PairingService
 
@@ -82,7 +83,9 @@ class Client:
     ) -> Admitted | Denied:
         nonce = nonce or fresh_nonce()
         outcome = self.service.connect(
-            frame=frame if frame is not None else self.frame(nonce, auth=auth, role=role),
+            attempt=connect_attempt(
+                frame if frame is not None else self.frame(nonce, auth=auth, role=role)
+            ),
             nonce=nonce,
             client_ip=self.ip if ip == "" else ip,
             local=local,

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pairing_support import GATEWAY_TOKEN, Client, FakeClock, fresh_nonce
 
-from edge.pairing.denials import Denial
+from edge.gateway.protocol import connect_attempt
 from edge.pairing.models import NOT_PAIRED, ROLE_UPGRADE, Role
 from edge.pairing.service import (
     Admitted,
@@ -23,6 +23,7 @@ from edge.pairing.service import (
     RateLimitPolicy,
 )
 from edge.pairing.store import Store
+from edge.refusals import Denial
 
 MakeClient = Callable[..., Client]
 
@@ -576,6 +577,6 @@ def test_connect_never_raises_on_arbitrary_frames(
     service: PairingService, frame: dict[str, Any], local: bool
 ) -> None:
     outcome = service.connect(
-        frame=frame, nonce="n", client_ip="192.0.2.1", local=local, user_agent=None
+        attempt=connect_attempt(frame), nonce="n", client_ip="192.0.2.1", local=local, user_agent=None
     )
     assert isinstance(outcome, Denied)

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from edge.pairing.denials import Denial
+from edge.refusals import Denial
 
 # Copied from DESIGN.md ("Control WebSocket protocol", failure reasons).
 DESIGN_CLOSE_REASONS = {

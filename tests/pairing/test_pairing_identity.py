@@ -14,7 +14,6 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge.pairing.denials import Denial
 from edge.pairing.identity import (
     CONNECT_CONTEXT,
     DeviceKey,
@@ -26,6 +25,7 @@ from edge.pairing.identity import (
     device_id_for,
     verify_device,
 )
+from edge.refusals import Denial
 
 NOW_MS = 1_700_000_000_000
 NONCE = "bm9uY2Utb2YtdGhlLXNlcnZlci0zMi1ieXRlcy1sb25nISE"

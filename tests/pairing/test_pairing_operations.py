@@ -8,7 +8,6 @@ from collections.abc import Callable
 import pytest
 from pairing_support import Client, FakeClock
 
-from edge.pairing.denials import Denial
 from edge.pairing.models import Device, Role
 from edge.pairing.service import (
     AlreadyResolved,
@@ -20,6 +19,7 @@ from edge.pairing.service import (
     RateLimitPolicy,
 )
 from edge.pairing.store import Store
+from edge.refusals import Denial
 
 MakeClient = Callable[..., Client]
 

@@ -11,8 +11,8 @@ Targets, each over bytes that libFuzzer mutates towards new code paths:
 - ``forwarded``: one arbitrary header line through the X-Forwarded-For and RFC
   7239 parsers: no exception, never more than the hop limit plus one entry.
 - ``connect``: arbitrary text as the first frame of the control socket, through
-  the JSON decoder, ``parse_connect_frame`` and ``verify_device``: the answer
-  is a checked frame or a sentence, a verified identity or a ``Denial``.
+  the JSON decoder, ``connect_attempt`` and ``verify_device``: the answer
+  is a checked attempt or a malformed one, a verified identity or a ``Denial``.
 - ``config``: arbitrary text as ``edge.yaml``: ``Settings`` or ``ConfigError``.
 
 The first exception (or failed check) ends the run with libFuzzer's crash
@@ -34,12 +34,13 @@ if str(REPO) not in sys.path:
 
 with atheris.instrument_imports(include=["edge"]):
     from edge.config import ConfigError, Settings, load_settings, parse_yaml
+    from edge.gateway.protocol import connect_attempt
     from edge.net import NetworkSet, ResolverPolicy, parse_forwarded, resolve
     from edge.net import split_x_forwarded_for as split_xff
     from edge.net.resolve import PROXY_HEADERS
-    from edge.pairing.denials import Denial
     from edge.pairing.identity import VerifiedIdentity, verify_device
-    from edge.pairing.service import ConnectFrame, parse_connect_frame
+    from edge.pairing.models import ConnectAttempt, MalformedConnect
+    from edge.refusals import Denial
 
 HOP_LIMIT = 64
 NONCE = "n" * 43
@@ -114,8 +115,8 @@ def fuzz_connect(data: bytes) -> None:
         frame = json.loads(data.decode("utf-8", errors="surrogatepass"))
     except (ValueError, RecursionError):
         return  # the socket answers these with `invalid handshake` before any parsing
-    parsed = parse_connect_frame(frame)
-    assert isinstance(parsed, ConnectFrame | str)
+    parsed = connect_attempt(frame)
+    assert isinstance(parsed, ConnectAttempt | MalformedConnect)
     device = frame.get("device") if isinstance(frame, dict) else None
     role = frame.get("role") if isinstance(frame, dict) else None
     identity = verify_device(device, NONCE, role if isinstance(role, str) else "user", NOW_MS)

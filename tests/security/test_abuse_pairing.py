@@ -15,10 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from edge.pairing.denials import Denial
+from edge.gateway.protocol import connect_attempt
 from edge.pairing.identity import DeviceKey
 from edge.pairing.service import Admitted, Denied, PairingPolicy, PairingService
 from edge.pairing.store import open_store
+from edge.refusals import Denial
 from tests.conftest import GATEWAY_TOKEN
 
 REQUESTS = 100_000
@@ -54,7 +55,7 @@ def _ask(service: PairingService, index: int, name: str = "flood") -> Denied | A
         "role": "user",
     }
     return service.connect(
-        frame=frame,
+        attempt=connect_attempt(frame),
         nonce=nonce,
         client_ip=f"10.{index % ADDRESSES // 250}.{index % 250}.1",
         local=False,
@@ -111,7 +112,7 @@ def test_one_address_cannot_take_more_than_its_share(service: PairingService) ->
     """Requests from one address stop at max_pending_per_client; other addresses still get in."""
     same_address = [
         service.connect(
-            frame=_frame(DeviceKey.generate(), f"n{i}"),
+            attempt=connect_attempt(_frame(DeviceKey.generate(), f"n{i}")),
             nonce=f"n{i}",
             client_ip="203.0.113.66",
             local=False,

@@ -22,7 +22,7 @@ from starlette.testclient import TestClient, WebSocketTestSession
 from starlette.websockets import WebSocketDisconnect
 
 from edge import create_app
-from edge.pairing.denials import Denial
+from edge.refusals import Denial
 from tests.conftest import GATEWAY_TOKEN, LOOPBACK, Device, base_config, client_for, open_ws
 
 CONTRACT_REASONS = frozenset(denial.reason for denial in Denial)

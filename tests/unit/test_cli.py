@@ -13,6 +13,7 @@ import yaml
 
 from edge.cli import main
 from edge.config import load_settings
+from edge.gateway.protocol import connect_attempt
 from edge.pairing.models import Role
 from edge.pairing.service import PairingService
 from edge.pairing.store import open_store
@@ -42,7 +43,7 @@ def service_for(config_file: Path) -> PairingService:
 def ask(service: PairingService, name: str, ip: str = "198.51.100.7", role: str = "user") -> Any:
     device = Device(name)
     outcome = service.connect(
-        frame=device.connect_frame("nonce-1", {"token": GATEWAY_TOKEN}, role),
+        attempt=connect_attempt(device.connect_frame("nonce-1", {"token": GATEWAY_TOKEN}, role)),
         nonce="nonce-1",
         client_ip=ip,
         local=False,

@@ -32,7 +32,7 @@ from edge.cli.pair import PAIR_DIR_ENV
 from edge.config import CONFIG_ENV, TOKEN_ENV, ConfigError, Settings, load_settings, parse_yaml
 from edge.gateway.context import AuthState
 from edge.gateway.guard import denial_response
-from edge.pairing.denials import Denial
+from edge.refusals import Denial, ui_table
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
@@ -398,7 +398,8 @@ def test_every_entry_has_what_you_see_cause_confirm_and_fix() -> None:
 def test_quoted_control_ui_titles_are_the_ui_s_own_words() -> None:
     quoted = re.findall(r"Control UI: \*\*(.+?)\*\*", read(TROUBLESHOOTING).replace("\n", " "))
     assert len(quoted) >= len(Denial) - len(HTTP_ONLY)
-    app = read(APP_JS)
+    # The UI's words: its own script, and the refusal table it reads from the gateway.
+    app = read(APP_JS) + json.dumps(ui_table())
     missing = sorted({title for title in quoted if f'"{title}"' not in app})
     assert missing == []
 

@@ -304,7 +304,7 @@ def test_the_self_test_finds_this_user() -> None:
 
 def test_policy_from_settings_carries_the_rule() -> None:
     from edge.config import load_settings
-    from edge.gateway.runtime import build_policy
+    from edge.config.policies import build_policy
 
     settings = load_settings({"local": {"peer_check": "address"}}, environ={})
     assert build_policy(settings).peer_check == "address"

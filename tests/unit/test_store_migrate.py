@@ -22,6 +22,7 @@ import yaml
 from edge.cli import main
 from edge.cli.store import redis_warnings
 from edge.config import load_settings
+from edge.gateway.protocol import connect_attempt
 from edge.pairing.models import Device as StoredDevice
 from edge.pairing.models import Role
 from edge.pairing.service import Admitted, Denied, PairingPolicy, PairingService, RateLimitPolicy
@@ -71,7 +72,7 @@ def snapshot(store: Store) -> StoreSnapshot:
 
 def ask(service: PairingService, device: Device, ip: str = "198.51.100.7", **auth: str) -> Any:
     return service.connect(
-        frame=device.connect_frame("nonce-1", auth or {"token": GATEWAY_TOKEN}),
+        attempt=connect_attempt(device.connect_frame("nonce-1", auth or {"token": GATEWAY_TOKEN})),
         nonce="nonce-1",
         client_ip=ip,
         local=False,
@@ -316,8 +317,8 @@ def test_info_on_sqlite_counts_what_the_store_holds(
     assert "pending requests: 1" in out and "invites:          1 usable, 1 used or expired" in out
     code, out, _ = run(capsys, "store", "info", "-c", str(config_file), "--json")
     facts = json.loads(out)
-    assert facts["backend"] == "sqlite" and facts["devices"]["by_role"] == {"admin": 1, "user": 1}
-    assert facts["event_seq"] > 0 and facts["warnings"] == []
+    assert facts["backend"] == "sqlite" and facts["devices"]["byRole"] == {"admin": 1, "user": 1}
+    assert facts["eventSeq"] > 0 and facts["warnings"] == []
 
 
 def test_info_before_the_first_start_says_there_is_no_store(
@@ -340,9 +341,9 @@ def test_info_on_redis_shows_its_durability_settings(
     assert code == 0, err
     facts = json.loads(out)
     assert facts["backend"] == "redis" and facts["schema"] == 1
-    assert facts["devices"] == {"paired": 2, "revoked": 1, "by_role": {"admin": 1, "user": 1}}
+    assert facts["devices"] == {"paired": 2, "revoked": 1, "byRole": {"admin": 1, "user": 1}}
     assert facts["redis"]["appendonly"] is True and facts["redis"]["appendfsync"] == "everysec"
-    assert facts["redis"]["event_log_length"] == facts["event_seq"]
+    assert facts["redis"]["eventLogLength"] == facts["eventSeq"]
     assert facts["warnings"] == []
 
 

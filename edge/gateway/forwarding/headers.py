@@ -335,6 +335,31 @@ def request_headers(
     return headers
 
 
+def upstream_request_headers(
+    client: Sequence[Header],
+    resolution: Resolution,
+    auth: AuthState,
+    *,
+    drop: frozenset[bytes] = frozenset(),
+) -> list[Header]:
+    """``request_headers`` for an admitted caller: Edge's forwarding and identity headers set.
+
+    ``Authorization`` is dropped only when it is the bearer token that
+    admitted a paired device; otherwise it was not Edge's credential and is
+    the app's to read.
+    """
+    authenticated_by_bearer = auth.state == "paired" and any(
+        name == b"authorization" and value[:7].lower() == b"bearer " for name, value in client
+    )
+    return request_headers(
+        client,
+        forwarding=forwarding_headers(resolution),
+        identity=identity_headers(auth),
+        drop_authorization=authenticated_by_bearer,
+        drop=drop,
+    )
+
+
 SANDBOX = b"sandbox"
 
 

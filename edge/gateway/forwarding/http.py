@@ -1,24 +1,35 @@
-"""The HTTP half of forwarding: the pooled aiohttp client, the request body, the relay helpers.
+"""The HTTP half of forwarding: the pooled aiohttp client and the relay of one request.
 
 HTTP goes over one ``aiohttp.ClientSession`` per upstream and event loop (a
 keepalive pool; when the connection drops before an answer, as an idle one
 the upstream closed does, aiohttp sends an idempotent request once more, never
-a POST nor a body already streamed). ``benchmarks/proxy.py`` measured it
-forwarding 1.5 to 1.7 times the requests/s of a hand-written h11 transport
-under ``httpx``, and httpx's own pool, however tuned, a fifth to a third of
-it (``docs/performance.md``, "Proxy forwarding").
+a POST nor a body already streamed). aiohttp because it is the fastest
+client for this job that ``benchmarks/proxy.py`` measures: 1.5 to 1.7 times
+the requests/s of an h11 transport driven through ``httpx``, and three to
+five times httpx's own pool however tuned (``docs/performance.md``, "Proxy
+forwarding").
+
+An unreachable upstream is answered 502 and a slow one 504, as JSON; a
+request whose path or headers cannot be sent unchanged is answered 400
+rather than altered. Bodies stream both ways.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-from collections.abc import AsyncIterator, Iterable
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
 
 import aiohttp
-from starlette.types import Receive, Send
+from starlette.types import Receive, Scope, Send
 
 from edge.config import UpstreamSettings
+from edge.gateway.answers import refuse_http
+from edge.gateway.context import auth_of, resolution_of
+from edge.gateway.forwarding.headers import response_headers, upstream_request_headers
+from edge.gateway.forwarding.paths import UpstreamPaths
+from edge.refusals import Rejection
 
 # aiohttp adds these unless told not to; the upstream should see only what the client sent.
 NOT_ADDED = ("Accept", "Accept-Encoding", "Content-Type", "User-Agent")
@@ -81,8 +92,29 @@ def upstream_session(
     )
 
 
-def json_body(error: str, detail: str) -> bytes:
-    return json.dumps({"error": error, "detail": detail}).encode()
+class SessionPool:
+    """One upstream's pooled clients, one per event loop (a test client may run several in turn)."""
+
+    def __init__(self, upstream: UpstreamSettings) -> None:
+        self.upstream = upstream
+        self._sessions: dict[asyncio.AbstractEventLoop, aiohttp.ClientSession] = {}
+
+    def session(self) -> aiohttp.ClientSession:
+        """This event loop's pooled client."""
+        loop = asyncio.get_running_loop()
+        session = self._sessions.get(loop)
+        if session is None or session.closed:
+            for old_loop in [known for known in self._sessions if known.is_closed()]:
+                del self._sessions[old_loop]
+            session = upstream_session(self.upstream)
+            self._sessions[loop] = session
+        return session
+
+    async def aclose(self) -> None:
+        """Close this event loop's pooled connections."""
+        session = self._sessions.pop(asyncio.get_running_loop(), None)
+        if session is not None:
+            await session.close()
 
 
 def has_body(headers: Iterable[tuple[bytes, bytes]]) -> bool:
@@ -153,6 +185,112 @@ async def send_simple(
     await send({"type": "http.response.body", "body": body})
 
 
-async def send_json(send: Send, status: int, error: str, detail: str) -> None:
-    headers = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
-    await send_simple(send, status, json_body(error, detail), headers)
+Observe = Callable[[int, float], None]  # the upstream's status and how long it took
+Warn = Callable[[str, BaseException], None]  # what went wrong ("timeout", ...) and why
+
+
+async def forward_http(
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    *,
+    upstream: UpstreamSettings,
+    paths: UpstreamPaths,
+    pool: SessionPool,
+    observe: Observe,
+    warn: Warn,
+) -> None:
+    """Relay one admitted HTTP request to ``upstream`` and its answer back."""
+    target = paths.target(scope)
+    if target is None:
+        await refuse_http(send, Rejection.PATH_UNFORWARDABLE)
+        return
+    try:
+        client_headers = upstream_request_headers(
+            scope["headers"], resolution_of(scope), auth_of(scope)
+        )
+        headers = text_headers(client_headers)
+    except UnsendableHeader as exc:
+        detail = f"header {exc.name!r} is not UTF-8 and cannot be forwarded unchanged"
+        await refuse_http(send, Rejection.HEADER_UNSENDABLE, detail)
+        return
+    body = RequestBody(receive, upstream.timeout)
+    if not has_body(scope["headers"]):
+        body.finished.set()
+    label = upstream.label
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(None) as body.deadline:
+            response = await pool.session().request(
+                scope["method"],
+                paths.http_url(target),
+                headers=headers,
+                data=None if body.finished.is_set() else body.chunks(),
+                allow_redirects=False,
+            )
+    except TimeoutError as exc:
+        if body.client_gone:
+            return
+        observe(504, time.perf_counter() - started)
+        warn("timeout", exc)
+        detail = f"upstream {label!r} did not answer in time ({type(exc).__name__})"
+        await refuse_http(send, Rejection.UPSTREAM_TIMEOUT, detail)
+        return
+    except aiohttp.ClientError as exc:
+        if body.client_gone:
+            return
+        observe(502, time.perf_counter() - started)
+        warn("unreachable", exc)
+        detail = f"upstream {label!r} is unreachable or answered badly ({type(exc).__name__})"
+        await refuse_http(send, Rejection.UPSTREAM_UNREACHABLE, detail)
+        return
+    finally:
+        body.deadline = None
+    observe(response.status, time.perf_counter() - started)
+    try:
+        await _relay_response(response, body, receive, send, upstream, paths, warn)
+    finally:
+        # aiohttp pooled the connection already if the body was read whole;
+        # after a partial read it cannot be reused, and this closes it.
+        response.close()
+
+
+async def _relay_response(
+    response: aiohttp.ClientResponse,
+    body: RequestBody,
+    receive: Receive,
+    send: Send,
+    upstream: UpstreamSettings,
+    paths: UpstreamPaths,
+    warn: Warn,
+) -> None:
+    headers = []
+    for name, value in response_headers(
+        response.raw_headers,
+        on_control_origin=upstream.on_control_origin,
+        sandbox=upstream.sandbox,
+    ):
+        if name in (b"location", b"content-location"):
+            value = paths.rewrite_location(value)
+        headers.append((name, value))
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    relay = asyncio.ensure_future(relay_body(response, send))
+    watcher = asyncio.ensure_future(wait_disconnect(receive, body.finished))
+    try:
+        await asyncio.wait((relay, watcher), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not relay.done():  # the client left: stop reading the upstream
+            relay.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+        try:
+            await relay
+        except asyncio.CancelledError:
+            pass
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            # The status is sent already. Returning without the final body
+            # message makes the server cut the connection, which tells the
+            # client the body is incomplete.
+            if not body.client_gone:  # else the client left mid-upload: nothing broke
+                warn("broke off mid-body", exc)

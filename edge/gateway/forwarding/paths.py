@@ -13,22 +13,32 @@ every later layer matches on and what is forwarded:
   reading of them is safe to forward;
 - a path whose ``..`` would climb above ``/``, or that was under an upstream
   prefix before removal and is not after, is refused with 400.
+
+``UpstreamPaths`` then maps the normalised path to what one upstream is
+asked for (its base path, the prefix stripped or kept, the query as sent) and
+maps the upstream's redirects back onto the gateway's paths.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
 from starlette.types import ASGIApp, Receive, Scope, Send
+from yarl import URL
+
+from edge.config import UpstreamSettings
+from edge.gateway.answers import refuse_http, refuse_websocket
+from edge.refusals import Rejection
 
 # Anything that could make normalisation change the path, or that is refused.
 _NEEDS_WORK = re.compile(rb"\.|%2[eEfF]|%5[cC]|\\")
 _REFUSED = re.compile(rb"%2[fF]|%5[cC]|\\")
 _DOT = re.compile(rb"%2[eE]")
+# A request target is forwarded byte for byte, so it must be visible ASCII.
+_FORWARDABLE_TARGET = re.compile(rb"[\x21-\x7e]*")
 
 
 class PathRefused(ValueError):
@@ -119,21 +129,73 @@ class PathNormalisationMiddleware:
 
 
 async def _refuse(scope: Scope, receive: Receive, send: Send, detail: str) -> None:
-    body = json.dumps({"error": "bad_request", "reason": "path_refused", "detail": detail}).encode()
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"cache-control", b"no-store"),
-        (b"content-length", str(len(body)).encode("ascii")),
-    ]
     if scope["type"] == "http":
-        await send({"type": "http.response.start", "status": 400, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await refuse_http(send, Rejection.PATH_REFUSED, detail)
         return
     if (await receive())["type"] != "websocket.connect":
         return
-    if "websocket.http.response" in scope.get("extensions", {}):
-        await send({"type": "websocket.http.response.start", "status": 400, "headers": headers})
-        await send({"type": "websocket.http.response.body", "body": body})
-        return
-    await send({"type": "websocket.accept"})
-    await send({"type": "websocket.close", "code": 1008, "reason": "invalid request path"})
+    await refuse_websocket(scope, send, Rejection.PATH_REFUSED, detail)
+
+
+Target = tuple[str, str]  # the raw path and query, still percent-encoded
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamPaths:
+    """Where one upstream's requests go, and how its redirects come back onto the gateway."""
+
+    prefix: str
+    strip_prefix: bool
+    url: str  # the upstream's base URL as configured
+    base: URL
+
+    @classmethod
+    def of(cls, upstream: UpstreamSettings) -> UpstreamPaths:
+        return cls(upstream.path_prefix, upstream.strip_prefix, upstream.url, URL(upstream.url))
+
+    def target(self, scope: Scope) -> Target | None:
+        """The raw path and query (still percent-encoded) to ask the upstream for.
+
+        ``None`` when they hold bytes that cannot go on a request line.
+        """
+        path: str = scope["path"]
+        raw: bytes = scope.get("raw_path") or quote(path).encode("ascii")
+        query: bytes = scope.get("query_string", b"")
+        prefix = self.prefix.encode("ascii")
+        if self.strip_prefix:
+            if raw.startswith(prefix):
+                raw = raw[len(prefix) - 1 :]
+            else:  # the client percent-encoded part of the prefix
+                raw = quote(path[len(self.prefix) - 1 :]).encode("ascii")
+        if not (_FORWARDABLE_TARGET.fullmatch(raw) and _FORWARDABLE_TARGET.fullmatch(query)):
+            return None
+        base_path = self.base.raw_path.rstrip("/")
+        return (base_path + raw.decode("ascii")) or "/", query.decode("ascii")
+
+    def http_url(self, target: Target) -> URL:
+        return self._url(self.base.scheme, target)
+
+    def websocket_url(self, target: Target) -> str:
+        return str(self._url("wss" if self.base.scheme == "https" else "ws", target))
+
+    def _url(self, scheme: str, target: Target) -> URL:
+        path, query = target
+        return URL.build(
+            scheme=scheme,
+            authority=self.base.raw_authority,
+            path=path,
+            query_string=query,
+            encoded=True,
+        )
+
+    def rewrite_location(self, value: bytes) -> bytes:
+        """An absolute redirect to the upstream itself becomes a path on the gateway."""
+        base = self.url.encode("latin-1")
+        if not value.startswith(base) or value[len(base) : len(base) + 1] not in (b"", b"/", b"?"):
+            return value
+        rest = value[len(base) :]
+        if not rest.startswith(b"/"):
+            rest = b"/" + rest
+        if self.strip_prefix:
+            rest = self.prefix[:-1].encode("ascii") + rest
+        return rest

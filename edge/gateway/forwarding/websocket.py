@@ -1,8 +1,13 @@
-"""The WebSocket half of forwarding: the upstream handshake's headers and the frame relay.
+"""The WebSocket half of forwarding: the upstream handshake and the frame relay.
 
-WebSockets go over the ``websockets`` client, whose close codes and reasons
-the relay passes on both ways; codes a close frame may not carry are
-replaced by ones it may.
+The caller was admitted already (``edge.gateway.guard.admit_websocket``, the
+same credentials and Origin rule as for HTTP); this module only opens the
+upstream's socket and relays. WebSockets go over the ``websockets`` client,
+whose close codes and reasons the relay passes on both ways; codes a close
+frame may not carry are replaced by ones it may. An upstream that refuses
+the handshake, cannot be reached or is too slow is answered like an HTTP
+request to it would be (its own status, 502 or 504) where the server can
+answer the handshake over HTTP, else with a 1014 close.
 """
 
 from __future__ import annotations
@@ -10,11 +15,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import time
+from collections.abc import Callable
 
 from starlette.types import Message, Receive, Scope, Send
-from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed
-from websockets.typing import Subprotocol
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.typing import Origin, Subprotocol
+
+from edge.config import UpstreamSettings
+from edge.gateway.answers import refuse_websocket
+from edge.gateway.context import AuthState, resolution_of
+from edge.gateway.forwarding.headers import upstream_request_headers
+from edge.gateway.forwarding.paths import UpstreamPaths
+from edge.refusals import Rejection
 
 # The WebSocket client library writes these itself for the upstream handshake.
 WEBSOCKET_HANDSHAKE = frozenset(
@@ -52,33 +66,6 @@ def subprotocols(scope: Scope) -> list[Subprotocol] | None:
         if _TOKEN.match(token.strip())
     ]
     return offered or None
-
-
-async def deny_websocket(
-    scope: Scope,
-    send: Send,
-    status: int,
-    headers: list[tuple[bytes, bytes]],
-    body: bytes,
-    close_code: int,
-    close_reason: str,
-) -> None:
-    """An HTTP answer to the handshake where the server can send one, else accept and close.
-
-    Closing before accepting would reach the client as a bare 403 with no reason.
-    The client's ``websocket.connect`` message has been received already.
-    """
-    if "websocket.http.response" in scope.get("extensions", {}):
-        response_headers = [(k, v) for k, v in headers if k != b"content-type"]
-        response_headers.append((b"content-type", b"application/json"))
-        response_headers.append((b"content-length", str(len(body)).encode("ascii")))
-        await send(
-            {"type": "websocket.http.response.start", "status": status, "headers": response_headers}
-        )
-        await send({"type": "websocket.http.response.body", "body": body})
-        return
-    await send({"type": "websocket.accept"})
-    await send({"type": "websocket.close", "code": close_code, "reason": close_reason})
 
 
 def sendable(code: int | None) -> int:
@@ -126,3 +113,74 @@ async def relay_websocket(upstream: ClientConnection, receive: Receive, send: Se
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, ConnectionClosed, OSError):
                 await task
+
+
+def header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+async def forward_websocket(
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    *,
+    upstream: UpstreamSettings,
+    paths: UpstreamPaths,
+    auth: AuthState,
+    observe: Callable[[int, float], None],
+    warn: Callable[[str, BaseException], None],
+    opened: Callable[[], None],
+) -> None:
+    """Open ``upstream``'s socket for an admitted caller, then relay frames until one side closes.
+
+    The client's ``websocket.connect`` has been received; ``opened`` runs once
+    the upstream accepted, before the client is.
+    """
+    label = upstream.label
+    target = paths.target(scope)
+    if target is None:
+        await refuse_websocket(scope, send, Rejection.PATH_UNFORWARDABLE)
+        return
+    origin = header(scope, b"origin")
+    connected = time.perf_counter()
+    try:
+        socket = await connect(
+            paths.websocket_url(target),
+            additional_headers=[
+                (name.decode("latin-1"), value.decode("latin-1"))
+                for name, value in upstream_request_headers(
+                    scope["headers"], resolution_of(scope), auth, drop=WEBSOCKET_HANDSHAKE
+                )
+            ],
+            origin=Origin(origin) if origin is not None else None,
+            user_agent_header=header(scope, b"user-agent"),
+            subprotocols=subprotocols(scope),
+            open_timeout=upstream.connect_timeout,
+            max_size=WEBSOCKET_MAX_MESSAGE,
+            proxy=None,
+            compression=None,
+        )
+    except InvalidStatus as exc:
+        status = exc.response.status_code
+        observe(status, time.perf_counter() - connected)
+        detail = f"upstream {label!r} answered {status}"
+        await refuse_websocket(scope, send, Rejection.UPSTREAM_REFUSED, detail, status=status)
+        return
+    except (TimeoutError, OSError, InvalidHandshake) as exc:
+        timed_out = isinstance(exc, TimeoutError)
+        refusal = Rejection.UPSTREAM_TIMEOUT if timed_out else Rejection.UPSTREAM_UNREACHABLE
+        observe(refusal.http_status, time.perf_counter() - connected)
+        warn("timeout" if timed_out else "unreachable", exc)
+        detail = f"upstream {label!r} WebSocket failed ({type(exc).__name__})"
+        await refuse_websocket(scope, send, refusal, detail)
+        return
+    observe(101, time.perf_counter() - connected)
+    opened()
+    try:
+        await send({"type": "websocket.accept", "subprotocol": socket.subprotocol})
+        await relay_websocket(socket, receive, send)
+    finally:
+        await socket.close()

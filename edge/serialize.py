@@ -1,7 +1,7 @@
 """JSON shapes of the domain values, as the REST API, the socket and the UI see them.
 
-Times are epoch milliseconds; keys are camelCase; no token or token hash ever
-leaves through here.
+Times are epoch milliseconds; keys are camelCase, here and in every ``--json``
+of the command line; no token or token hash ever leaves through here.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from edge.net import Resolution
 from edge.pairing.models import Device, Event, Invite, PairingRequest
 
 
@@ -77,6 +78,21 @@ def event_data_json(data: Mapping[str, Any]) -> dict[str, Any]:
     return {_camel(str(k)): _convert(str(k), v) for k, v in data.items() if k not in _SECRET_KEYS}
 
 
+def camel_keys(value: Any) -> Any:
+    """``value`` with every mapping key at every depth in camelCase; values are untouched."""
+    if isinstance(value, Mapping):
+        return {_camel(str(k)): camel_keys(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [camel_keys(item) for item in value]
+    return value
+
+
+def resolution_json(resolution: Resolution) -> dict[str, Any]:
+    """What resolution decided, as ``/api/whoami`` and ``edge explain --json`` show it."""
+    shaped: dict[str, Any] = camel_keys(resolution.to_dict())
+    return shaped
+
+
 def event_frame(event: Event) -> dict[str, Any]:
     return {
         "type": "event",
@@ -84,3 +100,8 @@ def event_frame(event: Event) -> dict[str, Any]:
         "seq": event.seq,
         "data": event_data_json(event.data),
     }
+
+
+def invite_url(origin_url: str, code: str) -> str:
+    """Dashboard URL carrying the code in the fragment, which browsers never send to a server."""
+    return f"{origin_url.rstrip('/')}/#invite={code}"
