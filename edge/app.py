@@ -38,7 +38,7 @@ from edge.gateway.upstream import build_host_routes, build_upstream_routes
 from edge.gateway.ws import ControlSocket
 from edge.gateway_token import load_gateway_token
 from edge.logs import SignalWarner, setup_logging
-from edge.metrics import Metrics, event_claim_for_process
+from edge.metrics import Metrics
 from edge.pairing.service import PairingService
 from edge.pairing.store import Store, open_store
 
@@ -79,7 +79,6 @@ def build_gateway(
         hub=hub,
         notifier=notifier,
         warner=SignalWarner(logging.getLogger("edge.proxy")),
-        event_claim=event_claim_for_process(),
     )
 
 

@@ -280,7 +280,7 @@ def audit_message(event: Event) -> str:
 
 
 def audit_event(event: Event, logger: logging.Logger | None = None) -> None:
-    """Write the audit line of one store event (once per event: see ``edge.metrics.EventClaim``)."""
+    """Write the audit line of one store event (once per event: see ``Store.claim``)."""
     (logger or logging.getLogger(AUDIT_LOGGER_NAME)).info(
         audit_message(event), extra=audit_fields(event)
     )

@@ -11,8 +11,8 @@ aggregate: live sockets add up over live workers; store-derived gauges (every
 worker reads the same store) take the newest value.
 
 Store events (pairing, revocation, lockouts) reach every worker, because each
-one reads the whole event log. ``EventClaim`` makes sure each event is counted
-by exactly one of them, so an instance (all its workers) counts each event
+one reads the whole event log. The store's ``claim`` makes sure each event is
+counted by exactly one of them, so an instance (all its workers) counts each event
 once. Replicas sharing a store each count every event: combine instances with
 ``max``, not ``sum`` (docs/metrics.md).
 """
@@ -20,12 +20,10 @@ once. Replicas sharing a store each count every event: combine instances with
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import json
 import logging
 import os
 import shutil
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 from prometheus_client import (
@@ -51,7 +49,6 @@ logger = logging.getLogger("edge.metrics")
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # The classic text format every Prometheus version reads; edge's metric names need nothing newer.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-CLAIM_FILE = "pairing-events.claim"
 KINDS = ("http", "websocket")
 DECISIONS = ("local", "paired", "denied")
 PUBLIC_DECISION = "public"  # anonymous HTTP requests to public routes (/healthz, the UI, whoami)
@@ -144,105 +141,6 @@ def code_class(status: int | None) -> str:
     if status is None or not 100 <= status <= 599:
         return "error"
     return f"{status // 100}xx" if status >= 200 else "2xx"
-
-
-class EventClaim:
-    """Which store events this process counts, so each is counted once over all workers.
-
-    Every worker reads the whole event log, so counting in each would multiply
-    each event by the number of workers. With ``path`` (a file shared by the
-    workers of one ``edge serve``, under an exclusive lock) a worker owns the
-    events no worker claimed before it. The file keeps a floor (everything at
-    or below is claimed) and up to ``max_ranges`` claimed ranges above it, so a
-    worker that starts late cannot steal older events from the others. Without
-    ``path`` this process is the only reader and owns every event.
-    """
-
-    def __init__(self, path: Path | None, *, max_ranges: int = 64) -> None:
-        self.path = path
-        self.max_ranges = max_ranges
-        self._failed = False
-
-    def claim(self, seqs: Iterable[int]) -> set[int]:
-        """The seqs among ``seqs`` that this process owns (and must count) from now on."""
-        wanted = set(seqs)
-        if self.path is None or not wanted:
-            return wanted
-        try:
-            owned = self._claim_locked(self.path, wanted)
-        except OSError as exc:
-            # Counting twice beats losing an audit line: own them all, say so once.
-            if not self._failed:
-                logger.error(
-                    "pairing event claim file %s unusable, counting locally: %s", self.path, exc
-                )
-            self._failed = True
-            return wanted
-        self._failed = False
-        return owned
-
-    def _claim_locked(self, path: Path, wanted: set[int]) -> set[int]:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        with os.fdopen(fd, "r+", encoding="utf-8") as file:
-            fcntl.flock(file, fcntl.LOCK_EX)
-            try:
-                try:
-                    floor, ranges = _parse_claims(file.read())
-                except ValueError as exc:
-                    # Start afresh above this batch: these events may count twice, none later.
-                    logger.error("pairing event claim file %s was damaged, reset: %s", path, exc)
-                    floor, ranges = min(wanted) - 1, []
-                owned = {
-                    seq
-                    for seq in wanted
-                    if seq > floor and not any(low <= seq <= high for low, high in ranges)
-                }
-                floor, ranges = _merge_claims(floor, ranges, owned, self.max_ranges)
-                file.seek(0)
-                file.truncate()
-                file.write(json.dumps({"floor": floor, "ranges": ranges}))
-                file.flush()
-            finally:
-                fcntl.flock(file, fcntl.LOCK_UN)
-        return owned
-
-
-def _parse_claims(text: str) -> tuple[int, list[list[int]]]:
-    if not text.strip():
-        return 0, []
-    data = json.loads(text)
-    floor = data.get("floor") if isinstance(data, dict) else None
-    ranges = data.get("ranges") if isinstance(data, dict) else None
-    if (
-        not isinstance(floor, int)
-        or not isinstance(ranges, list)
-        or not all(
-            isinstance(r, list) and len(r) == 2 and all(isinstance(v, int) for v in r)
-            for r in ranges
-        )
-    ):
-        raise ValueError("claim file holds no floor and ranges")
-    return floor, ranges
-
-
-def _merge_claims(
-    floor: int, ranges: list[list[int]], owned: set[int], max_ranges: int
-) -> tuple[int, list[list[int]]]:
-    merged: list[list[int]] = []
-    for low, high in sorted([*ranges, *([seq, seq] for seq in owned)]):
-        if merged and low <= merged[-1][1] + 1:
-            merged[-1][1] = max(merged[-1][1], high)
-        else:
-            merged.append([low, high])
-    while merged and (merged[0][0] <= floor + 1 or len(merged) > max_ranges):
-        floor = max(floor, merged.pop(0)[1])
-    return floor, merged
-
-
-def event_claim_for_process() -> EventClaim:
-    """The claim file in the shared multiprocess directory, or none for a single process."""
-    directory = os.environ.get(MULTIPROC_ENV)
-    return EventClaim(Path(directory) / CLAIM_FILE if directory else None)
 
 
 class Metrics:
@@ -394,7 +292,7 @@ class Metrics:
         count.inc()
 
     def store_event(self, event_type: str, data: Mapping[str, object]) -> None:
-        """Count one store event; call it only for events ``EventClaim`` gave this process."""
+        """Count one store event; only for events the store's ``claim`` gave this process."""
         if event_type == "auth.lockout":
             self.auth_lockouts.inc()
             return

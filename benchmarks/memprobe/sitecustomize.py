@@ -63,7 +63,7 @@ def _library(name: str) -> Any:
 def _sqlite_connections() -> list[Any]:
     found: list[Any] = []
     for candidate in gc.get_objects():
-        if type(candidate).__name__ == "SqliteStore":
+        if type(candidate).__name__ == "SqliteBackend":
             found.extend(getattr(candidate, "_connections", ()))
     return found
 

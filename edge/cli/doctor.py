@@ -20,8 +20,8 @@ from edge.gateway_token import (
 )
 from edge.hostcheck import running_reverse_proxies, same_host_proxy_advice
 from edge.pairing.service import PairingService
-from edge.pairing.sqlite_store import SCHEMA_VERSION, marker_path
-from edge.pairing.store import StoreError, open_store, sqlite_path_of
+from edge.pairing.store import StoreError, marker_path, open_store, sqlite_path_of
+from edge.pairing.store.sqlite import SCHEMA_VERSION
 from edge.pairing.tokens import generate_secret
 from edge.peercred import peer_check_summary, self_test
 

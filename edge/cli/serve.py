@@ -27,8 +27,7 @@ from edge.config import CONFIG_ENV, Settings
 from edge.datadir import permission_problems
 from edge.gateway_token import GatewayTokenError, load_gateway_token
 from edge.metrics import prepare_multiprocess_dir
-from edge.pairing.sqlite_store import SqliteStore, start_over
-from edge.pairing.store import StoreError, redact_url, sqlite_path_of
+from edge.pairing.store import SqliteStore, StoreError, redact_url, sqlite_path_of, start_over
 from edge.peercred import peer_check_summary
 from edge.workers import live_worker_pids, run_dir
 

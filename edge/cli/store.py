@@ -14,8 +14,7 @@ import contextlib
 import time
 from collections.abc import Iterator
 from dataclasses import replace
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import click
@@ -24,7 +23,7 @@ from edge.cli.common import ConfigProblem, Refused, config_option, emit, json_op
 from edge.config import Settings
 from edge.pairing.models import PAIRED, Role
 from edge.pairing.store import (
-    DEFAULT_SQLITE_NAME,
+    RedisInfo,
     SnapshotStore,
     Store,
     StoreError,
@@ -32,11 +31,9 @@ from edge.pairing.store import (
     open_store,
     redact_url,
     sqlite_path_of,
+    start_over,
 )
 from edge.serialize import camel_keys
-
-if TYPE_CHECKING:
-    from edge.pairing.redis_store import RedisInfo
 
 
 @click.group("store")
@@ -52,20 +49,10 @@ def store_group() -> None:
 # -- opening stores -------------------------------------------------------------------------------
 
 
-def _sqlite_file(url: str | None, data_dir: Path) -> Path | None:
-    """The file a SQLite store URL names (None for other backends)."""
-    if url is None:
-        return data_dir / DEFAULT_SQLITE_NAME
-    if not url.lower().startswith("sqlite:"):
-        return None
-    rest = url[len("sqlite:") :]
-    return Path("/" + rest[3:].lstrip("/")) if rest.startswith("///") else data_dir / rest
-
-
 @contextlib.contextmanager
 def _opened(url: str | None, settings: Settings, *, must_exist: bool) -> Iterator[Store]:
     """The store at ``url`` (None: the configured one); a missing SQLite file is refused."""
-    path = _sqlite_file(url, settings.data_dir)
+    path = sqlite_path_of(url, settings.data_dir)
     if must_exist and path is not None and not path.is_file():
         raise Refused(
             f"there is no SQLite store at {path} (the gateway creates it at its first start)"
@@ -96,8 +83,6 @@ def store_facts(store: Store, now: float) -> dict[str, Any]:
 
     The keys are Python's; ``--json`` prints them in camelCase like every document.
     """
-    from edge.pairing import redis_store, sqlite_store
-
     devices = store.list_devices(include_revoked=True)
     paired = [d for d in devices if d.status == PAIRED]
     invites = store.list_invites()
@@ -116,12 +101,12 @@ def store_facts(store: Store, now: float) -> dict[str, Any]:
         "event_seq": store.latest_seq(),
         "warnings": [],
     }
-    if isinstance(store, sqlite_store.SqliteStore):
-        facts.update(backend="sqlite", schema=sqlite_store.SCHEMA_VERSION)
-        facts["file_bytes"] = store.path.stat().st_size if store.path.exists() else 0
-    elif isinstance(store, redis_store.RedisStore):
-        server = store.server_info()
-        facts.update(backend="redis", schema=redis_store.SCHEMA_VERSION)
+    about = store.about()
+    facts.update(backend=about.kind, schema=about.schema)
+    if about.file_bytes is not None:
+        facts["file_bytes"] = about.file_bytes
+    server = about.server
+    if server is not None:
         facts["redis"] = {
             "version": server.version,
             "role": server.role,
@@ -131,8 +116,6 @@ def store_facts(store: Store, now: float) -> dict[str, Any]:
             "event_log_length": server.event_log_length,
         }
         facts["warnings"] = redis_warnings(server)
-    else:
-        facts.update(backend=type(store).__name__, schema=None)
     return facts
 
 
@@ -217,7 +200,6 @@ def reset(config_path: str | None, yes: bool, as_json: bool) -> None:
     Example:
       edge store reset --yes
     """
-    from edge.pairing.sqlite_store import start_over
     from edge.workers import live_worker_pids
 
     settings = load(config_path)

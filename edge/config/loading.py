@@ -13,7 +13,6 @@ import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
 
 import yaml
 from pydantic import (
@@ -35,6 +34,7 @@ from edge.config.models import (
     Settings,
     WebhookSettings,
 )
+from edge.pairing.store.urls import backend_of, has_password, with_password
 
 
 class ConfigError(Exception):
@@ -270,27 +270,24 @@ def _check_password(value: str) -> str:
 
 def _url_with_password(url: str | None, password: str, problems: list[str]) -> str | None:
     """``store.url`` with ``password`` as the password of its user part."""
-    if url is None or not url.startswith(("redis://", "rediss://", "unix://")):
+    if backend_of(url) != "redis":
         problems.append(
             "store.password_file: a password is given, but store.url is not a Redis URL "
             "(redis://host:port/db); remove the password or point store.url at Redis"
         )
         return url
+    assert url is not None
     try:
-        parts = urlsplit(url)
-        has_password = parts.password is not None or "password=" in parts.query
+        carries = has_password(url)
     except ValueError:
         return url  # the store reports the malformed URL itself, without the password
-    if has_password:
+    if carries:
         problems.append(
             "store.url: carries a password while store.password_file (or "
             f"{STORE_PASSWORD_ENV}) gives one too; keep only one, preferably outside the URL"
         )
         return url
-    host = parts.netloc.rpartition("@")[2]
-    user = parts.username or ""
-    netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{host}"
-    return urlunsplit(parts._replace(netloc=netloc))
+    return with_password(url, password)
 
 
 class _SecretSources:

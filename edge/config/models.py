@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from edge.net import NetworkSet, normalise_origin, parse_network
+from edge.pairing.store.urls import backend_of
 
 CONFIG_ENV = "EDGE_CONFIG"
 TOKEN_ENV = "EDGE_GATEWAY_TOKEN"
@@ -270,7 +271,7 @@ class StoreSettings(_Section):
     def _url(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        if not value.startswith(("sqlite:", "redis://", "rediss://", "unix://")):
+        if backend_of(value) is None:
             raise ValueError(
                 f"{value.split(':', 1)[0]!r}... is not a store URL "
                 "(use sqlite:///path/to/edge.db or redis://host:port/db)"

@@ -16,10 +16,10 @@ Standard Webhooks headers (``webhook-id``, ``webhook-timestamp``,
 languages verify, so a receiver needs no code of Edge's.
 
 Once over workers and replicas: every process reads every store event, so a
-process sends only the events it *claims*. With a Redis store the claim is a
+process sends only the events the store's ``claim`` gives it: with Redis a
 ``SET NX`` of the event's seq under the store's key prefix, which every
-replica shares; with several workers on SQLite it is the claim file the
-workers share (``edge.metrics.EventClaim``); a lone process owns every event.
+replica shares; with several workers on SQLite the claim file the workers
+share; a lone process owns every event.
 A claim that cannot be made (Redis unreachable) counts as owned, so an event
 may then arrive twice: receivers de-duplicate on ``X-Edge-Event-Id``.
 """
@@ -36,14 +36,12 @@ import hmac
 import json
 import logging
 import math
-import os
 import random
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple, Protocol
+from typing import NamedTuple, Protocol
 from urllib.parse import urlsplit
 
 import httpx
@@ -53,13 +51,10 @@ from edge import __version__
 from edge.config import NotifySettings, WebhookSettings
 from edge.gateway.blocking import Blocking
 from edge.logs import SignalWarner, is_secret_field
-from edge.metrics import MULTIPROC_ENV, EventClaim
 from edge.pairing.models import Event
-from edge.pairing.store import EVENT_LOG_MAX_AGE, Store
+from edge.pairing.store import CLAIM_NOTIFY, Store
+from edge.pairing.store.claims import EventClaim
 from edge.serialize import event_data_json
-
-if TYPE_CHECKING:
-    import redis
 
 logger = logging.getLogger("edge.notify")
 
@@ -75,7 +70,6 @@ STANDARD_TIMESTAMP_HEADER = "webhook-timestamp"
 STANDARD_SIGNATURE_HEADER = "webhook-signature"
 STANDARD_SECRET_PREFIX = "whsec_"
 SIGNATURE_TOLERANCE = 300  # seconds a receiver should accept between X-Edge-Timestamp and its clock
-NOTIFY_CLAIM_FILE = "notify-events.claim"
 OUTCOMES = ("delivered", "retried", "failed", "dropped")
 BACKOFF_BASE = 1.0
 BACKOFF_CAP = 300.0
@@ -188,33 +182,19 @@ class Claim(Protocol):
         ...
 
 
-class RedisClaim:
-    """One ``SET NX`` per event under the store's prefix; the keys outlive the event log."""
+@dataclass(frozen=True)
+class StoreClaim:
+    """The store's own claim for webhooks: it spans every process on the store."""
 
-    def __init__(self, client: redis.Redis, prefix: str) -> None:
-        self._client = client
-        self._prefix = f"{prefix}:notify:"
+    store: Store
 
     def claim(self, seqs: Iterable[int]) -> set[int]:
-        ordered = sorted(set(seqs))
-        pipe = self._client.pipeline(transaction=False)
-        for seq in ordered:
-            pipe.set(f"{self._prefix}{seq}", os.getpid(), nx=True, ex=int(EVENT_LOG_MAX_AGE))
-        return {seq for seq, won in zip(ordered, pipe.execute(), strict=True) if won}
+        return self.store.claim(CLAIM_NOTIFY, seqs)
 
 
 def claim_for_store(store: Store) -> Claim:
     """The claim that spans every process reading ``store``'s event log."""
-    if type(store).__module__ == "edge.pairing.redis_store":
-        import redis
-
-        from edge.pairing.redis_store import RedisStore
-
-        if isinstance(store, RedisStore):
-            client = redis.Redis(**store.target.connection)
-            return RedisClaim(client, store.target.prefix)
-    directory = os.environ.get(MULTIPROC_ENV)
-    return EventClaim(Path(directory) / NOTIFY_CLAIM_FILE if directory else None)
+    return StoreClaim(store)
 
 
 # -- the sender ---------------------------------------------------------------------------------

@@ -30,10 +30,10 @@ from edge.gateway.sockets import SocketHub
 from edge.gateway_token import GatewayTokenError, load_gateway_token
 from edge.hostcheck import running_reverse_proxies, same_host_proxy_advice
 from edge.logs import SignalWarner, audit_event, setup_logging
-from edge.metrics import EventClaim, Metrics, changes_pairing_state, mark_worker_dead
+from edge.metrics import Metrics, changes_pairing_state, mark_worker_dead
 from edge.pairing.models import Event
 from edge.pairing.service import PairingService
-from edge.pairing.store import Store
+from edge.pairing.store import CLAIM_AUDIT, Store
 from edge.peercred import LOOKUPS, peer_check_summary
 from edge.workers import register_worker, unregister_worker
 
@@ -63,7 +63,6 @@ class Gateway:
         hub: SocketHub,
         notifier: Notifier,
         warner: SignalWarner,
-        event_claim: EventClaim,
     ) -> None:
         self.live = live
         self.store = store
@@ -74,7 +73,6 @@ class Gateway:
         self.hub = hub
         self.notifier = notifier
         self.warner = warner
-        self.event_claim = event_claim
         self.started_at = time.time()
         self._stop = threading.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -228,12 +226,12 @@ class Gateway:
     def _observe_events(self, events: Sequence[Event]) -> None:
         """Count and audit each event once over all workers, then refresh the gauges.
 
-        Every worker sees every event, so ``event_claim`` picks the one that
+        Every worker sees every event, so the store's ``claim`` picks the one that
         counts it. The gauges are refreshed at once so a scrape right after an
         approval is already right (housekeeping refreshes them every 5 s too).
         """
         try:
-            owned = self.event_claim.claim(event.seq for event in events)
+            owned = self.store.claim(CLAIM_AUDIT, [event.seq for event in events])
             for event in events:
                 if event.seq in owned:
                     self.metrics.store_event(event.type, event.data)

@@ -201,7 +201,7 @@ def test_the_pod_starts_serves_and_stops_on_the_kubelets_volumes(
     # Whether the pod's user can run Edge with the system interpreter at all: the
     # checkout must be readable, and the lock, made for the test's own Python, must
     # hold everything this interpreter needs (redis-py wants async-timeout before 3.11.3).
-    modules = ["edge.app"] + (["edge.pairing.redis_store"] if redis_server else [])
+    modules = ["edge.app"] + (["edge.pairing.store.redis"] if redis_server else [])
     probe = pod.run_python(
         f"import {', '.join(modules)}", stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )

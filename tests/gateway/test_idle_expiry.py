@@ -24,8 +24,8 @@ from edge.gateway.protocol import connect_attempt
 from edge.pairing.identity import DeviceKey
 from edge.pairing.models import Role
 from edge.pairing.service import Admitted, PairingService
-from edge.pairing.sqlite_store import SqliteStore
 from edge.pairing.store import Seen
+from edge.pairing.store.sqlite import SqliteStore
 from edge.refusals import Denial
 from tests.conftest import GATEWAY_TOKEN, Device, base_config, client_for, open_ws
 
@@ -122,8 +122,11 @@ def test_a_device_that_never_connected_after_approval_expires_from_its_approval(
     key = DeviceKey.generate()
     invite_pair(service, key, clock, "203.0.113.1")
     service.flush_touches()
-    with store._write("forget the last-seen time") as conn:  # as a device approved but never seen
-        conn.execute("UPDATE devices SET last_seen_at = NULL")
+    store.backend.transact(  # as a device approved but never seen
+        "forget the last-seen time",
+        T0,
+        lambda tx: tx.conn.execute("UPDATE devices SET last_seen_at = NULL"),
+    )
     clock.now = T0 + HOUR - 1
     service.sweep()
     assert len(service.list_devices()) == 1

@@ -31,12 +31,12 @@ from edge.metrics import (
     PAIRING_EVENTS,
     PEER_OWNERS,
     PROXY_OUTCOMES,
-    EventClaim,
     Metrics,
     code_class,
     forget_dead_workers,
     pairing_event_label,
 )
+from edge.pairing.store.claims import EventClaim
 from edge.refusals import Denial
 from tests.conftest import GATEWAY_TOKEN, LOOPBACK, REMOTE, Device, base_config, client_for, logged
 
@@ -448,14 +448,14 @@ def test_event_claim_keeps_a_bounded_file(tmp_path: Path) -> None:
 def test_event_claim_resets_a_damaged_file_and_says_so(tmp_path: Path) -> None:
     path = tmp_path / "claim"
     path.write_text("{not json")
-    with logged("edge.metrics") as log:
+    with logged("edge.store") as log:
         assert EventClaim(path).claim([1, 2]) == {1, 2}
     assert any("was damaged, reset" in message for message in log.messages)
     assert EventClaim(path).claim([1, 2, 3]) == {3}
 
 
 def test_event_claim_without_a_usable_file_counts_locally(tmp_path: Path) -> None:
-    with logged("edge.metrics") as log:
+    with logged("edge.store") as log:
         assert EventClaim(tmp_path / "missing" / "claim").claim([1, 2]) == {1, 2}
     assert any("unusable, counting locally" in message for message in log.messages)
 
@@ -744,8 +744,18 @@ def test_upstream_requests_are_counted_by_configured_name_and_class(
     app = make_app(
         tmp_path,
         upstreams=[
-            {"prefix": "/app/", "share_control_origin": True, "url": f"http://127.0.0.1:{upstream_port}", "name": "app"},
-            {"prefix": "/gone/", "share_control_origin": True, "url": f"http://127.0.0.1:{free_port()}", "connect_timeout": 2},
+            {
+                "prefix": "/app/",
+                "share_control_origin": True,
+                "url": f"http://127.0.0.1:{upstream_port}",
+                "name": "app",
+            },
+            {
+                "prefix": "/gone/",
+                "share_control_origin": True,
+                "url": f"http://127.0.0.1:{free_port()}",
+                "connect_timeout": 2,
+            },
         ],
     )
     with client_for(app, LOOPBACK, LOCAL_URL) as client:

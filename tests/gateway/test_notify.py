@@ -35,8 +35,8 @@ from edge.gateway.notify import (
     sign,
     verify,
 )
-from edge.metrics import EventClaim
 from edge.pairing.models import Event
+from edge.pairing.store.claims import EventClaim
 from tests.conftest import GATEWAY_TOKEN, LOOPBACK, REMOTE, Device, base_config, client_for, open_ws
 
 SECRET = "webhook-secret-0123456789"
@@ -365,7 +365,7 @@ def test_workers_sharing_a_claim_file_send_each_event_once(
 def test_replicas_on_one_redis_store_send_each_event_once(
     receiver: Receiver, tmp_path: Path
 ) -> None:
-    from edge.pairing.redis_store import RedisStore
+    from edge.pairing.store.redis import RedisStore
     from tests.redis_server import RedisServer
 
     server = RedisServer(tmp_path / "redis")

@@ -39,7 +39,7 @@ from edge.gateway.notify import (
     signing_key,
     verify,
 )
-from edge.metrics import EventClaim
+from edge.pairing.store.claims import EventClaim
 from tests.gateway.test_notify import async_until, event, notify_settings
 
 PLAIN_SECRET = "webhook-secret-0123456789"

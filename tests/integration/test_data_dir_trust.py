@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from edge.pairing.sqlite_store import marker_path
+from edge.pairing.store.sqlite import marker_path
 from tests.conftest import Device
 from tests.integration.conftest import EdgeServer
 from tests.integration.test_serve import ws_handshake

@@ -26,7 +26,6 @@ from websockets.sync.client import ClientConnection, connect
 
 from edge.gateway.protocol import connect_attempt
 from edge.pairing.models import PairingRequest, Role
-from edge.pairing.redis_store import RedisStore, parse_redis_url
 from edge.pairing.service import Admitted, Denied, PairingService
 from edge.pairing.store import (
     EVENT_LOG_MAX_EVENTS,
@@ -35,6 +34,7 @@ from edge.pairing.store import (
     StoreError,
     open_store,
 )
+from edge.pairing.store.redis import RedisStore, parse_redis_url
 from tests.conftest import GATEWAY_TOKEN, Device
 from tests.integration.conftest import EdgeServer
 from tests.redis_server import RedisServer, shared_redis_server, stop_shared_redis_server  # noqa: F401
@@ -436,14 +436,15 @@ def test_redis_expires_settled_requests_and_counters_by_itself(
 
 
 def test_a_replayed_commit_is_applied_once(store: RedisStore, prefix: str) -> None:
-    from edge.pairing.redis_store import _Plan  # the commit protocol itself
+    from edge.pairing.store.redis_records import Plan  # the commit protocol itself
 
-    plan = _Plan()
+    backend = store.backend
+    plan = Plan()
     plan.set(f"{prefix}:probe", "1")
     plan.event("probe.event", {"n": 1}, 1.0)
-    argv = plan.argv(f"{prefix}:op:fixed", store._keys)
-    first = store._commit_script(args=argv)
-    again = store._commit_script(args=argv)  # as redis-py resends after a lost reply
+    argv = plan.argv(f"{prefix}:op:fixed", backend._keys)
+    first = backend._commit_script(args=argv)
+    again = backend._commit_script(args=argv)  # as redis-py resends after a lost reply
     assert first[0] == "ok" and again[0] == "replayed"
     assert [e.type for e in store.events_after(0)] == ["probe.event"]
 
@@ -530,7 +531,7 @@ def test_good_redis_urls_become_connection_settings(tmp_path: Path) -> None:
 
 
 def test_docs_list_exactly_the_url_options_the_store_accepts() -> None:
-    from edge.pairing.redis_store import _KNOWN_OPTIONS
+    from edge.pairing.store.urls import _KNOWN_OPTIONS
 
     docs = (Path(__file__).resolve().parents[2] / "docs" / "scaling.md").read_text()
     options = docs.split("Options go in the query string:", 1)[1].split("An\nunknown option")[0]

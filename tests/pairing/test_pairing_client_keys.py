@@ -18,9 +18,9 @@ from pairing_support import Client, FakeClock
 
 from edge.gateway.protocol import connect_attempt
 from edge.net import client_key
-from edge.pairing import sqlite_store
 from edge.pairing.service import Admitted, Denied, PairingPolicy, PairingService, RateLimitPolicy
 from edge.pairing.store import PendingCapHit
+from edge.pairing.store import sqlite as sqlite_store
 from edge.refusals import Denial
 
 SUBNET = "2001:db8:1:2"
@@ -130,7 +130,11 @@ def test_local_clients_failures_are_not_counted(
     for _ in range(5):
         frame = local.frame("nonce-a", auth={})
         outcome = service.connect(
-            attempt=connect_attempt(frame), nonce="nonce-b", client_ip="127.0.0.1", local=True, user_agent=None
+            attempt=connect_attempt(frame),
+            nonce="nonce-b",
+            client_ip="127.0.0.1",
+            local=True,
+            user_agent=None,
         )
         assert _denial(outcome) is Denial.DEVICE_SIGNATURE_INVALID
     assert service.lockout_remaining("127.0.0.1") == 0.0

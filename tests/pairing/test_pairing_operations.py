@@ -299,7 +299,7 @@ def test_cached_device_is_reread_after_the_cache_ttl_even_without_events(
     clock: FakeClock,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import edge.pairing.service as service_module
+    import edge.pairing.caches as service_module
 
     worker = make_service()
     cli = make_service(on=open_store_again())
@@ -324,7 +324,7 @@ def test_lockout_event_from_another_worker_is_applied(
 def test_unlocked_address_costs_one_store_read_per_recheck_interval(
     service: PairingService, store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import edge.pairing.service as service_module
+    import edge.pairing.caches as service_module
 
     monkeypatch.setattr(service_module, "LOCKOUT_RECHECK", 3600.0)
     calls: list[str] = []

@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 from pairing_support import GATEWAY_TOKEN, START_TIME, Client, FakeClock
 
-from edge.pairing import sqlite_store
 from edge.pairing.models import PAIRED, Device, Role
 from edge.pairing.service import PairingService
-from edge.pairing.sqlite_store import APPLICATION_ID, SCHEMA_VERSION, SqliteStore
 from edge.pairing.store import StoreError, open_store
+from edge.pairing.store import sqlite as sqlite_store
+from edge.pairing.store.sqlite import APPLICATION_ID, SCHEMA_VERSION, SqliteStore
+from edge.pairing.store.sqlite_tx import SqliteTx
 
 NOW = START_TIME
 
@@ -271,7 +272,7 @@ def test_a_failed_event_write_rolls_back_its_change(
         def broken_append(*args: object) -> None:
             raise sqlite3.OperationalError("disk I/O error")
 
-        monkeypatch.setattr(SqliteStore, "_append", staticmethod(broken_append))
+        monkeypatch.setattr(SqliteTx, "append", broken_append)
         with pytest.raises(StoreError, match=r"cannot pair a device .*disk I/O error"):
             store.pair_device(_device(), actor="cli", now=NOW)
         assert store.get_device(_device().id) is None
@@ -356,7 +357,7 @@ def test_bad_store_urls_are_named_without_their_password(
 
 
 @pytest.mark.skipif(
-    importlib.util.find_spec("edge.pairing.redis_store") is not None,
+    importlib.util.find_spec("edge.pairing.store.redis") is not None,
     reason="the Redis store exists; its own tests cover it",
 )
 def test_redis_url_without_the_redis_store_is_a_clear_error(tmp_path: Path) -> None:

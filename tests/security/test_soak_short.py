@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.soak import IDLE_DASHBOARDS, run_soak
-from edge.pairing.sqlite_store import PAGE_CACHE_KIB
+from edge.pairing.store.sqlite import PAGE_CACHE_KIB
 
 pytestmark = pytest.mark.integration
 

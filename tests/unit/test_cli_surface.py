@@ -27,8 +27,8 @@ import pytest
 import yaml
 
 from edge.cli import cli, main
-from edge.pairing.sqlite_store import SCHEMA_VERSION
 from edge.pairing.store import open_store
+from edge.pairing.store.sqlite import SCHEMA_VERSION
 
 CAMEL = re.compile(r"^[a-z][a-zA-Z0-9]*$")
 

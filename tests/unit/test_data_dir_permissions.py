@@ -19,7 +19,7 @@ from edge.datadir import permission_problems, token_file_problems
 from edge.pairing.identity import VerifiedIdentity
 from edge.pairing.models import Role
 from edge.pairing.service import PairingPolicy, PairingService
-from edge.pairing.sqlite_store import SqliteStore
+from edge.pairing.store.sqlite import SqliteStore
 
 
 def _settings(tmp_path: Path, **extra: object) -> object:

@@ -25,9 +25,8 @@ from edge.config import load_settings
 from edge.gateway.protocol import connect_attempt
 from edge.pairing.models import Device as StoredDevice
 from edge.pairing.models import Role
-from edge.pairing.redis_store import RedisInfo
 from edge.pairing.service import Admitted, Denied, PairingPolicy, PairingService, RateLimitPolicy
-from edge.pairing.store import SnapshotStore, Store, StoreSnapshot, open_store
+from edge.pairing.store import RedisInfo, SnapshotStore, Store, StoreSnapshot, open_store
 from tests.conftest import GATEWAY_TOKEN, Device
 from tests.redis_server import free_port, shared_redis_server, stop_shared_redis_server  # noqa: F401
 

@@ -1,4 +1,4 @@
-"""The storage contract of the pairing domain, and the choice of backend from a URL.
+"""The storage contract of the pairing domain: value types, the ``Store`` and the ``Backend``.
 
 A store keeps devices, pending requests, invites, failure counters and an
 append-only event log. Every method that changes something does it in one
@@ -8,28 +8,39 @@ finds the device revoked. Decisions that need a read and a write (two
 operators approving one request, two clients racing for one invite, the
 pending caps) happen inside that step, never as read-then-write in Python.
 
-Backends: ``SqliteStore`` (default; several threads and processes on one
-host) and ``RedisStore`` (replicas). Both are held to the same contract tests
-(``tests/pairing/test_store_contract.py``).
+The split: ``Store`` is what the rest of Edge calls; ``ledger.Ledger`` is its
+one implementation, where every decision is written once as a step over a
+``Tx``. A ``Backend`` only stores: it runs a step atomically
+(``transact``), answers plain reads, waits for events and claims events for
+one process. SQLite (``sqlite.py``) and Redis (``redis.py``) are held to the
+same contract tests (``tests/pairing/test_pairing_store_contract.py``).
 """
 
 from __future__ import annotations
 
 import enum
-import importlib
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Protocol, runtime_checkable
-from urllib.parse import urlsplit, urlunsplit
+from typing import Protocol, TypeVar, runtime_checkable
 
 from edge.pairing.models import Device, Event, Invite, PairingRequest, Role
+
+T = TypeVar("T")
 
 DEFAULT_SQLITE_NAME = "edge.sqlite3"
 EVENT_LOG_MAX_EVENTS = 10_000
 EVENT_LOG_MAX_AGE = 86_400.0
 RESOLVED_RETENTION = 86_400.0  # resolved requests are kept this long to answer "already resolved"
 MAX_EVENTS_PER_READ = 10_000
+
+
+# Which processes share one event for a purpose (``Backend.claim``): the audit line and
+# metrics of an event are written once per instance (every worker of one ``edge serve``);
+# a webhook is sent once over every process on the store, replicas included.
+CLAIM_AUDIT = "audit"
+CLAIM_NOTIFY = "notify"
+INSTANCE_CLAIMS = frozenset({CLAIM_AUDIT})
+PENDING = "pending"
 
 
 class StoreError(Exception):
@@ -113,6 +124,28 @@ class StoreSnapshot:
         return not (self.devices or self.requests or self.invites or self.failures) and (
             self.event_seq == 0
         )
+
+
+@dataclass(frozen=True)
+class RedisInfo:
+    """What ``edge store info`` shows about the Redis server behind the store."""
+
+    version: str
+    appendonly: bool
+    appendfsync: str
+    maxmemory_policy: str
+    role: str
+    event_log_length: int
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    """What a backend says about itself for ``edge store info``."""
+
+    kind: str  # "sqlite" or "redis"
+    schema: int
+    file_bytes: int | None = None
+    server: RedisInfo | None = None
 
 
 @runtime_checkable
@@ -342,99 +375,145 @@ class Store(Protocol):
         """
         ...
 
+    def claim(self, purpose: str, seqs: Iterable[int]) -> set[int]:
+        """The seqs among ``seqs`` this process handles for ``purpose`` (``CLAIM_*``).
+
+        Each seq goes to exactly one of the processes that share it for that
+        purpose; a claim that cannot be made counts as owned (twice beats never).
+        """
+        ...
+
+    def about(self) -> BackendInfo:
+        """The backend's kind, schema version and what it reports about itself."""
+        ...
+
     def close(self) -> None: ...
 
 
-def open_store(url: str | None, data_dir: Path) -> Store:
-    """The store named by ``store.url``.
+# -- what a backend provides ----------------------------------------------------------------------
 
-    ``None`` is the default SQLite file in ``data_dir``; ``sqlite:///abs/path``
-    an absolute file; ``sqlite:name`` a file relative to ``data_dir``;
-    ``redis://`` / ``rediss://`` / ``unix://`` the Redis store.
+
+class Reader(Protocol):
+    """Plain reads of what a backend holds. Times are the caller's."""
+
+    def device(self, device_id: str) -> Device | None: ...
+
+    def devices(self, device_ids: Collection[str]) -> dict[str, Device]:
+        """The devices among ``device_ids`` that exist, by id."""
+        ...
+
+    def device_for_token(self, token_hash: str) -> Device | None:
+        """The device whose current token has this hash."""
+        ...
+
+    def list_devices(self, *, include_revoked: bool) -> list[Device]:
+        """Devices (paired only, unless ``include_revoked``), oldest first."""
+        ...
+
+    def inactive_devices(self, before: float) -> list[Device]:
+        """Devices last seen (or, never seen, created) before ``before``, oldest first."""
+        ...
+
+    def request(self, request_id: str) -> StoredRequest | None: ...
+
+    def pending_of(self, device_id: str) -> PairingRequest | None:
+        """The device's pending request, expired or not."""
+        ...
+
+    def pending_requests(self, now: float) -> list[PairingRequest]:
+        """Pending requests expiring after ``now``, oldest first."""
+        ...
+
+    def expired_requests(self, now: float) -> list[PairingRequest]:
+        """Pending requests expiring at or before ``now``, oldest first."""
+        ...
+
+    def pending_below(self, limit: int, now: float) -> bool:
+        """Fewer than ``limit`` pending requests expire after ``now``."""
+        ...
+
+    def client_pending_below(self, client_key: str | None, limit: int, now: float) -> bool:
+        """As ``pending_below``, counting only the requests of ``client_key``."""
+        ...
+
+    def invite(self, invite_id: str) -> Invite | None: ...
+
+    def invite_by_code(self, code_hash: str) -> Invite | None: ...
+
+    def list_invites(self) -> list[Invite]:
+        """Every invite held, oldest first."""
+        ...
+
+    def failure(self, client: str) -> FailureCount | None: ...
+
+    def latest_seq(self) -> int: ...
+
+    def events_after(self, seq: int, limit: int) -> list[Event]: ...
+
+    def counts(self, now: float) -> tuple[int, dict[str, int]]:
+        """(pending requests expiring after ``now``, paired devices by role value)."""
+        ...
+
+
+class Tx(Reader, Protocol):
+    """One atomic step: its reads, writes and events are applied together or not at all.
+
+    A step may run more than once (an optimistic backend re-runs it when what
+    it read changed before it committed), so it must not act outside the Tx.
+    ``keep_until`` says when a record may be dropped by the backend's own upkeep.
     """
-    if url is None:
-        return _sqlite(data_dir / DEFAULT_SQLITE_NAME)
-    if not isinstance(url, str) or not url.strip():
-        raise StoreError("store.url: empty; leave it unset for the default SQLite file")
-    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
-    if scheme == "sqlite":
-        return _sqlite(_sqlite_path(url, data_dir))
-    if scheme in {"redis", "rediss", "unix"}:
-        return _redis(url)
-    raise StoreError(
-        f"store.url: {redact_url(url)!r} is not a supported store; use sqlite:///path/to/file, "
-        "sqlite:name (inside data_dir) or redis://host:port/db"
-    )
+
+    def put_device(self, device: Device) -> None: ...
+
+    def delete_device(self, device: Device) -> None: ...
+
+    def put_request(self, stored: StoredRequest, *, keep_until: float) -> None: ...
+
+    def put_invite(self, invite: Invite, *, keep_until: float) -> None: ...
+
+    def delete_invite(self, invite: Invite) -> None: ...
+
+    def put_failure(self, failure: FailureCount, *, keep_until: float) -> None: ...
+
+    def append(self, type_: str, data: Mapping[str, object], at: float) -> None:
+        """Add an event to the log, numbered when the step commits."""
+        ...
 
 
-def sqlite_path_of(url: str | None, data_dir: Path) -> Path | None:
-    """The file a SQLite ``store.url`` names (the default in ``data_dir`` for None); None else."""
-    if url is None:
-        return data_dir / DEFAULT_SQLITE_NAME
-    if not isinstance(url, str) or not url.lower().startswith("sqlite:"):
-        return None
-    try:
-        return _sqlite_path(url, data_dir)
-    except StoreError:
-        return None
+class Backend(Protocol):
+    """Storage without decisions: atomic steps, reads, waiting, claiming, upkeep."""
 
+    @property
+    def description(self) -> str: ...
 
-def redact_url(url: str) -> str:
-    """``url`` with any password (user part or ``?password=``) as ``***``, for output and logs."""
-    try:
-        parts = urlsplit(url)
-        if parts.password is None and "password=" not in parts.query:
-            return url
-        if parts.password is not None:
-            netloc = parts.netloc.rsplit("@", 1)[1]
-            user = parts.username or ""
-            parts = parts._replace(netloc=f"{user}:***@{netloc}")
-        if "password=" in parts.query:
-            query = "&".join(
-                "password=***" if pair.startswith("password=") else pair
-                for pair in parts.query.split("&")
-            )
-            parts = parts._replace(query=query)
-        return urlunsplit(parts)
-    except ValueError:
-        return "<unparseable url>"
+    @property
+    def name(self) -> str:
+        """How messages name the store, e.g. ``SQLite store /var/lib/edge/edge.sqlite3``."""
+        ...
 
+    def transact(self, action: str, now: float, step: Callable[[Tx], T]) -> T:
+        """Run ``step`` atomically; ``action`` names it in errors ("approve a request")."""
+        ...
 
-def _sqlite_path(url: str, data_dir: Path) -> Path:
-    rest = url[len("sqlite:") :]
-    if rest.startswith("///"):
-        path = Path("/" + rest[3:].lstrip("/"))
-        if path == Path("/"):
-            raise StoreError(f"store.url: {url!r} names no file; use sqlite:///path/to/file")
-        return path
-    if rest.startswith("//"):
-        raise StoreError(
-            f"store.url: {url!r} has a host part; SQLite files are local: use "
-            "sqlite:///absolute/path or sqlite:relative/path"
-        )
-    if not rest or "\x00" in rest:
-        raise StoreError(f"store.url: {url!r} names no file; use sqlite:///path/to/file")
-    return data_dir / rest
+    def read(self, action: str, step: Callable[[Reader], T]) -> T: ...
 
+    def wait_events(self, after: int, timeout: float) -> list[Event]: ...
 
-def _sqlite(path: Path) -> Store:
-    from edge.pairing.sqlite_store import SqliteStore
+    def claim(self, purpose: str, seqs: Iterable[int]) -> set[int]: ...
 
-    return SqliteStore(path)
+    def housekeeping(self, now: float) -> None:
+        """Trim the event log and drop what ``keep_until`` (or retention) has released."""
+        ...
 
+    def file_problem(self, *, deep: bool) -> str | None: ...
 
-def _redis(url: str) -> Store:
-    try:
-        module = importlib.import_module("edge.pairing.redis_store")
-    except ModuleNotFoundError as exc:
-        if exc.name not in {"edge.pairing.redis_store", "redis"}:
-            raise
-        raise StoreError(
-            f"store.url: {redact_url(url)!r} asks for the Redis store, which is not available "
-            f"in this installation ({exc.name} is missing); unset store.url to use SQLite"
-        ) from None
-    store: Store = module.RedisStore(url)
-    return store
+    def export_snapshot(self) -> StoreSnapshot: ...
+
+    def import_snapshot(self, snapshot: StoreSnapshot, *, replace: bool) -> None: ...
+
+    def about(self) -> BackendInfo: ...
+
+    def close(self) -> None: ...
 
 
 def pending_cap_message(hit: PendingCapHit) -> str:

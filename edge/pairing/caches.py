@@ -1,0 +1,178 @@
+"""The service's memory of the store on the hot path, all of it safe to lose.
+
+``TokenCache`` answers "which device holds this token hash" and
+``LockoutCache`` "is this address locked out" without a store read on most
+requests; ``Touches`` batches last-seen times for one write. Changes made by
+this process update them at once; changes made elsewhere (other workers,
+replicas, the CLI) arrive as store events (``PairingService.apply_events``),
+and cached devices are re-read after ``TOKEN_CACHE_TTL`` seconds in any case.
+While the store is unreachable (Redis down), a device token verified within
+the last ``STORE_OUTAGE_GRACE`` seconds keeps working and known lockouts
+still apply.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+
+from edge.pairing.models import Device
+from edge.pairing.store import Seen, StoreError
+
+TOKEN_CACHE_SIZE = 4096
+TOKEN_CACHE_TTL = 30.0
+STORE_OUTAGE_GRACE = 120.0  # how long a verified token outlives an unreachable store
+LOCKOUT_CACHE_SIZE = 65_536
+LOCKOUT_RECHECK = 1.0
+TOUCH_RESOLUTION = 1.0  # seconds: last_seen_at is kept to about this precision
+
+
+class TokenCache:
+    """Device by token hash, re-read after ``TOKEN_CACHE_TTL``; forgotten on any change."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[str, tuple[Device, float]] = OrderedDict()
+        # Bumped whenever a device is forgotten: a store read that raced with a revocation
+        # must not put the device back into the cache afterwards.
+        self._epoch = 0
+
+    def lookup(self, token_hash: str, read: Callable[[str], Device | None]) -> Device | None:
+        """The device holding ``token_hash``, from memory or from ``read`` (the store)."""
+        now = time.monotonic()
+        # Read without the lock (one dict read is atomic; writers take it). Hits do not
+        # reorder the cache: an entry is re-inserted at the end whenever it is re-read
+        # (at least every TOKEN_CACHE_TTL), so evicting the oldest insertion costs at most
+        # one early store read.
+        cached = self._entries.get(token_hash)
+        if cached is not None and now - cached[1] < TOKEN_CACHE_TTL:
+            return cached[0]
+        epoch = self._epoch
+        try:
+            device = read(token_hash)
+        except StoreError:
+            if cached is not None and now - cached[1] < STORE_OUTAGE_GRACE:
+                return cached[0]  # verified shortly before the store went away
+            raise
+        if device is None:
+            return None
+        with self._lock:
+            if epoch != self._epoch:
+                return device  # a device changed meanwhile: answer, but cache nothing stale
+            self._entries[token_hash] = (device, now)
+            self._entries.move_to_end(token_hash)
+            while len(self._entries) > TOKEN_CACHE_SIZE:
+                self._entries.popitem(last=False)
+        return device
+
+    def fresh(self, token_hash: str) -> Device | None:
+        """The cached device holding ``token_hash`` if read within ``TOKEN_CACHE_TTL``; no I/O."""
+        cached = self._entries.get(token_hash)  # one dict read is atomic; writers take the lock
+        if cached is None or time.monotonic() - cached[1] >= TOKEN_CACHE_TTL:
+            return None
+        return cached[0]
+
+    def forget(self, device_id: str) -> None:
+        with self._lock:
+            self._epoch += 1
+            stale = [h for h, (d, _) in self._entries.items() if d.id == device_id]
+            for token_hash in stale:
+                del self._entries[token_hash]
+
+
+class LockoutCache:
+    """Lockout ends per client key, asked of the store at most once per ``LOCKOUT_RECHECK``."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._entries: dict[str, tuple[float, float]] = {}  # key -> (until, checked at)
+
+    def remaining(self, client_key: str, read: Callable[[str], float]) -> float:
+        """Seconds until ``client_key`` may try again (0.0: not locked out)."""
+        now = self._clock()
+        cached = self._entries.get(client_key)  # one dict read is atomic; writers take the lock
+        known = self._judge(cached)
+        if known is not None and not known[1]:
+            return known[0]
+        try:
+            until = read(client_key)
+        except StoreError:  # the store is down: what this process last knew still holds
+            return max(0.0, cached[0] - now) if cached is not None else 0.0
+        self.remember(client_key, until)
+        return max(0.0, until - now)
+
+    def known(self, client_key: str) -> tuple[float, bool] | None:
+        """``(remaining, recheck_due)`` from memory alone, or None when nothing is cached."""
+        return self._judge(self._entries.get(client_key))
+
+    def _judge(self, cached: tuple[float, float] | None) -> tuple[float, bool] | None:
+        if cached is None:
+            return None
+        until, checked_at = cached
+        remaining = until - self._clock()
+        if remaining > 0:
+            return remaining, False
+        return 0.0, time.monotonic() - checked_at >= LOCKOUT_RECHECK
+
+    def remember(self, client_key: str, until: float) -> None:
+        checked_at = time.monotonic()
+        with self._lock:
+            if len(self._entries) >= LOCKOUT_CACHE_SIZE:
+                self._prune()
+                if len(self._entries) >= LOCKOUT_CACHE_SIZE:
+                    self._entries.clear()  # only a cache: the store still has them
+            previous = self._entries.get(client_key, (0.0, 0.0))[0]
+            self._entries[client_key] = (max(until, previous), checked_at)
+
+    def prune(self) -> None:
+        with self._lock:
+            self._prune()
+
+    def _prune(self) -> None:
+        """Drop ended lockouts whose recheck is due (the caller holds the lock)."""
+        now, fresh = self._clock(), time.monotonic() - LOCKOUT_RECHECK
+        self._entries = {
+            key: (until, checked_at)
+            for key, (until, checked_at) in self._entries.items()
+            if until > now or checked_at > fresh
+        }
+
+
+class Touches:
+    """Last-seen times noted in memory, written to the store in one batch by ``flush``."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._pending: dict[str, Seen] = {}
+
+    def touch(self, device_id: str, client_ip: str | None) -> None:
+        now = self._clock()
+        previous = self._pending.get(device_id)  # one dict read is atomic; writers take the lock
+        if (
+            previous is not None
+            and (client_ip is None or client_ip == previous.ip)
+            and 0 <= now - previous.at < TOUCH_RESOLUTION
+        ):
+            return  # noted within the last second from the same address: nothing new
+        with self._lock:
+            previous = self._pending.get(device_id)
+            ip = client_ip if client_ip is not None else (previous.ip if previous else None)
+            self._pending[device_id] = Seen(now, ip)
+
+    def flush(self, write: Callable[[Mapping[str, Seen]], None]) -> None:
+        """Hand the batch to ``write``; kept for the next try if it fails."""
+        with self._lock:
+            batch, self._pending = self._pending, {}
+        if not batch:
+            return
+        try:
+            write(batch)
+        except Exception:
+            with self._lock:
+                for device_id, seen in batch.items():
+                    self._pending.setdefault(device_id, seen)
+            raise

@@ -1,0 +1,134 @@
+"""What the pairing service is configured with, what it answers, and its refusals to operators.
+
+Pure values: the policies (validated once), the outcomes of a handshake
+(``Admitted``/``Denied``), the errors of operator actions, and the small
+naming rules both use.
+"""
+
+from __future__ import annotations
+
+import math
+import unicodedata
+from dataclasses import dataclass, field
+
+from edge.net.client_key import DEFAULT_IPV6_PREFIX
+from edge.pairing.models import Device, PairingRequest
+from edge.refusals import Denial
+
+MAX_NAME_CHARS = 64
+MAX_SECRET_CHARS = 512
+MAX_USER_AGENT_CHARS = 256
+MAX_INVITE_TTL = 30 * 86_400.0
+INVITE_CODE_BYTES = 18  # 144 bits: short enough for a QR code or a chat message
+TOKEN_SWAP_ATTEMPTS = 8
+LOCAL_ACTOR = "local"
+
+
+@dataclass(frozen=True)
+class RateLimitPolicy:
+    """``failures`` failed attempts within ``window`` seconds lock a client for ``lockout``.
+
+    A client is its IPv4 address or its IPv6 ``/ipv6_prefix`` (``client_key``).
+    """
+
+    failures: int = 10
+    window: float = 60
+    lockout: float = 300
+    ipv6_prefix: int = DEFAULT_IPV6_PREFIX
+
+    def __post_init__(self) -> None:
+        if self.failures < 1:
+            raise ValueError(f"auth.rate_limit.failures must be at least 1, not {self.failures}")
+        if not 32 <= self.ipv6_prefix <= 128:
+            raise ValueError(
+                f"auth.rate_limit.ipv6_prefix must be from 32 to 128, not {self.ipv6_prefix}"
+            )
+        _require_positive("auth.rate_limit.window", self.window)
+        _require_positive("auth.rate_limit.lockout", self.lockout)
+
+
+@dataclass(frozen=True)
+class PairingPolicy:
+    request_ttl: float = 300
+    max_pending: int = 256
+    max_pending_per_client: int = 8
+    device_idle_expiry: float | None = None
+    signature_skew: float = 120
+    rate_limit: RateLimitPolicy = field(default_factory=RateLimitPolicy)
+
+    def __post_init__(self) -> None:
+        _require_positive("pairing.request_ttl", self.request_ttl)
+        _require_positive("pairing.signature_skew", self.signature_skew)
+        if self.device_idle_expiry is not None:
+            _require_positive("pairing.device_idle_expiry", self.device_idle_expiry)
+        for name, value in (
+            ("pairing.max_pending", self.max_pending),
+            ("pairing.max_pending_per_client", self.max_pending_per_client),
+        ):
+            if value < 1:
+                raise ValueError(f"{name} must be at least 1, not {value}")
+
+
+def _require_positive(name: str, value: float) -> None:
+    if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
+
+
+@dataclass(frozen=True)
+class Admitted:
+    device: Device
+    device_token: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Denied:
+    """A refusal; for PAIRING_REQUIRED ``request`` is the pending request (None if capped)."""
+
+    denial: Denial
+    request: PairingRequest | None = None
+    detail: str = ""
+
+
+class PairingError(Exception):
+    """An operator action cannot be done; the message says why, ready to print."""
+
+
+class NotFound(PairingError):
+    pass
+
+
+class AlreadyResolved(PairingError):
+    pass
+
+
+class PendingLimitReached(PairingError):
+    pass
+
+
+class InvalidValue(PairingError, ValueError):
+    pass
+
+
+def clean_name(text: str) -> str | None:
+    """``text`` stripped, if it is 1-64 characters with no control or format characters."""
+    if not isinstance(text, str):
+        return None
+    name = text.strip()
+    if not 1 <= len(name) <= MAX_NAME_CHARS:
+        return None
+    if any(unicodedata.category(char) in {"Cc", "Cf", "Cs", "Co", "Cn"} for char in name):
+        return None
+    return name
+
+
+def device_actor(device: Device) -> str:
+    """How a device appears in the audit trail when it acts (from an admin dashboard)."""
+    return f"device:{device.id[:12]} ({device.name})"
+
+
+def default_device_name(device_id: str) -> str:
+    return f"device {device_id[:8]}"
+
+
+def describe(device: Device) -> str:
+    return f"{device.id[:12]} ({device.name})"
