@@ -25,13 +25,13 @@ from edge.app import create_app
 from edge.config import Settings
 from edge.gateway.guard import PUBLIC_EXACT
 from edge.gateway.openapi import (
-    ACCESS_LABELS,
     MEDIA_TYPE,
     OPENAPI_PATH,
     build_document,
     operations,
     render_markdown,
 )
+from edge.gateway.openapi_schemas import ACCESS_LABELS
 from edge.gateway.upstream import UpstreamRoute
 from tests.conftest import LOOPBACK, REMOTE, Device, base_config, client_for
 from tests.gateway.test_http import pair_remote
