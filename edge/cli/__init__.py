@@ -14,9 +14,10 @@ import click
 from edge import __version__
 from edge.cli.common import EXIT_REFUSED, EXIT_USAGE, emit, json_option
 from edge.cli.completion import completion
+from edge.cli.config import config_group
 from edge.cli.devices import devices
 from edge.cli.doctor import doctor
-from edge.cli.explain import config_group, explain
+from edge.cli.explain import explain
 from edge.cli.pair import dashboard, pair
 from edge.cli.serve import gateway_group, serve
 from edge.cli.store import store_group

@@ -12,13 +12,13 @@ import unicodedata
 from dataclasses import dataclass, field
 
 from edge.net.client_key import DEFAULT_IPV6_PREFIX
-from edge.pairing.models import Device, PairingRequest
+from edge.pairing.models import INVITE_MAX_TTL, Device, PairingRequest
 from edge.refusals import Denial
 
+MAX_INVITE_TTL = INVITE_MAX_TTL  # one cap, wherever an invite is made
 MAX_NAME_CHARS = 64
 MAX_SECRET_CHARS = 512
 MAX_USER_AGENT_CHARS = 256
-MAX_INVITE_TTL = 30 * 86_400.0
 INVITE_CODE_BYTES = 18  # 144 bits: short enough for a QR code or a chat message
 TOKEN_SWAP_ATTEMPTS = 8
 LOCAL_ACTOR = "local"

@@ -55,7 +55,7 @@ class ResolveStatus(enum.Enum):
 
 
 @dataclass(frozen=True)
-class Resolution:
+class ResolveOutcome:
     """What ``resolve_request`` did.
 
     ``request`` is set unless NOT_FOUND; ``device`` is the paired device after
@@ -283,7 +283,7 @@ class Store(Protocol):
         actor: str,
         now: float,
         user: str | None = None,
-    ) -> Resolution:
+    ) -> ResolveOutcome:
         """Atomically take a pending request: at most one caller ever gets RESOLVED.
 
         Approval pairs the device (``models.approved_device`` with

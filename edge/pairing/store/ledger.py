@@ -41,7 +41,7 @@ from edge.pairing.store.base import (
     BackendInfo,
     FailureCount,
     PendingCapHit,
-    Resolution,
+    ResolveOutcome,
     ResolveStatus,
     Seen,
     StoredRequest,
@@ -248,14 +248,14 @@ class Ledger:
         actor: str,
         now: float,
         user: str | None = None,
-    ) -> Resolution:
-        def step(tx: Tx) -> Resolution:
+    ) -> ResolveOutcome:
+        def step(tx: Tx) -> ResolveOutcome:
             stored = tx.request(request_id)
             if stored is None:
-                return Resolution(ResolveStatus.NOT_FOUND)
+                return ResolveOutcome(ResolveStatus.NOT_FOUND)
             request = stored.request
             if stored.status != PENDING:
-                return Resolution(
+                return ResolveOutcome(
                     ResolveStatus.ALREADY_RESOLVED,
                     request,
                     decision=stored.status,
@@ -263,12 +263,12 @@ class Ledger:
                 )
             if request.expired(now):
                 _settle(tx, request, "expired", SWEEP, now)
-                return Resolution(
+                return ResolveOutcome(
                     ResolveStatus.EXPIRED, request, decision="expired", resolved_by=SWEEP
                 )
             if not approve:
                 _settle(tx, request, "rejected", actor, now)
-                return Resolution(
+                return ResolveOutcome(
                     ResolveStatus.RESOLVED, request, decision="rejected", resolved_by=actor
                 )
             existing = tx.device(request.device_id)
@@ -285,7 +285,7 @@ class Ledger:
             )
             tx.put_device(device)
             _settle(tx, request, "approved", actor, now, granted_role=granted.value)
-            return Resolution(
+            return ResolveOutcome(
                 ResolveStatus.RESOLVED, request, device, decision="approved", resolved_by=actor
             )
 
