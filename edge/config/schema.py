@@ -24,9 +24,33 @@ SCHEMA_DESCRIPTION = (
 )
 
 
+def _canonical(node: Any) -> Any:
+    """The same schema in one spelling, whichever pydantic release wrote it.
+
+    Older pydantic releases wrap a reference that has siblings in a one-item
+    ``allOf`` and write whole-number bounds as floats (``300.0``); both mean
+    the same in 2020-12, and one spelling keeps the committed file stable.
+    """
+    if isinstance(node, list):
+        return [_canonical(item) for item in node]
+    if isinstance(node, float) and node.is_integer():
+        return int(node)
+    if not isinstance(node, dict):
+        return node
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key == "allOf" and isinstance(value, list) and len(value) == 1:
+            only = value[0]
+            if isinstance(only, dict) and set(only) == {"$ref"} and "$ref" not in node:
+                out["$ref"] = only["$ref"]
+                continue
+        out[key] = _canonical(value)
+    return out
+
+
 def config_schema() -> dict[str, Any]:
     """The JSON Schema (2020-12) of a file, with ``$schema``, title and description."""
-    schema = Settings.model_json_schema(mode="validation")
+    schema = _canonical(Settings.model_json_schema(mode="validation"))
     schema["properties"].pop("source", None)  # where the settings were read from, not a key
     return {
         "$schema": SCHEMA_DIALECT,
