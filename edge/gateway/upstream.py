@@ -167,12 +167,8 @@ def build_upstream_routes(
     warner: SignalWarner,
 ) -> list[UpstreamRoute]:
     """One route per path-prefix upstream, longest prefix first so nested prefixes work."""
-    upstreams = [u for u in settings.upstreams if u.host is None]
-    upstreams.sort(key=lambda u: len(u.path_prefix), reverse=True)
-    return [
-        UpstreamRoute(u, authenticate=authenticate, live=live, metrics=metrics, warner=warner)
-        for u in upstreams
-    ]
+    chosen = [u for u in settings.upstreams if u.host is None]
+    return _routes(chosen, authenticate=authenticate, live=live, metrics=metrics, warner=warner)
 
 
 def build_host_routes(
@@ -184,9 +180,21 @@ def build_host_routes(
     warner: SignalWarner,
 ) -> list[UpstreamRoute]:
     """One route per upstream on a host of its own; they go before all of Edge's routes."""
-    upstreams = [u for u in settings.upstreams if u.host is not None]
-    upstreams.sort(key=lambda u: len(u.path_prefix), reverse=True)
+    chosen = [u for u in settings.upstreams if u.host is not None]
+    return _routes(chosen, authenticate=authenticate, live=live, metrics=metrics, warner=warner)
+
+
+def _routes(
+    upstreams: list[UpstreamSettings],
+    *,
+    authenticate: Authenticator,
+    live: Live,
+    metrics: Metrics,
+    warner: SignalWarner,
+) -> list[UpstreamRoute]:
+    """Longest prefix first, so a nested prefix takes its requests before its parent."""
+    ordered = sorted(upstreams, key=lambda u: len(u.path_prefix), reverse=True)
     return [
         UpstreamRoute(u, authenticate=authenticate, live=live, metrics=metrics, warner=warner)
-        for u in upstreams
+        for u in ordered
     ]
