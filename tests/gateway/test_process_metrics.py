@@ -1,17 +1,18 @@
 """``edge_process_*`` through the real ``/metrics``: the figures are the kernel's for this process.
 
-The in-process test client runs the gateway in this very process, so each
-figure can be checked against what the kernel says of it directly. With
+The gateway runs in a fresh interpreter of its own (``process_figures``), so each
+figure can be checked against what the kernel says of that process directly,
+with nothing else in it to open or close files or grow memory meanwhile. With
 several workers (multiprocess mode) none are exported: no process could speak
 for the others.
 """
 
 from __future__ import annotations
 
+import json
 import os
-import resource
+import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,8 @@ import pytest
 from edge import __version__, create_app
 from edge.metrics import MULTIPROC_ENV, Metrics, prepare_multiprocess_dir
 from tests.conftest import LOOPBACK, base_config, client_for
-from tests.gateway.test_metrics import LOCAL_URL, Exposition
+from tests.gateway.process_figures import EXTRA_FDS, LOCAL_URL, SPIN_CPU_SECONDS
+from tests.gateway.test_metrics import Exposition
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="process figures are read from /proc"
@@ -42,27 +44,29 @@ def scrape(app: Any) -> Exposition:
     return Exposition(response.text)
 
 
-def resident_bytes() -> float:
-    status = Path("/proc/self/status").read_text()
-    (line,) = [line for line in status.splitlines() if line.startswith("VmRSS:")]
-    return float(line.split()[1]) * 1024
-
-
-def started_at() -> float:
-    """This process's start time, from its stat line and the boot time."""
-    fields = Path("/proc/self/stat").read_text().rpartition(")")[2].split()
-    ticks = float(fields[19]) / os.sysconf("SC_CLK_TCK")
-    boot = next(
-        float(line.split()[1])
-        for line in Path("/proc/stat").read_text().splitlines()
-        if line.startswith("btime ")
+def measured_in_a_process_of_its_own(tmp_path: Path) -> dict[str, Any]:
+    """Two scrapes of a gateway in a fresh interpreter, and that process's kernel figures."""
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    env.pop(MULTIPROC_ENV, None)
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.gateway.process_figures", str(tmp_path)],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
-    return boot + ticks
+    assert done.returncode == 0, done.stderr
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
 
 
 def test_a_single_process_gateway_exports_its_own_process_figures(tmp_path: Path) -> None:
-    app = create_app(base_config(tmp_path))
-    before = scrape(app)
+    measured = measured_in_a_process_of_its_own(tmp_path)
+    before, after = Exposition(measured["before"]), Exposition(measured["after"])
+    kernel = measured["kernel"]
     assert set(before.families) >= FAMILIES
     assert "edge_process_virtual_memory_bytes" not in before.text
     assert before.families["edge_process_cpu_seconds"].type == "counter"
@@ -70,25 +74,18 @@ def test_a_single_process_gateway_exports_its_own_process_figures(tmp_path: Path
     assert before.value("edge_build_info", version=__version__) == 1
 
     assert before.value("edge_process_resident_memory_bytes") == pytest.approx(
-        resident_bytes(), rel=0.1
+        kernel["resident_bytes"], rel=0.1
     )
-    assert before.value("edge_process_start_time_seconds") == pytest.approx(started_at(), abs=0.05)
-    assert before.value("edge_process_max_fds") == resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    assert before.value("edge_process_start_time_seconds") == pytest.approx(
+        kernel["started_at"], abs=0.05
+    )
+    assert before.value("edge_process_max_fds") == kernel["max_fds"]
 
-    spin_until = time.process_time() + 0.3
-    while time.process_time() < spin_until:
-        pass
-    extra = [os.open(os.devnull, os.O_RDONLY) for _ in range(20)]
-    try:
-        after = scrape(app)
-    finally:
-        for fd in extra:
-            os.close(fd)
-    assert after.value("edge_process_open_fds") - before.value("edge_process_open_fds") >= 20
+    assert after.value("edge_process_open_fds") - before.value("edge_process_open_fds") >= EXTRA_FDS
     cpu = after.value("edge_process_cpu_seconds_total") - before.value(
         "edge_process_cpu_seconds_total"
     )
-    assert cpu >= 0.25
+    assert cpu >= SPIN_CPU_SECONDS - 0.05
 
 
 def test_with_several_workers_no_process_figures_are_exported(
