@@ -129,14 +129,31 @@ class Pod:
             name: str(self.path(value)) if value.startswith("/") else value
             for name, value in env_of(self.container).items()
         }
-        purelib = sysconfig.get_paths()["purelib"]
+        code, libraries = self.image_code()
         return {
             **env,
             "PATH": "/usr/bin:/bin",
             "HOME": str(self.path("/var/lib/edge")),
-            "PYTHONPATH": f"{ROOT}{os.pathsep}{purelib}",
+            "PYTHONPATH": f"{code}{os.pathsep}{libraries}",
             "PYTHONDONTWRITEBYTECODE": "1",
         }
+
+    def image_code(self) -> tuple[Path, Path]:
+        """Edge and its libraries where the image keeps them, readable by the pod's user.
+
+        The checkout and the test's virtualenv may sit in a directory only their
+        owner can enter (a fresh clone under ``mktemp -d`` is mode 0700), so they
+        are laid out under the scratch root as hard links (copies across
+        filesystems), as the image's ``/opt`` would hold them.
+        """
+        code, libraries = self.path("/opt/edge/app"), self.path("/opt/edge/site-packages")
+        if not code.exists():
+            ignore = shutil.ignore_patterns("__pycache__")
+            link_tree(ROOT / "edge", code / "edge", ignore)
+            link_tree(Path(sysconfig.get_paths()["purelib"]), libraries, ignore)
+            for directory in (self.path("/opt"), self.path("/opt/edge"), code, libraries):
+                directory.chmod(0o755)
+        return code, libraries
 
     def run(self, *args: str, **popen: Any) -> subprocess.Popen[bytes]:
         """``edge args`` as the container's user, in its working directory."""
@@ -155,6 +172,18 @@ class Pod:
             extra_groups=[self.fs_group],
             **popen,
         )
+
+
+def link_tree(source: Path, target: Path, ignore: Any) -> None:
+    """``source`` at ``target`` as hard links, or copies where a link cannot be made."""
+
+    def link_or_copy(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+    shutil.copytree(source, target, ignore=ignore, copy_function=link_or_copy, symlinks=True)
 
 
 def snapshot(directory: Path) -> dict[str, tuple[int, int]]:
@@ -198,9 +227,9 @@ def test_the_pod_starts_serves_and_stops_on_the_kubelets_volumes(
         pod.path(m["mountPath"]) for m in pod.container["volumeMounts"] if m.get("readOnly")
     ]
     before = {path: snapshot(path) for path in read_only}
-    # Whether the pod's user can run Edge with the system interpreter at all: the
-    # checkout must be readable, and the lock, made for the test's own Python, must
-    # hold everything this interpreter needs (redis-py wants async-timeout before 3.11.3).
+    # Whether the pod's user can run Edge with the system interpreter at all: the lock,
+    # made for the test's own Python, must hold everything this interpreter needs
+    # (redis-py wants async-timeout before 3.11.3).
     modules = ["edge.app"] + (["edge.pairing.store.redis"] if redis_server else [])
     probe = pod.run_python(
         f"import {', '.join(modules)}", stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
