@@ -36,7 +36,9 @@ def edge(edge_server_factory: Callable[..., EdgeServer]) -> EdgeServer:
 
 @contextlib.contextmanager
 def raw(edge: EdgeServer, address: str = ATTACKER) -> Iterator[socket.socket]:
-    sock = socket.create_connection(("127.0.0.1", edge.port), timeout=GIVE_UP, source_address=(address, 0))
+    sock = socket.create_connection(
+        ("127.0.0.1", edge.port), timeout=GIVE_UP, source_address=(address, 0)
+    )
     try:
         yield sock
     finally:
@@ -70,7 +72,9 @@ def test_an_endless_head_is_answered_431_and_closed(edge: EdgeServer) -> None:
     assert reply.startswith(b"HTTP/1.1 431 ")
     assert b'"reason":"too_large"' in reply
     with raw(edge) as sock:  # a whole head, over the cap, in one write
-        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: " + b"a" * 20000 + b"\r\n\r\n")
+        sock.sendall(
+            b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: " + b"a" * 20000 + b"\r\n\r\n"
+        )
         assert answer(sock).startswith(b"HTTP/1.1 431 ")
     assert refused(edge, "too_large") == 2
 
@@ -126,13 +130,12 @@ def test_ordinary_requests_keepalive_and_websockets_pass(edge: EdgeServer) -> No
     with httpx.Client(transport=transport, base_url=edge.url, timeout=10) as client:
         for _ in range(5):  # one kept-alive connection, five heads
             assert client.get("/healthz").status_code == 200
-    sockets = [connect(edge.ws_url, open_timeout=30, proxy=None) for _ in range(3)]
-    try:
+    with contextlib.ExitStack() as stack:  # three sockets open at once
+        sockets = [
+            stack.enter_context(connect(edge.ws_url, open_timeout=30, proxy=None)) for _ in range(3)
+        ]
         for ws in sockets:
             assert ws_handshake(ws, Device("console"), {})["type"] == "hello"
-    finally:
-        for ws in sockets:
-            ws.close()
     assert refused(edge, "slow") == 0
     assert refused(edge, "too_large") == 0
     assert refused(edge, "too_many_connections") == 0
