@@ -31,6 +31,7 @@ from edge.gateway.guard import Authenticator, ClientResolutionMiddleware, GuardM
 from edge.gateway.health import StoreHealth
 from edge.gateway.live import Live
 from edge.gateway.notify import Notifier
+from edge.gateway.request_id import RequestIdMiddleware
 from edge.gateway.routing import SkippingRouter
 from edge.gateway.runtime import Gateway
 from edge.gateway.sockets import SocketHub
@@ -68,7 +69,9 @@ def build_gateway(
         blocking=blocking,
         gauge=metrics.websockets,
     )
-    notifier = Notifier.for_store(settings.notify, store, metrics.registry, blocking=blocking)
+    notifier = Notifier.for_store(
+        settings.notify, store, metrics.registry, blocking=blocking, data_dir=settings.data_dir
+    )
     return Gateway(
         live=live,
         store=store,
@@ -147,6 +150,7 @@ def create_app(
             Middleware(
                 ClientResolutionMiddleware, live=live, metrics=metrics, warner=gateway.warner
             ),
+            Middleware(RequestIdMiddleware),
             Middleware(
                 GuardMiddleware,
                 authenticate=authenticate,

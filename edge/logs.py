@@ -10,6 +10,16 @@ asked to pair and from where, who approved, rejected, revoked or rotated, and
 which address was locked out. It is written from the event log, so actions of
 the CLI, the dashboard and other workers are all in it, once.
 
+Every line a process writes goes through one handler, configured once by
+``log_config``: ``edge serve`` hands the same dictionary to uvicorn as its
+``log_config`` and applies it itself before anything is written, so with
+``format: json`` the first line of stderr is JSON already, uvicorn's start-up
+lines and those of the libraries under it (through the root logger) included.
+uvicorn's ``color_message`` field and any ANSI escape stay out of every line.
+While a request is handled, its id (``edge.request_ids``) is added to every
+line as ``x_request_id``; the audit line of an event a request caused carries
+the same id, from the event's data.
+
 Secrets never reach a line: the event log holds none, and both formatters
 redact any extra field whose name says it is a token, secret or credential.
 The protocol libraries under uvicorn are another matter: at debug level the
@@ -24,7 +34,9 @@ from __future__ import annotations
 
 import json
 import logging
+import logging.config
 import os
+import re
 import sys
 import threading
 import time
@@ -32,6 +44,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from edge import request_ids
 from edge.config import LoggingSettings
 from edge.pairing.models import Event
 
@@ -51,6 +64,9 @@ _PROTOCOL_PACKAGES = ("websockets", "wsproto", "h11", "httptools", "h2", "hpack"
 _UVICORN_PROTOCOLS = os.sep.join(("uvicorn", "protocols"))
 REDACTED = "[redacted]"
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+# uvicorn's coloured copy of its message: terminal escapes, never wanted in a log line.
+_DROPPED = frozenset({"color_message"})
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 _SECRET_WORDS = ("token", "secret", "password", "authorization", "cookie", "hash", "credential")
 
 
@@ -64,8 +80,13 @@ def _extra_fields(record: logging.LogRecord) -> dict[str, Any]:
     return {
         key: REDACTED if is_secret_field(key) else value
         for key, value in record.__dict__.items()
-        if key not in _RESERVED and not key.startswith("_")
+        if key not in _RESERVED and key not in _DROPPED and not key.startswith("_")
     }
+
+
+def _plain(text: str) -> str:
+    """``text`` without terminal escape sequences (a library's colours, a client's tricks)."""
+    return _ANSI.sub("", text) if "\x1b" in text else text
 
 
 def _timestamp(created: float) -> str:
@@ -84,7 +105,7 @@ class JsonFormatter(logging.Formatter):
             "ts": _timestamp(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": _plain(record.getMessage()),
         }
         for key, value in _extra_fields(record).items():
             payload.setdefault(key, value)
@@ -107,14 +128,14 @@ class TextFormatter(logging.Formatter):
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
+        text = _plain(super().format(record))
         extras = _extra_fields(record)
         if extras:
             text += " " + " ".join(f"{k}={_logfmt_value(v)}" for k, v in extras.items())
         return text
 
 
-class _StderrHandler(logging.StreamHandler[TextIO]):
+class StderrHandler(logging.StreamHandler[TextIO]):
     """Writes to whatever ``sys.stderr`` is now, not what it was when logging was set up."""
 
     def __init__(self) -> None:
@@ -165,25 +186,96 @@ def silence_protocol_content() -> None:
                 holder.addFilter(_PROTOCOL_FILTER)
 
 
+class RequestIdFilter(logging.Filter):
+    """Adds the id of the request being handled, if any, to a record (``x_request_id``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        request_id = request_ids.current.get()
+        if request_id is not None and not hasattr(record, request_ids.FIELD):
+            setattr(record, request_ids.FIELD, request_id)
+        return True
+
+
+_REQUEST_ID_FILTER = RequestIdFilter()
+
+
+def shared_filter(name: str) -> logging.Filter:
+    """The process's one instance of a filter, for ``dictConfig`` (``"()": shared_filter``).
+
+    One instance, so ``setup_logging`` and ``silence_protocol_content`` see the
+    filters ``log_config`` installed and do not add them twice.
+    """
+    return {"request_id": _REQUEST_ID_FILTER, "protocol": _PROTOCOL_FILTER}[name]
+
+
 def make_formatter(settings: LoggingSettings) -> logging.Formatter:
     return JsonFormatter() if settings.format == "json" else TextFormatter()
+
+
+def log_config(settings: LoggingSettings) -> dict[str, Any]:
+    """The ``logging.config.dictConfig`` of a gateway process: uvicorn's ``log_config`` too.
+
+    One handler on stderr for Edge's loggers, uvicorn's and the root (where
+    ``websockets``, ``asyncio`` and other libraries log), with the request-id
+    and protocol-content filters on it. uvicorn applies it in the supervisor
+    and again in each worker it starts, before its first line; nothing is
+    re-formatted after the fact.
+    """
+    level = settings.level.upper()
+    formatter = (
+        "edge.logs.JsonFormatter" if settings.format == "json" else "edge.logs.TextFormatter"
+    )
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {
+            "request_id": {"()": "edge.logs.shared_filter", "name": "request_id"},
+            "protocol": {"()": "edge.logs.shared_filter", "name": "protocol"},
+        },
+        "formatters": {"edge": {"()": formatter}},
+        "handlers": {
+            "stderr": {
+                "()": "edge.logs.StderrHandler",
+                "formatter": "edge",
+                "filters": ["request_id", "protocol"],
+            }
+        },
+        "loggers": {
+            LOGGER_NAME: {"handlers": ["stderr"], "level": level, "propagate": False},
+            "uvicorn": {"handlers": ["stderr"], "level": level, "propagate": False},
+            "uvicorn.error": {"level": level, "propagate": True},
+            "uvicorn.access": {"handlers": ["stderr"], "level": level, "propagate": False},
+        },
+        "root": {"handlers": ["stderr"], "level": "WARNING"},
+    }
+
+
+def configure_process_logging(settings: LoggingSettings) -> None:
+    """Apply ``log_config`` to this process: what ``edge serve`` does before its first line."""
+    logging.config.dictConfig(log_config(settings))
+    silence_protocol_content()
 
 
 def setup_logging(settings: LoggingSettings) -> None:
     """Configure the ``edge`` logger once per process (idempotent; a reload updates it).
 
-    With ``format: json`` uvicorn's own handlers get the JSON formatter too, so
-    a log shipper never meets a plain-text line in the middle of the stream.
+    Under ``edge serve`` the handler is the one ``log_config`` made, shared with
+    uvicorn's loggers, so a reload's new format reaches their lines too. Under
+    a server Edge did not configure, uvicorn's own handlers get the JSON
+    formatter as well, so a log shipper never meets a plain-text line in the
+    middle of the stream.
     """
     logger = logging.getLogger(LOGGER_NAME)
     logger.setLevel(settings.level.upper())
     logger.propagate = False
     formatter = make_formatter(settings)
-    handler = next((h for h in logger.handlers if isinstance(h, _StderrHandler)), None)
+    handler = next((h for h in logger.handlers if isinstance(h, StderrHandler)), None)
     if handler is None:
-        handler = _StderrHandler()
+        handler = StderrHandler()
         logger.addHandler(handler)
     handler.setFormatter(formatter)
+    if _REQUEST_ID_FILTER not in handler.filters:
+        handler.addFilter(_REQUEST_ID_FILTER)
     silence_protocol_content()
     if settings.format == "json":
         for name in UVICORN_LOGGERS:

@@ -18,6 +18,7 @@ from edge.cli.config import config_group
 from edge.cli.devices import devices
 from edge.cli.doctor import doctor
 from edge.cli.explain import explain
+from edge.cli.notify import notify
 from edge.cli.pair import dashboard, pair
 from edge.cli.serve import gateway_group, serve
 from edge.cli.store import store_group
@@ -59,6 +60,7 @@ for command in (
     dashboard,
     pair,
     store_group,
+    notify,
     completion,
 ):
     cli.add_command(command)

@@ -26,6 +26,7 @@ from edge.cli.common import (
 from edge.config import CONFIG_ENV, Settings
 from edge.datadir import permission_problems
 from edge.gateway_token import GatewayTokenError, load_gateway_token
+from edge.logs import configure_process_logging, log_config
 from edge.metrics import prepare_multiprocess_dir
 from edge.pairing.store import SqliteStore, StoreError, redact_url, sqlite_path_of, start_over
 from edge.peercred import peer_check_summary
@@ -209,6 +210,8 @@ def serve(
     if updates:
         server = settings.server.model_copy(update=updates)
         settings = settings.model_copy(update={"server": server})
+    # Before anything is logged: with format json, stderr is JSON from its first line.
+    configure_process_logging(settings.logging)
     check_port_free(settings.server.host, settings.server.port)
     try:
         settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -223,7 +226,8 @@ def serve(
     except GatewayTokenError as exc:
         raise ConfigProblem(str(exc)) from None
     if settings.source:
-        os.environ[CONFIG_ENV] = str(Path(settings.source).resolve())
+        # Absolute for the workers, symlinks kept: a reload reads a swapped ConfigMap's new file.
+        os.environ[CONFIG_ENV] = str(Path(settings.source).absolute())
     else:
         os.environ.pop(CONFIG_ENV, None)
     listener = settings.metrics.enabled and settings.metrics.port is not None
@@ -244,7 +248,9 @@ def serve(
                 f"metrics.port: cannot listen on {settings.metrics.host}:{settings.metrics.port} "
                 f"({exc.strerror or exc})"
             ) from None
-        serve_listener(settings, sock, UVICORN_SETTINGS)
+        serve_listener(
+            settings, sock, {**UVICORN_SETTINGS, "log_config": log_config(settings.logging)}
+        )
     if as_json:
         emit(
             banner_json(
@@ -260,6 +266,8 @@ def serve(
         port=settings.server.port,
         workers=settings.server.workers,
         log_level=settings.logging.level,
+        # uvicorn applies it in this process and in each worker, instead of its defaults.
+        log_config=log_config(settings.logging),
         timeout_graceful_shutdown=math.ceil(settings.server.graceful_timeout),
         # Each connection's owner is asked of the kernel once, as it opens, and its request
         # heads are bounded in size, time and connections per address (edge.gateway.protocols).

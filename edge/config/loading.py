@@ -174,6 +174,14 @@ def load_settings(
     ``edge.config.environment``): a variable wins over the file, the file over the
     defaults, so a container or a unit changes one key without its own copy of the file.
     The secret variables (``EDGE_GATEWAY_TOKEN``...) are read after, and win over both.
+
+    Symlinked files: the configuration file and every secret file are kept
+    by the path they were given, made absolute but with their symlinks
+    unresolved, and read through them at every load. A Kubernetes Secret or
+    ConfigMap volume is a set of symlinks into ``..data``, itself a symlink
+    the kubelet swaps to a new directory (deleting the old) when the Secret
+    changes; a path resolved once would go on naming the deleted directory,
+    so a reload would miss the new value.
     """
     env = os.environ if environ is None else environ
     base_dir = Path.cwd()
@@ -194,7 +202,8 @@ def load_settings(
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError([f"{path}: cannot be read ({exc})"], source) from None
         data = parse_yaml(text, source)
-        base_dir = path.resolve().parent
+        # absolute(), not resolve(): see "Symlinked files" in the docstring.
+        base_dir = path.absolute().parent
     env_problems: list[str] = []
     from_env, variables = read_environment(env, env_problems)
     try:
@@ -208,7 +217,7 @@ def load_settings(
         updates["data_dir"] = (base_dir / settings.data_dir).resolve()
     auth_updates: dict[str, Any] = {}
     if settings.auth.token_file is not None and not settings.auth.token_file.is_absolute():
-        auth_updates["token_file"] = (base_dir / settings.auth.token_file).resolve()
+        auth_updates["token_file"] = (base_dir / settings.auth.token_file).absolute()
     env_token = env.get(TOKEN_ENV)
     if env_token:
         try:
@@ -220,7 +229,7 @@ def load_settings(
     env_token_file = env.get(TOKEN_FILE_ENV)
     if env_token_file and not env_token:
         auth_updates["token"] = None
-        auth_updates["token_file"] = (base_dir / env_token_file).resolve()
+        auth_updates["token_file"] = (base_dir / env_token_file).absolute()
     if auth_updates:
         updates["auth"] = settings.auth.model_copy(update=auth_updates)
     problems: list[str] = []

@@ -15,6 +15,8 @@ AUTH_KEY = "edge.auth"
 # The connection's owner as the kernel said (edge.gateway.peers), set per connection by the
 # protocol classes `edge serve` gives uvicorn; absent under any other server or test client.
 PEER_OWNER_KEY = "edge.peer_owner"
+# The request's id (edge.request_ids), set by RequestIdMiddleware.
+REQUEST_ID_KEY = "edge.request_id"
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,3 +49,9 @@ def resolution_of(scope: MutableMapping[str, Any]) -> Resolution:
 def auth_of(scope: MutableMapping[str, Any]) -> AuthState:
     auth = scope.get(AUTH_KEY)
     return auth if isinstance(auth, AuthState) else ANONYMOUS
+
+
+def request_id_of(scope: MutableMapping[str, Any]) -> str | None:
+    """The request's id, or ``None`` when ``RequestIdMiddleware`` does not wrap the app."""
+    request_id = scope.get(REQUEST_ID_KEY)
+    return request_id if isinstance(request_id, str) else None

@@ -2,13 +2,19 @@
 
 Nothing here runs on a request's path. ``submit`` (called with every batch of
 store events, on the event loop) only appends to memory; one sender task
-claims the events, signs them and POSTs them with ``httpx.AsyncClient``.
+claims the events, signs them and POSTs them with an ``aiohttp`` session
+(the client the relays use: one HTTP client stack at run time).
 Per webhook the events go out in order. A failed POST is retried with
 exponential backoff and jitter (so gateways that failed together do not
 retry together), never sooner than the receiver's ``Retry-After``,
 ``notify.max_attempts`` times in all; while a receiver is down at most
 ``notify.queue_size`` events wait for it, and older ones are dropped, counted
 and logged. Waiting events live in memory only: a restart loses them.
+
+Each attempt's outcome is also written to ``<data_dir>/notify/state.json``
+(``edge.notify_state``), which ``edge notify status`` reads from another
+process: the last attempt, success and error per webhook, the failures in a
+row and the deliveries waiting, summed over every worker.
 
 Each POST is signed twice over: Edge's own ``X-Edge-Signature``, and the
 Standard Webhooks headers (``webhook-id``, ``webhook-timestamp``,
@@ -41,16 +47,17 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import NamedTuple, Protocol
-from urllib.parse import urlsplit
 
-import httpx
+import aiohttp
 from prometheus_client import CollectorRegistry, Counter
 
 from edge import __version__
 from edge.config import NotifySettings, WebhookSettings
 from edge.gateway.blocking import Blocking
 from edge.logs import SignalWarner, is_secret_field
+from edge.notify_state import NotifyState, safe_url
 from edge.pairing.models import Event
 from edge.pairing.store import CLAIM_NOTIFY, Store
 from edge.pairing.store.claims import EventClaim
@@ -165,14 +172,6 @@ def verify(
     return hmac.compare_digest(sign(secret, int(timestamp), body), signature)
 
 
-def safe_url(url: str) -> str:
-    """A webhook URL for logs: no credentials, no query (receivers put tokens there)."""
-    parts = urlsplit(url)
-    host = parts.hostname or "?"
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}{parts.path}"
-
-
 # -- claims: which process sends an event ---------------------------------------------------------
 
 
@@ -232,6 +231,7 @@ class _Target:
     failures: int = 0
     next_at: float = 0.0
     sending: bool = False
+    recorded: bool = False  # its delivery state was written to the state file
 
 
 class Notifier:
@@ -247,8 +247,10 @@ class Notifier:
         backoff_cap: float = BACKOFF_CAP,
         clock: Callable[[], float] = time.time,
         blocking: Blocking | None = None,
+        state: NotifyState | None = None,
     ) -> None:
         self.settings = settings
+        self._state = state
         self._claim = claim
         # The claim may be a Redis round trip: it goes through the blocking door.
         self._blocking = blocking or Blocking(1, name="edge-notify")
@@ -272,7 +274,7 @@ class Notifier:
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._posts: set[asyncio.Task[None]] = set()
-        self._client: httpx.AsyncClient | None = None
+        self._client: aiohttp.ClientSession | None = None
 
     @classmethod
     def for_store(
@@ -282,9 +284,12 @@ class Notifier:
         registry: CollectorRegistry | None = None,
         *,
         blocking: Blocking | None = None,
+        data_dir: Path | None = None,
     ) -> Notifier:
+        """The notifier of a gateway process; ``data_dir`` is where it records delivery state."""
         claim: Claim = EventClaim(None) if not settings.webhooks else claim_for_store(store)
-        return cls(settings, claim, registry=registry, blocking=blocking)
+        state = NotifyState(data_dir) if data_dir is not None else None
+        return cls(settings, claim, registry=registry, blocking=blocking, state=state)
 
     def stats(self) -> NotifyStats:
         waiting = len(self._intake) + sum(len(t.queue) for t in self._targets)
@@ -312,8 +317,10 @@ class Notifier:
         if not self._targets or self._task is not None:
             return
         self._wake = asyncio.Event()
-        self._client = httpx.AsyncClient(
-            follow_redirects=False, headers={"user-agent": f"edge/{__version__}"}
+        self._client = aiohttp.ClientSession(
+            headers={"user-agent": f"edge/{__version__}"},
+            cookie_jar=aiohttp.DummyCookieJar(),
+            trust_env=False,
         )
         self._task = asyncio.create_task(self._run(), name="edge-notify")
 
@@ -332,11 +339,15 @@ class Notifier:
         self._task = None
         self._posts.clear()
         if self._client is not None:
-            await self._client.aclose()
+            await self._client.close()
             self._client = None
         left = self.stats().waiting
         if left:
             logger.warning("%d webhook deliveries were not sent before shutdown", left)
+        for target in self._targets:
+            if target.recorded:
+                target.queue.clear()  # what waited in this process's memory ends with it
+                await self._record(target, None)
 
     def _busy(self) -> bool:
         now = time.monotonic()
@@ -397,22 +408,34 @@ class Notifier:
         target.queue.append(delivery)
 
     async def _attempt(self, target: _Target) -> None:
-        delivery = target.queue[0]
+        """One POST of the target's head, its bookkeeping, and the record of it.
+
+        The target stays ``sending`` until its outcome is recorded, so the
+        records of one webhook's attempts are written in the order they ran.
+        """
         try:
-            outcome, problem, retry_after = await self._post(target, delivery, target.attempts + 1)
+            attempt = await self._settle(target)
+            await self._record(target, attempt)
         finally:
             target.sending = False
             if self._wake is not None:
                 self._wake.set()
+
+    async def _settle(self, target: _Target) -> tuple[float, str | None]:
+        """POST the head and act on the answer: (when it was made, its error or None)."""
+        delivery = target.queue[0]
+        outcome, problem, retry_after = await self._post(target, delivery, target.attempts + 1)
+        attempted_at = time.time()
+        error = None if outcome == "delivered" else problem
         if not target.queue or target.queue[0] is not delivery:
-            return  # dropped while in flight: the queue has moved on
+            return attempted_at, error  # dropped while in flight: the queue has moved on
         url = safe_url(target.webhook.url)
         if outcome == "delivered":
             target.queue.popleft()
             target.attempts = target.failures = 0
             target.next_at = 0.0
             self._count("delivered")
-            return
+            return attempted_at, None
         target.attempts += 1
         target.failures += 1
         base, cap = self._backoff
@@ -434,13 +457,14 @@ class Notifier:
                 problem,
                 extra={"signal": "webhook_failed"},
             )
-            return
+            return attempted_at, f"{problem}; gave up on event {delivery.event_id}"
         self._count("retried")
         self._warner.warn(
             f"webhook_retry {url}",
             f"webhook {url}: {problem}; retrying with backoff",
             url=url,
         )
+        return attempted_at, problem
 
     async def _post(self, target: _Target, delivery: Delivery, attempt: int) -> _Answer:
         assert self._client is not None
@@ -461,17 +485,21 @@ class Notifier:
             ),
         }
         try:
-            # Streamed and never read: only the status matters, whatever the receiver sends.
-            async with self._client.stream(
-                "POST", webhook.url, content=delivery.body, headers=headers, timeout=webhook.timeout
+            # The body is never read: only the status matters, whatever the receiver sends.
+            async with self._client.post(
+                webhook.url,
+                data=delivery.body,
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=webhook.timeout),
+                allow_redirects=False,
             ) as response:
-                status = response.status_code
+                status = response.status
                 retry_after = retry_after_seconds(response.headers.get("retry-after"), time.time())
-        except httpx.TimeoutException:
+        except TimeoutError:
             return _Answer(
                 "retry", f"no answer within {webhook.timeout:g} s (notify.webhooks[].timeout)"
             )
-        except httpx.HTTPError as exc:
+        except aiohttp.ClientError as exc:
             return _Answer("retry", f"cannot reach it ({type(exc).__name__}: {exc})")
         if 200 <= status < 300:
             return _Answer("delivered", "")
@@ -483,6 +511,41 @@ class Notifier:
             return _Answer("refused", f"answered {status} (check the URL and the shared secret)")
         waited = f", asked to wait {retry_after:g} s" if retry_after is not None else ""
         return _Answer("retry", f"answered {status}{waited}", retry_after)
+
+    async def _record(self, target: _Target, attempt: tuple[float, str | None] | None) -> None:
+        """Write one attempt (its time and error, None if delivered) and the queue after it.
+
+        ``attempt`` None records only the queue (at shutdown: empty). The file
+        is shared with the other workers, so the write goes through the
+        blocking door; a write that fails costs the status report, never a
+        delivery.
+        """
+        state = self._state
+        if state is None:
+            return
+        target.recorded = True
+        url = target.webhook.url
+        pending = len(target.queue)
+        next_at = time.time() + max(0.0, target.next_at - time.monotonic()) if pending else None
+        try:
+            if attempt is None:
+                await self._blocking.run(
+                    state.record_queue, url, pending=pending, next_attempt_at=next_at
+                )
+            else:
+                at, error = attempt
+                await self._blocking.run(
+                    state.record_attempt,
+                    url,
+                    at=at,
+                    error=error,
+                    pending=pending,
+                    next_attempt_at=next_at,
+                )
+        except (OSError, RuntimeError) as exc:  # RuntimeError: a blocking pool already closed
+            self._warner.warn(
+                "webhook_state", f"cannot record webhook delivery state in {state.path}: {exc}"
+            )
 
     def _count(self, outcome: str) -> None:
         self._counts[outcome] += 1

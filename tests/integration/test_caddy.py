@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 import shutil
 import subprocess
 from collections.abc import Callable, Iterator
@@ -100,6 +101,18 @@ def test_client_behind_caddy_is_resolved_to_its_own_loopback_address(stack: Stac
         assert body["trustedPeer"] is True
         assert body["local"] is False
         assert body["anomalies"] == []
+
+
+@needs_caddy
+def test_each_request_has_caddys_id_and_a_client_cannot_choose_it(stack: Stack) -> None:
+    uuid = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
+    with stack.http() as client:
+        ids = [
+            client.get("/healthz", headers={"X-Request-ID": "forged"}).headers["x-request-id"]
+            for _ in range(2)
+        ]
+    assert all(uuid.match(i) for i in ids), ids  # Caddy's {http.request.uuid}, echoed by Edge
+    assert ids[0] != ids[1]
 
 
 @needs_caddy

@@ -130,6 +130,7 @@ def test_every_command_prints_one_camel_case_json_document(
     assert walk.run(("completion",), "bash", config=False)["shell"] == "bash"
     assert json.loads(walk.run(("config", "schema"), config=False)["schema"])["properties"]
     assert walk.run(("gateway", "reload"))["signalled"]
+    assert walk.run(("notify", "status")) == {"webhooks": []}
 
     pair = ("pair",)
     waiting = walk.run(pair, "--url", server.url, "--token", GATEWAY_TOKEN, "--wait", "0",

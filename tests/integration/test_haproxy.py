@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -53,6 +54,20 @@ def test_client_behind_haproxy_is_resolved_and_forged_headers_are_ignored(stack:
     assert body["host"] == f"127.0.0.1:{haproxy.https_port}"
     assert body["anomalies"] == []
     assert hidden.status_code == 404
+
+
+def test_each_request_has_haproxys_id_and_a_client_cannot_choose_it(
+    stack: tuple[EdgeServer, HAProxy],
+) -> None:
+    _, haproxy = stack
+    uuid = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
+    with client_from(CLIENT, verify=haproxy.tls(), base_url=haproxy.url) as client:
+        ids = [
+            client.get("/healthz", headers={"X-Request-ID": "forged"}).headers["x-request-id"]
+            for _ in range(2)
+        ]
+    assert all(uuid.match(i) for i in ids), ids  # HAProxy's uuid(), which Edge took and echoed
+    assert ids[0] != ids[1]
 
 
 def test_plain_http_is_redirected_to_https(stack: tuple[EdgeServer, HAProxy]) -> None:

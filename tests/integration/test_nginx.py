@@ -7,6 +7,7 @@ from the address nginx itself connects to Edge from (127.0.0.1).
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -131,6 +132,15 @@ def test_even_a_loopback_client_through_nginx_is_not_local(stack: Stack) -> None
     assert body["client"]["ip"] == "127.0.0.1"
     assert body["local"] is False
     assert devices.status_code == 401
+
+
+def test_a_client_behind_nginx_cannot_choose_its_request_id(stack: Stack) -> None:
+    # Edge believes nginx's X-Request-ID: were nginx to pass the client's on, it would stick.
+    with stack.http() as client:
+        answers = [client.get("/healthz", headers={"X-Request-ID": "forged"}) for _ in range(2)]
+    ids = [answer.headers.get_list("x-request-id") for answer in answers]
+    assert all(len(i) == 1 and re.fullmatch(r"[0-9a-f]{32}", i[0]) for i in ids), ids
+    assert ids[0] != ids[1]
 
 
 def test_plain_http_is_redirected_to_https(stack: Stack) -> None:

@@ -71,6 +71,8 @@ FORWARDING_PREFIXES = (
     b"x-authentik-",
 )
 
+# Edge's id of the request (edge.request_ids); a client's own is replaced, not reserved.
+REQUEST_ID = b"x-request-id"
 _FORWARDED_SCHEME = {"ws": "http", "wss": "https", "http": "http", "https": "https"}
 # Printable ASCII except '%': what may stay as it is in a header value.
 _HEADER_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
@@ -312,15 +314,16 @@ def request_headers(
     spelling (``is_reserved``), less ``Host`` (the upstream's own is used),
     less the ``Authorization`` that authenticated the caller to Edge
     (``drop_authorization``) and Edge's cookies; then Edge's own forwarding
-    and identity headers. ``drop`` holds further lowercase names the caller
-    sets itself (the WebSocket handshake's).
+    and identity headers. ``drop`` holds further canonical names the caller
+    sets itself (the WebSocket handshake's, Edge's ``X-Request-ID``), dropped
+    in any spelling.
     """
     headers: list[Header] = []
     for name, value in end_to_end(client):
         lowered = name.lower()
         if (
             is_reserved(name)
-            or lowered in drop
+            or canonical(name) in drop
             or lowered == b"host"
             or (lowered == b"authorization" and drop_authorization)
         ):
@@ -340,20 +343,27 @@ def upstream_request_headers(
     resolution: Resolution,
     auth: AuthState,
     *,
+    request_id: str | None = None,
     drop: frozenset[bytes] = frozenset(),
 ) -> list[Header]:
     """``request_headers`` for an admitted caller: Edge's forwarding and identity headers set.
 
     ``Authorization`` is dropped only when it is the bearer token that
     admitted a paired device; otherwise it was not Edge's credential and is
-    the app's to read.
+    the app's to read. ``request_id`` (``edge.request_ids``) replaces any
+    ``X-Request-ID`` the client sent: it is a trusted proxy's own id or one
+    Edge made, so the upstream's log and Edge's name the request alike.
     """
     authenticated_by_bearer = auth.state == "paired" and any(
         name == b"authorization" and value[:7].lower() == b"bearer " for name, value in client
     )
+    forwarding = forwarding_headers(resolution)
+    if request_id is not None:
+        forwarding.append((REQUEST_ID, request_id.encode("ascii")))
+        drop = drop | {REQUEST_ID}
     return request_headers(
         client,
-        forwarding=forwarding_headers(resolution),
+        forwarding=forwarding,
         identity=identity_headers(auth),
         drop_authorization=authenticated_by_bearer,
         drop=drop,

@@ -26,7 +26,7 @@ from starlette.types import Receive, Scope, Send
 
 from edge.config import UpstreamSettings
 from edge.gateway.answers import refuse_http
-from edge.gateway.context import auth_of, resolution_of
+from edge.gateway.context import auth_of, request_id_of, resolution_of
 from edge.gateway.forwarding.headers import response_headers, upstream_request_headers
 from edge.gateway.forwarding.paths import UpstreamPaths
 from edge.refusals import Rejection
@@ -207,7 +207,10 @@ async def forward_http(
         return
     try:
         client_headers = upstream_request_headers(
-            scope["headers"], resolution_of(scope), auth_of(scope)
+            scope["headers"],
+            resolution_of(scope),
+            auth_of(scope),
+            request_id=request_id_of(scope),
         )
         headers = text_headers(client_headers)
     except UnsendableHeader as exc:

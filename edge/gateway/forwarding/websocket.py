@@ -25,7 +25,7 @@ from websockets.typing import Origin, Subprotocol
 
 from edge.config import UpstreamSettings
 from edge.gateway.answers import refuse_websocket
-from edge.gateway.context import AuthState, resolution_of
+from edge.gateway.context import AuthState, request_id_of, resolution_of
 from edge.gateway.forwarding.headers import upstream_request_headers
 from edge.gateway.forwarding.paths import UpstreamPaths
 from edge.refusals import Rejection
@@ -152,7 +152,11 @@ async def forward_websocket(
             additional_headers=[
                 (name.decode("latin-1"), value.decode("latin-1"))
                 for name, value in upstream_request_headers(
-                    scope["headers"], resolution_of(scope), auth, drop=WEBSOCKET_HANDSHAKE
+                    scope["headers"],
+                    resolution_of(scope),
+                    auth,
+                    request_id=request_id_of(scope),
+                    drop=WEBSOCKET_HANDSHAKE,
                 )
             ],
             origin=Origin(origin) if origin is not None else None,

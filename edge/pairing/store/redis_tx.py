@@ -36,6 +36,7 @@ from edge.pairing.store.redis_records import (
     parse_request,
     request_json,
 )
+from edge.request_ids import stamped
 
 LIST_SCRIPT = "list.lua"
 FOLLOW_SCRIPT = "follow.lua"
@@ -335,7 +336,7 @@ class RedisTx(RedisReader):
         self.plan.set(key, record, self._ttl(keep_until))
 
     def append(self, type_: str, data: Mapping[str, object], at: float) -> None:
-        self.plan.event(type_, data, at)
+        self.plan.event(type_, stamped(data), at)
 
 
 def pending_writes(plan: Plan, keys: Keys, request: PairingRequest, ttl: float) -> None:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Collection, Mapping
 
 from edge.pairing.models import PAIRED, Device, Event, Invite, PairingRequest, Role
 from edge.pairing.store.base import FailureCount, StoredRequest, StoreError
+from edge.request_ids import stamped
 
 IN_BATCH = 500  # ids per "IN (...)" query, far below SQLite's limit on parameters
 
@@ -320,5 +321,5 @@ class SqliteTx:
     def append(self, type_: str, data: Mapping[str, object], at: float) -> None:
         self.conn.execute(
             "INSERT INTO events (type, data, at) VALUES (?, ?, ?)",
-            (type_, json.dumps(dict(data), separators=(",", ":")), at),
+            (type_, json.dumps(dict(stamped(data)), separators=(",", ":")), at),
         )
