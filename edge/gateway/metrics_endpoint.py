@@ -14,7 +14,7 @@ replica and the listener see the same lockout) and towards
 ``edge_auth_failures_total{reason="metrics_token_mismatch"}``.
 
 The answer is the renderer's exposition (the gateway's own series) followed by
-the process's ``edge_process_*`` series, which exist only while the gateway
+the process's ``process_*`` and ``python_*`` series, which exist only while the gateway
 is a single process (``edge.process_metrics``).
 """
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import platform
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -70,7 +71,13 @@ BOUNDED_LABELS: dict[str, set[str]] = {
     "outcome": set(PROXY_OUTCOMES),
     "owner": set(PEER_OWNERS),
     "code_class": set(CODE_CLASSES),
-    "version": {__version__},
+    "version": {__version__, platform.python_version()},
+    # python_info and python_gc_*: this interpreter's, fixed for the process's life.
+    "implementation": {platform.python_implementation()},
+    "major": {platform.python_version_tuple()[0]},
+    "minor": {platform.python_version_tuple()[1]},
+    "patchlevel": {platform.python_version_tuple()[2]},
+    "generation": {"0", "1", "2"},
 }
 
 
