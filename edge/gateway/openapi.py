@@ -481,11 +481,40 @@ def _metrics_path() -> dict[str, Any]:
     }
 
 
+_REQUEST_ID_PARAMETER: dict[str, Any] = {
+    "name": "X-Request-ID",
+    "in": "header",
+    "required": False,
+    "description": "Taken only from a trusted proxy, and only when it is 1 to 128 visible "
+    "ASCII characters; otherwise Edge makes one. It is in the access and audit log lines "
+    "and passed upstream.",
+    "schema": {"type": "string", "maxLength": 128},
+}
+_REQUEST_ID_HEADER: dict[str, Any] = {
+    "description": "The request's id, as in Edge's log lines (quote it when reporting a problem).",
+    "schema": {"type": "string"},
+}
+
+
+def _with_request_ids(paths: dict[str, Any]) -> dict[str, Any]:
+    """Every operation takes ``X-Request-ID`` and every answer carries one."""
+    for methods in paths.values():
+        for operation in methods.values():
+            operation.setdefault("parameters", []).append(
+                {"$ref": "#/components/parameters/RequestId"}
+            )
+            for response in operation["responses"].values():
+                headers = response.setdefault("headers", {})
+                headers["X-Request-ID"] = {"$ref": "#/components/headers/RequestId"}
+    return paths
+
+
 def build_document(settings: Settings) -> dict[str, Any]:
     """The document for the app ``settings`` start: the metrics route where they put it."""
     paths = {**_paths(), **_forward_auth_paths()}
     if settings.metrics.on_gateway_port:
         paths[settings.metrics.path] = _metrics_path()
+    paths = _with_request_ids(copy.deepcopy(paths))
     return {
         "openapi": "3.1.0",
         "info": {
@@ -493,13 +522,17 @@ def build_document(settings: Settings) -> dict[str, Any]:
             "version": __version__,
             "description": "Edge's own HTTP API. Keys are camelCase and times epoch "
             "milliseconds. Every error body is `{error, reason, detail}`. Every GET also "
-            "answers HEAD. Local clients (this machine, by the `local` rule) need no "
+            "answers HEAD, and every answer carries `X-Request-ID`, the id Edge's log lines "
+            "give the request (a trusted proxy's own, or one Edge makes). Local clients (this "
+            "machine, by the `local` rule) need no "
             "credential; elsewhere `x-edge-access` says who may call an operation. The control "
             "WebSocket `/ws` (the dashboard's and `edge pair`'s connection) is not an HTTP "
             "operation.",
         },
-        "paths": copy.deepcopy(paths),
+        "paths": paths,
         "components": {
+            "parameters": {"RequestId": copy.deepcopy(_REQUEST_ID_PARAMETER)},
+            "headers": {"RequestId": copy.deepcopy(_REQUEST_ID_HEADER)},
             "schemas": copy.deepcopy(SCHEMAS),
             "securitySchemes": copy.deepcopy(SECURITY_SCHEMES),
         },

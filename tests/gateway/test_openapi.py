@@ -133,6 +133,13 @@ def test_every_documented_operation_is_served_and_answers_a_documented_status(ap
                 # A handler's "no such request/device/invite", never the router's plain 404.
                 assert response.json()["reason"] == "not_found", where
             assert str(response.status_code) in operation["responses"], where
+            # The documented X-Request-ID is on the answer, as the document says of each.
+            assert re.fullmatch(r"[0-9a-f]{32}", response.headers["x-request-id"]), where
+            documented = operation["responses"][str(response.status_code)]
+            assert documented["headers"]["X-Request-ID"] == {
+                "$ref": "#/components/headers/RequestId"
+            }, where
+            assert {"$ref": "#/components/parameters/RequestId"} in operation["parameters"], where
 
 
 def test_the_document_is_served_publicly_as_built(app: Any) -> None:
