@@ -7,9 +7,12 @@ import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.gateway.test_notify import Receiver
 from hypothesis import HealthCheck, settings
 from starlette.testclient import TestClient
 
@@ -145,3 +148,14 @@ def open_ws(client: TestClient, headers: dict[str, str] | None = None) -> Any:
     merged = {"host": client.base_url.netloc.decode()}
     merged.update(headers or {})
     return client.websocket_connect("/ws", headers=merged)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A webhook receiver on a free loopback port, stopped afterwards."""
+    from tests.gateway.test_notify import Receiver  # a test module: imported when used
+
+    server = Receiver()
+    server.start()
+    yield server
+    server.stop()

@@ -14,7 +14,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -116,14 +116,6 @@ class Receiver:
 
     def types(self) -> list[str]:
         return [r.json["type"] for r in self.events()]
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    server = Receiver()
-    server.start()
-    yield server
-    server.stop()
 
 
 def until(condition: Callable[[], Any], what: str, timeout: float = 15.0) -> Any:

@@ -7,23 +7,12 @@ import multiprocessing
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from edge.gateway.notify import Notifier
 from edge.notify_state import NotifyState
 from edge.pairing.store.claims import EventClaim
 from tests.gateway.test_notify import Receiver, async_until, event, hook, notify_settings
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    server = Receiver()
-    server.start()
-    yield server
-    server.stop()
 
 
 def test_a_notifier_records_failures_then_the_success(tmp_path: Path, receiver: Receiver) -> None:

@@ -11,7 +11,7 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +26,6 @@ from tests.integration.conftest import EdgeServer
 pytestmark = pytest.mark.integration
 
 REMOTE_LOOPBACK = {"local": {"loopback": False}}
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    server = Receiver()
-    server.start()
-    yield server
-    server.stop()
 
 
 def pair_device(server: EdgeServer, pair_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:

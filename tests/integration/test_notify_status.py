@@ -10,14 +10,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from tests.conftest import GATEWAY_TOKEN
-from tests.gateway.test_notify import SECRET, Receiver
+from tests.gateway.test_notify import SECRET, Receiver, until
 from tests.integration.conftest import EdgeServer
 
 pytestmark = pytest.mark.integration
@@ -35,16 +34,6 @@ def receiver() -> Iterator[Receiver]:
 def status(server: EdgeServer) -> dict[str, Any]:
     (webhook,) = json.loads(server.cli("notify", "status", "--json").stdout)["webhooks"]
     return dict(webhook)
-
-
-def until(condition: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_status_follows_a_receiver_that_fails_then_succeeds(
@@ -72,14 +61,18 @@ def test_status_follows_a_receiver_that_fails_then_succeeds(
         capture_output=True, text=True, env=server.env, timeout=60,
     )  # fmt: skip
     assert asked.returncode == 1, asked.stderr  # asked to pair, not approved: the event
-    until(lambda: len(receiver.events()) >= 2, "two failed attempts")
-    failing = until(lambda: (s := status(server))["consecutiveFailures"] >= 2 and s, "failures")
+    until(lambda: len(receiver.events()) >= 2, "two failed attempts", timeout=60)
+    failing = until(
+        lambda: (s := status(server))["consecutiveFailures"] >= 2 and s, "failures", timeout=60
+    )
     assert "503" in failing["lastError"] and failing["lastErrorAt"] == failing["lastAttemptAt"]
     assert failing["pending"] == 1 and failing["lastSuccessAt"] is None
     assert failing["nextAttemptAt"] is not None
 
     receiver.status = 204
-    delivered = until(lambda: (s := status(server))["lastSuccessAt"] and s, "the delivery")
+    delivered = until(
+        lambda: (s := status(server))["lastSuccessAt"] and s, "the delivery", timeout=60
+    )
     assert delivered["consecutiveFailures"] == 0 and delivered["pending"] == 0
     assert delivered["lastAttemptAt"] == delivered["lastSuccessAt"]
     assert "503" in delivered["lastError"]  # kept, with its time, for whoever looks later
