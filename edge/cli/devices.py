@@ -65,7 +65,7 @@ def idle_expiry_at(device: Device, idle_expiry: float | None) -> float | None:
 
 
 def idle_expiry_of(device: Device, pairing: PairingSettings) -> float | None:
-    """The idle limit that applies to ``device``: a local client's devices may have a shorter one."""
+    """The idle limit that applies to ``device``: a local client's may have a shorter one."""
     limits = [pairing.device_idle_expiry]
     if device.approved_by == LOCAL_ACTOR:
         limits.append(pairing.local_device_idle_expiry)
@@ -189,10 +189,11 @@ def sorted_devices(devices: list[Device], sort: str, *, reverse: bool = False) -
     "--sort",
     "sort",
     type=click.Choice(list(DEVICE_SORTS)),
+    metavar="ORDER",
     default="paired",
     show_default=True,
-    help="Order of the paired devices: oldest paired first, most recently seen first, "
-    "or by name, address or role.",
+    help="Order of the paired devices: paired (oldest first), last-seen (most recent "
+    "first), name, address or role.",
 )
 @click.option("--reverse", is_flag=True, help="Reverse that order.")
 def list_devices(

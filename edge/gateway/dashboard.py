@@ -18,7 +18,7 @@ from starlette.responses import FileResponse, PlainTextResponse
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from edge.gateway.return_to import MAX_TARGET_CHARS, RETURN_COOKIE, RETURN_PARAM, return_cookie
+from edge.gateway.return_to import MAX_TARGET_CHARS, RETURN_PARAM, return_cookie
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; img-src 'self' data:; style-src 'self'; "
@@ -78,8 +78,9 @@ def index_app(ui_dir: Path) -> ASGIApp:
 
     Opened with ``?rd=`` (a proxy's sign-in link), the page keeps that target
     in the return cookie for ``GET /api/apps`` to check once the browser is
-    paired; opened without it, a target an earlier visit left is dropped, so
-    a later visit never returns somewhere the visitor did not ask for now.
+    paired; opened without it, the cookie is cleared (it is scoped to
+    ``/api/apps``, so the page cannot tell whether there is one), so a later
+    visit never returns somewhere the visitor did not ask for now.
     """
     page = ui_dir / "index.html"
 
@@ -88,10 +89,8 @@ def index_app(ui_dir: Path) -> ASGIApp:
         response = FileResponse(page, headers={"cache-control": "no-cache"})
         wanted = request.query_params.get(RETURN_PARAM)
         secure = request.url.scheme == "https"
-        if wanted is not None and len(wanted) <= MAX_TARGET_CHARS:
-            response.raw_headers.append((b"set-cookie", return_cookie(wanted, secure=secure)))
-        elif RETURN_COOKIE in request.cookies:
-            response.raw_headers.append((b"set-cookie", return_cookie(None, secure=secure)))
+        kept = wanted if wanted is not None and len(wanted) <= MAX_TARGET_CHARS else None
+        response.raw_headers.append((b"set-cookie", return_cookie(kept, secure=secure)))
         await response(scope, receive, send)
 
     return DashboardHeaders(index)

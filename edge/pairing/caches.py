@@ -176,9 +176,7 @@ class Touches:
 
     def _due(self, device_id: str, seen: Seen, now: float) -> bool:
         written = self._written.get(device_id)
-        return (
-            written is None or written.ip != seen.ip or now - written.at >= TOUCH_WRITE_INTERVAL
-        )
+        return written is None or written.ip != seen.ip or now - written.at >= TOUCH_WRITE_INTERVAL
 
     def flush(self, write: Callable[[Mapping[str, Seen]], None]) -> None:
         """Hand what is due to ``write``; kept for the next try if it fails."""

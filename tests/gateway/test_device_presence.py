@@ -32,9 +32,10 @@ def test_the_listing_has_the_device_that_just_connected_and_the_gateway_clock(
 ) -> None:
     app = create_app(base_config(tmp_path))
     phone = Device("phone")
-    with client_for(app, ("203.0.113.31", 4000)) as remote, client_for(
-        app, LOOPBACK, base_url="http://localhost"
-    ) as local:
+    with (
+        client_for(app, ("203.0.113.31", 4000)) as remote,
+        client_for(app, LOOPBACK, base_url="http://localhost") as local,
+    ):
         app.state.gateway.service.approve(_ask(remote, phone), actor="test")
         assert _connect(remote, phone)["type"] == "hello"
         listing = local.get("/api/devices").json()
@@ -46,9 +47,10 @@ def test_the_listing_has_the_device_that_just_connected_and_the_gateway_clock(
 def test_approving_through_the_api_replaces_the_older_twin(tmp_path: Path) -> None:
     app = create_app(base_config(tmp_path))
     old, new = Device("Kitchen tablet"), Device("Kitchen tablet")
-    with client_for(app, ("203.0.113.32", 4000)) as remote, client_for(
-        app, LOOPBACK, base_url="http://localhost"
-    ) as local:
+    with (
+        client_for(app, ("203.0.113.32", 4000)) as remote,
+        client_for(app, LOOPBACK, base_url="http://localhost") as local,
+    ):
         app.state.gateway.service.approve(_ask(remote, old), actor="test", user="kitchen")
         assert _connect(remote, old)["type"] == "hello"
         request_id = _ask(remote, new)
@@ -69,9 +71,10 @@ def test_a_replaced_device_that_does_not_exist_is_refused_and_nothing_is_approve
     tmp_path: Path,
 ) -> None:
     app = create_app(base_config(tmp_path))
-    with client_for(app, ("203.0.113.33", 4000)) as remote, client_for(
-        app, LOOPBACK, base_url="http://localhost"
-    ) as local:
+    with (
+        client_for(app, ("203.0.113.33", 4000)) as remote,
+        client_for(app, LOOPBACK, base_url="http://localhost") as local,
+    ):
         request_id = _ask(remote, Device("laptop"))
         refused = local.post(
             f"/api/requests/{request_id}/approve", json={"replaces": "abcdef0123456789"}
@@ -107,5 +110,7 @@ def test_devices_list_sorts_by_name_address_or_last_seen(tmp_path: Path) -> None
     assert order("--sort", "address") == ["c-tablet", "b-phone", "a-laptop"]
     assert order("--sort", "last-seen") == ["c-tablet", "a-laptop", "b-phone"]
     assert order("--sort", "name", "--reverse") == ["c-tablet", "b-phone", "a-laptop"]
-    refused = CliRunner().invoke(devices, ["list", "--sort", "colour", "--config", str(config_path)])
+    refused = CliRunner().invoke(
+        devices, ["list", "--sort", "colour", "--config", str(config_path)]
+    )
     assert refused.exit_code == 2

@@ -294,7 +294,9 @@ class Ledger:
             )
             tx.put_device(device)
             _settle(tx, request, "approved", actor, now, granted_role=granted.value)
-            replaced = None if twin is None else _revoke(tx, twin, actor, now, replaced_by=device.id)
+            replaced = None
+            if twin is not None:
+                replaced = _revoke(tx, twin, actor, now, replaced_by=device.id)
             return ResolveOutcome(
                 ResolveStatus.RESOLVED,
                 request,
