@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ from click.testing import CliRunner
 
 from edge import create_app
 from edge.cli.devices import devices
-from edge.pairing.models import REVOKED
+from edge.pairing.models import REVOKED, Role
 from tests.conftest import GATEWAY_TOKEN, LOOPBACK, Device, base_config, client_for, open_ws
 
 
@@ -114,3 +115,34 @@ def test_devices_list_sorts_by_name_address_or_last_seen(tmp_path: Path) -> None
         devices, ["list", "--sort", "colour", "--config", str(config_path)]
     )
     assert refused.exit_code == 2
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_an_open_control_socket_keeps_its_device_seen_and_out_of_the_idle_sweep(
+    tmp_path: Path,
+) -> None:
+    clock = Clock(time.time())
+    hour = 3600.0
+    app = create_app(base_config(tmp_path, pairing={"device_idle_expiry": hour}), clock=clock)
+    gateway = app.state.gateway
+    kiosk = Device("kiosk")
+    with client_for(app, ("203.0.113.34", 4000)) as client:
+        code = gateway.service.create_invite(role=Role.USER, name=None, ttl=600, actor="t")[1]
+        with open_ws(client) as ws:
+            assert kiosk.handshake(ws, {"invite": code})["type"] == "hello"
+            clock.now += hour - 10
+            gateway.hub.touch_connected(gateway.service.touch)  # what each sweep tick does
+            touched_at = clock.now
+            clock.now += 20  # past the hour since it connected, not since it was last seen
+            gateway.service.sweep()
+            (listed,) = gateway.service.list_devices()
+            assert listed.id == kiosk.id and listed.last_seen_at == touched_at
+            stored = gateway.store.get_device(kiosk.id)
+            assert stored is not None and stored.last_seen_at == touched_at
