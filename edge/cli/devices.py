@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import io
+import ipaddress
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import click
@@ -14,8 +15,9 @@ from rich.console import Console
 from rich.table import Table
 
 from edge.cli.common import Refused, config_option, emit, json_option, load, pairing_service
-from edge.config import parse_duration
+from edge.config import PairingSettings, parse_duration
 from edge.pairing.models import INVITE_MAX_TTL, Device, Event, PairingRequest, Role
+from edge.pairing.policy import LOCAL_ACTOR
 from edge.pairing.service import PairingError, PairingService
 from edge.pairing.store import MAX_EVENTS_PER_READ
 from edge.serialize import device_json, invite_json, invite_url, request_json
@@ -62,6 +64,15 @@ def idle_expiry_at(device: Device, idle_expiry: float | None) -> float | None:
     return last + idle_expiry
 
 
+def idle_expiry_of(device: Device, pairing: PairingSettings) -> float | None:
+    """The idle limit that applies to ``device``: a local client's may have a shorter one."""
+    limits = [pairing.device_idle_expiry]
+    if device.approved_by == LOCAL_ACTOR:
+        limits.append(pairing.local_device_idle_expiry)
+    chosen = [limit for limit in limits if limit is not None]
+    return min(chosen) if chosen else None
+
+
 def _expires_in(at: float | None, now: float) -> str:
     if at is None:
         return "never"
@@ -70,10 +81,11 @@ def _expires_in(at: float | None, now: float) -> str:
     return f"in {_span(at - now)}"
 
 
-def _device_table(devices: list[Device], now: float, idle_expiry: float | None) -> Table:
+def _device_table(devices: list[Device], now: float, pairing: PairingSettings) -> Table:
     table = Table(title=f"Paired devices ({len(devices)})", title_justify="left")
     columns = ["DEVICE", "NAME", "USER", "ROLE", "STATUS", "LAST SEEN", "LAST IP", "APPROVED BY"]
-    if idle_expiry is not None:
+    expiring = any(idle_expiry_of(d, pairing) is not None for d in devices)
+    if expiring:
         columns.append("EXPIRES")
     for column in columns:
         table.add_column(column, no_wrap=column != "NAME")
@@ -88,8 +100,8 @@ def _device_table(devices: list[Device], now: float, idle_expiry: float | None) 
             d.last_ip or "-",
             d.approved_by,
         ]
-        if idle_expiry is not None:
-            row.append(_expires_in(idle_expiry_at(d, idle_expiry), now))
+        if expiring:
+            row.append(_expires_in(idle_expiry_at(d, idle_expiry_of(d, pairing)), now))
         table.add_row(*row)
     return table
 
@@ -141,29 +153,72 @@ def devices() -> None:
     """
 
 
+def _address_key(device: Device) -> tuple[int, int, str]:
+    """Addresses in numeric order (IPv4 before IPv6), devices never seen last."""
+    if device.last_ip is None:
+        return (2, 0, "")
+    try:
+        parsed = ipaddress.ip_address(device.last_ip)
+    except ValueError:
+        return (1, 0, device.last_ip)
+    return (0, int(parsed) + (parsed.version - 4) * 2**32, "")
+
+
+# How `edge devices list --sort` orders paired devices; the id breaks ties.
+DEVICE_SORTS: dict[str, Callable[[Device], Any]] = {
+    "paired": lambda d: d.created_at,
+    "last-seen": lambda d: -(d.last_seen_at or 0.0),
+    "name": lambda d: d.name.casefold(),
+    "address": _address_key,
+    "role": lambda d: str(d.role),
+}
+
+
+def sorted_devices(devices: list[Device], sort: str, *, reverse: bool = False) -> list[Device]:
+    """``devices`` in the order ``--sort`` names (``DEVICE_SORTS``)."""
+    key = DEVICE_SORTS[sort]
+    ordered = sorted(devices, key=lambda d: (key(d), d.id))
+    return ordered[::-1] if reverse else ordered
+
+
 @devices.command("list")
 @config_option
 @json_option
 @click.option("--all", "include_revoked", is_flag=True, help="Include revoked devices.")
-def list_devices(config_path: str | None, as_json: bool, include_revoked: bool) -> None:
+@click.option(
+    "--sort",
+    "sort",
+    type=click.Choice(list(DEVICE_SORTS)),
+    metavar="ORDER",
+    default="paired",
+    show_default=True,
+    help="Order of the paired devices: paired (oldest first), last-seen (most recent "
+    "first), name, address or role.",
+)
+@click.option("--reverse", is_flag=True, help="Reverse that order.")
+def list_devices(
+    config_path: str | None, as_json: bool, include_revoked: bool, sort: str, reverse: bool
+) -> None:
     """Pending requests and paired devices.
 
     \b
     Example:
       edge devices list --all
+      edge devices list --sort name
       edge devices list --json | jq '.requests[].id'
     """
     settings = load(config_path)
-    idle_expiry = settings.pairing.device_idle_expiry
     with pairing_service(settings) as service:
         requests = service.list_requests()
-        paired = service.list_devices(include_revoked=include_revoked)
+        paired = sorted_devices(
+            service.list_devices(include_revoked=include_revoked), sort, reverse=reverse
+        )
         invites = service.list_invites()
         expired = recently_expired(service)
     if as_json:
         devices_out = []
         for d in paired:
-            expires_at = idle_expiry_at(d, idle_expiry)
+            expires_at = idle_expiry_at(d, idle_expiry_of(d, settings.pairing))
             out = device_json(d)
             out["idleExpiresAt"] = None if expires_at is None else int(expires_at * 1000)
             devices_out.append(out)
@@ -181,7 +236,7 @@ def list_devices(config_path: str | None, as_json: bool, include_revoked: bool) 
     console.print(_pending_table(requests, now))
     if requests:
         console.print(f"Approve with: edge devices approve {requests[-1].id}   (or --latest)")
-    console.print(_device_table(paired, now, idle_expiry))
+    console.print(_device_table(paired, now, settings.pairing))
     if expired:
         console.print(_expired_note(expired, now), highlight=False)
 

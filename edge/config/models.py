@@ -253,7 +253,21 @@ class PairingSettings(_Section):
         },
     )
 
-    @field_validator("device_idle_expiry", mode="before")
+    # Devices a local client paired (approved by "local", never by an operator): every
+    # browser profile on the gateway host makes one, so they pile up unless they expire.
+    local_device_idle_expiry: float | None = Field(
+        30 * 86_400.0,
+        gt=0,
+        json_schema_extra={
+            "anyOf": [
+                {"type": "number", "exclusiveMinimum": 0},
+                {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*[smhdSMHD]?\s*$"},
+                {"type": "null"},
+            ]
+        },
+    )
+
+    @field_validator("device_idle_expiry", "local_device_idle_expiry", mode="before")
     @classmethod
     def _duration(cls, value: object) -> object:
         return parse_duration(value) if isinstance(value, str) else value

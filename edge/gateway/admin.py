@@ -105,10 +105,12 @@ def invite_qr_svg(url: str) -> str:
 
 
 def _list(service: PairingService) -> dict[str, Any]:
+    """Everything the dashboard lists, and the gateway's clock it judges presence by."""
     return {
         "devices": [device_json(d) for d in service.list_devices()],
         "requests": [request_json(r) for r in service.list_requests()],
         "invites": [invite_json(i) for i in service.list_invites()],
+        "now": int(service.now() * 1000),
     }
 
 
@@ -128,11 +130,7 @@ def _run_method(
         raise AdminError("forbidden", "this device is not an admin; ask an operator", status=403)
     handlers: dict[str, Callable[[], Any]] = {
         "devices.list": lambda: _list(service),
-        "devices.approve": lambda: device_json(
-            service.approve(
-                _str(params, "requestId"), role=_role(params), actor=actor, user=_user(params)
-            )
-        ),
+        "devices.approve": lambda: device_json(_approve(service, params, actor)),
         "devices.assign": lambda: device_json(
             service.assign_user(_str(params, "deviceId"), _user(params, required=True), actor=actor)
         ),
@@ -158,6 +156,17 @@ def _run_method(
     if handler is None:
         raise AdminError("unknown_method", f"unknown method {method!r}", status=404)
     return handler()
+
+
+def _approve(service: PairingService, params: Mapping[str, Any], actor: str) -> Device:
+    """Approve a request; with ``replaces``, revoke that older twin in the same write."""
+    request_id, role, user = _str(params, "requestId"), _role(params), _user(params)
+    if params.get("replaces") is None:
+        return service.approve(request_id, role=role, actor=actor, user=user)
+    device, _ = service.approve_replacing(
+        request_id, _str(params, "replaces"), role=role, actor=actor, user=user
+    )
+    return device
 
 
 def _create_invite(

@@ -1,4 +1,4 @@
-"""HTTP endpoints: whoami, health, the API document, the session cookie, devices, metrics."""
+"""HTTP endpoints: whoami, health, the API document, apps, the session cookie, devices, metrics."""
 
 from __future__ import annotations
 
@@ -19,6 +19,14 @@ from edge.gateway.health import StoreHealth
 from edge.gateway.live import Live
 from edge.gateway.metrics_endpoint import metrics_endpoint
 from edge.gateway.openapi import MEDIA_TYPE, OPENAPI_PATH, document_bytes
+from edge.gateway.origins import own_origin
+from edge.gateway.return_to import (
+    allowed_origins,
+    configured_apps,
+    kept_target,
+    return_cookie,
+    return_target,
+)
 from edge.metrics import Metrics
 from edge.pairing.service import PairingService
 from edge.refusals import error_body, ui_table
@@ -109,6 +117,35 @@ def build_routes(
             return _json({"status": "unavailable", "store": "event log unreadable"}, 503)
         return _json({"status": "ready", "store": "ok"})
 
+    async def apps(request: Request) -> Response:
+        """The configured apps for a paired or local caller, and where it may return to.
+
+        The target is the one the dashboard page was opened with (kept in the
+        return cookie, ``edge.gateway.return_to``), checked here against the
+        origin this request reached; the answer clears the cookie, so a
+        target is followed once.
+        """
+        own = own_origin(resolution_of(request.scope))
+        wanted = kept_target(request.cookies)
+        target = (
+            return_target(wanted, own=own, allowed=allowed_origins(settings, own))
+            if own is not None and wanted
+            else None
+        )
+        response = _json(
+            {
+                "apps": [
+                    {"name": app.name, "url": app.url} for app in configured_apps(settings, own)
+                ],
+                "returnTo": target,
+                "returnRefused": bool(wanted) and target is None,
+            }
+        )
+        if wanted is not None:
+            secure = resolution_of(request.scope).scheme == "https"
+            response.raw_headers.append((b"set-cookie", return_cookie(None, secure=secure)))
+        return response
+
     async def session_create(request: Request) -> Response:
         auth = auth_of(request.scope)
         token = _bearer(request.scope)
@@ -176,6 +213,7 @@ def build_routes(
         Route(OPENAPI_PATH, openapi),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
+        Route("/api/apps", apps),
         Route("/api/session", session_create, methods=["POST"]),
         Route("/api/session", session_delete, methods=["DELETE"]),
         Route("/api/devices", admin_route("devices.list")),

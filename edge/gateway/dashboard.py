@@ -13,9 +13,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from starlette.exceptions import HTTPException
+from starlette.requests import Request
 from starlette.responses import FileResponse, PlainTextResponse
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from edge.gateway.return_to import MAX_TARGET_CHARS, RETURN_PARAM, return_cookie
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; img-src 'self' data:; style-src 'self'; "
@@ -71,11 +74,23 @@ class DashboardHeaders:
 
 
 def index_app(ui_dir: Path) -> ASGIApp:
-    """``GET /``: the dashboard page, never cached (a new version must show at once)."""
+    """``GET /``: the dashboard page, never cached (a new version must show at once).
+
+    Opened with ``?rd=`` (a proxy's sign-in link), the page keeps that target
+    in the return cookie for ``GET /api/apps`` to check once the browser is
+    paired; opened without it, the cookie is cleared (it is scoped to
+    ``/api/apps``, so the page cannot tell whether there is one), so a later
+    visit never returns somewhere the visitor did not ask for now.
+    """
     page = ui_dir / "index.html"
 
     async def index(scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope)
         response = FileResponse(page, headers={"cache-control": "no-cache"})
+        wanted = request.query_params.get(RETURN_PARAM)
+        secure = request.url.scheme == "https"
+        kept = wanted if wanted is not None and len(wanted) <= MAX_TARGET_CHARS else None
+        response.raw_headers.append((b"set-cookie", return_cookie(kept, secure=secure)))
         await response(scope, receive, send)
 
     return DashboardHeaders(index)

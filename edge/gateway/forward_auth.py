@@ -14,7 +14,8 @@ it is, so ``/auth/caddy`` redirects browsers (302) and gives API clients
 401 JSON.
 
 A refused browser is sent to Edge's own origin (``/``), where the dashboard
-pairs it and sets the session cookie. That cookie is host-only, so browsers
+pairs it and sets the session cookie, with the page it wanted in ``?rd=``
+(``edge.gateway.return_to``) so that pairing ends there. That cookie is host-only, so browsers
 can use a protected app only on the host that serves Edge; API clients send
 ``Authorization: Bearer <device token>`` and work from anywhere. The query
 parameter ``role=admin`` (set in the proxy's configuration) admits only admin
@@ -46,6 +47,7 @@ from edge.gateway.guard import (
 )
 from edge.gateway.live import Live
 from edge.gateway.origins import own_origin
+from edge.gateway.return_to import sign_in_url
 from edge.metrics import Metrics
 from edge.net import Resolution
 from edge.pairing.models import Role
@@ -188,8 +190,9 @@ class ForwardAuth:
         return _raw_response(status, headers, body)
 
     def _dashboard_url(self, request: Request) -> str:
-        own = own_origin(resolution_of(request.scope))
-        return f"{own}/" if own else "/"
+        """The dashboard, with the page the visitor wanted in ``rd`` to return to once paired."""
+        original = request.headers.get(_ORIGINAL[self.proxy][1])
+        return sign_in_url(own_origin(resolution_of(request.scope)), original)
 
     def _log(self, request: Request, decision: str, status: int, **extra: object) -> None:
         method_header, uri_header = _ORIGINAL[self.proxy]

@@ -258,6 +258,21 @@ def _paths() -> dict[str, Any]:
                 tag="health",
             )
         },
+        "/api/apps": {
+            "get": _op(
+                "apps",
+                "The configured apps, and where to return to",
+                "user",
+                {"200": _ok(_ref("Apps")), **_user_errors(write=False)},
+                tag="session",
+                description="Each configured upstream as a link for a paired device, and "
+                "`returnTo`: the page a refused browser wanted (forward-auth's sign-in link "
+                "opens the dashboard with `?rd=<address>`, which the page keeps in the "
+                "`edge_return` cookie), when it is a path on Edge's own origin or on an upstream "
+                "host's origin; else null, with `returnRefused` if one was given. The answer "
+                "clears that cookie.",
+            )
+        },
         "/api/session": {
             "post": _op(
                 "sessionCreate",

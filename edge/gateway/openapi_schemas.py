@@ -122,6 +122,10 @@ SCHEMAS: Final[dict[str, Schema]] = {
             "devices": {"type": "array", "items": _ref("Device")},
             "requests": {"type": "array", "items": _ref("PairingRequest")},
             "invites": {"type": "array", "items": _ref("Invite")},
+            "now": {
+                **_MS,
+                "description": "The gateway's clock, which presence (last seen) is judged by.",
+            },
         },
         "additionalProperties": False,
     },
@@ -143,6 +147,30 @@ SCHEMAS: Final[dict[str, Schema]] = {
         "description": "The device's new token; the old one stops working at once.",
         "required": ["deviceToken"],
         "properties": {"deviceToken": {"type": "string"}},
+        "additionalProperties": False,
+    },
+    "Apps": {
+        "type": "object",
+        "required": ["apps", "returnTo", "returnRefused"],
+        "properties": {
+            "apps": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["name", "url"],
+                    "properties": {"name": {"type": "string"}, "url": {"type": "string"}},
+                    "additionalProperties": False,
+                },
+            },
+            "returnTo": {
+                "type": ["string", "null"],
+                "description": "The checked absolute URL to send the browser to, if any.",
+            },
+            "returnRefused": {
+                "type": "boolean",
+                "description": "An `rd` was given and is not one of this gateway's addresses.",
+            },
+        },
         "additionalProperties": False,
     },
     "Session": {
@@ -272,6 +300,12 @@ SCHEMAS: Final[dict[str, Schema]] = {
         "properties": {
             "role": _ROLE,
             "user": {"type": ["string", "null"], "description": "The user the device acts as."},
+            "replaces": {
+                "type": ["string", "null"],
+                "description": "A paired device this one takes over from (the same browser or "
+                "machine paired again): revoked in the same write, and its user kept unless "
+                "`user` is given.",
+            },
         },
     },
     "RenameBody": {

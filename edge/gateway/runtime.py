@@ -253,6 +253,7 @@ class Gateway:
         while True:
             await asyncio.sleep(SWEEP_INTERVAL)
             try:
+                self.hub.touch_connected(self.service.touch)  # memory only: on the loop
                 await self.blocking.run(self._housekeeping_once)
             except Exception as exc:
                 logger.error("housekeeping failed: %s", exc)

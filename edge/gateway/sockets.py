@@ -158,6 +158,18 @@ class SocketHub:
             if not peers:
                 del self._by_device[conn.device.id]
 
+    def touch_connected(self, touch: Callable[[str, str | None], None]) -> None:
+        """Note each device with an open control socket here as seen now (``service.touch``).
+
+        A socket sends nothing while its dashboard sits open, so without this
+        the device in use would look idle, and ``pairing.device_idle_expiry``
+        could remove it under its own open socket. ``touch`` only notes in
+        memory; the store is written in throttled batches.
+        """
+        for device_id, peers in list(self._by_device.items()):
+            for conn in list(peers)[:1]:
+                touch(device_id, conn.client_ip)
+
     # -- events -------------------------------------------------------------------------
 
     def _spawn(self, coro: Any) -> None:

@@ -27,6 +27,9 @@ STORE_OUTAGE_GRACE = 120.0  # how long a verified token outlives an unreachable 
 LOCKOUT_CACHE_SIZE = 65_536
 LOCKOUT_RECHECK = 1.0
 TOUCH_RESOLUTION = 1.0  # seconds: last_seen_at is kept to about this precision
+# A device's last-seen time reaches the store at most this often (sooner when its address
+# changes), however busy it is; between writes, ``Touches.latest`` answers from memory.
+TOUCH_WRITE_INTERVAL = 60.0
 
 
 class TokenCache:
@@ -142,12 +145,20 @@ class LockoutCache:
 
 
 class Touches:
-    """Last-seen times noted in memory, written to the store in one batch by ``flush``."""
+    """Last-seen times noted in memory, written to the store in batches by ``flush``.
+
+    A device is written when this process has not written it yet, when its
+    address changed, or ``TOUCH_WRITE_INTERVAL`` after its last write: a
+    device in constant use costs one store write a minute, not one per
+    request. ``latest`` is what this process saw, written or not, so a
+    listing from here is current to the second.
+    """
 
     def __init__(self, clock: Callable[[], float]) -> None:
         self._clock = clock
         self._lock = threading.Lock()
         self._pending: dict[str, Seen] = {}
+        self._written: dict[str, Seen] = {}
 
     def touch(self, device_id: str, client_ip: str | None) -> None:
         now = self._clock()
@@ -159,14 +170,21 @@ class Touches:
         ):
             return  # noted within the last second from the same address: nothing new
         with self._lock:
-            previous = self._pending.get(device_id)
+            previous = self._pending.get(device_id) or self._written.get(device_id)
             ip = client_ip if client_ip is not None else (previous.ip if previous else None)
             self._pending[device_id] = Seen(now, ip)
 
+    def _due(self, device_id: str, seen: Seen, now: float) -> bool:
+        written = self._written.get(device_id)
+        return written is None or written.ip != seen.ip or now - written.at >= TOUCH_WRITE_INTERVAL
+
     def flush(self, write: Callable[[Mapping[str, Seen]], None]) -> None:
-        """Hand the batch to ``write``; kept for the next try if it fails."""
+        """Hand what is due to ``write``; kept for the next try if it fails."""
+        now = self._clock()
         with self._lock:
-            batch, self._pending = self._pending, {}
+            batch = {d: s for d, s in self._pending.items() if self._due(d, s, now)}
+            for device_id in batch:
+                del self._pending[device_id]
         if not batch:
             return
         try:
@@ -176,3 +194,12 @@ class Touches:
                 for device_id, seen in batch.items():
                     self._pending.setdefault(device_id, seen)
             raise
+        with self._lock:
+            if len(self._written) >= TOKEN_CACHE_SIZE * 4:
+                self._written.clear()  # only a throttle: the worst is one early write each
+            self._written.update(batch)
+
+    def latest(self) -> dict[str, Seen]:
+        """The last time and address this process saw each device, written or not."""
+        with self._lock:
+            return {**self._written, **self._pending}

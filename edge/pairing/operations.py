@@ -11,13 +11,14 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from edge.pairing.caches import LockoutCache, TokenCache, Touches
 from edge.pairing.codes import new_request_id, normalize_request_id
 from edge.pairing.models import USER_RULE, Device, Event, Invite, PairingRequest, Role, valid_user
 from edge.pairing.policy import (
     INVITE_CODE_BYTES,
+    LOCAL_ACTOR,
     MAX_INVITE_TTL,
     MAX_NAME_CHARS,
     TOKEN_SWAP_ATTEMPTS,
@@ -30,7 +31,7 @@ from edge.pairing.policy import (
     clean_name,
     describe,
 )
-from edge.pairing.store import ResolveStatus, Store
+from edge.pairing.store import ResolveStatus, Seen, Store
 from edge.pairing.tokens import generate_secret, hash_secret
 from edge.refusals import Denial
 
@@ -69,6 +70,33 @@ class OperatorActions:
         assert resolution.device is not None  # an approval always pairs a device
         return resolution.device
 
+    def approve_replacing(
+        self,
+        request_id: str,
+        replaces: str,
+        *,
+        role: Role | None = None,
+        actor: str,
+        user: str | None = None,
+    ) -> tuple[Device, Device | None]:
+        """Approve, and revoke ``replaces`` (an older twin) in the same write.
+
+        The twin is the device this one takes over from: the same browser
+        profile or machine paired again under a new key. Unless ``user`` is
+        given, the new device keeps the twin's user, so upstream apps go on
+        knowing it as the same person. The second value is the revoked twin,
+        None when it was already gone.
+        """
+        if user is not None and valid_user(user) is None:
+            raise InvalidValue(f"{user!r} is not a user name: {USER_RULE}")
+        twin = self.find_device(replaces)
+        done = self._resolve(
+            request_id, approve=True, role=role, actor=actor, user=user, replaces=twin.id
+        )
+        assert done.device is not None
+        self._tokens.forget(twin.id)
+        return done.device, done.replaced
+
     def approve_latest(
         self, *, role: Role | None = None, actor: str, user: str | None = None
     ) -> Device:
@@ -106,6 +134,7 @@ class OperatorActions:
         role: Role | None,
         actor: str,
         user: str | None = None,
+        replaces: str | None = None,
     ) -> _Done:
         normalized = normalize_request_id(request_id)
         if normalized is None:
@@ -114,7 +143,13 @@ class OperatorActions:
                 "`edge devices list` shows them)"
             )
         result = self.store.resolve_request(
-            normalized, approve=approve, role=role, actor=actor, now=self._clock(), user=user
+            normalized,
+            approve=approve,
+            role=role,
+            actor=actor,
+            now=self._clock(),
+            user=user,
+            replaces=replaces,
         )
         if result.status is ResolveStatus.NOT_FOUND:
             raise NotFound(
@@ -133,7 +168,7 @@ class OperatorActions:
             )
         if result.request is not None:
             self._tokens.forget(result.request.device_id)
-        return _Done(result.request, result.device)
+        return _Done(result.request, result.device, result.replaced)
 
     def revoke(self, device_id: str, *, actor: str) -> Device:
         """Revoke a device by id or unique prefix; its sockets close, its token is dead."""
@@ -233,8 +268,22 @@ class OperatorActions:
 
     # -- listings, upkeep, events ---------------------------------------------------------------
 
+    def now(self) -> float:
+        """The service's clock (epoch seconds), which every stored time is written in."""
+        return self._clock()
+
     def list_devices(self, include_revoked: bool = False) -> list[Device]:
-        return self.store.list_devices(include_revoked=include_revoked)
+        """The store's devices, with what this process saw of them since its last write.
+
+        Last-seen writes are throttled (``caches.TOUCH_WRITE_INTERVAL``), so the
+        store alone would show the device in use as seen a minute ago, or, just
+        after it paired, never.
+        """
+        devices = self.store.list_devices(include_revoked=include_revoked)
+        latest = self._touches.latest()
+        if not latest:
+            return devices
+        return [_with_seen(device, latest.get(device.id)) for device in devices]
 
     def list_requests(self) -> list[PairingRequest]:
         """Pending requests, oldest first (expired ones are settled first)."""
@@ -250,6 +299,14 @@ class OperatorActions:
         idle = self.policy.device_idle_expiry
         if idle is not None:
             for device in self.store.expire_idle_devices(now - idle, now=now):
+                self._tokens.forget(device.id)
+        local_idle = self.policy.local_device_idle_expiry
+        if local_idle is not None and (idle is None or local_idle < idle):
+            # A local client is approved again at its next connect: expiring costs it nothing.
+            expired = self.store.expire_idle_devices(
+                now - local_idle, now=now, approved_by=LOCAL_ACTOR
+            )
+            for device in expired:
                 self._tokens.forget(device.id)
         self.store.housekeeping(now)
         self._lockouts.prune()
@@ -301,7 +358,16 @@ class OperatorActions:
         return Denied(Denial.INVALID_HANDSHAKE, detail="the device connected many times at once")
 
 
+def _with_seen(device: Device, seen: Seen | None) -> Device:
+    if seen is None or (device.last_seen_at is not None and device.last_seen_at >= seen.at):
+        return device
+    return replace(
+        device, last_seen_at=seen.at, last_ip=seen.ip if seen.ip is not None else device.last_ip
+    )
+
+
 @dataclass(frozen=True)
 class _Done:
     request: PairingRequest | None
     device: Device | None
+    replaced: Device | None = None

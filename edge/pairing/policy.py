@@ -53,6 +53,8 @@ class PairingPolicy:
     max_pending: int = 256
     max_pending_per_client: int = 8
     device_idle_expiry: float | None = None
+    # Only devices a local client paired (approved by ``LOCAL_ACTOR``): None keeps them.
+    local_device_idle_expiry: float | None = None
     signature_skew: float = 120
     rate_limit: RateLimitPolicy = field(default_factory=RateLimitPolicy)
 
@@ -61,6 +63,8 @@ class PairingPolicy:
         _require_positive("pairing.signature_skew", self.signature_skew)
         if self.device_idle_expiry is not None:
             _require_positive("pairing.device_idle_expiry", self.device_idle_expiry)
+        if self.local_device_idle_expiry is not None:
+            _require_positive("pairing.local_device_idle_expiry", self.local_device_idle_expiry)
         for name, value in (
             ("pairing.max_pending", self.max_pending),
             ("pairing.max_pending_per_client", self.max_pending_per_client),

@@ -8,6 +8,7 @@
 // - An invite link is shown once, to the admin who made it; its code rides in
 //   the link's #fragment, which browsers never send to any server.
 
+import { olderTwin } from "./admin-devices.js";
 import { absoluteTime, age, copyButton, el, qrImage, remaining, shortId } from "./dom.js";
 
 const INVITE_TTLS = [
@@ -32,11 +33,14 @@ export class PendingRequests {
     this.count = count;
     // Per pending request: the user typed in its approve row, kept across re-renders.
     this.userDrafts = new Map();
+    // Per pending request: false once the operator unticked "replace the older device".
+    this.replaceChoices = new Map();
   }
 
   /** Forget what was typed in the approve rows (the dashboard closed). */
   reset() {
     this.userDrafts.clear();
+    this.replaceChoices.clear();
   }
 
   render() {
@@ -79,6 +83,7 @@ export class PendingRequests {
         el("dd", { class: "mono", title: item.deviceId || "" }, shortId(item.deviceId)),
       ),
       this.userField(id),
+      this.replaceField(item),
       el(
         "div",
         { class: "actions" },
@@ -145,6 +150,37 @@ export class PendingRequests {
     );
   }
 
+  /**
+   * The offer to replace an older twin (same name, same address): ticked by
+   * default, so approving a browser that paired again does not leave a ghost.
+   */
+  replaceField(item) {
+    const twin = olderTwin(this.panel.devices, item);
+    if (!twin) {
+      return null;
+    }
+    const id = item.id;
+    const box = el("input", {
+      id: `replace-${id}`,
+      type: "checkbox",
+      checked: this.replaceChoices.get(id) !== false,
+      dataset: { testid: `replace-${id}`, deviceId: twin.id },
+    });
+    box.addEventListener("change", () => {
+      this.replaceChoices.set(id, box.checked);
+    });
+    return el(
+      "div",
+      { class: "field checkbox replace" },
+      box,
+      el(
+        "label",
+        { for: `replace-${id}` },
+        `Replace the older “${twin.name || "Unnamed device"}” (${shortId(twin.id)}, ${twin.lastIp}, last seen ${age(twin.lastSeenAt)}): revoke it as this one is approved`,
+      ),
+    );
+  }
+
   async approve(requestId, role) {
     const panel = this.panel;
     const user = (this.userDrafts.get(requestId) || "").trim();
@@ -154,6 +190,11 @@ export class PendingRequests {
       return;
     }
     const params = user ? { requestId, role, user } : { requestId, role };
+    const item = this.panel.requests.get(requestId);
+    const twin = item && this.replaceChoices.get(requestId) !== false ? olderTwin(this.panel.devices, item) : null;
+    if (twin) {
+      params.replaces = twin.id;
+    }
     const done = await panel.act(
       () => panel.request("devices.approve", params),
       (device) =>
@@ -161,7 +202,12 @@ export class PendingRequests {
     );
     if (done) {
       this.userDrafts.delete(requestId);
+      this.replaceChoices.delete(requestId);
       panel.requests.delete(requestId);
+      if (twin) {
+        panel.devices.set(twin.id, { ...twin, status: "revoked" });
+        panel.say(`Approved ${done.name || requestId} as ${role}, replacing the older ${twin.name || shortId(twin.id)}.`);
+      }
       if (done.id) {
         panel.devices.set(done.id, done);
       }

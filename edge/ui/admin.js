@@ -2,7 +2,9 @@
 //
 // Lists are loaded once with devices.list when an admin connects and then kept
 // current from pushed events; an event whose data does not carry the full
-// record triggers one debounced devices.list, never a timer-driven poll.
+// record triggers one debounced devices.list. Last-seen times are not events
+// (one per request would flood the log), so the list is also re-read once a
+// minute while the dashboard is open, to keep presence and last seen current.
 //
 // This class holds what the gateway listed and the status line; each list is
 // drawn and acted on by its own part, which gets this panel as its one
@@ -15,6 +17,7 @@ import { InviteList, PendingRequests } from "./admin-requests.js";
 
 const REFRESH_DEBOUNCE_MS = 250;
 const CLOCK_TICK_MS = 15000;
+const PRESENCE_EVERY_TICKS = 4; // devices.list once a minute, for last seen and presence
 
 const DECISION_WORDS = { approved: "approved", rejected: "rejected", expired: "expired" };
 
@@ -39,6 +42,9 @@ export class AdminPanel {
     this.selfId = null;
     this.refreshTimer = null;
     this.clockTimer = null;
+    this.ticks = 0;
+    // The gateway's clock minus this browser's, from devices.list: presence is judged in gateway time.
+    this.clockSkew = 0;
     const find = (testId) => root.querySelector(`[data-testid="${testId}"]`);
     this.pendingList = find("pending-list");
     this.deviceList = find("device-list");
@@ -50,6 +56,9 @@ export class AdminPanel {
       list: this.deviceList,
       revokedList: find("revoked-list"),
       heading: root.querySelector("#devices-heading"),
+      search: find("device-search"),
+      sort: find("device-sort"),
+      count: find("device-count"),
     });
     this.inviteView = new InviteList(this, { form: find("invite-form"), list: this.inviteList, result: find("invite-result") });
   }
@@ -98,7 +107,15 @@ export class AdminPanel {
     this.requests = new Map((listing.requests || []).map((item) => [item.id, item]));
     this.devices = new Map((listing.devices || []).map((item) => [item.id, item]));
     this.invites = new Map((listing.invites || []).map((item) => [item.id, item]));
+    if (typeof listing.now === "number") {
+      this.clockSkew = listing.now - Date.now();
+    }
     this.render();
+  }
+
+  /** Now, by the gateway's clock (epoch ms). */
+  gatewayNow() {
+    return Date.now() + this.clockSkew;
   }
 
   scheduleRefresh() {
@@ -120,6 +137,8 @@ export class AdminPanel {
       this.requests.set(data.id, data);
       this.say(`New pairing request ${data.id} from ${data.name || "an unnamed device"} (${data.clientIp || "unknown address"}).`);
       this.render();
+      // Re-read the devices too: the offer to replace an older twin compares current addresses.
+      this.scheduleRefresh();
       return;
     }
     if (name === "pairing.resolved" && data.requestId) {
@@ -137,6 +156,10 @@ export class AdminPanel {
   }
 
   tick() {
+    this.ticks += 1;
+    if (this.ticks % PRESENCE_EVERY_TICKS === 0) {
+      this.scheduleRefresh();
+    }
     const now = Date.now();
     for (const [id, item] of this.requests) {
       if (typeof item.expiresAt === "number" && item.expiresAt <= now) {

@@ -8,6 +8,7 @@
 //   connection.js     the control connection and its state machine
 //   controls.js       the token form and the page's buttons
 //   admin.js          the admin dashboard (admin-requests.js, admin-devices.js)
+//   apps.js           the configured apps, and the return to the page a proxy refused
 //   whoami.js         how the gateway sees this browser
 //   identity.js       the device key; dom.js: element helpers
 // Each of them states the security rules it keeps in its own header.
@@ -32,7 +33,10 @@
 //   forget-cancel
 //   admin-panel, admin-status, pending-count, pending-list, pending-empty,
 //   pending-<REQUESTID>, approve-login-<REQUESTID>, approve-user-<REQUESTID>,
-//   approve-admin-<REQUESTID>, reject-<REQUESTID>
+//   approve-admin-<REQUESTID>, reject-<REQUESTID>, replace-<REQUESTID> (checkbox: revoke
+//   the older twin on approval)
+//   device-search, device-sort, device-count, devices-empty, device-online-<DEVICEID>
+//   (data-online), device-seen-<DEVICEID>, device-ip-<DEVICEID>
 //   device-list, device-<DEVICEID>, device-name-<DEVICEID>, device-role-<DEVICEID>,
 //   device-user-<DEVICEID>, rename-<DEVICEID>, rename-input-<DEVICEID>,
 //   rename-save-<DEVICEID>, revoke-<DEVICEID>, revoke-confirm-<DEVICEID>,
@@ -40,10 +44,12 @@
 //   invite-form, invite-role, invite-name, invite-ttl, invite-submit,
 //   invite-result, invite-url, invite-copy, invite-qr, invite-list,
 //   invite-<INVITEID>, invite-cancel-<INVITEID>
+//   apps, app-list, app-<N>, app-link-<N>, apps-empty, return-status
 //   whoami, whoami-explanation, whoami-ip, whoami-peer, whoami-local,
 //   whoami-hops, whoami-anomalies, whoami-error, whoami-refresh
 
 import { AdminPanel } from "./admin.js";
+import { AppsCard } from "./apps.js";
 import { CloseReasons } from "./close-reasons.js";
 import { Connection } from "./connection.js";
 import { Controls } from "./controls.js";
@@ -61,6 +67,7 @@ const connection = new Connection({
   closeReasons,
   makeAdmin: (request) => new AdminPanel(byTestId("admin-panel"), request),
   refreshWhoami,
+  apps: new AppsCard(byTestId("apps"), { list: byTestId("app-list"), status: byTestId("return-status") }),
 });
 const controls = new Controls({ view, connection, closeReasons, refreshWhoami });
 

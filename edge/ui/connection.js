@@ -32,9 +32,11 @@ export class Connection {
    * @param {(request: Function) => import("./admin.js").AdminPanel} deps.makeAdmin
    *        the admin dashboard, given this connection's request function
    * @param {() => void} deps.refreshWhoami  re-ask the gateway how it sees this browser
+   * @param {import("./apps.js").AppsCard} deps.apps  the configured apps and the return target
    */
-  constructor({ view, closeReasons, makeAdmin, refreshWhoami }) {
+  constructor({ view, closeReasons, makeAdmin, refreshWhoami, apps }) {
     this.view = view;
+    this.apps = apps;
     this.closeReasons = closeReasons;
     this.refreshWhoami = refreshWhoami;
     this.admin = makeAdmin((method, params) => this.request(method, params));
@@ -219,9 +221,11 @@ export class Connection {
           local.remove(KEYS.gatewayToken);
         }
         this.refreshWhoami();
+        this.onward(frame, outcome === "ok");
       });
     } else {
       this.refreshWhoami();
+      this.onward(frame, true);
     }
     session.remove(KEYS.invite);
     if (frame.device.role !== requestedRole()) {
@@ -239,6 +243,18 @@ export class Connection {
       this.admin.open(frame.device.id);
     } else {
       this.admin.close();
+    }
+  }
+
+  /**
+   * Once connected (and, on a first pairing, once the session cookie is set):
+   * list the apps, and go back to the page a proxy sent this browser here
+   * from, if the gateway confirms it is one of its own addresses.
+   */
+  async onward(frame, sessionReady) {
+    const target = await this.apps.load();
+    if (target && sessionReady && this.hello === frame) {
+      window.location.assign(target);
     }
   }
 
@@ -290,6 +306,7 @@ export class Connection {
     this.hello = null;
     this.failPendingRequests("The connection to the gateway closed.");
     this.admin.close();
+    this.apps.close();
     const entry = this.closeReasons.describe(code, reason);
     dropCredentials(entry.drop);
     const close = { code, reason };

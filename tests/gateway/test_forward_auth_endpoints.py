@@ -114,14 +114,14 @@ def test_nginx_browser_gets_401_never_a_redirect_with_location_of_the_dashboard(
     with via_proxy(app) as client:
         response = client.get("/auth/nginx", headers=proxied({"accept": "text/html,*/*"}), follow_redirects=False)
     assert response.status_code == 401
-    assert response.headers["location"] == "https://edge.example.com/"
+    assert response.headers["location"] == "https://edge.example.com/?rd=%2Fapp%2Freports%3Fid%3D3"
 
 
 def test_caddy_browser_is_redirected_to_the_dashboard(app: Any) -> None:
     with via_proxy(app) as client:
         response = client.get("/auth/caddy", headers=proxied({"accept": "text/html"}), follow_redirects=False)
     assert response.status_code == 302
-    assert response.headers["location"] == "https://edge.example.com/"
+    assert response.headers["location"] == "https://edge.example.com/?rd=%2Fapp%2Freports%3Fid%3D3"
     assert response.content == b""
 
 

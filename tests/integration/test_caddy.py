@@ -189,7 +189,7 @@ def test_forward_auth_protects_an_app_that_caddy_proxies(stack: Stack) -> None:
     assert api.status_code == 401
     assert api.json()["error"] == "pairing_required"
     assert browser.status_code == 302
-    assert browser.headers["location"] == f"http://127.0.0.1:{stack.caddy.port}/"
+    assert browser.headers["location"] == f"http://127.0.0.1:{stack.caddy.port}/?rd=%2Fapp%2Fdata"
     assert allowed.status_code == 200
     echo = allowed.json()
     assert header_values(echo, "remote-user") == [device.id]  # stable, not the name it chose

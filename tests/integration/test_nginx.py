@@ -205,7 +205,9 @@ def test_auth_request_protects_an_app_that_nginx_proxies(stack: Stack) -> None:
     assert anonymous.json()["error"] == "unauthorized"
     assert anonymous.headers["www-authenticate"].startswith("Bearer")
     assert browser.status_code == 302
-    assert browser.headers["location"] == f"https://127.0.0.1:{stack.nginx.https_port}/"
+    assert browser.headers["location"] == (
+        f"https://127.0.0.1:{stack.nginx.https_port}/?rd=%2Fapp%2Freport"
+    )
     assert allowed.status_code == 200
     echo = allowed.json()
     assert echo["path"] == "/app/report"

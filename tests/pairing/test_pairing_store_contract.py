@@ -508,3 +508,57 @@ def test_counts(store: Store) -> None:
 def test_store_describes_itself_without_secrets(store: Store) -> None:
     assert isinstance(store, Store)
     assert "://" in store.description
+
+
+# -- replacing an older twin, expiring idle local devices ----------------------------------------
+
+
+def test_an_approval_can_revoke_the_older_twin_in_the_same_write(store: Store) -> None:
+    twin = replace(_device(7, token_hash="c" * 64), user="alice", name="device 1")
+    store.pair_device(twin, actor="cli", now=NOW)
+    start = store.latest_seq()
+    request = _open(store, _request(1))
+    result = store.resolve_request(
+        request.id, approve=True, role=None, actor="ops", now=NOW + 5, replaces=twin.id
+    )
+    assert result.status is ResolveStatus.RESOLVED
+    assert result.device is not None and result.device.id == request.device_id
+    assert result.device.user == "alice"  # the same person's device: upstream apps keep the user
+    assert result.replaced is not None and result.replaced.id == twin.id
+    old = store.get_device(twin.id)
+    assert old is not None and old.status == REVOKED and old.revoked_at == NOW + 5
+    assert store.device_for_token("c" * 64) is not None  # kept to answer "device revoked"
+    events = store.events_after(start)
+    revoked = [e for e in events if e.type == "device.revoked"]
+    assert [(e.data["device_id"], e.data["replaced_by"], e.data["actor"]) for e in revoked] == [
+        (twin.id, request.device_id, "ops")
+    ]
+    assert {d.id for d in store.list_devices()} == {request.device_id}
+
+
+def test_a_twin_already_gone_or_the_device_itself_is_not_replaced(store: Store) -> None:
+    gone = _device(8, token_hash="d" * 64)
+    store.pair_device(gone, actor="cli", now=NOW)
+    store.revoke_device(gone.id, actor="cli", now=NOW)
+    first = _open(store, _request(1))
+    result = store.resolve_request(
+        first.id, approve=True, role=None, actor="ops", now=NOW, replaces=gone.id
+    )
+    assert result.status is ResolveStatus.RESOLVED and result.replaced is None
+    again = _open(store, _request(1, role=Role.ADMIN))
+    itself = store.resolve_request(
+        again.id, approve=True, role=None, actor="ops", now=NOW, replaces=first.device_id
+    )
+    assert itself.replaced is None
+    device = store.get_device(first.device_id)
+    assert device is not None and device.is_paired
+
+
+def test_idle_expiry_can_be_limited_to_devices_one_actor_approved(store: Store) -> None:
+    local = replace(_device(1, token_hash="e" * 64), approved_by="local")
+    store.pair_device(local, actor="local", now=NOW)
+    store.pair_device(_device(2, token_hash="f" * 64), actor="cli", now=NOW)
+    expired = store.expire_idle_devices(NOW + 10, now=NOW + 10, approved_by="local")
+    assert [d.id for d in expired] == [_device(1).id]
+    assert [d.id for d in store.list_devices()] == [_device(2).id]
+    assert store.expire_idle_devices(NOW + 10, now=NOW + 10, approved_by="local") == []

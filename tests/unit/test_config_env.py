@@ -49,6 +49,7 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "pairing.handshake_timeout": ("3", 3.0),
     "pairing.max_unauthenticated_sockets_per_client": ("4", 4),
     "pairing.device_idle_expiry": ("90d", 90 * 86400.0),
+    "pairing.local_device_idle_expiry": ("7d", 7 * 86400.0),
     "store.url": ("redis://redis.internal:6379/0", "redis://redis.internal:6379/0"),
     "metrics.enabled": ("false", False),
     "metrics.path": ("/prom", "/prom"),

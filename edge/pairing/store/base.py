@@ -60,7 +60,8 @@ class ResolveOutcome:
 
     ``request`` is set unless NOT_FOUND; ``device`` is the paired device after
     an approval; ``decision`` is ``approved``/``rejected``/``expired`` (for
-    ALREADY_RESOLVED: the earlier decision) and ``resolved_by`` who made it.
+    ALREADY_RESOLVED: the earlier decision) and ``resolved_by`` who made it;
+    ``replaced`` the older device the approval revoked in its place, if any.
     """
 
     status: ResolveStatus
@@ -68,6 +69,7 @@ class ResolveOutcome:
     device: Device | None = None
     decision: str | None = None
     resolved_by: str | None = None
+    replaced: Device | None = None
 
 
 @dataclass(frozen=True)
@@ -246,8 +248,14 @@ class Store(Protocol):
         """One batched write of last-seen times (never moved backwards) and addresses."""
         ...
 
-    def expire_idle_devices(self, idle_before: float, *, now: float) -> list[Device]:
-        """Delete devices not seen (or created, if never seen) since ``idle_before``."""
+    def expire_idle_devices(
+        self, idle_before: float, *, now: float, approved_by: str | None = None
+    ) -> list[Device]:
+        """Delete devices not seen (or created, if never seen) since ``idle_before``.
+
+        ``approved_by`` limits it to the devices that actor approved (``local``:
+        those a local client paired).
+        """
         ...
 
     # -- pairing requests -----------------------------------------------------------
@@ -283,13 +291,16 @@ class Store(Protocol):
         actor: str,
         now: float,
         user: str | None = None,
+        replaces: str | None = None,
     ) -> ResolveOutcome:
         """Atomically take a pending request: at most one caller ever gets RESOLVED.
 
         Approval pairs the device (``models.approved_device`` with
         ``models.approval_role``), assigning ``user`` when given in the same
-        write. An expired pending request is settled as expired and reported
-        EXPIRED.
+        write, and revokes the device ``replaces`` names (an older twin of the
+        same browser or machine) in that write too, if it is still paired and
+        another device. An expired pending request is settled as expired and
+        reported EXPIRED.
         """
         ...
 

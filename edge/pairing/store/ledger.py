@@ -124,11 +124,7 @@ class Ledger:
             device = tx.device(device_id)
             if device is None or device.status == REVOKED:
                 return None
-            revoked = replace(device, status=REVOKED, revoked_at=now)
-            tx.put_device(revoked)
-            tx.append("device.revoked", device_event_data(device, actor), now)
-            _settle_pending_of(tx, device_id, "rejected", actor, now)
-            return revoked
+            return _revoke(tx, device, actor, now)
 
         return self.backend.transact("revoke a device", now, step)
 
@@ -181,15 +177,23 @@ class Ledger:
 
         self.backend.transact("record last-seen times", time.time(), step)
 
-    def expire_idle_devices(self, idle_before: float, *, now: float) -> list[Device]:
+    def expire_idle_devices(
+        self, idle_before: float, *, now: float, approved_by: str | None = None
+    ) -> list[Device]:
         # A read first: the sweep runs every few seconds and must not take the write
         # lock (SQLite) when, as nearly always, nothing is idle.
         action = "expire idle devices"
-        if not self.backend.read(action, lambda r: r.inactive_devices(idle_before)):
+
+        def chosen(devices: list[Device]) -> list[Device]:
+            if approved_by is None:
+                return devices
+            return [device for device in devices if device.approved_by == approved_by]
+
+        if not chosen(self.backend.read(action, lambda r: r.inactive_devices(idle_before))):
             return []
 
         def step(tx: Tx) -> list[Device]:
-            idle = tx.inactive_devices(idle_before)
+            idle = chosen(tx.inactive_devices(idle_before))
             for device in idle:
                 tx.delete_device(device)
                 tx.append(
@@ -248,6 +252,7 @@ class Ledger:
         actor: str,
         now: float,
         user: str | None = None,
+        replaces: str | None = None,
     ) -> ResolveOutcome:
         def step(tx: Tx) -> ResolveOutcome:
             stored = tx.request(request_id)
@@ -272,6 +277,9 @@ class Ledger:
                     ResolveStatus.RESOLVED, request, decision="rejected", resolved_by=actor
                 )
             existing = tx.device(request.device_id)
+            twin = tx.device(replaces) if replaces is not None else None
+            if twin is not None and (not twin.is_paired or twin.id == request.device_id):
+                twin = None
             granted = approval_role(existing, request.role, role)
             device = approved_device(
                 existing,
@@ -281,12 +289,21 @@ class Ledger:
                 role=granted,
                 approved_by=actor,
                 now=now,
-                user=user,
+                # the replacement is the same person's: upstream apps keep knowing it as them
+                user=user if user is not None or twin is None else twin.user,
             )
             tx.put_device(device)
             _settle(tx, request, "approved", actor, now, granted_role=granted.value)
+            replaced = None
+            if twin is not None:
+                replaced = _revoke(tx, twin, actor, now, replaced_by=device.id)
             return ResolveOutcome(
-                ResolveStatus.RESOLVED, request, device, decision="approved", resolved_by=actor
+                ResolveStatus.RESOLVED,
+                request,
+                device,
+                decision="approved",
+                resolved_by=actor,
+                replaced=replaced,
             )
 
         return self.backend.transact("resolve a pairing request", now, step)
@@ -473,6 +490,15 @@ def _settle(
         request_event_data(request, decision=decision, actor=actor, **extra),
         now,
     )
+
+
+def _revoke(tx: Tx, device: Device, actor: str, now: float, **extra: object) -> Device:
+    """Revoke ``device`` (paired): its token dies, its sockets close on the event."""
+    revoked = replace(device, status=REVOKED, revoked_at=now)
+    tx.put_device(revoked)
+    tx.append("device.revoked", device_event_data(device, actor, **extra), now)
+    _settle_pending_of(tx, device.id, "rejected", actor, now)
+    return revoked
 
 
 def _settle_pending_of(tx: Tx, device_id: str, decision: str, actor: str, now: float) -> None:
