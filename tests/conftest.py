@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,11 @@ settings.register_profile(
     "edge", deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True
 )
 settings.load_profile("edge")
+
+# `edge serve` records itself in the per-user runtime directory, and commands run without -c
+# use what they find there: the suite's gateways are kept out of the real one (and out of a
+# gateway someone runs beside the suite). Processes the tests start inherit it.
+os.environ["XDG_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="edge-tests-run-")
 
 
 class RecordCollector(logging.Handler):
