@@ -160,3 +160,26 @@ def local_url(host: str, port: int, path: str = "/") -> str:
     if ":" in shown:
         shown = f"[{shown}]"
     return f"http://{shown}:{port}{path}"
+
+
+def public_base(settings: Settings, given: str | None = None) -> str:
+    """The address another device reaches the dashboard at: ``--url``, else server.public_url.
+
+    Without either, the only address Edge knows is the one it binds. When that
+    is loopback (or every address, shown as 127.0.0.1), a link built on it
+    works on this machine only: printed for a phone, it is a dead end. It is
+    refused instead, with the way out.
+    """
+    if given:
+        return given.rstrip("/")
+    server = settings.server
+    if server.public_url:
+        return server.public_url
+    if server.binds_loopback or server.host in ("0.0.0.0", "::", ""):  # noqa: S104 - compared
+        raise ConfigProblem(
+            f"server.public_url is not set and the gateway listens on {server.host}:"
+            f"{server.port}: a link to that works on this machine only. Set server.public_url "
+            "to the address other devices reach (e.g. `server: {public_url: "
+            "https://edge.example.com}`, your reverse proxy's), or pass --url"
+        )
+    return local_url(server.host, server.port).rstrip("/")

@@ -65,6 +65,7 @@ def banner_json(
         "listening": f"http://{host}:{port}/",
         "workers": settings.server.workers,
         "dashboard": local_url(host, port),
+        "publicUrl": settings.server.public_url,
         "token": {"source": token_source, "path": None if token_path is None else str(token_path)},
         "dataDir": str(settings.data_dir),
         "metrics": metrics_url,
@@ -111,6 +112,10 @@ def _banner(
     click.echo(f"Edge {settings.source or '(built-in defaults)'}")
     click.echo(f"  listening   http://{host}:{port}/ ({settings.server.workers} worker(s))")
     click.echo(f"  dashboard   {url}   (a browser on this machine is an admin)")
+    if settings.server.public_url:
+        click.echo(f"  public      {settings.server.public_url}   (invites and QR codes use it)")
+    else:
+        click.echo("  public      not set: set server.public_url for links other devices open")
     where = f"{token_path}" if token_path else token_source
     click.echo(f"  token       from {where}; show it with `edge token show`")
     click.echo(f"  data        {settings.data_dir}")

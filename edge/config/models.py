@@ -11,6 +11,7 @@ import ipaddress
 import re
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -86,11 +87,32 @@ class ServerSettings(_Section):
     max_head_bytes: int = Field(64 * 1024, ge=4096, le=1024 * 1024)
     head_timeout: float = Field(10.0, gt=0, le=300)
     max_connections_per_address: int = Field(256, ge=1, le=100_000)
+    # How other devices reach the dashboard (the reverse proxy's address): invites, their QR
+    # codes and printed commands use it, since the address Edge binds is often loopback.
+    public_url: str | None = None
 
     @field_validator("host")
     @classmethod
     def _host(cls, value: str) -> str:
         return _check_host(value)
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(
+                f"{value!r} is not an absolute http(s) URL, e.g. https://edge.example.com"
+            )
+        if parts.query or parts.fragment or "?" in value or "#" in value:
+            raise ValueError(f"{value!r} must have no query or fragment")
+        try:
+            parts.port  # noqa: B018 - raises on a port that is not a number in range
+        except ValueError as exc:
+            raise ValueError(f"{value!r}: {exc}") from None
+        return value.rstrip("/")
 
     @property
     def binds_loopback(self) -> bool:

@@ -83,7 +83,11 @@ def build_routes(
         """What this worker has seen, for an admin's diagnostics (blocking: it reads /proc)."""
         local = live.settings.local
         found = same_host_proxy(local.loopback, local.peer_check, diagnostics.forwarded)
-        return {"sameHostProxy": found.to_dict(), "refusals": diagnostics.snapshot()}
+        return {
+            "publicUrl": live.settings.server.public_url,
+            "sameHostProxy": found.to_dict(),
+            "refusals": diagnostics.snapshot(),
+        }
 
     async def whoami(request: Request) -> Response:
         resolution = resolution_of(request.scope)
@@ -171,6 +175,7 @@ def build_routes(
                 params,
                 auth=auth,
                 resolution=resolution_of(request.scope),
+                public_url=live.settings.server.public_url,
             )
         except AdminError as exc:
             return _error(exc.code, str(exc), exc.status)

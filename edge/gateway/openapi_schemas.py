@@ -229,8 +229,9 @@ SCHEMAS: Final[dict[str, Schema]] = {
                 "type": "object",
                 "description": "For local and admin callers only: what this worker has seen "
                 "(a same-host proxy and whether it was seen forwarding, refusals by reason).",
-                "required": ["sameHostProxy", "refusals"],
+                "required": ["publicUrl", "sameHostProxy", "refusals"],
                 "properties": {
+                    "publicUrl": _nullable("string"),
                     "sameHostProxy": {
                         "type": "object",
                         "required": ["proxies", "warning", "forwarded"],

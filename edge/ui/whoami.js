@@ -177,7 +177,15 @@ export function renderGatewayDiagnostics(container, info) {
     return;
   }
   const proxy = gateway.sameHostProxy || {};
-  const parts = [];
+  const parts = [
+    el(
+      "p",
+      { dataset: { testid: "public-url" } },
+      gateway.publicUrl
+        ? `Other devices reach this dashboard at ${gateway.publicUrl} (server.public_url); invites and their QR codes use it.`
+        : "server.public_url is not set: invites and their QR codes use the address this page was opened at, which another device may not reach.",
+    ),
+  ];
   if (proxy.warning) {
     parts.push(el("p", { class: "warning", dataset: { testid: "proxy-warning" } }, String(proxy.warning)));
   }
