@@ -61,10 +61,12 @@ def proxied_factory(
     started: list[Nginx] = []
 
     def factory(overrides: dict[str, Any] | None = None) -> Proxied:
-        edge = edge_server_factory(overrides or {})
-        # Nothing listens on the app port: only nginx's /app/ location would use it.
+        edge = edge_server_factory(overrides or {}, start=False)
+        # nginx first, as on a real host: the gateway looks for it as it starts. Nothing
+        # listens on the app port: only nginx's /app/ location would use it.
         nginx = start_nginx(tmp_path / f"nginx{len(started)}", edge.port, free_port())
         started.append(nginx)
+        edge.start()
         return Proxied(edge, nginx)
 
     yield factory
