@@ -60,10 +60,9 @@ def no_errors(caplog: pytest.LogCaptureFixture) -> None:
 def test_a_deep_connect_frame_closes_with_invalid_handshake(
     edge: EdgeThread, frame: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with (
-        caplog.at_level(logging.INFO),
-        connect(f"ws://127.0.0.1:{edge.port}/ws", open_timeout=30, proxy=None) as ws,
-    ):
+    with caplog.at_level(logging.INFO), connect(
+        f"ws://127.0.0.1:{edge.port}/ws", open_timeout=30, proxy=None
+    ) as ws:
         json.loads(ws.recv(timeout=5))  # the challenge
         ws.send(frame)
         with pytest.raises(ConnectionClosed) as info:
@@ -76,10 +75,9 @@ def test_a_deep_connect_frame_closes_with_invalid_handshake(
 def test_a_deep_request_frame_after_hello_is_answered_and_the_socket_stays(
     edge: EdgeThread, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with (
-        caplog.at_level(logging.INFO),
-        connect(f"ws://127.0.0.1:{edge.port}/ws", open_timeout=30, proxy=None) as ws,
-    ):
+    with caplog.at_level(logging.INFO), connect(
+        f"ws://127.0.0.1:{edge.port}/ws", open_timeout=30, proxy=None
+    ) as ws:
         assert ws_handshake(ws, Device("console"), {})["type"] == "hello"
         ws.send('{"type":"req","id":1,"method":"self.whoami","params":' + DEEP + "}")
         answer = json.loads(ws.recv(timeout=5))

@@ -56,9 +56,7 @@ def test_metrics_path_under_an_upstream_prefix_names_the_upstream(tmp_path: Path
     config = base_config(
         tmp_path,
         metrics={"path": "/app/metrics"},
-        upstreams=[
-            {"prefix": "/app/", "url": "http://127.0.0.1:3000", "share_control_origin": True}
-        ],
+        upstreams=[{"prefix": "/app/", "url": "http://127.0.0.1:3000", "share_control_origin": True}],
     )
     with pytest.raises(ConfigError) as info:
         load_settings(config, environ={})

@@ -40,10 +40,7 @@ def app(tmp_path: Path) -> Any:
         base_config(
             tmp_path,
             proxy={"trusted_proxies": ["127.0.0.1"]},
-            auth={
-                "token": GATEWAY_TOKEN,
-                "rate_limit": {"failures": 3, "window": 60, "lockout": 300},
-            },
+            auth={"token": GATEWAY_TOKEN, "rate_limit": {"failures": 3, "window": 60, "lockout": 300}},
         )
     )
 
@@ -99,9 +96,7 @@ def test_session_cookie_is_accepted_like_the_bearer_token(app: Any) -> None:
     # Under https (the proxy says so) the session cookie is the __Host- one the gateway sets.
     token = pair(app, Device())
     with via_proxy(app) as client:
-        response = client.get(
-            "/auth/caddy", headers=proxied({"cookie": f"theme=dark; __Host-edge_session={token}"})
-        )
+        response = client.get("/auth/caddy", headers=proxied({"cookie": f"theme=dark; __Host-edge_session={token}"}))
     assert response.status_code == 200
     assert response.headers["x-edge-auth"] == "paired"
 
@@ -117,18 +112,14 @@ def test_nginx_api_client_without_credentials_gets_401_and_no_location(app: Any)
 
 def test_nginx_browser_gets_401_never_a_redirect_with_location_of_the_dashboard(app: Any) -> None:
     with via_proxy(app) as client:
-        response = client.get(
-            "/auth/nginx", headers=proxied({"accept": "text/html,*/*"}), follow_redirects=False
-        )
+        response = client.get("/auth/nginx", headers=proxied({"accept": "text/html,*/*"}), follow_redirects=False)
     assert response.status_code == 401
     assert response.headers["location"] == "https://edge.example.com/"
 
 
 def test_caddy_browser_is_redirected_to_the_dashboard(app: Any) -> None:
     with via_proxy(app) as client:
-        response = client.get(
-            "/auth/caddy", headers=proxied({"accept": "text/html"}), follow_redirects=False
-        )
+        response = client.get("/auth/caddy", headers=proxied({"accept": "text/html"}), follow_redirects=False)
     assert response.status_code == 302
     assert response.headers["location"] == "https://edge.example.com/"
     assert response.content == b""
@@ -172,12 +163,8 @@ def test_role_admin_parameter_refuses_a_user_device_with_403(app: Any) -> None:
     user_token = pair(app, Device("user device"))
     admin_token = pair(app, Device("admin device"), role="admin")
     with via_proxy(app) as client:
-        refused = client.get(
-            "/auth/nginx?role=admin", headers=proxied({"authorization": f"Bearer {user_token}"})
-        )
-        admitted = client.get(
-            "/auth/nginx?role=admin", headers=proxied({"authorization": f"Bearer {admin_token}"})
-        )
+        refused = client.get("/auth/nginx?role=admin", headers=proxied({"authorization": f"Bearer {user_token}"}))
+        admitted = client.get("/auth/nginx?role=admin", headers=proxied({"authorization": f"Bearer {admin_token}"}))
     assert refused.status_code == 403
     assert refused.json()["error"] == "forbidden"
     assert admitted.status_code == 200
@@ -214,13 +201,9 @@ def test_revoked_device_is_denied(app: Any) -> None:
 def test_wrong_tokens_lock_the_client_out(app: Any) -> None:
     with via_proxy(app) as client:
         for _ in range(3):
-            wrong = client.get(
-                "/auth/nginx", headers=proxied({"authorization": "Bearer not-a-device-token"})
-            )
+            wrong = client.get("/auth/nginx", headers=proxied({"authorization": "Bearer not-a-device-token"}))
             assert wrong.json()["reason"] == "device_token_invalid"
-        locked = client.get(
-            "/auth/nginx", headers=proxied({"authorization": "Bearer not-a-device-token"})
-        )
+        locked = client.get("/auth/nginx", headers=proxied({"authorization": "Bearer not-a-device-token"}))
     assert locked.status_code == 401
     assert locked.json()["reason"] == "rate_limited"
     assert int(locked.headers["retry-after"]) > 0
@@ -236,9 +219,7 @@ def test_decisions_are_counted_like_the_guard_counts_them(app: Any) -> None:
         client.get("/auth/caddy", headers=proxied({"authorization": f"Bearer {token}"}))
     assert sample(app, "edge_requests_total", kind="http", decision="denied") == before_denied + 1
     assert sample(app, "edge_requests_total", kind="http", decision="paired") == before_paired + 1
-    assert (
-        sample(app, "edge_auth_failures_total", reason="credentials_missing") == before_missing + 1
-    )
+    assert sample(app, "edge_auth_failures_total", reason="credentials_missing") == before_missing + 1
 
 
 def test_head_and_post_sub_requests_are_judged_too(app: Any) -> None:

@@ -46,11 +46,7 @@ class EdgeThread:
     def __init__(self, app: Any) -> None:
         self.port = free_port()
         config = uvicorn.Config(
-            app,
-            host="127.0.0.1",
-            port=self.port,
-            log_level="warning",
-            **UVICORN_SETTINGS,  # type: ignore[arg-type]
+            app, host="127.0.0.1", port=self.port, log_level="warning", **UVICORN_SETTINGS  # type: ignore[arg-type]
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
@@ -115,17 +111,9 @@ def raw_get(edge: EdgeThread, target: str, headers: list[tuple[str, str]] = ()) 
 
 @pytest.mark.parametrize(
     "target",
-    [
-        "/svc/x/../../admin/",
-        "/svc/%2e%2e/admin",
-        "/svc/x/%2E%2e/%2e%2E/admin",
-        "/svc/..%2fadmin",
-        "/svc/a%2Fb",
-    ],
+    ["/svc/x/../../admin/", "/svc/%2e%2e/admin", "/svc/x/%2E%2e/%2e%2E/admin", "/svc/..%2fadmin", "/svc/a%2Fb"],
 )
-def test_a_path_that_leaves_the_prefix_or_hides_a_slash_is_refused(
-    edge: EdgeThread, target: str
-) -> None:
+def test_a_path_that_leaves_the_prefix_or_hides_a_slash_is_refused(edge: EdgeThread, target: str) -> None:
     status, body = raw_get(edge, target)
     assert status == 400
     assert body["reason"] == "path_refused"
@@ -185,9 +173,7 @@ def test_underscore_and_foreign_identity_headers_never_reach_the_upstream(edge: 
 
 
 def test_comma_joined_session_cookie_is_not_forwarded(edge: EdgeThread) -> None:
-    status, echo = raw_get(
-        edge, "/svc/echo", [("Cookie", "theme=dark, edge_session=not-for-the-app; lang=en")]
-    )
+    status, echo = raw_get(edge, "/svc/echo", [("Cookie", "theme=dark, edge_session=not-for-the-app; lang=en")])
     assert status == 200
     assert header_values(echo, "cookie") == ["lang=en"]
 
@@ -204,9 +190,7 @@ HEADERS = st.lists(
 )
 
 
-@settings(
-    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(segments=SEGMENTS, headers=HEADERS)
 def test_what_the_upstream_receives_stays_under_its_base_and_carries_only_edges_identity(
     edge: EdgeThread, segments: list[str], headers: list[tuple[str, str]]

@@ -143,11 +143,7 @@ def test_concurrent_redemptions_in_threads_pair_exactly_one_device(app: Any) -> 
         frame = {"auth": {"invite": code}, "device": key.device_field("nonce", "user")}
         barrier.wait()
         outcome = service.connect(
-            attempt=connect_attempt(frame),
-            nonce="nonce",
-            client_ip="203.0.113.50",
-            local=False,
-            user_agent=None,
+            attempt=connect_attempt(frame), nonce="nonce", client_ip="203.0.113.50", local=False, user_agent=None
         )
         with lock:
             outcomes.append(outcome)
@@ -307,7 +303,6 @@ def test_qr_code_is_the_invite_url(app: Any) -> None:
 def test_qr_code_decodes_to_the_invite_url(app: Any) -> None:
     import numpy  # both in the test extras: the decode must run, not skip
     import zxingcpp
-
     created = create_invite(app, role="admin")
     modules = svg_modules(created["qrSvg"])
     size = max(max(r for r, _ in modules), max(c for _, c in modules)) + 1 + 2

@@ -32,18 +32,8 @@ def edge_routes(tmp_path: Path) -> list[BaseRoute]:
         base_config(
             tmp_path,
             upstreams=[
-                {
-                    "prefix": "/svc/",
-                    "share_control_origin": True,
-                    "url": "http://127.0.0.1:9",
-                    "websocket": True,
-                },
-                {
-                    "prefix": "/svc/inner/",
-                    "share_control_origin": True,
-                    "url": "http://127.0.0.1:9",
-                    "name": "inner",
-                },
+                {"prefix": "/svc/", "share_control_origin": True, "url": "http://127.0.0.1:9", "websocket": True},
+                {"prefix": "/svc/inner/", "share_control_origin": True, "url": "http://127.0.0.1:9", "name": "inner"},
                 {"prefix": "/static/", "share_control_origin": True, "url": "http://127.0.0.1:9"},
             ],
         )

@@ -45,12 +45,7 @@ def app(tmp_path: Path, upstream: UvicornThread) -> Any:
             tmp_path,
             proxy={"trusted_proxies": ["127.0.0.1"]},
             upstreams=[
-                {
-                    "prefix": "/svc/",
-                    "share_control_origin": True,
-                    "url": upstream.url,
-                    "websocket": True,
-                },
+                {"prefix": "/svc/", "share_control_origin": True, "url": upstream.url, "websocket": True},
                 {
                     "prefix": "/strip/",
                     "share_control_origin": True,
@@ -58,13 +53,7 @@ def app(tmp_path: Path, upstream: UvicornThread) -> Any:
                     "strip_prefix": True,
                     "name": "stripped",
                 },
-                {
-                    "prefix": "/slow/",
-                    "share_control_origin": True,
-                    "url": upstream.url,
-                    "timeout": 0.3,
-                    "websocket": True,
-                },
+                {"prefix": "/slow/", "share_control_origin": True, "url": upstream.url, "timeout": 0.3, "websocket": True},
                 {
                     "prefix": "/down/",
                     "share_control_origin": True,
@@ -561,12 +550,7 @@ def test_an_upstream_that_stops_reading_the_body_gets_504_not_a_hang(tmp_path: P
         upstream = RawServer(answers=0)
         listener, url = await serve(upstream)
         app = create_app(
-            base_config(
-                tmp_path,
-                upstreams=[
-                    {"prefix": "/deaf/", "share_control_origin": True, "url": url, "timeout": 0.5}
-                ],
-            )
+            base_config(tmp_path, upstreams=[{"prefix": "/deaf/", "share_control_origin": True, "url": url, "timeout": 0.5}])
         )
         transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
         async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
@@ -638,12 +622,7 @@ async def _gzipped(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 def test_encoded_response_passes_through_as_the_upstream_encoded_it(tmp_path: Path) -> None:
     with UvicornThread(_gzipped) as upstream:
-        app = create_app(
-            base_config(
-                tmp_path,
-                upstreams=[{"prefix": "/z/", "share_control_origin": True, "url": upstream.url}],
-            )
-        )
+        app = create_app(base_config(tmp_path, upstreams=[{"prefix": "/z/", "share_control_origin": True, "url": upstream.url}]))
         with local_client(app) as client, client.stream("GET", "/z/x") as response:
             raw = b"".join(response.iter_raw())
     assert response.headers["content-encoding"] == "gzip"
@@ -716,11 +695,6 @@ async def _breaks_off(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 def test_an_upstream_that_breaks_off_mid_body_cuts_the_clients_connection(tmp_path: Path) -> None:
     with UvicornThread(_breaks_off) as upstream:
-        app = create_app(
-            base_config(
-                tmp_path,
-                upstreams=[{"prefix": "/b/", "share_control_origin": True, "url": upstream.url}],
-            )
-        )
+        app = create_app(base_config(tmp_path, upstreams=[{"prefix": "/b/", "share_control_origin": True, "url": upstream.url}]))
         with EdgeThread(app) as edge, pytest.raises(httpx.RemoteProtocolError):
             httpx.get(f"{edge.url}/b/x", timeout=10)

@@ -51,11 +51,7 @@ def test_a_path_prefix_upstream_on_the_control_origin_is_refused_without_consent
 def test_share_control_origin_is_refused_with_a_host_of_its_own() -> None:
     with pytest.raises(ConfigError, match="share_control_origin"):
         load_settings(
-            {
-                "upstreams": [
-                    {"host": APP_HOST, "url": "http://127.0.0.1:1", "share_control_origin": True}
-                ]
-            }
+            {"upstreams": [{"host": APP_HOST, "url": "http://127.0.0.1:1", "share_control_origin": True}]}
         )
 
 
@@ -77,9 +73,7 @@ def test_an_upstream_on_the_control_origin_cannot_set_edges_cookie(
     assert response.headers.get_list("content-security-policy") == ["sandbox"]
 
 
-def test_the_sandbox_can_be_opted_out_of_per_upstream(
-    tmp_path: Path, upstream: UvicornThread
-) -> None:
+def test_the_sandbox_can_be_opted_out_of_per_upstream(tmp_path: Path, upstream: UvicornThread) -> None:
     app = make_app(tmp_path, upstream, sandbox=False)
     token = pair(app, Device())
     with on_host(app, "edge.example.com") as client:

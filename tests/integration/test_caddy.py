@@ -39,9 +39,7 @@ from tests.integration.proxies import (
 )
 
 pytestmark = pytest.mark.integration
-needs_caddy = pytest.mark.skipif(
-    shutil.which("caddy") is None, reason="caddy is not installed (scripts/install-test-deps)"
-)
+needs_caddy = pytest.mark.skipif(shutil.which("caddy") is None, reason="caddy is not installed (scripts/install-test-deps)")
 
 CLIENT = "127.0.0.2"
 OTHER_CLIENT = "127.0.0.3"
@@ -67,9 +65,7 @@ class Stack:
 
 
 @pytest.fixture
-def stack_factory(
-    edge_server_factory: Callable[..., EdgeServer], tmp_path: Path
-) -> Iterator[Callable[..., Stack]]:
+def stack_factory(edge_server_factory: Callable[..., EdgeServer], tmp_path: Path) -> Iterator[Callable[..., Stack]]:
     started: list[Any] = []
 
     def factory(proxy: dict[str, Any] | None = None) -> Stack:
@@ -78,14 +74,7 @@ def stack_factory(
         edge = edge_server_factory(
             {
                 "proxy": proxy if proxy is not None else {"trusted_proxies": ["127.0.0.1"]},
-                "upstreams": [
-                    {
-                        "prefix": "/svc/",
-                        "share_control_origin": True,
-                        "url": f"http://127.0.0.1:{upstream.port}",
-                        "websocket": True,
-                    }
-                ],
+                "upstreams": [{"prefix": "/svc/", "share_control_origin": True, "url": f"http://127.0.0.1:{upstream.port}", "websocket": True}],
             }
         )
         caddy = start_caddy(tmp_path / f"caddy-{len(started)}", edge.port, upstream.port)
@@ -118,12 +107,7 @@ def test_forwarded_and_real_ip_headers_from_the_client_never_reach_edge(
     stack_factory: Callable[..., Stack],
 ) -> None:
     # Even an Edge that reads Forwarded first only sees what Caddy itself wrote.
-    stack = stack_factory(
-        {
-            "trusted_proxies": ["127.0.0.1"],
-            "client_ip_headers": ["forwarded", "x-real-ip", "x-forwarded-for"],
-        }
-    )
+    stack = stack_factory({"trusted_proxies": ["127.0.0.1"], "client_ip_headers": ["forwarded", "x-real-ip", "x-forwarded-for"]})
     with stack.http() as client:
         body = client.get(
             "/api/whoami", headers={"Forwarded": "for=203.0.113.3", "X-Real-IP": "203.0.113.4"}
@@ -133,9 +117,7 @@ def test_forwarded_and_real_ip_headers_from_the_client_never_reach_edge(
 
 
 @needs_caddy
-def test_empty_trusted_proxies_behind_caddy_fail_closed_and_say_so(
-    stack_factory: Callable[..., Stack],
-) -> None:
+def test_empty_trusted_proxies_behind_caddy_fail_closed_and_say_so(stack_factory: Callable[..., Stack]) -> None:
     stack = stack_factory({"trusted_proxies": []})
     with stack.http() as client:
         body = client.get("/api/whoami").json()
@@ -155,18 +137,11 @@ def test_pairing_over_the_websocket_through_caddy_end_to_end(stack: Stack) -> No
     device = Device("phone behind caddy")
     with stack.ws() as ws:
         challenge = json.loads(ws.recv(timeout=5))
-        ws.send(
-            json.dumps(
-                device.connect_frame(challenge["nonce"], {"token": "not-the-gateway-token-0000"})
-            )
-        )
+        ws.send(json.dumps(device.connect_frame(challenge["nonce"], {"token": "not-the-gateway-token-0000"})))
         with pytest.raises(ConnectionClosed) as info:
             ws.recv(timeout=5)
     assert info.value.rcvd is not None
-    assert (info.value.rcvd.code, info.value.rcvd.reason) == (
-        1008,
-        "unauthorized: gateway token mismatch",
-    )
+    assert (info.value.rcvd.code, info.value.rcvd.reason) == (1008, "unauthorized: gateway token mismatch")
 
     with stack.ws() as ws:
         error = ws_handshake(ws, device, {"token": GATEWAY_TOKEN})
@@ -264,9 +239,7 @@ def test_compose_file_puts_edge_behind_caddy_with_persistent_data() -> None:
     assert "ports" not in edge  # only Caddy is published
     assert set(compose["volumes"]) >= {"edge-data", "caddy-data"}
     caddyfile_mount = next(v for v in caddy["volumes"] if v.endswith(":/etc/caddy/Caddyfile:ro"))
-    assert (
-        DEPLOY / "docker" / caddyfile_mount.split(":")[0]
-    ).resolve() == DEPLOY / "caddy" / "Caddyfile"
+    assert (DEPLOY / "docker" / caddyfile_mount.split(":")[0]).resolve() == DEPLOY / "caddy" / "Caddyfile"
     assert caddy["environment"]["EDGE_UPSTREAM"] == "edge:18789"
 
 
@@ -295,27 +268,11 @@ def test_dockerfile_runs_edge_as_an_unprivileged_user() -> None:
 def test_caddyfile_adapts_with_the_compose_environment(tmp_path: Path) -> None:
     environment = _compose()["services"]["caddy"]["environment"]
     env = caddy_env(tmp_path, free_port(), free_port(), 18789, 8080)
-    env.update(
-        {
-            k: str(v)
-            .replace("${EDGE_SITE:-edge.example.com}", "edge.example.com")
-            .replace("${EDGE_APP_UPSTREAM:-app:8080}", "app:8080")
-            for k, v in environment.items()
-        }
-    )
+    env.update({k: str(v).replace("${EDGE_SITE:-edge.example.com}", "edge.example.com").replace(
+        "${EDGE_APP_UPSTREAM:-app:8080}", "app:8080") for k, v in environment.items()})
     result = subprocess.run(
-        [
-            "caddy",
-            "adapt",
-            "--config",
-            str(DEPLOY / "caddy" / "Caddyfile"),
-            "--adapter",
-            "caddyfile",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=30,
+        ["caddy", "adapt", "--config", str(DEPLOY / "caddy" / "Caddyfile"), "--adapter", "caddyfile"],
+        capture_output=True, text=True, env=env, timeout=30,
     )
     assert result.returncode == 0, result.stderr
     config = json.loads(result.stdout)
@@ -332,9 +289,7 @@ def test_a_visitors_query_never_becomes_the_forward_auth_query(stack: Stack) -> 
     token = stack.pair(Device("query tester"))
     auth = [("Authorization", f"Bearer {token}")]
     for query in ("role=bogus", "role=admin", "role=", "role=user&role=root", "%zz=%", "role=%00"):
-        status, _ = raw_request(
-            CLIENT, stack.caddy.port, f"/app/x?{query}", [("Accept", "application/json")]
-        )
+        status, _ = raw_request(CLIENT, stack.caddy.port, f"/app/x?{query}", [("Accept", "application/json")])
         assert status == 401, query
         status, echo = raw_request(CLIENT, stack.caddy.port, f"/app/x?{query}", auth)
         assert status == 200, query  # a user device, whatever role the visitor names

@@ -84,9 +84,7 @@ def statuses(clients: list[httpx.Client], path: str, **kwargs: Any) -> list[int]
     return [client.get(path, **kwargs).status_code for client in clients]
 
 
-def test_cli_revocation_takes_effect_on_the_next_request_through_both_proxies(
-    proxies: Proxies,
-) -> None:
+def test_cli_revocation_takes_effect_on_the_next_request_through_both_proxies(proxies: Proxies) -> None:
     device = Device("soon revoked")
     token = proxies.pair(device)
     auth = {"Authorization": f"Bearer {token}"}
@@ -110,18 +108,13 @@ def test_wrong_tokens_lock_out_the_real_client_not_its_neighbours(proxies: Proxi
     wrong = {"Authorization": "Bearer guessed-device-token-0000000000"}
     with client_from(CLIENT, base_url=proxies.caddy.url) as guesser:
         for _ in range(3):
-            assert (
-                guesser.get("/app/data", headers=wrong).json()["reason"] == "device_token_invalid"
-            )
+            assert guesser.get("/app/data", headers=wrong).json()["reason"] == "device_token_invalid"
         locked = guesser.get("/app/data", headers=wrong)
     assert locked.status_code == 401
     assert locked.json()["reason"] == "rate_limited"
     # Same proxy, same peer address for Edge (127.0.0.1), another real client: unaffected.
     with client_from(NEIGHBOUR, base_url=proxies.caddy.url) as neighbour:
-        assert (
-            neighbour.get("/app/data", headers={"Authorization": f"Bearer {token}"}).status_code
-            == 200
-        )
+        assert neighbour.get("/app/data", headers={"Authorization": f"Bearer {token}"}).status_code == 200
 
 
 def test_browser_session_cookie_opens_the_protected_app_on_the_same_host(proxies: Proxies) -> None:

@@ -26,34 +26,23 @@ from tests.integration.proxies import (
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(
-        shutil.which("haproxy") is None,
-        reason="haproxy is not installed (scripts/install-test-deps)",
-    ),
+    pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed (scripts/install-test-deps)"),
 ]
 
 CLIENT = "127.0.0.2"
 
 
 @pytest.fixture
-def stack(
-    edge_server_factory: Callable[..., EdgeServer], tmp_path: Path
-) -> Iterator[tuple[EdgeServer, HAProxy]]:
+def stack(edge_server_factory: Callable[..., EdgeServer], tmp_path: Path) -> Iterator[tuple[EdgeServer, HAProxy]]:
     edge = edge_server_factory({"proxy": {"trusted_proxies": ["127.0.0.1"]}})
     haproxy = start_haproxy(tmp_path / "haproxy", edge.port)
     yield edge, haproxy
     haproxy.stop()
 
 
-def test_client_behind_haproxy_is_resolved_and_forged_headers_are_ignored(
-    stack: tuple[EdgeServer, HAProxy],
-) -> None:
+def test_client_behind_haproxy_is_resolved_and_forged_headers_are_ignored(stack: tuple[EdgeServer, HAProxy]) -> None:
     _, haproxy = stack
-    forged = {
-        "X-Forwarded-For": "203.0.113.1",
-        "Forwarded": "for=203.0.113.2",
-        "X-Real-IP": "203.0.113.3",
-    }
+    forged = {"X-Forwarded-For": "203.0.113.1", "Forwarded": "for=203.0.113.2", "X-Real-IP": "203.0.113.3"}
     with client_from(CLIENT, verify=haproxy.tls(), base_url=haproxy.url) as client:
         body = client.get("/api/whoami", headers=forged).json()
         hidden = client.get("/auth/nginx")
@@ -74,9 +63,7 @@ def test_plain_http_is_redirected_to_https(stack: tuple[EdgeServer, HAProxy]) ->
     assert response.headers["location"].startswith("https://")
 
 
-def test_pairing_close_reasons_and_hello_pass_through_haproxy(
-    stack: tuple[EdgeServer, HAProxy],
-) -> None:
+def test_pairing_close_reasons_and_hello_pass_through_haproxy(stack: tuple[EdgeServer, HAProxy]) -> None:
     edge, haproxy = stack
     device = Device("haproxy client")
     with ws_from(CLIENT, haproxy.ws_url, ssl=haproxy.tls()) as ws:
@@ -98,33 +85,19 @@ def test_pairing_close_reasons_and_hello_pass_through_haproxy(
 
 
 @pytest.fixture
-def hostile_stack(
-    edge_server_factory: Callable[..., EdgeServer], tmp_path: Path
-) -> Iterator[tuple[EdgeServer, HAProxy, str]]:
+def hostile_stack(edge_server_factory: Callable[..., EdgeServer], tmp_path: Path) -> Iterator[tuple[EdgeServer, HAProxy, str]]:
     """Edge reading Forwarded and X-Real-IP before X-Forwarded-For, with an echo upstream."""
     upstream = start_upstream_process(tmp_path)
     edge = edge_server_factory(
         {
-            "proxy": {
-                "trusted_proxies": ["127.0.0.1"],
-                "client_ip_headers": ["forwarded", "x-real-ip", "x-forwarded-for"],
-            },
-            "upstreams": [
-                {
-                    "prefix": "/svc/",
-                    "share_control_origin": True,
-                    "url": f"http://127.0.0.1:{upstream.port}",
-                }
-            ],
+            "proxy": {"trusted_proxies": ["127.0.0.1"], "client_ip_headers": ["forwarded", "x-real-ip", "x-forwarded-for"]},
+            "upstreams": [{"prefix": "/svc/", "share_control_origin": True, "url": f"http://127.0.0.1:{upstream.port}"}],
         }
     )
     haproxy = start_haproxy(tmp_path / "haproxy", edge.port)
     hello = pair_through(
-        haproxy.ws_url,
-        CLIENT,
-        Device("haproxy tester"),
-        lambda rid: edge.cli("devices", "approve", rid),
-        ssl=haproxy.tls(),
+        haproxy.ws_url, CLIENT, Device("haproxy tester"),
+        lambda rid: edge.cli("devices", "approve", rid), ssl=haproxy.tls(),
     )
     yield edge, haproxy, str(hello["deviceToken"])
     haproxy.stop()
@@ -143,17 +116,8 @@ def test_hostile_host_and_forwarding_headers_in_any_spelling_cannot_choose_the_c
         ("X-Forwarded-Port", "1"),
     ]
     reached = 0
-    for host in (
-        'a", for=198.51.100.1',
-        "a;for=10.0.0.1",
-        "a,for=127.0.0.1",
-        "for=1.2.3.4",
-        "=",
-        f"127.0.0.1:{haproxy.https_port}",
-    ):
-        status, body = raw_request(
-            CLIENT, haproxy.https_port, "/api/whoami", [("Host", host), *forged], tls=haproxy.tls()
-        )
+    for host in ('a", for=198.51.100.1', "a;for=10.0.0.1", "a,for=127.0.0.1", "for=1.2.3.4", "=", f"127.0.0.1:{haproxy.https_port}"):
+        status, body = raw_request(CLIENT, haproxy.https_port, "/api/whoami", [("Host", host), *forged], tls=haproxy.tls())
         if status == 400 and body is None:
             continue  # HAProxy itself refused this Host
         reached += 1
@@ -164,11 +128,8 @@ def test_hostile_host_and_forwarding_headers_in_any_spelling_cannot_choose_the_c
         assert body["anomalies"] == [], (host, body)
     assert reached >= 1
     status, echo = raw_request(
-        CLIENT,
-        haproxy.https_port,
-        "/svc/echo",
-        [("Authorization", f"Bearer {token}"), ("Remote_User", "forged"), *forged],
-        tls=haproxy.tls(),
+        CLIENT, haproxy.https_port, "/svc/echo",
+        [("Authorization", f"Bearer {token}"), ("Remote_User", "forged"), *forged], tls=haproxy.tls(),
     )
     assert status == 200
     assert echo is not None
@@ -190,3 +151,5 @@ def test_dot_segments_through_haproxy_never_leave_the_upstream_prefix(
     status, echo = raw_request(CLIENT, haproxy.https_port, "/svc/a/../b", auth, tls=haproxy.tls())
     assert status == 200
     assert echo is not None and echo["raw_path"] == "/svc/b"
+
+

@@ -36,9 +36,7 @@ from tests.integration.proxies import (
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(
-        shutil.which("nginx") is None, reason="nginx is not installed (scripts/install-test-deps)"
-    ),
+    pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed (scripts/install-test-deps)"),
 ]
 
 CLIENT = "127.0.0.2"
@@ -70,14 +68,10 @@ class Stack:
 
 
 @pytest.fixture
-def stack_factory(
-    edge_server_factory: Callable[..., EdgeServer], tmp_path: Path
-) -> Iterator[Callable[..., Stack]]:
+def stack_factory(edge_server_factory: Callable[..., EdgeServer], tmp_path: Path) -> Iterator[Callable[..., Stack]]:
     started: list[Any] = []
 
-    def factory(
-        trusted: list[str] | None = None, client_ip_headers: list[str] | None = None
-    ) -> Stack:
+    def factory(trusted: list[str] | None = None, client_ip_headers: list[str] | None = None) -> Stack:
         upstream = start_upstream_process(tmp_path)
         started.append(upstream)
         proxy: dict[str, Any] = {"trusted_proxies": ["127.0.0.1"] if trusted is None else trusted}
@@ -86,14 +80,7 @@ def stack_factory(
         edge = edge_server_factory(
             {
                 "proxy": proxy,
-                "upstreams": [
-                    {
-                        "prefix": "/svc/",
-                        "share_control_origin": True,
-                        "url": f"http://127.0.0.1:{upstream.port}",
-                        "websocket": True,
-                    }
-                ],
+                "upstreams": [{"prefix": "/svc/", "share_control_origin": True, "url": f"http://127.0.0.1:{upstream.port}", "websocket": True}],
             }
         )
         nginx = start_nginx(tmp_path / f"nginx-{len(started)}", edge.port, upstream.port)
@@ -166,10 +153,7 @@ def test_pairing_over_the_websocket_through_nginx_end_to_end(stack: Stack) -> No
         with pytest.raises(ConnectionClosed) as info:
             ws.recv(timeout=5)
     assert info.value.rcvd is not None
-    assert (info.value.rcvd.code, info.value.rcvd.reason) == (
-        1008,
-        "unauthorized: gateway token missing",
-    )
+    assert (info.value.rcvd.code, info.value.rcvd.reason) == (1008, "unauthorized: gateway token missing")
 
     with stack.ws() as ws:
         error = ws_handshake(ws, device, {"token": GATEWAY_TOKEN})
@@ -187,9 +171,7 @@ def test_pairing_over_the_websocket_through_nginx_end_to_end(stack: Stack) -> No
     assert hello["type"] == "hello"
     assert hello["client"] == {"ip": CLIENT, "local": False}
     with stack.http() as client:
-        body = client.get(
-            "/api/whoami", headers={"Authorization": f"Bearer {hello['deviceToken']}"}
-        ).json()
+        body = client.get("/api/whoami", headers={"Authorization": f"Bearer {hello['deviceToken']}"}).json()
     assert body["auth"]["state"] == "paired"
     assert body["auth"]["device"]["name"] == "remote laptop"
 
@@ -228,9 +210,7 @@ def test_auth_request_protects_an_app_that_nginx_proxies(stack: Stack) -> None:
 
 def test_auth_request_refuses_a_client_that_forges_identity_headers(stack: Stack) -> None:
     with stack.http() as client:
-        response = client.get(
-            "/app/report", headers={"Remote-User": "local", "X-Edge-Auth": "local"}
-        )
+        response = client.get("/app/report", headers={"Remote-User": "local", "X-Edge-Auth": "local"})
     assert response.status_code == 401
 
 
@@ -315,16 +295,12 @@ def forwarded_stack(stack_factory: Callable[..., Stack]) -> Stack:
     return stack_factory(client_ip_headers=["forwarded", "x-forwarded-for"])
 
 
-def test_a_hostile_host_cannot_choose_the_client_address_through_forwarded(
-    forwarded_stack: Stack,
-) -> None:
+def test_a_hostile_host_cannot_choose_the_client_address_through_forwarded(forwarded_stack: Stack) -> None:
     stack = forwarded_stack
     token = stack.pair(Device("host tester"))
     accepted = 0
     for host in HOSTILE_HOSTS:
-        status, body = raw_request(
-            CLIENT, stack.nginx.https_port, "/api/whoami", [("Host", host)], tls=stack.nginx.tls()
-        )
+        status, body = raw_request(CLIENT, stack.nginx.https_port, "/api/whoami", [("Host", host)], tls=stack.nginx.tls())
         if status == 400 and body is None:
             continue  # nginx itself refused this Host: it never reached Edge
         accepted += 1
@@ -334,11 +310,8 @@ def test_a_hostile_host_cannot_choose_the_client_address_through_forwarded(
         assert body["local"] is False
         assert body["anomalies"] == [], (host, body)
         status, echo = raw_request(
-            CLIENT,
-            stack.nginx.https_port,
-            "/svc/echo",
-            [("Host", host), ("Authorization", f"Bearer {token}")],
-            tls=stack.nginx.tls(),
+            CLIENT, stack.nginx.https_port, "/svc/echo",
+            [("Host", host), ("Authorization", f"Bearer {token}")], tls=stack.nginx.tls(),
         )
         assert status == 200, host
         assert echo is not None
@@ -353,13 +326,7 @@ def test_dot_segments_through_nginx_never_leave_the_upstream_prefix(stack: Stack
     token = stack.pair(Device("path tester"))
     auth = [("Authorization", f"Bearer {token}")]
     tls = stack.nginx.tls()
-    for target in (
-        "/svc/x/../../admin/",
-        "/svc/%2e%2e/admin/",
-        "/svc/x/%2E%2e/%2e%2e/admin",
-        "/svc/..%2fadmin",
-        "/svc/a%5cb",
-    ):
+    for target in ("/svc/x/../../admin/", "/svc/%2e%2e/admin/", "/svc/x/%2E%2e/%2e%2e/admin", "/svc/..%2fadmin", "/svc/a%5cb"):
         status, body = raw_request(CLIENT, stack.nginx.https_port, target, auth, tls=tls)
         assert status == 400, target
         if body is not None and "reason" in body:  # else nginx refused it first
@@ -386,9 +353,7 @@ def test_identity_headers_in_any_spelling_never_reach_the_protected_app(stack: S
         ("Remote-Name", "forged"),
     ]
     for path in ("/app/report", "/svc/echo"):  # nginx's auth_request, and Edge's own forwarding
-        status, echo = raw_request(
-            CLIENT, stack.nginx.https_port, path, forged, tls=stack.nginx.tls()
-        )
+        status, echo = raw_request(CLIENT, stack.nginx.https_port, path, forged, tls=stack.nginx.tls())
         assert status == 200, path
         assert echo is not None
         assert "forged" not in [value for _, value in echo["headers"]], (path, echo["headers"])
@@ -406,11 +371,7 @@ def test_the_session_cookie_never_reaches_the_protected_app_in_any_form(stack: S
     }
     for cookie, kept in cases.items():
         status, echo = raw_request(
-            CLIENT,
-            stack.nginx.https_port,
-            "/app/report",
-            [("Cookie", cookie)],
-            tls=stack.nginx.tls(),
+            CLIENT, stack.nginx.https_port, "/app/report", [("Cookie", cookie)], tls=stack.nginx.tls()
         )
         assert status == 200, cookie  # the cookie authenticates...
         assert echo is not None
@@ -425,11 +386,7 @@ def test_a_hostile_query_on_a_protected_app_is_never_a_500_or_an_error_line(stac
         status, _ = raw_request(CLIENT, stack.nginx.https_port, f"/app/x?{query}", tls=tls)
         assert status == 401, query
         status, _ = raw_request(
-            CLIENT,
-            stack.nginx.https_port,
-            f"/app/x?{query}",
-            [("Authorization", f"Bearer {token}")],
-            tls=tls,
+            CLIENT, stack.nginx.https_port, f"/app/x?{query}", [("Authorization", f"Bearer {token}")], tls=tls
         )
         assert status == 200, query  # the visitor's query is the app's, not the check's
     assert "ERROR" not in stack.edge.log()

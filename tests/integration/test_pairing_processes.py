@@ -214,11 +214,7 @@ def test_approvals_acknowledged_by_api_and_cli_survive_kill_9_at_random_moments(
         for worker in workers:
             worker.join(60)
         # The kill landed inside the stream of API approvals, not before or after it.
-        assert kill_after <= len(api_acked) < len(api_requests), (
-            round_number,
-            kill_after,
-            api_acked,
-        )
+        assert kill_after <= len(api_acked) < len(api_requests), (round_number, kill_after, api_acked)
         acknowledged.update(api_acked, cli_acked)
         server.start()
         listing = json.loads(server.cli("devices", "list", "--json").stdout)

@@ -63,9 +63,7 @@ def lookups(client: httpx.Client, url: str) -> float:
 # -- the person at the keyboard ----------------------------------------------------------------
 
 
-def test_a_local_client_of_the_gateways_own_user_is_an_admin_straight_away(
-    edge: EdgeServer,
-) -> None:
+def test_a_local_client_of_the_gateways_own_user_is_an_admin_straight_away(edge: EdgeServer) -> None:
     with httpx.Client(base_url=edge.url, trust_env=False, timeout=10) as client:
         whoami = client.get("/api/whoami").json()
         devices = client.get("/api/devices")
@@ -98,10 +96,7 @@ def test_the_owner_is_looked_up_once_per_connection_not_per_request(edge: EdgeSe
 
 def test_the_start_up_log_says_which_rule_is_in_force(edge: EdgeServer) -> None:
     log = edge.log()
-    assert (
-        "local.peer_check: uid: a loopback client is local only if its connection belongs to "
-        in log
-    )
+    assert "local.peer_check: uid: a loopback client is local only if its connection belongs to " in log
     assert "checked with sock_diag" in log
 
 
@@ -137,10 +132,7 @@ def test_a_client_process_of_another_user_is_not_local(edge: EdgeServer) -> None
     whoami = out["whoami"]
     assert whoami["local"] is False and whoami["auth"]["state"] == "anonymous"
     assert whoami["peer"]["user"] == NOBODY and whoami["peer"]["owner"] == "other-user"
-    assert (
-        "the connection belongs to user nobody (uid 65534), not to edge's user root"
-        in whoami["localRule"]
-    )
+    assert "the connection belongs to user nobody (uid 65534), not to edge's user root" in whoami["localRule"]
     assert out["/api/devices"] == 401 and out["/api/invites"] == 401
 
 
@@ -295,15 +287,8 @@ def tcp_forwarder(edge_port: int) -> Iterator[Forwarder]:
     port = free_port()
     forwarder = _spawn(
         [
-            "runuser",
-            "-u",
-            NOBODY,
-            "--",
-            "/usr/bin/python3",
-            "-c",
-            TCP_FORWARDER,
-            str(port),
-            str(edge_port),
+            "runuser", "-u", NOBODY, "--", "/usr/bin/python3", "-c", TCP_FORWARDER,
+            str(port), str(edge_port),
         ],
         port,
         directory / "forwarder.log",
@@ -315,11 +300,7 @@ def tcp_forwarder(edge_port: int) -> Iterator[Forwarder]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-FORWARDERS = {
-    "nginx-bare-proxy-pass": bare_nginx,
-    "haproxy-without-forwardfor": bare_haproxy,
-    "tcp-forwarder": tcp_forwarder,
-}
+FORWARDERS = {"nginx-bare-proxy-pass": bare_nginx, "haproxy-without-forwardfor": bare_haproxy, "tcp-forwarder": tcp_forwarder}
 
 
 @pytest.fixture(params=sorted(FORWARDERS))
@@ -353,10 +334,7 @@ def test_a_same_host_proxy_of_another_user_gets_no_auto_approved_socket(
     edge, forwarder = forwarded
     device = Device("visitor through the proxy")
     url = f"ws://127.0.0.1:{forwarder.port}/ws"
-    with (
-        ws_connect(url, open_timeout=10, proxy=None) as ws,
-        pytest.raises(ConnectionClosed) as closed,
-    ):
+    with ws_connect(url, open_timeout=10, proxy=None) as ws, pytest.raises(ConnectionClosed) as closed:
         ws_handshake(ws, device, {}, role="admin")
     assert closed.value.rcvd is not None
     assert closed.value.rcvd.code == 1008

@@ -36,9 +36,7 @@ def edge(edge_server_factory: Callable[..., EdgeServer]) -> EdgeServer:
 
 @contextlib.contextmanager
 def raw(edge: EdgeServer, address: str = ATTACKER) -> Iterator[socket.socket]:
-    sock = socket.create_connection(
-        ("127.0.0.1", edge.port), timeout=GIVE_UP, source_address=(address, 0)
-    )
+    sock = socket.create_connection(("127.0.0.1", edge.port), timeout=GIVE_UP, source_address=(address, 0))
     try:
         yield sock
     finally:
@@ -72,9 +70,7 @@ def test_an_endless_head_is_answered_431_and_closed(edge: EdgeServer) -> None:
     assert reply.startswith(b"HTTP/1.1 431 ")
     assert b'"reason":"too_large"' in reply
     with raw(edge) as sock:  # a whole head, over the cap, in one write
-        sock.sendall(
-            b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: " + b"a" * 20000 + b"\r\n\r\n"
-        )
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: " + b"a" * 20000 + b"\r\n\r\n")
         assert answer(sock).startswith(b"HTTP/1.1 431 ")
     assert refused(edge, "too_large") == 2
 

@@ -45,12 +45,7 @@ def edge(edge_server_factory: Callable[..., EdgeServer], upstream: Process) -> E
     return edge_server_factory(
         {
             "upstreams": [
-                {
-                    "prefix": "/svc/",
-                    "share_control_origin": True,
-                    "url": f"http://127.0.0.1:{upstream.port}",
-                    "websocket": True,
-                },
+                {"prefix": "/svc/", "share_control_origin": True, "url": f"http://127.0.0.1:{upstream.port}", "websocket": True},
             ]
         }
     )
@@ -59,10 +54,7 @@ def edge(edge_server_factory: Callable[..., EdgeServer], upstream: Process) -> E
 def wait_inflight(upstream: Process, count: int) -> None:
     """Until the upstream is busy with ``count`` requests (asked directly, not via Edge)."""
     for _ in range(200):
-        if (
-            httpx.get(f"http://127.0.0.1:{upstream.port}/_inflight", timeout=2).json()["inflight"]
-            == count
-        ):
+        if httpx.get(f"http://127.0.0.1:{upstream.port}/_inflight", timeout=2).json()["inflight"] == count:
             return
         time.sleep(0.025)
     raise AssertionError(f"the upstream never had {count} request(s) in flight")
@@ -106,9 +98,7 @@ def test_sigterm_lets_an_in_flight_upstream_request_finish_and_closes_sockets_wi
     assert edge.proc.wait(timeout=20) in (0, -signal.SIGTERM)
 
 
-def test_reload_reads_trusted_proxies_again_without_dropping_relayed_sockets(
-    edge: EdgeServer,
-) -> None:
+def test_reload_reads_trusted_proxies_again_without_dropping_relayed_sockets(edge: EdgeServer) -> None:
     forged = {"X-Forwarded-For": "198.51.100.9"}
     before = httpx.get(f"{edge.url}/api/whoami", headers=forged, timeout=5).json()
     assert before["anomalies"] == ["untrusted_proxy_headers"]
@@ -129,24 +119,13 @@ def test_reload_reads_trusted_proxies_again_without_dropping_relayed_sockets(
         assert relayed.recv(timeout=5) == "still here"
 
 
-def test_an_upstream_that_never_answers_gets_504_not_a_hang(
-    edge_server_factory: Callable[..., EdgeServer],
-) -> None:
+def test_an_upstream_that_never_answers_gets_504_not_a_hang(edge_server_factory: Callable[..., EdgeServer]) -> None:
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)  # the kernel accepts connections; nobody ever reads or answers
         port = silent.getsockname()[1]
         server = edge_server_factory(
-            {
-                "upstreams": [
-                    {
-                        "prefix": "/mute/",
-                        "share_control_origin": True,
-                        "url": f"http://127.0.0.1:{port}",
-                        "timeout": 1,
-                    }
-                ]
-            }
+            {"upstreams": [{"prefix": "/mute/", "share_control_origin": True, "url": f"http://127.0.0.1:{port}", "timeout": 1}]}
         )
         response = httpx.get(f"{server.url}/mute/x", timeout=20)
     assert response.status_code == 504
@@ -155,28 +134,16 @@ def test_an_upstream_that_never_answers_gets_504_not_a_hang(
 
 
 def test_an_upstream_that_is_down_gets_502(edge_server_factory: Callable[..., EdgeServer]) -> None:
-    server = edge_server_factory(
-        {
-            "upstreams": [
-                {
-                    "prefix": "/gone/",
-                    "share_control_origin": True,
-                    "url": f"http://127.0.0.1:{free_port()}",
-                }
-            ]
-        }
-    )
+    server = edge_server_factory({"upstreams": [{"prefix": "/gone/", "share_control_origin": True, "url": f"http://127.0.0.1:{free_port()}"}]})
     response = httpx.get(f"{server.url}/gone/x", timeout=20)
     assert response.status_code == 502
     assert response.json()["error"] == "bad_gateway"
 
 
-@pytest.mark.skipif(
-    shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed"
-)
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
 def test_systemd_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     launcher = tmp_path / "edge"
-    launcher.write_text(f'#!/bin/sh\nexec {sys.executable} -m edge.cli "$@"\n')
+    launcher.write_text(f"#!/bin/sh\nexec {sys.executable} -m edge.cli \"$@\"\n")
     launcher.chmod(0o755)
     unit = (DEPLOY / "systemd" / "edge.service").read_text()
     assert "ExecReload=/opt/edge/bin/edge gateway reload" in unit

@@ -577,10 +577,6 @@ def test_connect_never_raises_on_arbitrary_frames(
     service: PairingService, frame: dict[str, Any], local: bool
 ) -> None:
     outcome = service.connect(
-        attempt=connect_attempt(frame),
-        nonce="n",
-        client_ip="192.0.2.1",
-        local=local,
-        user_agent=None,
+        attempt=connect_attempt(frame), nonce="n", client_ip="192.0.2.1", local=local, user_agent=None
     )
     assert isinstance(outcome, Denied)

@@ -152,13 +152,7 @@ def test_allowed_origins_must_be_origins(origin: str, ok: bool) -> None:
 
 
 def test_upstream_prefix_must_not_shadow_gateway_paths() -> None:
-    found = problems_of(
-        {
-            "upstreams": [
-                {"prefix": "/api/", "share_control_origin": True, "url": "http://127.0.0.1:1"}
-            ]
-        }
-    )
+    found = problems_of({"upstreams": [{"prefix": "/api/", "share_control_origin": True, "url": "http://127.0.0.1:1"}]})
     assert found[0].startswith("upstreams[0].prefix:")
 
 
@@ -173,11 +167,7 @@ def test_wrong_types_name_the_key() -> None:
 
 
 def test_unknown_webhook_events_fail_the_config_check_not_the_server() -> None:
-    hook = {
-        "url": "http://127.0.0.1:9/hook",
-        "secret": "s" * 20,
-        "events": ["pairing.requested", "nope"],
-    }
+    hook = {"url": "http://127.0.0.1:9/hook", "secret": "s" * 20, "events": ["pairing.requested", "nope"]}
     found = problems_of({"notify": {"webhooks": [hook]}})
     assert found[0].startswith("notify.webhooks[0].events[1]: 'nope' is not an event")
     assert problems_of({"notify": {"webhooks": [{**hook, "events": []}]}})[0].startswith(
@@ -185,9 +175,7 @@ def test_unknown_webhook_events_fail_the_config_check_not_the_server() -> None:
     )
 
 
-@pytest.mark.parametrize(
-    ("text", "seconds"), [("90d", 90 * 86400), ("12h", 43200), ("30m", 1800), ("45", 45.0)]
-)
+@pytest.mark.parametrize(("text", "seconds"), [("90d", 90 * 86400), ("12h", 43200), ("30m", 1800), ("45", 45.0)])
 def test_device_idle_expiry_takes_durations(text: str, seconds: float) -> None:
     settings = load_settings({"pairing": {"device_idle_expiry": text}}, environ={})
     assert settings.pairing.device_idle_expiry == seconds
