@@ -11,7 +11,6 @@ import ipaddress
 import re
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -23,6 +22,7 @@ from pydantic import (
 )
 
 from edge.net import NetworkSet, normalise_origin, parse_network
+from edge.net.origin import check_public_url
 from edge.pairing.store.urls import backend_of
 
 CONFIG_ENV = "EDGE_CONFIG"
@@ -99,20 +99,7 @@ class ServerSettings(_Section):
     @field_validator("public_url")
     @classmethod
     def _public_url(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(
-                f"{value!r} is not an absolute http(s) URL, e.g. https://edge.example.com"
-            )
-        if parts.query or parts.fragment or "?" in value or "#" in value:
-            raise ValueError(f"{value!r} must have no query or fragment")
-        try:
-            parts.port  # noqa: B018 - raises on a port that is not a number in range
-        except ValueError as exc:
-            raise ValueError(f"{value!r}: {exc}") from None
-        return value.rstrip("/")
+        return None if value is None else check_public_url(value)
 
     @property
     def binds_loopback(self) -> bool:
