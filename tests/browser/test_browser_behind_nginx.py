@@ -20,6 +20,7 @@ import yaml
 from playwright.sync_api import expect
 
 from tests.browser.conftest import PageOpener
+from tests.conftest import GATEWAY_TOKEN
 from tests.integration.conftest import EdgeServer, free_port
 from tests.integration.proxies import Nginx, client_from, start_nginx
 
@@ -142,3 +143,27 @@ def test_the_same_host_proxy_warning_clears_after_a_correctly_forwarded_request(
     assert findings["local.loopback"]["level"] == "ok", findings["local.loopback"]
     assert "forwarded" in findings["local.loopback"]["message"]
     admin.shoot("dashboard-proxy-warning-cleared")
+
+
+def test_the_tab_title_counts_the_requests_waiting_and_the_raw_close_stays_in_diagnostics(
+    open_page: PageOpener, gateway: EdgeServer
+) -> None:
+    admin = open_page(f"{gateway.url}/")
+    admin.expect_state("connected")
+    expect(admin.page).to_have_title("Connected — Edge")
+    remote = open_page(f"{gateway.url}/", remote_ip="203.0.113.9")
+    remote.expect_state("token-needed")
+    remote.page.get_by_test_id("token-input").fill("not-the-gateway-token-at-all-0123")
+    remote.page.get_by_test_id("token-submit").click()
+    card = remote.page.get_by_test_id("state")
+    expect(card).to_contain_text("That gateway token is wrong")
+    expect(card).not_to_contain_text("1008")
+    expect(remote.page.get_by_test_id("last-close")).to_contain_text("code 1008")
+    remote.page.get_by_test_id("token-input").fill(GATEWAY_TOKEN)
+    remote.page.get_by_test_id("token-submit").click()
+    remote.expect_state("waiting")
+    expect(admin.page).to_have_title("(1) Connected — Edge")
+    request_id = remote.page.get_by_test_id("request-id").inner_text().strip()
+    gateway.cli("devices", "approve", request_id)
+    remote.expect_state("connected")
+    expect(admin.page).to_have_title("Connected — Edge")
