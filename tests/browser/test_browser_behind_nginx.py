@@ -9,7 +9,9 @@ forwarded the right way has arrived.
 
 from __future__ import annotations
 
+import json
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,6 +105,30 @@ def test_an_untrusted_proxy_is_named_with_its_fix_and_the_page_connects_once_it_
     expect(page.get_by_test_id("last-close")).to_be_hidden()
     expect(page.get_by_test_id("last-close")).to_contain_text("origin not allowed")
     phone.shoot("phone-untrusted-proxy")
+
+    # The doctor names the same cause: from the refusals the gateway recorded, and from a
+    # probe it sends through nginx itself.
+    probe = ("--probe", stack.nginx.url, "--ca-file", str(stack.nginx.cert))
+    deadline = time.monotonic() + 20
+    while True:
+        doctor = stack.edge.cli("doctor", "--json", *probe, check=False)
+        findings = json.loads(doctor.stdout)
+        refusals = [f for f in findings if f["check"] == "refusals" and f["level"] == "error"]
+        if refusals or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert doctor.returncode == 1
+    (refused,) = refusals
+    assert (
+        "127.0.0.1" in refused["message"] and "not in proxy.trusted_proxies" in refused["message"]
+    )
+    assert refused["fix"] == (
+        "set `proxy.trusted_proxies: [127.0.0.1]` in the configuration file, then run "
+        "`edge gateway reload`"
+    )
+    assert any(f["check"] == "refusals" and "origin_not_allowed" in f["message"] for f in findings)
+    (probed,) = [f for f in findings if f["check"] == "probe"]
+    assert probed["level"] == "error" and "not in proxy.trusted_proxies" in probed["message"]
 
     # The operator does exactly what the page says; the page gets through by itself.
     stack.set_config(proxy={"trusted_proxies": ["127.0.0.1"]})
