@@ -19,7 +19,7 @@ const CLOSE_CODES = {
   // 1006 on a page opened at the gateway's own loopback address: no network, no proxy.
   "1006-direct": {
     title: "Cannot reach the gateway",
-    message: "The gateway stopped answering: is `edge serve` still running on this machine?",
+    message: "The gateway stopped answering: is edge serve still running on this machine?",
     next: "backoff",
   },
   1011: { title: "The gateway hit an internal error", message: "Its log says why.", next: "backoff" },

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -193,3 +194,18 @@ def test_the_tab_title_counts_the_requests_waiting_and_the_raw_close_stays_in_di
     gateway.cli("devices", "approve", request_id)
     remote.expect_state("connected")
     expect(admin.page).to_have_title("Connected — Edge")
+
+
+def test_a_direct_local_page_names_the_gateway_not_the_network_when_it_goes_away(
+    open_page: PageOpener, edge_server_factory: Callable[..., EdgeServer]
+) -> None:
+    edge = edge_server_factory({"server": {"public_url": "https://edge.example.com"}})
+    admin = open_page(f"{edge.url}/")
+    admin.expect_state("connected")
+    page = admin.page
+    page.get_by_test_id("diagnostics").locator("summary").click()
+    expect(page.get_by_test_id("public-url")).to_contain_text("https://edge.example.com")
+    edge.stop(signal.SIGKILL)  # no close frame: the browser sees 1006
+    message = page.get_by_test_id("state-message")
+    expect(message).to_contain_text("is edge serve still running")
+    expect(message).not_to_contain_text("reverse proxy")
