@@ -6,8 +6,10 @@ import os
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from edge.causes import UNTRUSTED_PROXY
+from edge.cli import cli
 from edge.cli.common import ConfigProblem, public_base
 from edge.config import ConfigError, load_settings
 from edge.refusals import ui_table
@@ -91,3 +93,20 @@ def test_the_proxy_cause_names_the_peer_and_quotes_an_ipv6_one() -> None:
     served = ui_table()["causes"][UNTRUSTED_PROXY.code]
     assert served["refusal"] in {e["reason"] for e in ui_table()["closeReasons"].values()}
     assert "auth.allowed_origins" not in served["message"]
+
+
+def test_edge_devices_invite_uses_public_url_and_refuses_a_loopback_link(tmp_path: Path) -> None:
+    config = tmp_path / "edge.yaml"
+    data = tmp_path / "data"
+    data.mkdir(mode=0o700)
+    config.write_text(f"data_dir: {data}\n")
+    runner = CliRunner()
+    env = {"EDGE_CONFIG": None, "EDGE_RUNTIME_DIR": str(tmp_path / "run")}
+    refused = runner.invoke(cli, ["devices", "invite", "-c", str(config), "--no-qr"], env=env)
+    assert refused.exit_code == 2
+    assert "server.public_url is not set" in refused.output
+    config.write_text(f"data_dir: {data}\nserver:\n  public_url: https://edge.example.com/\n")
+    created = runner.invoke(cli, ["devices", "invite", "-c", str(config), "--no-qr"], env=env)
+    assert created.exit_code == 0, created.output
+    assert "url:  https://edge.example.com/#invite=" in created.output
+    assert "edge pair --url https://edge.example.com --invite" in created.output
