@@ -87,6 +87,9 @@ class Diagnostics:
         self._dirty = False
         self.forwarded: Forwarded | None = read_forwarded(data_dir)
         self._forwarded_pending = False
+        # The reverse proxies running on this host, as housekeeping last read them from /proc,
+        # so that answering a request never reads /proc.
+        self.proxies: tuple[str, ...] = ()
 
     # -- recording (on the event loop: memory only) ------------------------------------------
 
@@ -122,6 +125,11 @@ class Diagnostics:
 
     def path(self) -> Path:
         return self.data_dir / "run" / f"{os.getpid()}.diagnostics.json"
+
+    def refresh_proxies(self) -> tuple[str, ...]:
+        """Blocking: read /proc again for reverse proxies running on this host."""
+        self.proxies = tuple(running_reverse_proxies())
+        return self.proxies
 
     def flush(self) -> None:
         """Write what changed since the last flush; a failed write is retried next time."""
@@ -201,7 +209,15 @@ class SameHostProxy:
         }
 
 
-def same_host_proxy(loopback: bool, peer_check: str, forwarded: Forwarded | None) -> SameHostProxy:
-    """Blocking (it reads /proc). Under ``peer_check: uid`` a proxy's visitors are never local."""
-    proxies = tuple(running_reverse_proxies())
-    return SameHostProxy(proxies, bool(proxies) and loopback and peer_check == "address", forwarded)
+def same_host_proxy(
+    loopback: bool,
+    peer_check: str,
+    forwarded: Forwarded | None,
+    proxies: tuple[str, ...] | None = None,
+) -> SameHostProxy:
+    """Under ``peer_check: uid`` a proxy's visitors are never local, so there is no risk.
+
+    Blocking when ``proxies`` is not given: it reads /proc.
+    """
+    found = tuple(running_reverse_proxies()) if proxies is None else proxies
+    return SameHostProxy(found, bool(found) and loopback and peer_check == "address", forwarded)

@@ -80,9 +80,11 @@ def build_routes(
     """Edge's own HTTP routes; ``settings`` (the ones at start) say where metrics are served."""
 
     def gateway_view() -> dict[str, Any]:
-        """What this worker has seen, for an admin's diagnostics (blocking: it reads /proc)."""
+        """What this worker has seen, for an admin's diagnostics (from memory: no I/O)."""
         local = live.settings.local
-        found = same_host_proxy(local.loopback, local.peer_check, diagnostics.forwarded)
+        found = same_host_proxy(
+            local.loopback, local.peer_check, diagnostics.forwarded, diagnostics.proxies
+        )
         return {
             "publicUrl": live.settings.server.public_url,
             "sameHostProxy": found.to_dict(),
@@ -101,7 +103,7 @@ def build_routes(
         if probe is not None and _PROBE.fullmatch(probe):
             body["probe"] = probe
         if auth.state == "local" or (auth.device is not None and auth.device.role == Role.ADMIN):
-            body["gateway"] = await blocking.run(gateway_view)
+            body["gateway"] = gateway_view()
         return _json(body)
 
     async def refusals(request: Request) -> Response:

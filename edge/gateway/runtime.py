@@ -98,8 +98,11 @@ class Gateway:
         # Under local.peer_check: uid a same-host proxy's visitors are never local (its
         # connections are its own user's), so only the address-only rule needs the warning,
         # and only until the proxy has been seen forwarding as it should.
+        proxies = await self.blocking.run(self.diagnostics.refresh_proxies)
         if local.loopback and local.peer_check == "address":
-            found = same_host_proxy(local.loopback, local.peer_check, self.diagnostics.forwarded)
+            found = same_host_proxy(
+                local.loopback, local.peer_check, self.diagnostics.forwarded, proxies
+            )
             if found.warning is not None:
                 logger.warning(found.warning, extra={"signal": "same_host_proxy"})
             elif found.forwarded is not None and found.proxies:
@@ -297,6 +300,7 @@ class Gateway:
 
     def _housekeeping_once(self) -> None:
         self.diagnostics.flush()
+        self.diagnostics.refresh_proxies()
         self.service.sweep()
         self.service.flush_touches()
         self._refresh_pairing_gauges()
