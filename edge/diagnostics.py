@@ -10,7 +10,7 @@ the start-up warning about a same-host proxy (whose header-less routes would
 look local) has done its job and clears, for this run and the next.
 
 Each worker keeps its own counts in memory and writes them to
-``<data_dir>/run/<pid>.diagnostics.json`` from housekeeping (never on the
+``<data_dir>/status/<pid>.diagnostics.json`` from housekeeping (never on the
 event loop); the forwarded request is recorded once in
 ``<data_dir>/proxy-forwarded.json``. The module imports no ASGI layer: the
 CLI reads these files without it.
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.hostcheck import process_alive, running_reverse_proxies, same_host_proxy_advice
-from edge.running import read_json, write_private_json
+from edge.running import read_json, status_dir, write_private_json
 
 RECENT = 20  # refusals kept per worker, newest last
 FORWARDED_FILE = "proxy-forwarded.json"
@@ -124,7 +124,7 @@ class Diagnostics:
     # -- writing (blocking: housekeeping, or the blocking door) --------------------------------
 
     def path(self) -> Path:
-        return self.data_dir / "run" / f"{os.getpid()}.diagnostics.json"
+        return status_dir(self.data_dir) / f"{os.getpid()}.diagnostics.json"
 
     def refresh_proxies(self) -> tuple[str, ...]:
         """Blocking: read /proc again for reverse proxies running on this host."""
@@ -155,10 +155,10 @@ def read_refusals(data_dir: Path) -> tuple[Counter[str], list[Refused]]:
     """Every live worker's refusals: counts by reason, and the recent ones, newest last."""
     counts: Counter[str] = Counter()
     recent: list[Refused] = []
-    run = data_dir / "run"
-    if not run.is_dir():
+    directory = status_dir(data_dir)
+    if not directory.is_dir():
         return counts, recent
-    for path in run.glob("*.diagnostics.json"):
+    for path in directory.glob("*.diagnostics.json"):
         pid = path.name.split(".", 1)[0]
         if not pid.isdigit() or not process_alive(int(pid)):
             continue

@@ -12,7 +12,7 @@ per-user runtime directory that does not depend on any configuration:
 able to point this user's CLI at a file of theirs.
 
 Each worker answers ``edge gateway reload`` (a SIGHUP carries no answer) in
-``<data_dir>/run/<pid>.reload.json``: a sequence number, whether it reloaded,
+``<data_dir>/status/<pid>.reload.json``: a sequence number, whether it reloaded,
 what changed or why it refused.
 """
 
@@ -155,8 +155,13 @@ class ReloadAnswer:
     source: str | None
 
 
+def status_dir(data_dir: Path) -> Path:
+    """Where workers leave what the CLI reads of them; ``run/`` holds only their registrations."""
+    return data_dir / "status"
+
+
 def answer_path(data_dir: Path, pid: int) -> Path:
-    return data_dir / "run" / f"{pid}.reload.json"
+    return status_dir(data_dir) / f"{pid}.reload.json"
 
 
 def read_answer(data_dir: Path, pid: int) -> ReloadAnswer | None:
@@ -176,3 +181,8 @@ def read_answer(data_dir: Path, pid: int) -> ReloadAnswer | None:
 def write_answer(data_dir: Path, answer: ReloadAnswer) -> None:
     """Blocking; the worker's own answer for ``edge gateway reload`` to print."""
     write_private_json(answer_path(data_dir, os.getpid()), asdict(answer))
+
+
+def forget_answer(data_dir: Path) -> None:
+    with contextlib.suppress(OSError):
+        answer_path(data_dir, os.getpid()).unlink()

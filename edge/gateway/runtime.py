@@ -35,7 +35,7 @@ from edge.pairing.models import Event
 from edge.pairing.service import PairingService
 from edge.pairing.store import CLAIM_AUDIT, Store
 from edge.peercred import LOOKUPS, peer_check_summary
-from edge.running import ReloadAnswer, write_answer
+from edge.running import ReloadAnswer, forget_answer, write_answer
 from edge.workers import register_worker, unregister_worker
 
 logger = logging.getLogger("edge.gateway")
@@ -137,6 +137,7 @@ class Gateway:
         if self._worker_file is not None:
             unregister_worker(self._worker_file)
         self.diagnostics.remove()
+        forget_answer(self._data_dir)
         mark_worker_dead(os.getpid())
         await self.hub.shutdown()
         await self.notifier.stop()
