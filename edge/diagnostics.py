@@ -82,6 +82,7 @@ class Diagnostics:
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
         self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()  # housekeeping and a first forwarded request may race
         self._counts: Counter[str] = Counter()
         self._recent: deque[Refused] = deque(maxlen=RECENT)
         self._dirty = False
@@ -133,6 +134,10 @@ class Diagnostics:
 
     def flush(self) -> None:
         """Write what changed since the last flush; a failed write is retried next time."""
+        with self._flush_lock:
+            self._flush()
+
+    def _flush(self) -> None:
         if self._forwarded_pending and self.forwarded is not None:
             with contextlib.suppress(OSError):
                 write_private_json(self.data_dir / FORWARDED_FILE, asdict(self.forwarded))

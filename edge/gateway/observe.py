@@ -70,10 +70,10 @@ class DiagnosticsMiddleware:
                 resolution.peer_ip, resolution.header_used, resolution.client_ip
             )
         ):
-            assert self.diagnostics.forwarded is not None
+            seen = self.diagnostics.forwarded
             logger.info(
                 "%s: the proxy forwards as it should; the same-host proxy warning is cleared",
-                describe_forwarded(self.diagnostics.forwarded),
+                describe_forwarded(seen) if seen is not None else "a forwarded request arrived",
                 extra={"signal": "same_host_proxy_cleared"},
             )
             self.blocking.spawn(self.diagnostics.flush)
