@@ -22,6 +22,7 @@ from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from edge import __version__, heads
 from edge.config import Settings, load_settings
 from edge.config.policies import build_pairing_policy
+from edge.diagnostics import Diagnostics
 from edge.gateway.api import build_routes
 from edge.gateway.blocking import Blocking
 from edge.gateway.dashboard import index_app, static_app
@@ -31,6 +32,7 @@ from edge.gateway.guard import Authenticator, ClientResolutionMiddleware, GuardM
 from edge.gateway.health import StoreHealth
 from edge.gateway.live import Live
 from edge.gateway.notify import Notifier
+from edge.gateway.observe import DiagnosticsMiddleware, ObservedMetrics
 from edge.gateway.request_id import RequestIdMiddleware
 from edge.gateway.routing import SkippingRouter
 from edge.gateway.runtime import Gateway
@@ -39,7 +41,6 @@ from edge.gateway.upstream import build_host_routes, build_upstream_routes
 from edge.gateway.ws import ControlSocket
 from edge.gateway_token import load_gateway_token
 from edge.logs import SignalWarner, setup_logging
-from edge.metrics import Metrics
 from edge.pairing.service import PairingService
 from edge.pairing.store import Store, open_store
 
@@ -61,7 +62,8 @@ def build_gateway(
     token = load_gateway_token(settings, create=True)
     store = store or open_store(settings.store.url, settings.data_dir)
     service = PairingService(store, token.value, build_pairing_policy(settings), clock=clock)
-    metrics = Metrics(__version__)
+    diagnostics = Diagnostics(settings.data_dir)
+    metrics = ObservedMetrics(__version__, diagnostics)
     blocking = Blocking()
     hub = SocketHub(
         client_key=service.client_key,
@@ -82,6 +84,7 @@ def build_gateway(
         hub=hub,
         notifier=notifier,
         warner=SignalWarner(logging.getLogger("edge.proxy")),
+        diagnostics=diagnostics,
     )
 
 
@@ -125,6 +128,7 @@ def create_app(
             health=gateway.health,
             metrics=metrics,
             blocking=gateway.blocking,
+            diagnostics=gateway.diagnostics,
         ),
         # Forward-auth endpoints (``/auth/...``) and upstream forwarding (``upstreams``).
         *build_forward_auth_routes(authenticate=authenticate, live=live, metrics=metrics),
@@ -151,6 +155,9 @@ def create_app(
                 ClientResolutionMiddleware, live=live, metrics=metrics, warner=gateway.warner
             ),
             Middleware(RequestIdMiddleware),
+            Middleware(
+                DiagnosticsMiddleware, diagnostics=gateway.diagnostics, blocking=gateway.blocking
+            ),
             Middleware(
                 GuardMiddleware,
                 authenticate=authenticate,

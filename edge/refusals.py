@@ -15,12 +15,9 @@ service decides and the metric counts. ``Rejection`` is what the gateway
 cannot do for a caller it does not doubt (an upstream down, a path it will
 not forward, its store unreachable). Both render the same way: an HTTP body
 ``{"error", "reason", "detail"}`` (``http_body``) and a WebSocket close frame
-(``close_frame``).
-
-The module lives at the top of the package, not under ``pairing/`` or
-``gateway/``: the pairing service returns denials, the ASGI layer renders
-every row, and neither may import the other's layer. It imports nothing but
-the standard library.
+(``close_frame``). It lives at the top of the package, not under ``pairing/`` or ``gateway/``: the
+pairing service returns denials, the ASGI layer renders every row, and neither may
+import the other's layer. It imports only the standard library and ``edge.causes``.
 """
 
 from __future__ import annotations
@@ -29,6 +26,8 @@ import enum
 import json
 from dataclasses import dataclass
 from typing import Any
+
+from edge.causes import causes_table
 
 # RFC 6455 §5.5: a control frame's payload is at most 125 bytes, two of them the code.
 MAX_CLOSE_REASON_BYTES = 123
@@ -579,8 +578,8 @@ def close_frame(refusal: AnyRefusal) -> tuple[int, str]:
 def ui_table() -> dict[str, Any]:
     """The refusals the control socket can close with, as the dashboard reads them.
 
-    Keyed by close reason (what the browser's close event carries); each entry
-    holds the words to show and what the page does next (``ClientHint``).
+    Keyed by close reason (what the browser's close event carries): the words to
+    show and what the page does next (``ClientHint``); ``causes`` (``edge.causes``) beside.
     """
     reasons: dict[str, Any] = {}
     for refusal in (*Denial, *Rejection):
@@ -597,4 +596,4 @@ def ui_table() -> dict[str, Any]:
             "next": row.client.next,
             "drop": list(row.client.drop),
         }
-    return {"closeReasons": reasons}
+    return {"closeReasons": reasons, "causes": causes_table()}

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import click
 
 from edge import __version__
-from edge.cli.common import EXIT_REFUSED, EXIT_USAGE, emit, json_option
+from edge.cli.common import EXIT_REFUSED, EXIT_USAGE, ROOT_CONFIG_KEY, emit, json_option
 from edge.cli.completion import completion
 from edge.cli.config import config_group
 from edge.cli.devices import devices
@@ -31,6 +31,7 @@ Environment (see docs/configuration.md):
   EDGE_STORE_PASSWORD(_FILE)  the Redis password, put into store.url
   EDGE_METRICS_TOKEN(_FILE)   metrics.bearer_token
   EDGE_PAIR_DIR               where `edge pair` keeps its key and device token
+  EDGE_RUNTIME_DIR            where `edge serve` records itself for the other commands
 """
 
 
@@ -39,14 +40,28 @@ Environment (see docs/configuration.md):
     epilog=ENVIRONMENT_HELP,
 )
 @click.version_option(__version__, prog_name="edge", help="Show the version and exit.")
-def cli() -> None:
+@click.option(
+    "--config",
+    "-c",
+    "root_config",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="YAML configuration file for the command that follows (as its own -c).",
+)
+@click.pass_context
+def cli(context: click.Context, root_config: str | None) -> None:
     """Edge: a reverse-proxy-aware gateway with device pairing.
+
+    Without -c (or EDGE_CONFIG) a command works on the running gateway's
+    configuration, else on the built-in defaults.
 
     \b
     Example:
       edge doctor -c /etc/edge/edge.yaml
+      edge -c /etc/edge/edge.yaml devices list
       edge devices list --json
     """
+    context.meta[ROOT_CONFIG_KEY] = root_config
 
 
 for command in (

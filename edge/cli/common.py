@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -21,6 +22,7 @@ from edge.gateway_token import GatewayTokenError, load_gateway_token
 from edge.pairing.service import PairingService
 from edge.pairing.store import StoreError, open_store
 from edge.pairing.tokens import generate_secret
+from edge.running import RunningGateway, running_gateways
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
@@ -58,7 +60,8 @@ def config_option(func: F) -> F:
         envvar=CONFIG_ENV,
         show_envvar=True,
         default=None,
-        help="YAML configuration file (default: built-in defaults), e.g. /etc/edge/edge.yaml.",
+        help="YAML configuration file, e.g. /etc/edge/edge.yaml (default: the running "
+        "gateway's, else built-in defaults).",
     )(func)
 
 
@@ -82,11 +85,53 @@ def note(message: str) -> None:
     click.echo(message, err=True)
 
 
-def load(config_path: str | None) -> Settings:
+ROOT_CONFIG_KEY = "edge.root_config"  # ``edge -c FILE <command>``, in the context's meta
+
+
+def chosen_config(config_path: str | None) -> str | None:
+    """The file the person chose: ``-c`` after the command, then ``-c`` before it, then
+    ``$EDGE_CONFIG``; None when none of them names one."""
+    context = click.get_current_context(silent=True)
+    if context is None:
+        return config_path
+    root = context.meta.get(ROOT_CONFIG_KEY)
+    source = context.get_parameter_source("config_path")
+    if config_path is not None and source is click.core.ParameterSource.COMMANDLINE:
+        return config_path
+    return root if root is not None else config_path
+
+
+def load(config_path: str | None, *, discover: bool = True) -> Settings:
+    """The settings a command works on.
+
+    With no file chosen, a management command works on the gateway that runs
+    (``edge.running``): the defaults would be another world, with another
+    ``data_dir``. ``edge serve`` itself does not look (``discover=False``).
+    """
+    path = chosen_config(config_path)
+    found: RunningGateway | None = None
+    if path is None and discover:
+        found = _the_running_gateway()
+        if found is not None:
+            path = found.config
+            note(f"edge: using the running gateway's configuration ({found.describe()})")
     try:
-        return load_settings(config_path)
+        settings = load_settings(path)
     except ConfigError as exc:
         raise ConfigProblem(str(exc)) from None
+    if found is not None and found.config is None:
+        # Started on the defaults from another directory: its ./data is not ours.
+        settings = settings.model_copy(update={"data_dir": Path(found.data_dir)})
+    return settings
+
+
+def _the_running_gateway() -> RunningGateway | None:
+    gateways = running_gateways()
+    worlds = {(g.config, g.data_dir) for g in gateways}
+    if len(worlds) > 1:
+        listed = "; ".join(g.describe() for g in gateways)
+        raise ConfigProblem(f"several gateways are running ({listed}): choose one with -c <file>")
+    return gateways[0] if gateways else None
 
 
 @contextlib.contextmanager
@@ -115,3 +160,26 @@ def local_url(host: str, port: int, path: str = "/") -> str:
     if ":" in shown:
         shown = f"[{shown}]"
     return f"http://{shown}:{port}{path}"
+
+
+def public_base(settings: Settings, given: str | None = None) -> str:
+    """The address another device reaches the dashboard at: ``--url``, else server.public_url.
+
+    Without either, the only address Edge knows is the one it binds. When that
+    is loopback (or every address, shown as 127.0.0.1), a link built on it
+    works on this machine only: printed for a phone, it is a dead end. It is
+    refused instead, with the way out.
+    """
+    if given:
+        return given.rstrip("/")
+    server = settings.server
+    if server.public_url:
+        return server.public_url
+    if server.binds_loopback or server.host in ("0.0.0.0", "::", ""):  # noqa: S104 - compared
+        raise ConfigProblem(
+            f"server.public_url is not set and the gateway listens on {server.host}:"
+            f"{server.port}: a link to that works on this machine only. Set server.public_url "
+            "to the address other devices reach (e.g. `server: {public_url: "
+            "https://edge.example.com}`, your reverse proxy's), or pass --url"
+        )
+    return local_url(server.host, server.port).rstrip("/")

@@ -14,7 +14,15 @@ import segno
 from rich.console import Console
 from rich.table import Table
 
-from edge.cli.common import Refused, config_option, emit, json_option, load, pairing_service
+from edge.cli.common import (
+    Refused,
+    config_option,
+    emit,
+    json_option,
+    load,
+    pairing_service,
+    public_base,
+)
 from edge.config import PairingSettings, parse_duration
 from edge.pairing.models import INVITE_MAX_TTL, Device, Event, PairingRequest, Role
 from edge.pairing.policy import LOCAL_ACTOR
@@ -433,7 +441,7 @@ def invite(
     """
     settings = load(config_path)
     seconds = parse_invite_ttl(ttl)
-    base = base_url or _default_base(settings.server.host, settings.server.port)
+    base = public_base(settings, base_url)
     with pairing_service(settings) as service:
         try:
             created, code = service.create_invite(
@@ -449,21 +457,8 @@ def invite(
     click.echo(f"  code: {code}")
     click.echo(f"  url:  {url}")
     click.echo(f"  CLI:  edge pair --url {base} --invite {code}")
-    if base_url is None and settings.server.host in _WILDCARD_HOSTS:
-        click.echo(
-            "  note: the gateway listens on every address; pass --url with the address the "
-            "device reaches (e.g. https://edge.example.com)"
-        )
     if qr if qr is not None else sys.stdout.isatty():
         click.echo(terminal_qr(url), nl=False)
-
-
-_WILDCARD_HOSTS = frozenset({"0.0.0.0", "::"})  # noqa: S104 - compared, never bound
-
-
-def _default_base(host: str, port: int) -> str:
-    shown = "127.0.0.1" if host in _WILDCARD_HOSTS else host
-    return f"http://[{shown}]:{port}" if ":" in shown else f"http://{shown}:{port}"
 
 
 def terminal_qr(url: str) -> str:

@@ -9,9 +9,11 @@ from pathlib import Path
 
 import click
 
+from edge.causes import UNTRUSTED_PROXY
 from edge.cli.common import EXIT_REFUSED, config_option, emit, json_option, load
 from edge.config import ConfigError, Settings
 from edge.datadir import permission_problems
+from edge.diagnostics import describe_forwarded, read_forwarded, read_refusals
 from edge.gateway_token import (
     GatewayTokenError,
     generated_token_path,
@@ -24,6 +26,7 @@ from edge.pairing.store import StoreError, marker_path, open_store, sqlite_path_
 from edge.pairing.store.sqlite import SCHEMA_VERSION
 from edge.pairing.tokens import generate_secret
 from edge.peercred import peer_check_summary, self_test
+from edge.refusals import Denial
 
 
 @dataclass(frozen=True)
@@ -249,16 +252,28 @@ def check_proxy(settings: Settings) -> list[Finding]:
                 "proxy.trusted_proxies, then check with `edge explain`",
             )
         )
+    forwarded = read_forwarded(settings.data_dir)
     if proxies and trusted and settings.local.loopback and settings.local.peer_check == "address":
-        findings.append(
-            Finding(
-                "warn",
-                "local.loopback",
-                same_host_proxy_advice(proxies),
-                "check with `edge explain --peer 127.0.0.1 -H 'Host: 127.0.0.1:18789'`; a proxy "
-                "that forwards no header must not reach Edge, or set local.loopback: false",
+        if forwarded is not None:
+            findings.append(
+                Finding(
+                    "ok",
+                    "local.loopback",
+                    f"{', '.join(proxies)} runs on this host, and {describe_forwarded(forwarded)}:"
+                    " it forwards as it should",
+                )
             )
-        )
+        else:
+            findings.append(
+                Finding(
+                    "warn",
+                    "local.loopback",
+                    same_host_proxy_advice(proxies),
+                    "check with `edge explain --peer 127.0.0.1 -H 'Host: 127.0.0.1:18789'`, or "
+                    "`edge doctor --probe <public URL>` through the proxy; a proxy that forwards "
+                    "no header must not reach Edge, or set local.loopback: false",
+                )
+            )
     if loopback_trusted and not settings.server.binds_loopback:
         findings.append(
             Finding(
@@ -282,6 +297,52 @@ def check_proxy(settings: Settings) -> list[Finding]:
             )
     if not any(f.check.startswith("proxy") for f in findings):
         findings.append(Finding("ok", "proxy", f"trusted proxies: {', '.join(trusted) or 'none'}"))
+    return findings
+
+
+# The refusals every pairing goes through: worth counting, not worth a warning.
+EVERYDAY_REFUSALS = frozenset(
+    {Denial.PAIRING_REQUIRED.metric_label, Denial.GATEWAY_TOKEN_MISSING.metric_label}
+)
+
+
+def check_refusals(settings: Settings) -> list[Finding]:
+    """What the running gateway refused lately, by reason, each with what fixes it.
+
+    A refusal that came with proxy headers from an untrusted peer is the
+    proxy's fault whatever its reason says, so it is named as such.
+    """
+    counts, recent = read_refusals(settings.data_dir)
+    if not counts:
+        return []
+    findings = []
+    untrusted = [entry for entry in recent if entry.anomaly == UNTRUSTED_PROXY.anomaly]
+    if untrusted:
+        peer = untrusted[-1].peer
+        shown = UNTRUSTED_PROXY.fix_for(peer).split("trusted_proxies: ", 1)[1]
+        fix = f"proxy.trusted_proxies: {shown}"
+        findings.append(
+            Finding(
+                "error",
+                "refusals",
+                f"{len(untrusted)} recent refusal(s) came through a proxy at "
+                f"{peer or 'a unix socket'} that is not in proxy.trusted_proxies: its headers "
+                "were ignored, so pages through it are refused (as origin_not_allowed and the "
+                "like)",
+                f"set `{fix}` in the configuration file, then run `{UNTRUSTED_PROXY.then}`",
+            )
+        )
+    by_code = {denial.metric_label: denial for denial in Denial}
+    for reason, count in counts.most_common():
+        denial = by_code.get(reason)
+        findings.append(
+            Finding(
+                "ok" if reason in EVERYDAY_REFUSALS else "warn",
+                "refusals",
+                f"{reason}: {count} since the gateway started",
+                denial.next_step if denial is not None else "",
+            )
+        )
     return findings
 
 
@@ -335,6 +396,140 @@ def check_upstreams(settings: Settings) -> list[Finding]:
     ]
 
 
+PROBE_TIMEOUT = 10.0
+
+
+def _probe_answer(url: str, nonce: str, ca_file: str | None) -> tuple[int, object]:
+    """GET ``url``/api/whoami?probe=``nonce`` with aiohttp, as a browser would reach it."""
+    import asyncio
+    import ssl
+
+    import aiohttp
+
+    context = ssl.create_default_context(cafile=ca_file)  # the system's CAs without --ca-file
+    target = f"{url.rstrip('/')}/api/whoami?probe={nonce}"
+
+    async def fetch() -> tuple[int, object]:
+        timeout = aiohttp.ClientTimeout(total=PROBE_TIMEOUT)
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.get(target, ssl=context, allow_redirects=False) as response,
+        ):
+            try:
+                body: object = await response.json(content_type=None)
+            except ValueError:
+                body = None
+            return response.status, body
+
+    return asyncio.run(fetch())
+
+
+def check_probe(url: str, ca_file: str | None) -> list[Finding]:
+    """Send one request through the proxy at ``url`` and read what Edge made of it.
+
+    The nonce comes back only from Edge's own whoami, answering this request:
+    a cached page or another server behind the proxy cannot echo it.
+    """
+    import secrets
+    import ssl
+    from urllib.parse import urlsplit
+
+    import aiohttp
+
+    nonce = secrets.token_urlsafe(12)
+    try:
+        status, body = _probe_answer(url, nonce, ca_file)
+    except (aiohttp.ClientConnectorCertificateError, ssl.SSLError) as exc:
+        return [
+            Finding(
+                "error",
+                "probe",
+                f"{url}: the TLS certificate was refused ({exc})",
+                "if a private CA signed it, pass it with `--ca-file ca.pem`",
+            )
+        ]
+    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        return [
+            Finding(
+                "error",
+                "probe",
+                f"{url}: no answer ({exc or type(exc).__name__})",
+                "check the URL, that the proxy runs and that it listens there",
+            )
+        ]
+    if status != 200 or not isinstance(body, dict) or body.get("probe") != nonce:
+        return [
+            Finding(
+                "error",
+                "probe",
+                f"{url}/api/whoami answered HTTP {status} without this probe's nonce: the proxy "
+                "does not pass this URL to Edge (or a cache answered)",
+                "point the proxy's location / at Edge (see deploy/ and docs/reverse-proxies.md)",
+            )
+        ]
+    peer = (body.get("peer") or {}).get("ip")
+    anomalies = list(body.get("anomalies") or [])
+    header = body.get("headerUsed")
+    client = (body.get("client") or {}).get("ip")
+    seen = f"{body.get('scheme')}://{body.get('host')}"
+    if UNTRUSTED_PROXY.anomaly in anomalies:
+        fix = UNTRUSTED_PROXY.fix_for(peer).split("trusted_proxies: ", 1)[1]
+        return [
+            Finding(
+                "error",
+                "probe",
+                f"the proxy at {peer} forwarded the request with its headers, but {peer} is not "
+                "in proxy.trusted_proxies: Edge ignored them, took the client for "
+                f"{client} and the page for {seen}",
+                f"set `proxy.trusted_proxies: {fix}`, then run `{UNTRUSTED_PROXY.then}`",
+            )
+        ]
+    findings = []
+    if not body.get("trustedPeer") or header is None:
+        findings.append(
+            Finding(
+                "warn",
+                "probe",
+                f"the request reached Edge from {peer} without a forwarding header Edge reads: "
+                "no proxy in between, or one that forwards no X-Forwarded-For/Forwarded",
+                "make the proxy set X-Forwarded-For, X-Forwarded-Proto and X-Forwarded-Host "
+                "(the files in deploy/ do)",
+            )
+        )
+    else:
+        findings.append(
+            Finding(
+                "ok",
+                "probe",
+                f"the proxy at {peer} forwarded the request with {header}; Edge resolved the "
+                f"client {client} and the page {seen}",
+            )
+        )
+    opened = urlsplit(url)
+    if body.get("scheme") != opened.scheme or body.get("host") != opened.netloc:
+        findings.append(
+            Finding(
+                "warn",
+                "probe",
+                f"you opened {opened.scheme}://{opened.netloc} but Edge resolved {seen}: "
+                "its pages there would be refused as another origin",
+                "make the proxy pass Host and X-Forwarded-Host ($http_host) and X-Forwarded-Proto",
+            )
+        )
+    if body.get("local"):
+        findings.append(
+            Finding(
+                "error",
+                "probe",
+                "the probe counted as a local client: every visitor through this proxy would be "
+                "an admin without pairing",
+                "make the proxy send X-Forwarded-For and trust it in proxy.trusted_proxies, or "
+                "set local.loopback: false",
+            )
+        )
+    return findings
+
+
 @click.command("doctor")
 @config_option
 @click.option(
@@ -343,8 +538,28 @@ def check_upstreams(settings: Settings) -> list[Finding]:
     is_flag=True,
     help="Create the gateway token if missing (the one thing the doctor may write).",
 )
+@click.option(
+    "--probe",
+    "probe_url",
+    metavar="URL",
+    default=None,
+    help="Also send a request through the proxy at URL (the public address) and check what "
+    "reaches Edge, e.g. https://edge.example.com.",
+)
+@click.option(
+    "--ca-file",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="CA certificate(s) to verify the --probe URL's TLS with (a private CA).",
+)
 @json_option
-def doctor(config_path: str | None, generate: bool, as_json: bool) -> None:
+def doctor(
+    config_path: str | None,
+    generate: bool,
+    probe_url: str | None,
+    ca_file: str | None,
+    as_json: bool,
+) -> None:
     """Check configuration, store, permissions and proxy sanity; each finding says what to do.
 
     The doctor only looks: it creates no data_dir, store or token file (unless
@@ -353,6 +568,7 @@ def doctor(config_path: str | None, generate: bool, as_json: bool) -> None:
     \b
     Example:
       edge doctor -c /etc/edge/edge.yaml
+      edge doctor --probe https://edge.example.com
       edge doctor --json | jq '.[] | select(.level != "ok")'
     """
     try:
@@ -360,11 +576,14 @@ def doctor(config_path: str | None, generate: bool, as_json: bool) -> None:
     except ConfigError:
         raise
     findings = [Finding("ok", "config", f"valid ({settings.source or 'built-in defaults'})")]
+    if probe_url is not None:
+        findings += check_probe(probe_url, ca_file)
     findings += check_files(settings)
     findings += check_permissions(settings)
     findings += check_token(settings, generate)
     findings += check_store(settings)
     findings += check_proxy(settings)
+    findings += check_refusals(settings)
     findings += check_peer_check(settings)
     findings += check_upstreams(settings)
     if as_json:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 import time
 import webbrowser
 from dataclasses import dataclass
@@ -47,18 +48,56 @@ class Attempt:
     error: dict[str, Any] | None = None
     close_code: int | None = None
     close_reason: str = ""
+    forgotten: bool = False  # the gateway revoked this device at its own request
+
+
+def tls_context(url: str, ca_file: str | None) -> ssl.SSLContext | None:
+    """The TLS settings for ``url``: the system's CAs, plus ``--ca-file`` (a private CA)."""
+    if urlsplit(url).scheme not in ("https", "wss"):
+        return None
+    return ssl.create_default_context(cafile=ca_file)
+
+
+def _unreachable(url: str, exc: BaseException, ca_file: str | None) -> str:
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        hint = (
+            "is it signed by the CA in --ca-file?"
+            if ca_file
+            else "if a private CA signed it, pass the CA with --ca-file ca.pem"
+        )
+        return (
+            f"cannot reach {url}: its TLS certificate is not trusted ({exc.verify_message}); {hint}"
+        )
+    return f"cannot reach {url}: {exc}"
 
 
 def connect_once(
-    url: str, key: DeviceKey, auth: dict[str, str], name: str, role: str, timeout: float = 10.0
+    url: str,
+    key: DeviceKey,
+    auth: dict[str, str],
+    name: str,
+    role: str,
+    timeout: float = 10.0,
+    *,
+    ca_file: str | None = None,
+    forget: bool = False,
 ) -> Attempt:
-    """One handshake against ``url``; returns hello, or the error frame and close reason."""
+    """One handshake against ``url``; returns hello, or the error frame and close reason.
+
+    With ``forget``, the device then asks the gateway to revoke it (``self.forget``).
+    """
     from websockets.exceptions import ConnectionClosed
     from websockets.sync.client import connect
 
     attempt = Attempt()
     try:
-        with connect(_ws_url(url), open_timeout=timeout, close_timeout=2, max_size=1 << 20) as ws:
+        with connect(
+            _ws_url(url),
+            open_timeout=timeout,
+            close_timeout=2,
+            max_size=1 << 20,
+            ssl=tls_context(url, ca_file),
+        ) as ws:
             challenge = json.loads(ws.recv(timeout=timeout))
             nonce = str(challenge.get("nonce", ""))
             frame = {
@@ -73,6 +112,13 @@ def connect_once(
                 message = json.loads(ws.recv(timeout=timeout))
                 if message.get("type") == "hello":
                     attempt.hello = message
+                    if not forget:
+                        return attempt
+                    ws.send(
+                        json.dumps({"type": "req", "id": 1, "method": "self.forget", "params": {}})
+                    )
+                if message.get("type") == "res":
+                    attempt.forgotten = bool(message.get("ok"))
                     return attempt
                 if message.get("type") == "error":
                     attempt.error = message
@@ -84,7 +130,7 @@ def connect_once(
             attempt.close_code = 1006
     except (OSError, TimeoutError) as exc:
         attempt.close_code = 1006
-        attempt.close_reason = f"cannot reach {url}: {exc}"
+        attempt.close_reason = _unreachable(url, exc, ca_file)
     return attempt
 
 
@@ -147,6 +193,17 @@ def _explain_close(attempt: Attempt) -> str:
     help="Seconds to wait for approval.",
 )
 @click.option("--status", is_flag=True, help="Report whether this machine is paired, and check it.")
+@click.option(
+    "--logout",
+    is_flag=True,
+    help="Unpair: ask the gateway to revoke this device, then delete its key and token here.",
+)
+@click.option(
+    "--ca-file",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="CA certificate(s) to verify an https:// gateway with (a private CA).",
+)
 @json_option
 def pair(
     url: str | None,
@@ -156,6 +213,8 @@ def pair(
     role: str,
     wait: float,
     status: bool,
+    logout: bool,
+    ca_file: str | None,
     as_json: bool,
 ) -> None:
     """Pair this machine as a device (key kept 0600 in ~/.config/edge/), wait for approval.
@@ -167,12 +226,16 @@ def pair(
       edge pair --url https://edge.example.com --token "$EDGE_GATEWAY_TOKEN" --name ci-runner
       edge pair --url https://edge.example.com --invite 7Q2M-K9FD-X3PA
       edge pair --status
+      edge pair --logout
     """
     directory = pair_dir()
     state = _load_state(directory)
     console = Console(stderr=True)
     if status:
-        _status(directory, state, url, as_json)
+        _status(directory, state, url, as_json, ca_file)
+        return
+    if logout:
+        _logout(directory, state, url, as_json, ca_file)
         return
     if url is None:
         raise click.UsageError("--url is required")
@@ -193,7 +256,7 @@ def pair(
     shown: str | None = None
     with console.status("connecting...") as spinner:
         while True:
-            attempt = connect_once(url, key, auth, device_name, role)
+            attempt = connect_once(url, key, auth, device_name, role, ca_file=ca_file)
             if attempt.hello is not None:
                 break
             if attempt.error and attempt.error.get("code") == "PAIRING_REQUIRED":
@@ -258,7 +321,50 @@ def pair(
     click.echo(f"device token stored in {_state_path(directory)} (0600)")
 
 
-def _status(directory: Path, state: dict[str, Any], url: str | None, as_json: bool) -> None:
+def _logout(
+    directory: Path, state: dict[str, Any], url: str | None, as_json: bool, ca_file: str | None
+) -> None:
+    """Revoke this device on the gateway if it can be reached, then forget it here in any case.
+
+    The local files go even when the gateway cannot be reached: a person who
+    logs out means this machine to hold no credential any more; the gateway
+    then still lists the device, and the message says how to revoke it there.
+    """
+    if not state.get("deviceToken"):
+        raise Refused(f"this machine is not paired (no device token in {_state_path(directory)})")
+    target = url or str(state.get("url"))
+    key_path = directory / "device.key"
+    attempt = Attempt()
+    if key_path.exists():
+        attempt = connect_once(
+            target,
+            DeviceKey.load(key_path),
+            {"deviceToken": str(state["deviceToken"])},
+            str(state.get("name", "")),
+            str(state.get("role", "user")),
+            ca_file=ca_file,
+            forget=True,
+        )
+    revoked = attempt.forgotten or attempt.close_reason == Denial.DEVICE_REVOKED.reason
+    for path in (_state_path(directory), key_path):
+        path.unlink(missing_ok=True)
+    device_id = str(state.get("deviceId", ""))
+    if as_json:
+        emit({"loggedOut": True, "url": target, "revoked": revoked, "deviceId": device_id})
+        return
+    click.echo(f"deleted this machine's device key and token from {directory}")
+    if revoked:
+        click.echo(f"{target} revoked device {device_id[:12]}")
+    else:
+        click.echo(
+            f"{target} could not revoke it ({_explain_close(attempt)}); on the gateway host: "
+            f"edge devices revoke {device_id}"
+        )
+
+
+def _status(
+    directory: Path, state: dict[str, Any], url: str | None, as_json: bool, ca_file: str | None
+) -> None:
     if not state.get("deviceToken"):
         raise Refused(f"this machine is not paired (no device token in {_state_path(directory)})")
     target = url or str(state.get("url"))
@@ -269,6 +375,7 @@ def _status(directory: Path, state: dict[str, Any], url: str | None, as_json: bo
         {"deviceToken": str(state["deviceToken"])},
         str(state.get("name", "")),
         str(state.get("role", "user")),
+        ca_file=ca_file,
     )
     if attempt.hello is None:
         raise Refused(

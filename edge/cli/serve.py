@@ -7,6 +7,7 @@ import math
 import os
 import signal
 import socket
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from edge.logs import configure_process_logging, log_config
 from edge.metrics import prepare_multiprocess_dir
 from edge.pairing.store import SqliteStore, StoreError, redact_url, sqlite_path_of, start_over
 from edge.peercred import peer_check_summary
+from edge.running import ReloadAnswer, forget_gateway, read_answer, record_gateway
 from edge.workers import live_worker_pids, run_dir
 
 WS_MAX_SIZE = 1024 * 1024
@@ -64,6 +66,7 @@ def banner_json(
         "listening": f"http://{host}:{port}/",
         "workers": settings.server.workers,
         "dashboard": local_url(host, port),
+        "publicUrl": settings.server.public_url,
         "token": {"source": token_source, "path": None if token_path is None else str(token_path)},
         "dataDir": str(settings.data_dir),
         "metrics": metrics_url,
@@ -110,6 +113,10 @@ def _banner(
     click.echo(f"Edge {settings.source or '(built-in defaults)'}")
     click.echo(f"  listening   http://{host}:{port}/ ({settings.server.workers} worker(s))")
     click.echo(f"  dashboard   {url}   (a browser on this machine is an admin)")
+    if settings.server.public_url:
+        click.echo(f"  public      {settings.server.public_url}   (invites and QR codes use it)")
+    else:
+        click.echo("  public      not set: set server.public_url for links other devices open")
     where = f"{token_path}" if token_path else token_source
     click.echo(f"  token       from {where}; show it with `edge token show`")
     click.echo(f"  data        {settings.data_dir}")
@@ -201,9 +208,8 @@ def serve(
     # The ASGI layer is loaded by the one command that runs it: the management
     # commands (devices, store, pair...) reach the store without it.
     from edge.gateway.metrics_endpoint import bind_listener, serve_listener
-    from edge.gateway.protocols import HTTP_PROTOCOL, WS_PROTOCOL
 
-    settings = load(config_path)
+    settings = load(config_path, discover=False)
     updates = {
         k: v for k, v in (("host", host), ("port", port), ("workers", workers)) if v is not None
     }
@@ -259,6 +265,18 @@ def serve(
         )
     else:
         _banner(settings, settings.server.host, settings.server.port, token.source, token.path)
+    record = record_gateway(
+        settings.source, settings.data_dir, local_url(settings.server.host, settings.server.port)
+    )
+    try:
+        _run(uvicorn, settings)
+    finally:
+        forget_gateway(record)
+
+
+def _run(uvicorn: Any, settings: Settings) -> None:
+    from edge.gateway.protocols import HTTP_PROTOCOL, WS_PROTOCOL
+
     uvicorn.run(
         "edge.app:app_from_env",
         factory=True,
@@ -273,7 +291,7 @@ def serve(
         # heads are bounded in size, time and connections per address (edge.gateway.protocols).
         http=HTTP_PROTOCOL,
         ws=WS_PROTOCOL,
-        **UVICORN_SETTINGS,  # type: ignore[arg-type]
+        **UVICORN_SETTINGS,
     )
 
 
@@ -293,6 +311,8 @@ def gateway_group() -> None:
 def reload(config_path: str | None, as_json: bool) -> None:
     """Re-read trusted proxies, origins and the token in every worker, keeping sockets (SIGHUP).
 
+    Each worker's own answer is printed: what changed, or why it refused (then exit 1).
+
     \b
     Example:
       edge token rotate --yes && edge gateway reload -c /etc/edge/edge.yaml
@@ -301,12 +321,59 @@ def reload(config_path: str | None, as_json: bool) -> None:
     pids = live_worker_pids(settings)
     if not pids:
         raise Refused(f"no running gateway found (no worker registered in {run_dir(settings)})")
+    before = {pid: read_answer(settings.data_dir, pid) for pid in pids}
     for pid in pids:
         try:
             os.kill(pid, signal.SIGHUP)
         except PermissionError:
             raise Refused(f"not allowed to signal pid {pid}; run as the gateway's user") from None
+    answers = _wait_for_answers(settings.data_dir, before)
+    say = note if as_json else click.echo
+    say(f"sent SIGHUP to {len(pids)} worker(s): {', '.join(map(str, pids))}")
+    problems = []
+    for pid in pids:
+        answer = answers.get(pid)
+        if answer is None:
+            problems.append(f"worker {pid} did not answer within {RELOAD_WAIT:.0f} s")
+        elif not answer.ok:
+            problems.append(f"worker {pid} refused: {answer.error}")
+        else:
+            changed = ", ".join(answer.changed) or "nothing"
+            say(f"worker {pid}: reloaded {answer.source} (changed: {changed})")
     if as_json:
-        emit({"signalled": list(pids)})
-        return
-    click.echo(f"sent SIGHUP to {len(pids)} worker(s): {', '.join(map(str, pids))}")
+        emit(
+            {
+                "signalled": list(pids),
+                "answers": [
+                    {
+                        "pid": pid,
+                        "ok": answer.ok,
+                        "changed": answer.changed,
+                        "error": answer.error,
+                        "source": answer.source,
+                    }
+                    for pid, answer in sorted(answers.items())
+                ],
+            }
+        )
+    if problems:
+        raise Refused("; ".join(problems))
+
+
+RELOAD_WAIT = 10.0  # seconds a worker has to answer a reload
+
+
+def _wait_for_answers(
+    data_dir: Path, before: dict[int, ReloadAnswer | None]
+) -> dict[int, ReloadAnswer]:
+    """Each worker's answer to this SIGHUP: a newer sequence number than before it."""
+    deadline = time.monotonic() + RELOAD_WAIT
+    answers: dict[int, ReloadAnswer] = {}
+    while True:
+        for pid, old in before.items():
+            answer = read_answer(data_dir, pid)
+            if answer is not None and (old is None or answer.seq > old.seq):
+                answers[pid] = answer
+        if len(answers) == len(before) or time.monotonic() > deadline:
+            return answers
+        time.sleep(0.05)

@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from edge.net import NetworkSet, normalise_origin, parse_network
+from edge.net.origin import check_public_url
 from edge.pairing.store.urls import backend_of
 
 CONFIG_ENV = "EDGE_CONFIG"
@@ -86,11 +87,19 @@ class ServerSettings(_Section):
     max_head_bytes: int = Field(64 * 1024, ge=4096, le=1024 * 1024)
     head_timeout: float = Field(10.0, gt=0, le=300)
     max_connections_per_address: int = Field(256, ge=1, le=100_000)
+    # How other devices reach the dashboard (the reverse proxy's address): invites, their QR
+    # codes and printed commands use it, since the address Edge binds is often loopback.
+    public_url: str | None = None
 
     @field_validator("host")
     @classmethod
     def _host(cls, value: str) -> str:
         return _check_host(value)
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        return None if value is None else check_public_url(value)
 
     @property
     def binds_loopback(self) -> bool:

@@ -191,16 +191,18 @@ async def call_admin_method(
     *,
     auth: AuthState,
     resolution: Resolution,
+    public_url: str | None = None,
 ) -> Any:
     """Run one management call through the blocking door (the store may block).
 
     ``auth`` is the caller as the guard or the socket handshake resolved it;
     ``acting_device`` refuses anyone who is neither local nor a paired device.
-    Invite links are built on the origin the caller reached, validated (a
+    Invite links are built on ``server.public_url`` (how other devices reach
+    the dashboard), else on the origin the caller reached, validated (a
     garbled Host falls back to localhost rather than into a link).
     """
     device = acting_device(auth)
-    origin_url = own_origin(resolution) or "http://localhost"
+    origin_url = public_url or own_origin(resolution) or "http://localhost"
     try:
         return await blocking.run(_run_method, service, method, params, device, origin_url)
     except PairingError as exc:

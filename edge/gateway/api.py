@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from starlette.requests import Request
@@ -9,6 +10,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from edge.config import Settings
+from edge.diagnostics import Diagnostics, same_host_proxy
 from edge.gateway import bounded_json
 from edge.gateway.admin import AdminError, call_admin_method
 from edge.gateway.blocking import Blocking
@@ -28,6 +30,7 @@ from edge.gateway.return_to import (
     return_target,
 )
 from edge.metrics import Metrics
+from edge.pairing.models import Role
 from edge.pairing.service import PairingService
 from edge.refusals import error_body, ui_table
 from edge.serialize import device_json, resolution_json
@@ -36,6 +39,9 @@ MAX_BODY = 64 * 1024
 # The dashboard keeps its device token only in this cookie, so it must outlive the browser
 # session like the device key does; 400 days is the longest lifetime browsers honour.
 SESSION_MAX_AGE = 400 * 86_400
+# ``edge doctor --probe`` marks its request with a nonce whoami echoes: proof that the
+# answer is Edge's, to this very request, and not a cache's or another server's.
+_PROBE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 def _json(data: Any, status: int = 200) -> JSONResponse:
@@ -77,8 +83,21 @@ def build_routes(
     health: StoreHealth,
     metrics: Metrics,
     blocking: Blocking,
+    diagnostics: Diagnostics,
 ) -> list[Route]:
     """Edge's own HTTP routes; ``settings`` (the ones at start) say where metrics are served."""
+
+    def gateway_view() -> dict[str, Any]:
+        """What this worker has seen, for an admin's diagnostics (from memory: no I/O)."""
+        local = live.settings.local
+        found = same_host_proxy(
+            local.loopback, local.peer_check, diagnostics.forwarded, diagnostics.proxies
+        )
+        return {
+            "publicUrl": live.settings.server.public_url,
+            "sameHostProxy": found.to_dict(),
+            "refusals": diagnostics.snapshot(),
+        }
 
     async def whoami(request: Request) -> Response:
         resolution = resolution_of(request.scope)
@@ -88,6 +107,11 @@ def build_routes(
             "state": auth.state,
             "device": device_json(auth.device) if auth.device else None,
         }
+        probe = request.query_params.get("probe")
+        if probe is not None and _PROBE.fullmatch(probe):
+            body["probe"] = probe
+        if auth.state == "local" or (auth.device is not None and auth.device.role == Role.ADMIN):
+            body["gateway"] = gateway_view()
         return _json(body)
 
     async def refusals(request: Request) -> Response:
@@ -190,6 +214,7 @@ def build_routes(
                 params,
                 auth=auth,
                 resolution=resolution_of(request.scope),
+                public_url=live.settings.server.public_url,
             )
         except AdminError as exc:
             return _error(exc.code, str(exc), exc.status)

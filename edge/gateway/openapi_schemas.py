@@ -248,6 +248,71 @@ SCHEMAS: Final[dict[str, Schema]] = {
                 },
                 "additionalProperties": False,
             },
+            "probe": {
+                "type": "string",
+                "description": "The `probe` query parameter echoed (1-64 of A-Z a-z 0-9 _ -): "
+                "`edge doctor --probe` proves the answer is to its own request.",
+            },
+            "gateway": {
+                "type": "object",
+                "description": "For local and admin callers only: what this worker has seen "
+                "(a same-host proxy and whether it was seen forwarding, refusals by reason).",
+                "required": ["publicUrl", "sameHostProxy", "refusals"],
+                "properties": {
+                    "publicUrl": _nullable("string"),
+                    "sameHostProxy": {
+                        "type": "object",
+                        "required": ["proxies", "warning", "forwarded"],
+                        "properties": {
+                            "proxies": {"type": "array", "items": {"type": "string"}},
+                            "warning": _nullable("string"),
+                            "forwarded": {
+                                "oneOf": [
+                                    {
+                                        "type": "object",
+                                        "required": ["at", "peer", "header", "client"],
+                                        "properties": {
+                                            "at": {"type": "number"},
+                                            "peer": _nullable("string"),
+                                            "header": {"type": "string"},
+                                            "client": _nullable("string"),
+                                        },
+                                        "additionalProperties": False,
+                                    },
+                                    {"type": "null"},
+                                ]
+                            },
+                        },
+                        "additionalProperties": False,
+                    },
+                    "refusals": {
+                        "type": "object",
+                        "required": ["counts", "recent"],
+                        "properties": {
+                            "counts": {
+                                "type": "object",
+                                "additionalProperties": {"type": "integer"},
+                            },
+                            "recent": {
+                                "type": "array",
+                                "items": {
+                                    "type": "object",
+                                    "required": ["at", "reason", "peer", "anomaly"],
+                                    "properties": {
+                                        "at": {"type": "number"},
+                                        "reason": {"type": "string"},
+                                        "peer": _nullable("string"),
+                                        "anomaly": _nullable("string"),
+                                    },
+                                    "additionalProperties": False,
+                                },
+                            },
+                        },
+                        "additionalProperties": False,
+                    },
+                },
+                "additionalProperties": False,
+            },
         },
         "additionalProperties": False,
     },
@@ -282,7 +347,25 @@ SCHEMAS: Final[dict[str, Schema]] = {
                     },
                     "additionalProperties": False,
                 },
-            }
+            },
+            "causes": {
+                "type": "object",
+                "description": "What really went wrong when a refusal comes with an anomaly "
+                "of /api/whoami; ``fix`` holds ``{peer}`` for the proxy's address.",
+                "additionalProperties": {
+                    "type": "object",
+                    "required": ["refusal", "anomaly", "title", "message", "fix", "then"],
+                    "properties": {
+                        "refusal": {"type": "string"},
+                        "anomaly": {"type": "string"},
+                        "title": {"type": "string"},
+                        "message": {"type": "string"},
+                        "fix": {"type": "string"},
+                        "then": {"type": "string"},
+                    },
+                    "additionalProperties": False,
+                },
+            },
         },
         "additionalProperties": False,
     },

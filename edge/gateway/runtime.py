@@ -22,19 +22,20 @@ from pathlib import Path
 
 from edge.config import ConfigError, Settings, load_settings
 from edge.datadir import permission_problems
+from edge.diagnostics import Diagnostics, describe_forwarded, same_host_proxy
 from edge.gateway.blocking import Blocking
 from edge.gateway.health import StoreHealth
 from edge.gateway.live import Live, live_config
 from edge.gateway.notify import Notifier
 from edge.gateway.sockets import SocketHub
 from edge.gateway_token import GatewayTokenError, load_gateway_token
-from edge.hostcheck import running_reverse_proxies, same_host_proxy_advice
 from edge.logs import SignalWarner, audit_event, setup_logging
 from edge.metrics import Metrics, changes_pairing_state, mark_worker_dead
 from edge.pairing.models import Event
 from edge.pairing.service import PairingService
 from edge.pairing.store import CLAIM_AUDIT, Store
 from edge.peercred import LOOKUPS, peer_check_summary
+from edge.running import ReloadAnswer, forget_answer, write_answer
 from edge.workers import register_worker, unregister_worker
 
 logger = logging.getLogger("edge.gateway")
@@ -63,6 +64,7 @@ class Gateway:
         hub: SocketHub,
         notifier: Notifier,
         warner: SignalWarner,
+        diagnostics: Diagnostics,
     ) -> None:
         self.live = live
         self.store = store
@@ -73,12 +75,15 @@ class Gateway:
         self.hub = hub
         self.notifier = notifier
         self.warner = warner
+        self.diagnostics = diagnostics
         self.started_at = time.time()
         self._stop = threading.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._watcher: threading.Thread | None = None
         self._event_seq = service.latest_seq()
         self._worker_file: Path | None = None
+        self._data_dir = self.settings.data_dir  # where this worker registered, for its answers
+        self._reload_seq = 0
         self._closers: list[Callable[[], Awaitable[None]]] = []
         self._unobserve_lookups: Callable[[], None] = lambda: None
 
@@ -91,17 +96,27 @@ class Gateway:
     async def start(self) -> None:
         local = self.settings.local
         # Under local.peer_check: uid a same-host proxy's visitors are never local (its
-        # connections are its own user's), so only the address-only rule needs the warning.
-        proxies = (
-            running_reverse_proxies() if local.loopback and local.peer_check == "address" else []
-        )
-        if proxies:
-            logger.warning(same_host_proxy_advice(proxies), extra={"signal": "same_host_proxy"})
+        # connections are its own user's), so only the address-only rule needs the warning,
+        # and only until the proxy has been seen forwarding as it should.
+        proxies = await self.blocking.run(self.diagnostics.refresh_proxies)
+        if local.loopback and local.peer_check == "address":
+            found = same_host_proxy(
+                local.loopback, local.peer_check, self.diagnostics.forwarded, proxies
+            )
+            if found.warning is not None:
+                logger.warning(found.warning, extra={"signal": "same_host_proxy"})
+            elif found.forwarded is not None and found.proxies:
+                logger.info(
+                    "%s runs on this host; %s, so it forwards as it should",
+                    ", ".join(found.proxies),
+                    describe_forwarded(found.forwarded),
+                )
         if self.settings.local.loopback:
             logger.info(peer_check_summary(self.settings.local.peer_check))
         self._unobserve_lookups = LOOKUPS.observe(self.metrics.peer_lookup)
         loop = asyncio.get_running_loop()
         self._stop.clear()
+        self._data_dir = self.settings.data_dir
         self._worker_file = register_worker(self.settings)
         with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
             # only possible in the main thread (uvicorn); the test client runs elsewhere
@@ -121,6 +136,8 @@ class Gateway:
         self._unobserve_lookups()
         if self._worker_file is not None:
             unregister_worker(self._worker_file)
+        self.diagnostics.remove()
+        forget_answer(self._data_dir)
         mark_worker_dead(os.getpid())
         await self.hub.shutdown()
         await self.notifier.stop()
@@ -146,10 +163,17 @@ class Gateway:
         self._closers.append(close)
 
     def _reload_from_signal(self) -> None:
+        """Reload, and leave the answer where ``edge gateway reload`` waits for it."""
+        self._reload_seq += 1
+        source = self.settings.source
         try:
-            self.reload()
+            changed = self.reload()
+            answer = ReloadAnswer(self._reload_seq, True, changed, None, source)
         except (ConfigError, GatewayTokenError) as exc:
             logger.error("reload refused, keeping the running configuration: %s", exc)
+            answer = ReloadAnswer(self._reload_seq, False, [], str(exc), source)
+        data_dir = self._data_dir
+        self.blocking.spawn(lambda: write_answer(data_dir, answer))
 
     def reload(self) -> list[str]:
         """Re-read the configuration file: trusted proxies, origins, local rules, token.
@@ -158,7 +182,12 @@ class Gateway:
         was and raises ``ConfigError``.
         """
         if self.settings.source is None:
-            raise ConfigError(["nothing to reload: this gateway was not started from a file"])
+            raise ConfigError(
+                [
+                    "nothing to reload: this gateway was started without a configuration file "
+                    "(built-in defaults); stop it and start it with `edge serve -c <file>`"
+                ]
+            )
         settings = load_settings(self.settings.source)
         live = live_config(settings)
         problems = permission_problems(settings)
@@ -272,6 +301,8 @@ class Gateway:
             await self.blocking.run(self.health.check_file, deep=checks % QUICK_CHECK_EVERY == 0)
 
     def _housekeeping_once(self) -> None:
+        self.diagnostics.flush()
+        self.diagnostics.refresh_proxies()
         self.service.sweep()
         self.service.flush_touches()
         self._refresh_pairing_gauges()

@@ -263,6 +263,7 @@ class ControlSocket:
                 params,
                 auth=AuthState("local" if conn.local else "paired", device=conn.device),
                 resolution=resolution_of(conn.websocket.scope),
+                public_url=self.live.settings.server.public_url,
             )
         except AdminError as exc:
             return error_frame(req_id, exc.code, str(exc))

@@ -10,6 +10,8 @@ speak as the dashboard, so the port always counts.
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from edge.net.address import parse_host
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -64,3 +66,21 @@ def is_same_origin(
     if normalised is None:
         return False
     return normalised == own_origin(scheme, host) or normalised in allowed
+
+
+def check_public_url(value: str) -> str:
+    """``server.public_url`` as links are built on it: an absolute http(s) URL, no final ``/``.
+
+    A query or fragment would end up in the middle of every invite link (the
+    invite code travels in the fragment), so either is refused.
+    """
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{value!r} is not an absolute http(s) URL, e.g. https://edge.example.com")
+    if parts.query or parts.fragment or "?" in value or "#" in value:
+        raise ValueError(f"{value!r} must have no query or fragment")
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number in range
+    except ValueError as exc:
+        raise ValueError(f"{value!r}: {exc}") from None
+    return value.rstrip("/")

@@ -274,6 +274,7 @@ export class InviteList {
       el("label", { for: "invite-url" }, "Invite link (single use, expires ", remaining(invite.expiresAt) || "soon", ")"),
       el("div", { class: "copy-row" }, urlInput, copyButton(() => url, urlInput, "invite-copy")),
       qr,
+      loopbackLinkNote(url),
       el("p", { class: "muted" }, "The code travels in the link's #fragment, which browsers never send to any server, proxy logs included."),
     ].filter(Boolean);
     this.result.replaceChildren(...parts);
@@ -325,4 +326,22 @@ export class InviteList {
       this.render();
     }
   }
+}
+
+/** A link on a loopback address opens on this machine only: say so, and how to fix it. */
+function loopbackLinkNote(url) {
+  let host = "";
+  try {
+    host = new URL(url).hostname;
+  } catch {
+    return null;
+  }
+  if (!["localhost", "127.0.0.1", "[::1]"].includes(host) && !host.endsWith(".localhost")) {
+    return null;
+  }
+  return el(
+    "p",
+    { class: "warning", dataset: { testid: "invite-loopback" } },
+    `This link points at ${host}, which only this machine reaches: another device cannot open it. Set server.public_url to the address other devices use (your reverse proxy's), or open this dashboard at that address, and create the invite again.`,
+  );
 }

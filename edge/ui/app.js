@@ -45,6 +45,8 @@
 //   invite-result, invite-url, invite-copy, invite-qr, invite-list,
 //   invite-<INVITEID>, invite-cancel-<INVITEID>
 //   apps, app-list, app-<N>, app-link-<N>, apps-empty, return-status
+//   fix-panel, fix-snippet, fix-copy, fix-then (the fix a cause behind a refusal names)
+//   diagnostics (collapsed), last-close, gateway-diagnostics,
 //   whoami, whoami-explanation, whoami-ip, whoami-peer, whoami-local,
 //   whoami-hops, whoami-anomalies, whoami-error, whoami-refresh
 
@@ -57,11 +59,15 @@ import { migrateStoredToken, takeInviteFromFragment } from "./credentials.js";
 import { byTestId } from "./dom.js";
 import { secureContextProblems } from "./identity.js";
 import { StateView } from "./view.js";
-import { loadWhoami } from "./whoami.js";
+import { loadWhoami, renderGatewayDiagnostics } from "./whoami.js";
 
 const view = new StateView(document);
 const closeReasons = new CloseReasons();
-const refreshWhoami = () => loadWhoami(view.ui.whoami);
+const refreshWhoami = async () => {
+  const info = await loadWhoami(view.ui.whoami);
+  renderGatewayDiagnostics(view.ui.gatewayDiagnostics, info);
+  return info;
+};
 const connection = new Connection({
   view,
   closeReasons,
@@ -71,9 +77,20 @@ const connection = new Connection({
 });
 const controls = new Controls({ view, connection, closeReasons, refreshWhoami });
 
+/** The tab's title counts the requests waiting, so an admin sees them from another tab. */
+function countPendingInTitle() {
+  const count = byTestId("pending-count");
+  const admin = byTestId("admin-panel");
+  const update = () => view.setPendingCount(admin.hidden ? 0 : Number(count.dataset.count || 0));
+  const observer = new MutationObserver(update);
+  observer.observe(count, { attributes: true, attributeFilter: ["data-count"] });
+  observer.observe(admin, { attributes: true, attributeFilter: ["hidden"] });
+}
+
 async function main() {
   const refusals = closeReasons.load();
   controls.wire();
+  countPendingInTitle();
   refreshWhoami();
   const invite = takeInviteFromFragment();
   const problems = secureContextProblems();

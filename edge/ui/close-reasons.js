@@ -16,6 +16,12 @@ const CLOSE_CODES = {
     message: "The network or the reverse proxy dropped the connection.",
     next: "backoff",
   },
+  // 1006 on a page opened at the gateway's own loopback address: no network, no proxy.
+  "1006-direct": {
+    title: "Cannot reach the gateway",
+    message: "The gateway stopped answering: is edge serve still running on this machine?",
+    next: "backoff",
+  },
   1011: { title: "The gateway hit an internal error", message: "Its log says why.", next: "backoff" },
   1013: { title: "The gateway is busy", message: "It asked clients to come back later.", next: "backoff" },
   [CLOSE_STALLED]: {
@@ -51,9 +57,15 @@ export const WAITING_REASONS = {
  *        start-over   stop; offer to start again with a new device key
  * drop:  stored credentials that the reason proves useless.
  */
+/** Whether this page was opened at a loopback address, straight from the gateway. */
+export function directLocalPage(hostname = window.location.hostname) {
+  return ["localhost", "127.0.0.1", "[::1]", "::1"].includes(hostname) || hostname.endsWith(".localhost");
+}
+
 export class CloseReasons {
   constructor() {
     this.table = {};
+    this.causes = {};
   }
 
   async load() {
@@ -62,10 +74,37 @@ export class CloseReasons {
       if (response.ok) {
         const table = await response.json();
         this.table = table && typeof table.closeReasons === "object" ? table.closeReasons : {};
+        this.causes = table && typeof table.causes === "object" && table.causes ? table.causes : {};
       }
     } catch {
       // Unreachable gateway: every refusal is then described as unknown, with its raw reason.
     }
+  }
+
+  /**
+   * What really went wrong when a refusal comes with an anomaly the gateway
+   * saw (GET /api/whoami): an entry that replaces the refusal's words, its
+   * `fix` filled with the proxy's address, or null. The origin refusal a
+   * page gets through an untrusted proxy is the one such case: its own words
+   * ("add the origin to auth.allowed_origins") would send the operator the
+   * wrong way.
+   */
+  /** Whether some cause can stand behind this refusal (worth asking /api/whoami). */
+  hasCause(entry) {
+    return Boolean(entry) && Object.values(this.causes).some((cause) => cause.refusal === entry.reason);
+  }
+
+  cause(entry, whoami) {
+    if (!entry || !whoami || !Array.isArray(whoami.anomalies)) {
+      return null;
+    }
+    const found = Object.values(this.causes).find((cause) => cause.refusal === entry.reason && whoami.anomalies.includes(cause.anomaly));
+    if (!found) {
+      return null;
+    }
+    const peer = whoami.peer && whoami.peer.ip ? String(whoami.peer.ip) : "127.0.0.1";
+    const fix = String(found.fix).replace("{peer}", peer.includes(":") ? `"${peer}"` : peer);
+    return { ...entry, title: found.title, message: found.message, fix, then: found.then, cause: found };
   }
 
   /** The gateway's entry for one close reason, or undefined when its table has none. */
@@ -86,6 +125,9 @@ export class CloseReasons {
     // A code the gateway's table knows, closed by the server under it without the reason
     // (uvicorn closes with 1012 at shutdown), reads like the gateway's own close.
     const sameCode = Object.values(closeReasons).find((entry) => entry.closeCode === code);
+    if (code === 1006 && directLocalPage()) {
+      return CLOSE_CODES["1006-direct"];
+    }
     return CLOSE_CODES[code] || sameCode || { title: "The connection closed", message: `Close code ${code}.`, next: "backoff" };
   }
 }

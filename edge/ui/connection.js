@@ -16,6 +16,10 @@ const BACKOFF_FIRST_MS = 1000;
 const BACKOFF_MAX_MS = 30000;
 const REQUEST_TIMEOUT_MS = 15000;
 const HANDSHAKE_STALL_MS = 20000;
+// A refusal the person cannot fix from this page (a proxy not trusted, a clock) is fixed
+// on the gateway host: the page asks again by itself, slowly, so the fix is enough.
+const QUIET_RETRY_FIRST_MS = 10000;
+const QUIET_RETRY_MAX_MS = 60000;
 
 export class GatewayError extends Error {
   constructor(code, message) {
@@ -31,7 +35,8 @@ export class Connection {
    * @param {import("./close-reasons.js").CloseReasons} deps.closeReasons  what a close means
    * @param {(request: Function) => import("./admin.js").AdminPanel} deps.makeAdmin
    *        the admin dashboard, given this connection's request function
-   * @param {() => void} deps.refreshWhoami  re-ask the gateway how it sees this browser
+   * @param {() => Promise<object|null>} deps.refreshWhoami  re-ask the gateway how it sees
+   *        this browser; resolves with GET /api/whoami's answer (null when it failed)
    * @param {import("./apps.js").AppsCard} deps.apps  the configured apps and the return target
    */
   constructor({ view, closeReasons, makeAdmin, refreshWhoami, apps }) {
@@ -39,6 +44,10 @@ export class Connection {
     this.apps = apps;
     this.closeReasons = closeReasons;
     this.refreshWhoami = refreshWhoami;
+    // A reconnect that keeps the error card up until the gateway answers otherwise.
+    this.quiet = false;
+    this.quietAttempt = 0;
+    this.closeSeq = 0;
     this.admin = makeAdmin((method, params) => this.request(method, params));
     this.identity = null;
     this.socket = null;
@@ -103,6 +112,8 @@ export class Connection {
   /** Connect again at once, with the backoff reset. */
   reconnect() {
     this.attempt = 0;
+    this.quiet = false;
+    this.quietAttempt = 0;
     this.connect();
   }
 
@@ -118,7 +129,7 @@ export class Connection {
     if (this.view.state === "connecting") {
       this.view.setMessage(this.reconnectNote ? `${this.reconnectNote} Reconnecting…` : "Opening the control connection.");
       this.view.hideRetryPanel();
-    } else if (this.view.state !== "waiting") {
+    } else if (this.view.state !== "waiting" && !this.quiet) {
       this.view.setState("connecting", { title: "Connecting to the gateway…", message: "Opening the control connection.", focus: false });
     }
     this.reconnectNote = "";
@@ -209,6 +220,8 @@ export class Connection {
     }
     this.hello = frame;
     this.attempt = 0;
+    this.quiet = false;
+    this.quietAttempt = 0;
     this.clearTimers();
     const client = frame.client || {};
     // A token comes only on a first pairing (or after the gateway token or an invite):
@@ -303,6 +316,9 @@ export class Connection {
   onClose(code, reason) {
     const view = this.view;
     const wasConnected = Boolean(this.hello);
+    const quiet = this.quiet;
+    this.quiet = false;
+    this.closeSeq += 1;
     this.hello = null;
     this.failPendingRequests("The connection to the gateway closed.");
     this.admin.close();
@@ -345,13 +361,42 @@ export class Connection {
         this.scheduleReconnect(this.backoffDelay(), "connecting", entry.message);
         return;
       default:
-        view.setState(entry.state || "error", {
-          title: entry.title,
-          message: entry.message,
-          next: entry.next,
-          closeMessage,
-          close,
-        });
+        this.showRefusal(entry, close, quiet);
+    }
+  }
+
+  /**
+   * A refusal the page cannot get past by itself. Its words are the refusal
+   * table's, unless /api/whoami shows the cause behind it (a proxy the gateway
+   * does not trust): then the cause is the headline, with the fix to copy.
+   * Unless the refusal asks to start over, the page asks again by itself.
+   */
+  async showRefusal(entry, close, quiet) {
+    const seq = this.closeSeq;
+    let shown = entry;
+    if (this.closeReasons.hasCause(entry)) {
+      shown = this.closeReasons.cause(entry, await this.refreshWhoami()) || entry;
+      if (seq !== this.closeSeq || this.socket) {
+        return; // another attempt started while the page asked
+      }
+    }
+    this.view.setState(shown.state || "error", {
+      title: shown.title,
+      message: shown.message,
+      next: shown.next,
+      closeMessage: shown.message,
+      close,
+      focus: !quiet,
+      fix: shown.fix ? { snippet: shown.fix, then: shown.then } : null,
+    });
+    if (shown.next === "manual") {
+      const delay = Math.min(QUIET_RETRY_MAX_MS, QUIET_RETRY_FIRST_MS * 2 ** this.quietAttempt);
+      this.quietAttempt += 1;
+      this.clearTimers();
+      this.reconnectTimer = window.setTimeout(() => {
+        this.quiet = true;
+        this.connect();
+      }, delay);
     }
   }
 

@@ -180,6 +180,7 @@ export class Controls {
     ui.copyCommand.replaceWith(
       copyButton(() => ui.approveCommand.textContent, ui.approveCommand, "copy-command", "Copy command"),
     );
+    ui.fixCopy.replaceWith(copyButton(() => ui.fixSnippet.textContent, ui.fixSnippet, "fix-copy", "Copy"));
     ui.retry.addEventListener("click", () => connection.reconnect());
     ui.startOver.addEventListener("click", () => this.startOver());
     ui.connectAgain.addEventListener("click", () => this.connectAgain());

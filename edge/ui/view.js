@@ -70,6 +70,12 @@ export class StateView {
       forgetGroup: byTestId("forget-confirm-group", doc),
       forgetConfirm: byTestId("forget-confirm", doc),
       forgetCancel: byTestId("forget-cancel", doc),
+      fix: doc.getElementById("panel-fix"),
+      fixSnippet: byTestId("fix-snippet", doc),
+      fixCopy: byTestId("fix-copy", doc),
+      fixThen: byTestId("fix-then", doc),
+      lastClose: byTestId("last-close", doc),
+      gatewayDiagnostics: byTestId("gateway-diagnostics", doc),
       whoami: byTestId("whoami", doc),
       whoamiRefresh: byTestId("whoami-refresh", doc),
     };
@@ -78,6 +84,26 @@ export class StateView {
     this.message = null;
     // The pairing request the waiting panel shows; it belongs to the waiting state only.
     this.waitingFor = null;
+    // Requests waiting for this admin's approval, counted in the tab's title.
+    this.pendingCount = 0;
+  }
+
+  /** The tab's title: the state's, with the number of requests waiting, e.g. "(2) Connected — Edge". */
+  renderTitle() {
+    const count = this.pendingCount > 0 ? `(${this.pendingCount}) ` : "";
+    document.title = `${count}${this.title || "Control"} — Edge`;
+  }
+
+  setPendingCount(count) {
+    this.pendingCount = Number.isFinite(count) && count > 0 ? count : 0;
+    this.renderTitle();
+  }
+
+  /** The fix a cause comes with (a configuration snippet and the command that applies it). */
+  showFix(fix, then) {
+    this.ui.fixSnippet.textContent = fix;
+    this.ui.fixThen.textContent = then;
+    show(this.ui.fix, true);
   }
 
   announce(text) {
@@ -92,7 +118,7 @@ export class StateView {
    * Show one state. Focus moves only when the state itself changes, so a
    * waiting page that re-checks every 2 seconds does not steal the keyboard.
    */
-  setState(state, { title, message, next = null, closeMessage = null, close = null, focus = true }) {
+  setState(state, { title, message, next = null, closeMessage = null, close = null, focus = true, fix = null }) {
     const ui = this.ui;
     const changed = state !== this.state || title !== this.title || message !== this.message;
     const stateChanged = state !== this.state;
@@ -108,11 +134,19 @@ export class StateView {
     ui.title.textContent = title;
     richText(ui.message, message || "");
     show(ui.message, !closeMessage);
+    if (close) {
+      // The raw code and reason are for whoever debugs, not for the person reading the card.
+      ui.lastClose.textContent = close.reason
+        ? `Last close of the control connection: code ${close.code}, gateway's reason “${close.reason}”.`
+        : `Last close of the control connection: code ${close.code}.`;
+      show(ui.lastClose, true);
+    }
+    show(ui.fix, Boolean(fix));
+    if (fix) {
+      this.showFix(fix.snippet, fix.then);
+    }
     if (closeMessage) {
       richText(ui.closeReason, closeMessage);
-      if (close && close.reason) {
-        ui.closeReason.append(" ", el("span", { class: "raw-reason" }, `(gateway's reason: “${close.reason}”, code ${close.code})`));
-      }
       ui.closeReason.dataset.closeCode = close ? String(close.code) : "";
       ui.closeReason.dataset.closeReason = close ? close.reason : "";
       show(ui.closeReason, true);
@@ -129,7 +163,7 @@ export class StateView {
     show(ui.retry, state === "error");
     show(ui.startOver, next === "start-over");
     show(ui.connectAgain, state === "forgotten");
-    document.title = `${title} — Edge`;
+    this.renderTitle();
     if (changed) {
       this.announce(`${title}. ${String(message || "").replace(/`/g, "")}`);
     }

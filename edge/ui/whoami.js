@@ -146,16 +146,72 @@ export function renderWhoami(container, info) {
   container.replaceChildren(...parts.filter(Boolean));
 }
 
+/** Ask GET /api/whoami and show the answer; resolves with it, or with null when it failed. */
 export async function loadWhoami(container) {
   try {
     const response = await fetch("/api/whoami", { cache: "no-store", credentials: "same-origin" });
     if (!response.ok) {
       throw new Error(`HTTP ${response.status}`);
     }
-    renderWhoami(container, await response.json());
+    const info = await response.json();
+    renderWhoami(container, info);
+    return info;
   } catch (error) {
     container.replaceChildren(
       el("p", { class: "muted", dataset: { testid: "whoami-error" } }, `Could not ask the gateway who you are (${error.message}).`),
     );
+    return null;
   }
+}
+
+/**
+ * For local and admin callers, what the gateway has seen (whoami's `gateway`):
+ * the same-host proxy warning until a correctly forwarded request arrived,
+ * then that request; and the refusals this worker counted, by reason.
+ */
+export function renderGatewayDiagnostics(container, info) {
+  const gateway = info && typeof info.gateway === "object" ? info.gateway : null;
+  if (!gateway) {
+    container.replaceChildren();
+    container.hidden = true;
+    return;
+  }
+  const proxy = gateway.sameHostProxy || {};
+  const parts = [
+    el(
+      "p",
+      { dataset: { testid: "public-url" } },
+      gateway.publicUrl
+        ? `Other devices reach this dashboard at ${gateway.publicUrl} (server.public_url); invites and their QR codes use it.`
+        : "server.public_url is not set: invites and their QR codes use the address this page was opened at, which another device may not reach.",
+    ),
+  ];
+  if (proxy.warning) {
+    parts.push(el("p", { class: "warning", dataset: { testid: "proxy-warning" } }, String(proxy.warning)));
+  }
+  if (proxy.forwarded) {
+    const seen = proxy.forwarded;
+    const at = typeof seen.at === "number" ? new Date(seen.at * 1000).toLocaleString() : "";
+    parts.push(
+      el(
+        "p",
+        { dataset: { testid: "proxy-forwarded" } },
+        `A request forwarded by ${seen.peer || "a unix socket"} with ${seen.header} (for ${seen.client || "an unknown client"}) arrived ${at}: the proxy forwards as it should.`,
+      ),
+    );
+  }
+  const counts = gateway.refusals && gateway.refusals.counts ? gateway.refusals.counts : {};
+  const reasons = Object.entries(counts).sort((a, b) => b[1] - a[1]);
+  if (reasons.length > 0) {
+    parts.push(
+      el("p", {}, "Refusals this gateway process counted, by reason:"),
+      el(
+        "ul",
+        { dataset: { testid: "refusal-counts" } },
+        reasons.map(([reason, count]) => el("li", {}, el("span", { class: "mono" }, reason), ` × ${count}`)),
+      ),
+    );
+  }
+  container.replaceChildren(...parts);
+  container.hidden = parts.length === 0;
 }

@@ -95,6 +95,7 @@ def _handlers_without_the_guard(tmp_path: Path) -> Starlette:
         health=gateway.health,
         metrics=gateway.metrics,
         blocking=gateway.blocking,
+        diagnostics=gateway.diagnostics,
     )
     resolution = Middleware(
         ClientResolutionMiddleware,

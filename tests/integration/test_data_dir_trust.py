@@ -205,7 +205,9 @@ def test_reload_refuses_a_token_file_someone_else_could_write(
     )
     token_file.write_text(swapped + "\n")  # another user's swap, through its open mode
     token_file.chmod(0o666)
-    server.cli("gateway", "reload")
+    # The worker refuses, and `edge gateway reload` reports that answer with exit 1.
+    answered = server.cli("gateway", "reload", check=False)
+    assert answered.returncode == 1 and "is writable by group and others" in answered.stderr
     deadline = time.monotonic() + 20
     while "reload refused" not in server.log() and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -29,6 +29,7 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "server.max_head_bytes": ("8192", 8192),
     "server.head_timeout": ("4", 4.0),
     "server.max_connections_per_address": ("9", 9),
+    "server.public_url": ("https://edge.example.com/", "https://edge.example.com"),
     "data_dir": ("/srv/edge", Path("/srv/edge")),
     "proxy.trusted_proxies": ('["127.0.0.1", "unix"]', ["127.0.0.1", "unix"]),
     "proxy.client_ip_headers": ('["X-Real-IP"]', ["x-real-ip"]),
