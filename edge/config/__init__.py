@@ -10,6 +10,7 @@ below are the public surface.
 
 from __future__ import annotations
 
+from edge.config.durations import parse_duration
 from edge.config.environment import environment_keys
 from edge.config.loading import ConfigError, load_settings, parse_yaml
 from edge.config.models import (
@@ -38,7 +39,6 @@ from edge.config.models import (
     StoreSettings,
     UpstreamSettings,
     WebhookSettings,
-    parse_duration,
 )
 from edge.config.schema import config_schema
 

@@ -21,6 +21,7 @@ from pydantic import (
     model_validator,
 )
 
+from edge.config.durations import parse_duration
 from edge.net import NetworkSet, normalise_origin, parse_network
 from edge.net.origin import check_public_url
 from edge.pairing.store.urls import backend_of
@@ -43,18 +44,6 @@ _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)(\.[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)*\.?$"
 )
 _ORIGIN = re.compile(r"^(https?)://(\[[0-9a-f:.]+\]|[a-z0-9.-]+)(:\d{1,5})?$")
-
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
-_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_duration(text: str) -> float:
-    """``90``, ``90s``, ``10m``, ``12h`` or ``90d`` as seconds."""
-    match = _DURATION.match(text.lower())
-    if not match:
-        raise ValueError(f"{text!r} is not a duration like 90s, 10m, 12h or 90d")
-    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
 
 
 class _Section(BaseModel):
