@@ -130,7 +130,11 @@ def _run_method(
         "devices.list": lambda: _list(service),
         "devices.approve": lambda: device_json(
             service.approve(
-                _str(params, "requestId"), role=_role(params), actor=actor, user=_user(params)
+                _str(params, "requestId"),
+                role=_role(params),
+                actor=actor,
+                user=_user(params),
+                at_most=Role.USER,  # admin only when the caller names it
             )
         ),
         "devices.assign": lambda: device_json(

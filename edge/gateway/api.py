@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from starlette.requests import Request
@@ -20,7 +21,9 @@ from edge.gateway.live import Live
 from edge.gateway.metrics_endpoint import metrics_endpoint
 from edge.gateway.openapi import MEDIA_TYPE, OPENAPI_PATH, document_bytes
 from edge.metrics import Metrics
+from edge.net import Resolution
 from edge.pairing.service import PairingService
+from edge.pairing.store import StoreError
 from edge.refusals import error_body, ui_table
 from edge.serialize import device_json, resolution_json
 
@@ -80,7 +83,22 @@ def build_routes(
             "state": auth.state,
             "device": device_json(auth.device) if auth.device else None,
         }
+        body["attempts"] = await _attempts(resolution)
         return _json(body)
+
+    async def _attempts(resolution: Resolution) -> dict[str, Any] | None:
+        """The caller's failure budget: None for a local client (no lockout applies to it)."""
+        if resolution.local:
+            return None
+        try:
+            counted = await blocking.run(service.attempts, resolution.client_ip)
+        except StoreError:
+            return None
+        return {
+            "limit": service.policy.rate_limit.failures,
+            "triesLeft": counted.tries_left,
+            "lockedFor": math.ceil(counted.locked_for),
+        }
 
     async def refusals(request: Request) -> Response:
         """The refusal table the dashboard describes a closed socket with (public, like ``/``)."""
