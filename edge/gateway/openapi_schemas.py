@@ -223,7 +223,8 @@ SCHEMAS: Final[dict[str, Schema]] = {
             },
             "attempts": {
                 "description": "This address's budget of failed attempts before a lockout "
-                "(auth.rate_limit); null for a local client, which no lockout applies to.",
+                "(auth.rate_limit); null for a local client or a paired device, which no lockout "
+                "applies to.",
                 "oneOf": [
                     {
                         "type": "object",

@@ -8,6 +8,7 @@
 
 import { CLOSE_STALLED, UNKNOWN_REFUSAL, WAITING_REASONS } from "./close-reasons.js";
 import { KEYS, authFor, deviceName, dropCredentials, local, requestedRole, session, startSession } from "./credentials.js";
+import { clock } from "./dom.js";
 import { signConnect } from "./identity.js";
 import { fetchAttempts } from "./whoami.js";
 
@@ -20,12 +21,6 @@ const HANDSHAKE_STALL_MS = 20000;
 const LOCKED_OUT_REASON = "unauthorized: too many failed attempts";
 // Without a lockout end to count down to (the unauthenticated-socket cap, or whoami unreachable).
 const LOCKED_OUT_FALLBACK_MS = 10000;
-
-/** "4:05" for a number of milliseconds (never below 0:00). */
-export function clock(ms) {
-  const seconds = Math.max(0, Math.ceil(ms / 1000));
-  return `${Math.floor(seconds / 60)}:${String(seconds % 60).padStart(2, "0")}`;
-}
 
 export class GatewayError extends Error {
   constructor(code, message) {
@@ -83,12 +78,7 @@ export class Connection {
     this.countdownTimer = null;
   }
 
-  /**
-   * Count down to `due` (epoch ms) on the page with `render(msLeft)` every
-   * second, then run `then`. One timer pair for every countdown the page
-   * shows (a reconnect, a lockout, a cool-down), so a new one always
-   * replaces the last.
-   */
+  /** Count down to `due` (epoch ms) with `render(msLeft)` each second, then run `then`. */
   countDown(due, render, then) {
     this.clearTimers();
     const tick = () => render(due - Date.now());
@@ -420,11 +410,7 @@ export class Connection {
     }, Math.max(0, due - Date.now()));
   }
 
-  /**
-   * Too many failed attempts from this address. Count down the lockout the
-   * gateway reports (`/api/whoami` attempts.lockedFor) and connect again by
-   * itself at its end; a paired device on the same address is not affected.
-   */
+  /** Locked out: count down what `/api/whoami` reports (attempts.lockedFor), then reconnect. */
   async lockedOut(entry, close) {
     const view = this.view;
     const attempts = await fetchAttempts();
@@ -453,10 +439,7 @@ export class Connection {
     this.view.showTokenError(`${prefix} ${tries} left before this address is locked out for a while.`);
   }
 
-  /**
-   * Nobody approved the request in time. Stop checking (a check now would
-   * open a new request nobody asked for) and offer to ask again.
-   */
+  /** Nobody approved the request in time: stop (a check would open a new one), offer to ask. */
   timedOut(requestId) {
     this.clearTimers();
     this.waitExpiresAt = null;

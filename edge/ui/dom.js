@@ -85,6 +85,12 @@ export function fingerprint(deviceId) {
   return (head.match(/.{1,4}/g) || []).join(" ");
 }
 
+/** "4:05" for a number of milliseconds (never below 0:00): the page's countdowns. */
+export function clock(ms) {
+  const seconds = Math.max(0, Math.ceil(ms / 1000));
+  return `${Math.floor(seconds / 60)}:${String(seconds % 60).padStart(2, "0")}`;
+}
+
 /** A long id cut to its first 12 characters, for lists where the full id sits in a title. */
 export function shortId(id) {
   return typeof id === "string" && id.length > 16 ? `${id.slice(0, 12)}…` : String(id ?? "");

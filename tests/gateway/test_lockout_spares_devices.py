@@ -58,7 +58,7 @@ def refused(client: Any, auth: dict[str, str]) -> str:
 
 def test_a_paired_device_reconnects_its_control_socket_during_a_lockout(strict: Any) -> None:
     device = Device("phone")
-    pair_remote(strict, device)
+    token = pair_remote(strict, device)
     with client_for(strict, REMOTE) as client:
         for n in range(3):
             assert (
@@ -66,7 +66,7 @@ def test_a_paired_device_reconnects_its_control_socket_during_a_lockout(strict: 
             )
         assert refused(client, {"token": GATEWAY_TOKEN}) == "unauthorized: too many failed attempts"
         with open_ws(client) as ws:
-            hello = device.handshake(ws, {"deviceToken": device.token})
+            hello = device.handshake(ws, {"deviceToken": token})
         assert hello["type"] == "hello"
         # A guessed device token is still a guess: refused as locked out, not as invalid.
         assert (
