@@ -414,7 +414,7 @@ export class Connection {
   async lockedOut(entry, close) {
     const view = this.view;
     const attempts = await fetchAttempts();
-    const lockedMs = attempts && attempts.lockedFor > 0 ? attempts.lockedFor * 1000 + 500 : LOCKED_OUT_FALLBACK_MS;
+    const lockedMs = attempts && attempts.lockedFor > 0 ? attempts.lockedFor * 1000 : LOCKED_OUT_FALLBACK_MS;
     view.setState("locked-out", { title: entry.title, message: entry.message, close });
     view.setRetry({ label: "Try again now", enabled: true });
     this.countDown(
@@ -453,7 +453,7 @@ export class Connection {
     }
     this.view.setState("timed-out", {
       title: "Timed out — ask again",
-      message: `Nobody approved request ${requestId} in time, so it expired. This page stopped asking; ask again to put a new request in front of the operator.`,
+      message: `Nobody approved request \`${requestId}\` in time, so it expired. This page stopped asking; ask again to put a new request in front of the operator.`,
     });
     this.view.setRetry({ label: "Ask again", enabled: true });
     this.view.setRetryNote("");
@@ -479,7 +479,7 @@ export class Connection {
     const view = this.view;
     view.setState("declined", {
       title: "Declined by the operator",
-      message: `An operator declined request ${requestId} of this device. This page does not ask again by itself; if that was a mistake, ask the operator, then ask again.`,
+      message: `An operator declined request \`${requestId}\` of this device. This page does not ask again by itself; if that was a mistake, ask the operator, then ask again.`,
       close,
     });
     const seconds = typeof info.retryAfter === "number" ? info.retryAfter : 0;

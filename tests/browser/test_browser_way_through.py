@@ -44,6 +44,7 @@ def test_a_lockout_refuses_the_guesser_and_leaves_the_paired_browser_connected(
         expect(guesser.page.get_by_test_id("token-error")).to_contain_text(left)
     guesser.page.get_by_label("Gateway token", exact=True).fill("wrong-token-3")
     guesser.page.get_by_test_id("token-submit").click()
+    expect(guesser.page.get_by_test_id("token-error")).to_contain_text("No tries left")
     guesser.page.get_by_label("Gateway token", exact=True).fill(GATEWAY_TOKEN)
     guesser.page.get_by_test_id("token-submit").click()
     guesser.expect_state("locked-out")
