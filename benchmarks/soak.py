@@ -270,7 +270,8 @@ class Soak:
             return None
         request_id = reply["requestId"]
         if via_cli:
-            await asyncio.to_thread(self.edge.cli, "devices", "approve", request_id)
+            approve = ("devices", "approve", request_id, "--role", role)
+            await asyncio.to_thread(self.edge.cli, *approve)
             self.report.counts["approvals (cli)"] += 1
         else:
             response = await self.request(
@@ -279,7 +280,7 @@ class Soak:
                 f"/api/requests/{request_id}/approve",
                 {200},
                 headers=self.remote("192.0.2.1", self.admin_token),
-                json={},
+                json={"role": role},  # admin is granted only when named
             )
             if response is None or response.status_code != 200:
                 return None

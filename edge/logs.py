@@ -336,6 +336,7 @@ _AUDIT_MESSAGES = {
     "invite.cancelled": "invite {invite_id} cancelled by {actor}",
     "invite.used": "invite {invite_id} used: device {device} paired as {granted_role}",
     "auth.lockout": "client {client_ip} locked out for {lockout}s after {failures} failed attempts",
+    "auth.unlocked": "lockout of client {client_ip} lifted by {actor}",
 }
 # Event keys that would collide with LogRecord attributes, or read better renamed.
 _AUDIT_RENAMES = {"name": "device_name", "client": "client_ip"}

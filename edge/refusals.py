@@ -230,11 +230,11 @@ class Denial(_Table):
         title="Too many failed attempts",
         message=(
             "After repeated wrong credentials the gateway locked out your address for a few minutes"
-            " (auth.rate_limit). Wait about 5 minutes, then try again with the right token."
+            " (auth.rate_limit). Paired devices keep working; this page tries again by itself."
         ),
         next_step=(
-            "Wait for the lockout to end (auth.rate_limit.lockout seconds), then retry with the "
-            "right token."
+            "Wait for the lockout to end (Retry-After) or have an operator lift it (`edge auth "
+            "unlock <address>`), then retry with the right token."
         ),
         client=ClientHint("error", "manual"),
     )

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import click
 
 from edge import __version__
+from edge.cli.auth import auth_group
 from edge.cli.common import EXIT_REFUSED, EXIT_USAGE, ROOT_CONFIG_KEY, emit, json_option
 from edge.cli.completion import completion
 from edge.cli.config import config_group
@@ -70,6 +71,7 @@ for command in (
     explain,
     config_group,
     devices,
+    auth_group,
     token,
     doctor,
     dashboard,

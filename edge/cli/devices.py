@@ -24,9 +24,17 @@ from edge.cli.common import (
     public_base,
 )
 from edge.config import PairingSettings, parse_duration
-from edge.pairing.models import INVITE_MAX_TTL, Device, Event, PairingRequest, Role
+from edge.pairing.models import (
+    INVITE_MAX_TTL,
+    ROLE_UPGRADE,
+    Device,
+    Event,
+    PairingRequest,
+    Role,
+    fingerprint,
+)
 from edge.pairing.policy import LOCAL_ACTOR
-from edge.pairing.service import PairingError, PairingService
+from edge.pairing.service import NotFound, PairingError, PairingService
 from edge.pairing.store import MAX_EVENTS_PER_READ
 from edge.serialize import device_json, invite_json, invite_url, request_json
 
@@ -158,6 +166,7 @@ def devices() -> None:
     Example:
       edge devices list
       edge devices approve --latest
+      edge devices approve K7QF-2M9D
     """
 
 
@@ -243,18 +252,49 @@ def list_devices(
     console = Console(width=140)
     console.print(_pending_table(requests, now))
     if requests:
-        console.print(f"Approve with: edge devices approve {requests[-1].id}   (or --latest)")
+        console.print(
+            f"Approve with: edge devices approve {requests[-1].id}   (as user; --role admin for "
+            "admin)"
+        )
     console.print(_device_table(paired, now, settings.pairing))
     if expired:
         console.print(_expired_note(expired, now), highlight=False)
 
 
+def describe_request(request: PairingRequest, now: float) -> list[str]:
+    """What an operator is about to approve: who asks, from where, for which role."""
+    role = str(request.role) + (
+        " (upgrade of a paired user)" if request.reason == ROLE_UPGRADE else ""
+    )
+    return [
+        f"request {request.id}",
+        f"  asks for:    {role}",
+        f"  name:        {request.name!r} (chosen by the device)",
+        f"  address:     {request.client_ip or 'unknown'}",
+        f"  fingerprint: {fingerprint(request.device_id)}  (device {request.device_id[:12]})",
+        f"  browser:     {request.user_agent or 'not sent'}",
+        f"  asked:       {_age(request.created_at, now)}, expires in "
+        f"{_span(request.expires_at - now)}",
+    ]
+
+
+def approve_command(request: PairingRequest, role: Role | None = None) -> str:
+    return f"edge devices approve {request.id}" + (f" --role {role}" if role else "")
+
+
 @devices.command("approve")
 @config_option
 @click.argument("request_id", required=False)
-@click.option("--latest", is_flag=True, help="Approve the newest pending request.")
 @click.option(
-    "--role", type=ROLE_CHOICE, default=None, help="Role to grant (default: as requested)."
+    "--latest",
+    is_flag=True,
+    help="Show the newest pending request and the command that approves it (approves nothing).",
+)
+@click.option(
+    "--role",
+    type=ROLE_CHOICE,
+    default=None,
+    help="Role to grant (default: user, whatever the device asked for).",
 )
 @click.option(
     "--user",
@@ -271,31 +311,67 @@ def approve(
     user: str | None,
     as_json: bool,
 ) -> None:
-    """Approve a pending request by its id.
+    """Approve a pending request by its id, as user unless --role admin is given.
+
+    The request is shown first: the role it asks for, the name the device
+    chose, its address and the fingerprint its page shows. --latest only shows
+    the newest request and prints the command to approve it, so that nobody
+    approves a request that arrived a moment before without seeing it.
 
     \b
     Example:
+      edge devices approve --latest
       edge devices approve K7QF-2M9D --user alice
-      edge devices approve --latest --role admin
+      edge devices approve K7QF-2M9D --role admin
     """
     if bool(request_id) == latest:
         raise click.UsageError("give a REQUEST id or --latest (one of them)")
     settings = load(config_path)
     granted = Role(role) if role else None
+    now = time.time()
     with pairing_service(settings) as service:
         try:
             if latest:
-                device = service.approve_latest(role=granted, actor=ACTOR, user=user)
-            else:
-                assert request_id is not None
-                device = service.approve(request_id, role=granted, actor=ACTOR, user=user)
+                newest = service.latest_request()
+                _preview(newest, now, as_json)
+                return
+            assert request_id is not None
+            try:
+                asked: PairingRequest | None = service.pending_request(request_id)
+            except NotFound:
+                asked = None  # the approval below says why (expired, decided, a newer one)
+            device = service.approve(
+                request_id, role=granted, actor=ACTOR, user=user, at_most=Role.USER
+            )
         except PairingError as exc:
             raise _fail(exc) from None
     if as_json:
-        emit({"approved": device_json(device)})
+        request = request_json(asked) if asked is not None else None
+        emit({"approved": device_json(device), "request": request})
         return
+    for line in describe_request(asked, now) if asked is not None else []:
+        click.echo(line)
     as_user = f", user {device.user}" if device.user else ""
     click.echo(f"approved {device.name!r} ({device.id[:12]}) as {device.role}{as_user}")
+    if asked is not None and asked.role is Role.ADMIN and device.role is not Role.ADMIN:
+        click.echo(
+            "  it asked for admin and was given user: admin is granted only with --role admin; "
+            "the device may ask for admin again after pairing.decline_cooldown."
+        )
+
+
+def _preview(request: PairingRequest, now: float, as_json: bool) -> None:
+    command = approve_command(request)
+    admin = approve_command(request, Role.ADMIN) if request.role is Role.ADMIN else None
+    if as_json:
+        emit({"request": request_json(request), "command": command, "adminCommand": admin})
+        return
+    for line in describe_request(request, now):
+        click.echo(line)
+    click.echo("Nothing was approved. Check the fingerprint against the device's page, then run:")
+    click.echo(f"  {command}")
+    if admin is not None:
+        click.echo(f"  {admin}   (grants the admin role it asks for)")
 
 
 @devices.command("reject")

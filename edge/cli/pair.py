@@ -259,6 +259,11 @@ def pair(
             attempt = connect_once(url, key, auth, device_name, role, ca_file=ca_file)
             if attempt.hello is not None:
                 break
+            if attempt.error and attempt.error.get("code") == "PAIRING_DECLINED":
+                raise Refused(
+                    f"request {attempt.error.get('requestId')} was declined by the operator; "
+                    f"this device may ask again in {attempt.error.get('retryAfter')} s"
+                )
             if attempt.error and attempt.error.get("code") == "PAIRING_REQUIRED":
                 request_id = attempt.error.get("requestId")
                 if request_id and request_id != shown:

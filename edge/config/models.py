@@ -234,6 +234,8 @@ class PairingSettings(_Section):
     """Pending pairing requests, unauthenticated sockets and idle devices."""
 
     request_ttl: float = Field(300, gt=0, le=86_400)
+    # how long a device an operator declined may not ask again (0: at once)
+    decline_cooldown: float = Field(600, ge=0, le=30 * 86_400)
     max_pending: int = Field(256, ge=1, le=1_000_000)
     max_pending_per_client: int = Field(8, ge=1, le=10_000)
     handshake_timeout: float = Field(10, gt=0, le=300)

@@ -35,6 +35,7 @@ def build_pairing_policy(settings: Settings) -> PairingPolicy:
         max_pending_per_client=settings.pairing.max_pending_per_client,
         device_idle_expiry=settings.pairing.device_idle_expiry,
         local_device_idle_expiry=settings.pairing.local_device_idle_expiry,
+        decline_cooldown=settings.pairing.decline_cooldown,
         rate_limit=RateLimitPolicy(rate.failures, rate.window, rate.lockout, rate.ipv6_prefix),
     )
 

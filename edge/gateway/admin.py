@@ -161,10 +161,11 @@ def _run_method(
 def _approve(service: PairingService, params: Mapping[str, Any], actor: str) -> Device:
     """Approve a request; with ``replaces``, revoke that older twin in the same write."""
     request_id, role, user = _str(params, "requestId"), _role(params), _user(params)
+    at_most = Role.USER  # admin only when the caller names it
     if params.get("replaces") is None:
-        return service.approve(request_id, role=role, actor=actor, user=user)
+        return service.approve(request_id, role=role, actor=actor, user=user, at_most=at_most)
     device, _ = service.approve_replacing(
-        request_id, _str(params, "replaces"), role=role, actor=actor, user=user
+        request_id, _str(params, "replaces"), role=role, actor=actor, user=user, at_most=at_most
     )
     return device
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -14,7 +15,7 @@ from edge.diagnostics import Diagnostics, same_host_proxy
 from edge.gateway import bounded_json
 from edge.gateway.admin import AdminError, call_admin_method
 from edge.gateway.blocking import Blocking
-from edge.gateway.context import auth_of, resolution_of
+from edge.gateway.context import AuthState, auth_of, resolution_of
 from edge.gateway.forwarding.headers import session_cookie_name
 from edge.gateway.guard import _bearer
 from edge.gateway.health import StoreHealth
@@ -30,9 +31,11 @@ from edge.gateway.return_to import (
     return_target,
 )
 from edge.metrics import Metrics
+from edge.net import Resolution
 from edge.pairing.models import Role
 from edge.pairing.service import PairingService
-from edge.refusals import error_body, ui_table
+from edge.pairing.store import StoreError
+from edge.refusals import Denial, error_body, ui_table
 from edge.serialize import device_json, resolution_json
 
 MAX_BODY = 64 * 1024
@@ -107,12 +110,35 @@ def build_routes(
             "state": auth.state,
             "device": device_json(auth.device) if auth.device else None,
         }
+        body["attempts"] = await _attempts(resolution, auth)
         probe = request.query_params.get("probe")
         if probe is not None and _PROBE.fullmatch(probe):
             body["probe"] = probe
         if auth.state == "local" or (auth.device is not None and auth.device.role == Role.ADMIN):
             body["gateway"] = gateway_view()
         return _json(body)
+
+    async def _attempts(resolution: Resolution, auth: AuthState) -> dict[str, Any] | None:
+        """The caller's failure budget; None where no lockout applies (local, paired).
+
+        The guard already counted this request's own failure, or found its
+        address locked: those answer without another trip to the store.
+        """
+        if resolution.local or auth.state != "anonymous":
+            return None
+        limit = service.policy.rate_limit.failures
+        if auth.tries_left is not None or auth.denial is Denial.RATE_LIMITED:
+            left = auth.tries_left or 0
+            return {"limit": limit, "triesLeft": left, "lockedFor": math.ceil(auth.retry_after)}
+        try:
+            counted = await blocking.run(service.attempts, resolution.client_ip)
+        except StoreError:
+            return None
+        return {
+            "limit": limit,
+            "triesLeft": counted.tries_left,
+            "lockedFor": math.ceil(counted.locked_for),
+        }
 
     async def refusals(request: Request) -> Response:
         """The refusal table the dashboard describes a closed socket with (public, like ``/``)."""

@@ -25,7 +25,7 @@ class AuthState:
 
     ``via_cookie`` says the credential was the session cookie, which a browser
     attaches to requests other sites make: such a caller's writes must also
-    pass the cross-site checks.
+    pass the cross-site checks. ``retry_after`` is the rest of a lockout.
     """
 
     state: Literal["local", "paired", "anonymous"]
@@ -33,6 +33,8 @@ class AuthState:
     denial: Denial | None = None
     retry_after: float = 0.0
     via_cookie: bool = False
+    # set when this request's failure was counted: tries before the address is locked out
+    tries_left: int | None = None
 
 
 ANONYMOUS = AuthState("anonymous")

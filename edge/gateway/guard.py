@@ -18,10 +18,11 @@ delays the requests that need it and no others.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -44,9 +45,9 @@ from edge.logs import SignalWarner
 from edge.metrics import Metrics
 from edge.net import NOT_LOOKED_UP, PeerOwner, Resolution, resolve
 from edge.pairing.models import Device, Role
-from edge.pairing.service import PairingService
+from edge.pairing.service import FailureCounted, PairingService
 from edge.pairing.store import StoreError
-from edge.refusals import Denial, Rejection, close_frame, http_answer
+from edge.refusals import Denial, Rejection, close_frame, http_answer, http_detail
 
 # The API document is public like the refusal table: it describes routes, holds no secret,
 # and a client must be able to read it before it has paired.
@@ -183,11 +184,17 @@ class Credentials(Protocol):
         self, device_token: str, *, client_ip: str | None = None
     ) -> Device | Denial: ...
 
-    def record_failure(self, client_key: str) -> bool: ...
+    def count_failure(self, client_key: str) -> FailureCounted: ...
 
 
 def authenticate_http(service: Credentials, scope: Scope) -> AuthState:
     """Local, paired, or anonymous (with the denial that applies).
+
+    A valid device token is answered before the lockout is looked at: the
+    lockout stops guessing, and a 256-bit device token is not guessed, so a
+    guesser sharing an address with paired devices (a NAT, a VPN exit)
+    cannot lock them out. Anything else from a locked-out address is refused
+    as such and not counted again.
 
     Blocking when ``service`` is the pairing service itself (the store may be
     asked): async code calls ``Authenticator`` instead.
@@ -199,17 +206,23 @@ def authenticate_http(service: Credentials, scope: Scope) -> AuthState:
     if found is None:
         return ANONYMOUS
     token, via_cookie = found
+    outcome = service.authenticate_token(token, client_ip=resolution.client_ip)
+    if isinstance(outcome, Device):
+        return AuthState("paired", device=outcome, via_cookie=via_cookie)
     key = service.client_key(resolution.client_ip)
     remaining = service.lockout_remaining(key)
     if remaining > 0:
         return AuthState("anonymous", denial=Denial.RATE_LIMITED, retry_after=remaining)
-    outcome = service.authenticate_token(token, client_ip=resolution.client_ip)
-    if isinstance(outcome, Device):
-        return AuthState("paired", device=outcome, via_cookie=via_cookie)
     # A cookie is not a guess: the browser sends whatever cookie it holds, and one a
     # sibling host tossed in must not lock the browser's own address out.
     if outcome.counts_as_failure and not via_cookie:
-        service.record_failure(key)
+        counted = service.count_failure(key)
+        return AuthState(
+            "anonymous",
+            denial=outcome,
+            retry_after=counted.locked_for,
+            tries_left=counted.tries_left,
+        )
     return AuthState("anonymous", denial=outcome)
 
 
@@ -252,7 +265,7 @@ class _Cached:
             raise _NeedsStore
         return outcome
 
-    def record_failure(self, client_key: str) -> bool:
+    def count_failure(self, client_key: str) -> FailureCounted:
         raise _NeedsStore  # a write: always the store's
 
 
@@ -262,7 +275,7 @@ class Authenticator:
     The decision is written once (``authenticate_http``); it runs first over
     the caches and, when they cannot answer, again from the start over the
     service in the blocking pool. The first run has no effect to undo: the
-    only write (``record_failure``) is where it stops.
+    only write (``count_failure``) is where it stops.
     """
 
     def __init__(self, service: PairingService, blocking: Blocking) -> None:
@@ -374,9 +387,22 @@ def denial_response(
         if auth.denial is not None:
             challenge += ', error="invalid_token"'
         extra.append((b"www-authenticate", challenge.encode()))
+    numbers: dict[str, Any] = {}  # what a client acts on: a countdown, the tries left
+    detail = http_detail(denial)
     if auth.retry_after > 0:
-        extra.append((b"retry-after", str(int(auth.retry_after) + 1).encode()))
-    return http_answer(denial, headers=tuple(extra))
+        numbers["retry_after"] = int(auth.retry_after) + 1
+        extra.append((b"retry-after", str(numbers["retry_after"]).encode()))
+    if auth.tries_left is not None and not forbidden:
+        numbers["tries_left"] = left = auth.tries_left
+        tries = "1 try" if left == 1 else f"{left} tries"
+        locked = f"This address is now locked out for {numbers.get('retry_after', 0)} s"
+        detail += (
+            f" {locked}." if left <= 0 else f" {tries} left before this address is locked out."
+        )
+    status, headers, body = http_answer(denial, detail, headers=tuple(extra))
+    if numbers:
+        body = json.dumps({**json.loads(body), **numbers}).encode()
+    return status, headers, body
 
 
 def store_unavailable(exc: Exception) -> tuple[int, list[tuple[bytes, bytes]], bytes]:

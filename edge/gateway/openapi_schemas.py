@@ -196,6 +196,7 @@ SCHEMAS: Final[dict[str, Schema]] = {
             "anomalies",
             "headerUsed",
             "auth",
+            "attempts",
         ],
         "properties": {
             "client": {
@@ -313,6 +314,24 @@ SCHEMAS: Final[dict[str, Schema]] = {
                 },
                 "additionalProperties": False,
             },
+            "attempts": {
+                "description": "This address's budget of failed attempts before a lockout "
+                "(auth.rate_limit); null for a local client or a paired device, which no lockout "
+                "applies to.",
+                "oneOf": [
+                    {
+                        "type": "object",
+                        "required": ["limit", "triesLeft", "lockedFor"],
+                        "properties": {
+                            "limit": {"type": "integer"},
+                            "triesLeft": {"type": "integer"},
+                            "lockedFor": {"type": "integer", "description": "seconds; 0: none"},
+                        },
+                        "additionalProperties": False,
+                    },
+                    {"type": "null"},
+                ],
+            },
         },
         "additionalProperties": False,
     },
@@ -380,6 +399,8 @@ SCHEMAS: Final[dict[str, Schema]] = {
     },
     "ApproveBody": {
         "type": "object",
+        "description": "Without `role` the device is approved as `user`, whatever it asked for: "
+        "admin is granted only when named.",
         "properties": {
             "role": _ROLE,
             "user": {"type": ["string", "null"], "description": "The user the device acts as."},

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import math
 import secrets
 import time
 from typing import Any
@@ -196,16 +197,8 @@ class ControlSocket:
 
     async def _deny(self, conn: ControlConnection, outcome: Denied, started: float) -> None:
         denial = outcome.denial
-        if denial is Denial.PAIRING_REQUIRED:
-            request = outcome.request
-            payload: dict[str, Any] = {
-                "type": "error",
-                "code": "PAIRING_REQUIRED",
-                "requestId": request.id if request else None,
-                "reason": request.reason if request else outcome.detail,
-            }
-            if request is None:
-                payload["detail"] = outcome.detail
+        payload = _error_payload(outcome)
+        if payload is not None:
             await conn.send_json(payload)
         self._refused(denial, started, client=conn.client_ip, detail=outcome.detail)
         await conn.deny(denial)
@@ -268,6 +261,41 @@ class ControlSocket:
         except AdminError as exc:
             return error_frame(req_id, exc.code, str(exc))
         return result_frame(req_id, result)
+
+
+def _error_payload(outcome: Denied) -> dict[str, Any] | None:
+    """The ``error`` frame sent before the close, with what the client needs to act on it.
+
+    Only pairing refusals have one: a pending request comes with its expiry
+    (the page counts down to it), a declined one with the rest of its
+    cool-down. Other refusals close at once, as clients expect; how many
+    tries an address has left, or how long it is locked out, ``/api/whoami``
+    tells (``attempts``).
+    """
+    denial = outcome.denial
+    request = outcome.request
+    if denial is Denial.PAIRING_REQUIRED and outcome.declined and request is not None:
+        return {
+            "type": "error",
+            "code": "PAIRING_DECLINED",
+            "requestId": request.id,
+            "reason": request.reason,
+            "retryAfter": math.ceil(outcome.retry_after),
+            "detail": outcome.detail,
+        }
+    if denial is Denial.PAIRING_REQUIRED:
+        payload: dict[str, Any] = {
+            "type": "error",
+            "code": "PAIRING_REQUIRED",
+            "requestId": request.id if request else None,
+            "reason": request.reason if request else outcome.detail,
+        }
+        if request is None:
+            payload["detail"] = outcome.detail
+        else:
+            payload["expiresAt"] = int(request.expires_at * 1000)
+        return payload
+    return None
 
 
 def _connect(

@@ -130,6 +130,11 @@ class LockoutCache:
             previous = self._entries.get(client_key, (0.0, 0.0))[0]
             self._entries[client_key] = (max(until, previous), checked_at)
 
+    def lift(self, client_key: str) -> None:
+        """An operator ended ``client_key``'s lockout: not locked, re-read after the recheck."""
+        with self._lock:
+            self._entries[client_key] = (0.0, time.monotonic())
+
     def prune(self) -> None:
         with self._lock:
             self._prune()

@@ -207,17 +207,34 @@ def approved_device(
     )
 
 
-def approval_role(existing: Device | None, requested: Role, override: Role | None) -> Role:
+def approval_role(
+    existing: Device | None, requested: Role, override: Role | None, at_most: Role | None = None
+) -> Role:
     """The role an approval grants: the operator's choice, else the requested role.
 
-    Without an explicit choice a still-paired device never loses a role it
-    already has (approving a stale "user" request of an admin keeps it admin).
+    ``at_most`` caps what is granted without an explicit choice: an operator
+    approving with a plain ``edge devices approve`` or the dashboard's
+    default button grants ``user`` even when the device ticked "request
+    admin", because admin must be a decision, not a click-through. Without an
+    explicit choice a still-paired device never loses a role it already has
+    (approving a stale "user" request of an admin keeps it admin).
     """
     if override is not None:
         return override
-    if existing is not None and existing.is_paired and existing.role.covers(requested):
+    wanted = requested if at_most is None or at_most.covers(requested) else at_most
+    if existing is not None and existing.is_paired and existing.role.covers(wanted):
         return existing.role
-    return requested
+    return wanted
+
+
+def fingerprint(device_id: str) -> str:
+    """The first 64 bits of a device id in groups of four, for a person to compare by eye.
+
+    The waiting page shows the same groups, so an operator can check that the
+    request on the screen is the device in front of them.
+    """
+    head = device_id[:16]
+    return " ".join(head[n : n + 4] for n in range(0, len(head), 4))
 
 
 def device_event_data(device: Device, actor: str, **extra: object) -> dict[str, object]:

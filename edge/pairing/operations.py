@@ -55,18 +55,23 @@ class OperatorActions:
         role: Role | None = None,
         actor: str,
         user: str | None = None,
+        at_most: Role | None = None,
     ) -> Device:
         """Pair the requesting device (role: the requested one unless given).
 
         ``user`` assigns the login upstream apps will know the device by, in
         the same write as the approval, so the device is never admitted under
-        a provisional identity.
+        a provisional identity. ``at_most`` caps the role granted when
+        ``role`` is not given: operators' commands pass ``Role.USER``, so that
+        admin is only ever granted by name (``models.approval_role``).
         """
         if role is not None and not isinstance(role, Role):
             raise InvalidValue(f'role must be "admin" or "user", not {role!r}')
         if user is not None and valid_user(user) is None:
             raise InvalidValue(f"{user!r} is not a user name: {USER_RULE}")
-        resolution = self._resolve(request_id, approve=True, role=role, actor=actor, user=user)
+        resolution = self._resolve(
+            request_id, approve=True, role=role, actor=actor, user=user, at_most=at_most
+        )
         assert resolution.device is not None  # an approval always pairs a device
         return resolution.device
 
@@ -78,6 +83,7 @@ class OperatorActions:
         role: Role | None = None,
         actor: str,
         user: str | None = None,
+        at_most: Role | None = None,
     ) -> tuple[Device, Device | None]:
         """Approve, and revoke ``replaces`` (an older twin) in the same write.
 
@@ -91,7 +97,13 @@ class OperatorActions:
             raise InvalidValue(f"{user!r} is not a user name: {USER_RULE}")
         twin = self.find_device(replaces)
         done = self._resolve(
-            request_id, approve=True, role=role, actor=actor, user=user, replaces=twin.id
+            request_id,
+            approve=True,
+            role=role,
+            actor=actor,
+            user=user,
+            replaces=twin.id,
+            at_most=at_most,
         )
         assert done.device is not None
         self._tokens.forget(twin.id)
@@ -100,11 +112,24 @@ class OperatorActions:
     def approve_latest(
         self, *, role: Role | None = None, actor: str, user: str | None = None
     ) -> Device:
+        return self.approve(self.latest_request().id, role=role, actor=actor, user=user)
+
+    def latest_request(self) -> PairingRequest:
+        """The newest pending request; NotFound when none is pending."""
         requests = self.list_requests()
         if not requests:
             raise NotFound("there are no pending pairing requests")
-        newest = max(requests, key=lambda request: (request.created_at, request.id))
-        return self.approve(newest.id, role=role, actor=actor, user=user)
+        return max(requests, key=lambda request: (request.created_at, request.id))
+
+    def pending_request(self, request_id: str) -> PairingRequest:
+        """The pending request ``request_id`` as an operator is about to decide it."""
+        normalized = self._request_id(request_id)
+        for request in self.list_requests():
+            if request.id == normalized:
+                return request
+        raise NotFound(
+            f"there is no pending pairing request {normalized}; `edge devices list` shows them"
+        )
 
     def reject(self, request_id: str, *, actor: str) -> PairingRequest:
         resolution = self._resolve(request_id, approve=False, role=None, actor=actor)
@@ -135,13 +160,9 @@ class OperatorActions:
         actor: str,
         user: str | None = None,
         replaces: str | None = None,
+        at_most: Role | None = None,
     ) -> _Done:
-        normalized = normalize_request_id(request_id)
-        if normalized is None:
-            raise InvalidValue(
-                f"{request_id!r} is not a pairing request id (they look like K7QF-2M9D; "
-                "`edge devices list` shows them)"
-            )
+        normalized = self._request_id(request_id)
         result = self.store.resolve_request(
             normalized,
             approve=approve,
@@ -150,25 +171,48 @@ class OperatorActions:
             now=self._clock(),
             user=user,
             replaces=replaces,
+            at_most=at_most,
         )
         if result.status is ResolveStatus.NOT_FOUND:
             raise NotFound(
                 f"there is no pairing request {normalized}; `edge devices list` shows the "
                 "pending ones"
             )
+        assert result.request is not None  # set unless NOT_FOUND
+        newer = self._newer_note(result.request)
         if result.status is ResolveStatus.EXPIRED:
             raise NotFound(
-                f"pairing request {normalized} expired; the device must connect again to make "
-                "a new one"
+                f"pairing request {normalized} expired; "
+                + (newer or "the device must ask again to make a new one")
             )
         if result.status is ResolveStatus.ALREADY_RESOLVED:
             raise AlreadyResolved(
                 f"pairing request {normalized} was already {result.decision}"
                 + (f" by {result.resolved_by}" if result.resolved_by else "")
+                + (f"; {newer}" if newer else "")
             )
         if result.request is not None:
             self._tokens.forget(result.request.device_id)
         return _Done(result.request, result.device, result.replaced)
+
+    def _request_id(self, request_id: str) -> str:
+        normalized = normalize_request_id(request_id)
+        if normalized is None:
+            raise InvalidValue(
+                f"{request_id!r} is not a pairing request id (they look like K7QF-2M9D; "
+                "`edge devices list` shows them)"
+            )
+        return normalized
+
+    def _newer_note(self, old: PairingRequest) -> str | None:
+        """Where the device of a settled request now waits, if it asked again since."""
+        for request in self.list_requests():
+            if request.device_id == old.device_id and request.id != old.id:
+                return (
+                    f"the device ({old.name!r}) has a newer request {request.id}: "
+                    f"`edge devices approve {request.id}` decides that one"
+                )
+        return None
 
     def revoke(self, device_id: str, *, actor: str) -> Device:
         """Revoke a device by id or unique prefix; its sockets close, its token is dead."""

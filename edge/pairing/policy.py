@@ -47,8 +47,13 @@ class RateLimitPolicy:
         _require_positive("auth.rate_limit.lockout", self.lockout)
 
 
+DEFAULT_DECLINE_COOLDOWN = 600.0
+
+
 @dataclass(frozen=True)
 class PairingPolicy:
+    """``decline_cooldown``: how long a declined device may not ask again (0: at once)."""
+
     request_ttl: float = 300
     max_pending: int = 256
     max_pending_per_client: int = 8
@@ -57,9 +62,19 @@ class PairingPolicy:
     local_device_idle_expiry: float | None = None
     signature_skew: float = 120
     rate_limit: RateLimitPolicy = field(default_factory=RateLimitPolicy)
+    decline_cooldown: float = DEFAULT_DECLINE_COOLDOWN
 
     def __post_init__(self) -> None:
         _require_positive("pairing.request_ttl", self.request_ttl)
+        if not (
+            isinstance(self.decline_cooldown, int | float)
+            and math.isfinite(self.decline_cooldown)
+            and self.decline_cooldown >= 0
+        ):
+            raise ValueError(
+                "pairing.decline_cooldown must be a number of seconds (0 or more), "
+                f"not {self.decline_cooldown!r}"
+            )
         _require_positive("pairing.signature_skew", self.signature_skew)
         if self.device_idle_expiry is not None:
             _require_positive("pairing.device_idle_expiry", self.device_idle_expiry)
@@ -86,11 +101,21 @@ class Admitted:
 
 @dataclass(frozen=True)
 class Denied:
-    """A refusal; for PAIRING_REQUIRED ``request`` is the pending request (None if capped)."""
+    """A refusal; for PAIRING_REQUIRED ``request`` is the pending request (None if capped).
+
+    ``declined`` marks a PAIRING_REQUIRED whose ``request`` an operator
+    declined: no new request was made, and ``retry_after`` is the rest of the
+    device's cool-down. For RATE_LIMITED ``retry_after`` is the rest of the
+    lockout. ``tries_left`` is set on a refusal that counted
+    towards the lockout: how many more failures the address has before it.
+    """
 
     denial: Denial
     request: PairingRequest | None = None
     detail: str = ""
+    retry_after: float = 0.0
+    tries_left: int | None = None
+    declined: bool = False
 
 
 class PairingError(Exception):
@@ -107,6 +132,23 @@ class AlreadyResolved(PairingError):
 
 class PendingLimitReached(PairingError):
     pass
+
+
+class PairingDeclined(PairingError):
+    """An operator declined this device's last request and its cool-down is not over."""
+
+    def __init__(self, message: str, request: PairingRequest, until: float) -> None:
+        super().__init__(message)
+        self.request = request
+        self.until = until
+
+
+@dataclass(frozen=True)
+class FailureCounted:
+    """A failed attempt, counted: ``tries_left`` before a lockout, or the lockout it started."""
+
+    tries_left: int
+    locked_for: float = 0.0
 
 
 class InvalidValue(PairingError, ValueError):

@@ -14,11 +14,13 @@ last-seen batching) in ``caches``, and the policies, outcomes and errors in
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
-from edge.net.client_key import client_key
+from edge.net.client_key import UNKNOWN_CLIENT, client_key
 from edge.pairing.caches import LockoutCache, TokenCache, Touches
 from edge.pairing.codes import new_request_id
 from edge.pairing.identity import VerifiedIdentity, verify_device
@@ -44,8 +46,10 @@ from edge.pairing.policy import (
     Admitted,
     AlreadyResolved,
     Denied,
+    FailureCounted,
     InvalidValue,
     NotFound,
+    PairingDeclined,
     PairingError,
     PairingPolicy,
     PendingLimitReached,
@@ -54,7 +58,7 @@ from edge.pairing.policy import (
     default_device_name,
     device_actor,
 )
-from edge.pairing.store import PendingCapHit, Store, pending_cap_message
+from edge.pairing.store import Declined, PendingCapHit, Store, pending_cap_message
 from edge.pairing.tokens import generate_secret, hash_secret, secrets_equal
 from edge.refusals import Denial
 
@@ -65,8 +69,10 @@ __all__ = [
     "Admitted",
     "AlreadyResolved",
     "Denied",
+    "FailureCounted",
     "InvalidValue",
     "NotFound",
+    "PairingDeclined",
     "PairingError",
     "PairingPolicy",
     "PairingService",
@@ -139,18 +145,84 @@ class PairingService(OperatorActions):
 
     def record_failure(self, client_key: str) -> bool:
         """Count a failed attempt; True when it started a lockout (``auth.lockout`` event)."""
+        return self.count_failure(client_key).locked_for > 0
+
+    def count_failure(self, client_key: str) -> FailureCounted:
+        """Count a failed attempt and say how many are left before the lockout (or its length).
+
+        The number is told to the client: it is no secret that guessing is
+        limited, and a person who mistyped the gateway token twice should
+        know before the third try that an address-wide lockout is near.
+        """
         limit = self.policy.rate_limit
-        until = self.store.record_failure(
+        now = self._clock()
+        counted = self.store.count_failure(
             client_key,
-            now=self._clock(),
+            now=now,
             window=limit.window,
             threshold=limit.failures,
             lockout=limit.lockout,
         )
-        if until is None:
-            return False
-        self._lockouts.remember(client_key, until)
-        return True
+        if counted.started is not None:
+            self._lockouts.remember(client_key, counted.started)
+            return FailureCounted(0, counted.started - now)
+        if counted.locked_until > now:
+            return FailureCounted(0, counted.locked_until - now)
+        return FailureCounted(max(0, limit.failures - counted.count))
+
+    def attempts(self, client_ip: str | None) -> FailureCounted:
+        """How many failures ``client_ip``'s address has left, or how long it is locked out.
+
+        What ``/api/whoami`` tells a page that was just refused, so it can say
+        "2 tries left" or count down a lockout; one store read.
+        """
+        limit = self.policy.rate_limit
+        now = self._clock()
+        row = self.store.failure_of(self.client_key(client_ip))
+        if row is None:
+            return FailureCounted(limit.failures)
+        if row.locked_until > now:
+            return FailureCounted(0, row.locked_until - now)
+        if now - row.window_start >= limit.window:
+            return FailureCounted(limit.failures)
+        return FailureCounted(max(0, limit.failures - row.count))
+
+    def unlock(self, address: str, *, actor: str) -> tuple[str, float]:
+        """Lift the lockout of ``address`` (an IP address, or a key as ``lockouts`` lists it).
+
+        Returns the key lifted and when its lockout would have ended. Every
+        process of the gateway drops it from its cache on the ``auth.unlocked``
+        event; this one at once.
+        """
+        key = self._lockout_key(address)
+        lifted = self.store.unlock(key, actor=actor, now=self._clock())
+        if lifted is None:
+            raise NotFound(f"{key} is not locked out; `edge auth lockouts` lists those that are")
+        self._lockouts.lift(key)
+        return key, lifted.locked_until
+
+    def lockouts(self) -> list[tuple[str, float, int]]:
+        """``(client key, locked until, failures since)`` of every running lockout."""
+        return [(r.client, r.locked_until, r.count) for r in self.store.lockouts(self._clock())]
+
+    def _lockout_key(self, address: str) -> str:
+        text = address.strip() if isinstance(address, str) else ""
+        if text == UNKNOWN_CLIENT:
+            return text
+        if "/" in text:
+            try:
+                network = ipaddress.ip_network(text, strict=False)
+            except ValueError:
+                network = None
+            if network is not None and network.version == 6:
+                return f"{network.network_address}/{network.prefixlen}"
+        key = self.client_key(text)
+        if key == UNKNOWN_CLIENT:
+            raise InvalidValue(
+                f"{address!r} is not an address: give an IPv4 or IPv6 address, or a key as "
+                "`edge auth lockouts` lists it (2001:db8:1:2::/64)"
+            )
+        return key
 
     # -- the handshake ----------------------------------------------------------------------
 
@@ -169,19 +241,30 @@ class PairingService(OperatorActions):
         guesses at none, and a page that shares its address (a DNS-rebinding
         page in the operator's own browser) must not be able to lock the
         operator's own dashboard out with its bad guesses.
+
+        Nor do they refuse a valid device token. A lockout exists to stop the
+        guessing of the short-lived secrets a person types (the gateway token,
+        an invite); a 256-bit device token cannot be guessed, and refusing it
+        would let anyone who shares an address with paired devices (a NAT, a
+        proxy, a VPN exit) lock them all out with ten bad tries. So an attempt
+        with a device token is decided as usual during a lockout; only when it
+        fails is the answer "too many failed attempts".
         """
         key = self.client_key(client_ip)
-        if not local:
-            remaining = self.lockout_remaining(key)
-            if remaining > 0:
-                detail = f"locked out for {math.ceil(remaining)} s"
-                return Denied(Denial.RATE_LIMITED, detail=detail)
+        locked = 0.0 if local else self.lockout_remaining(key)
+        if locked > 0 and not _presents_device_token(attempt):
+            return _locked_out(locked)
         if isinstance(attempt, MalformedConnect):
             return Denied(Denial.INVALID_HANDSHAKE, detail=attempt.detail)
         outcome = self._decide(attempt, attempt.device, nonce, client_ip, local, user_agent)
-        if not local and isinstance(outcome, Denied) and outcome.denial.counts_as_failure:
-            self.record_failure(key)
-        return outcome
+        if not isinstance(outcome, Denied) or local or not outcome.denial.counts_as_failure:
+            return outcome
+        if locked > 0:
+            return _locked_out(locked)  # a guess while locked out: nothing more to learn or count
+        counted = self.count_failure(key)
+        if counted.locked_for > 0:
+            return replace(outcome, tries_left=0, retry_after=counted.locked_for)
+        return replace(outcome, tries_left=counted.tries_left)
 
     def _decide(
         self,
@@ -316,6 +399,14 @@ class PairingService(OperatorActions):
             )
         except PendingLimitReached as exc:
             return Denied(Denial.PAIRING_REQUIRED, None, detail=str(exc))
+        except PairingDeclined as exc:
+            left = max(0.0, exc.until - self._clock())
+            # The declined request, with the reason of this attempt: a device that was
+            # approved as user and asks for admin again is told its upgrade was declined.
+            declined = replace(exc.request, reason=reason)
+            return Denied(
+                Denial.PAIRING_REQUIRED, declined, str(exc), retry_after=left, declined=True
+            )
         return Denied(Denial.PAIRING_REQUIRED, request, detail=request.reason)
 
     def request_pairing(
@@ -328,7 +419,13 @@ class PairingService(OperatorActions):
         client_ip: str | None,
         user_agent: str | None,
     ) -> PairingRequest:
-        """Create or refresh the device's pending request; PendingLimitReached at a cap."""
+        """Create or refresh the device's pending request.
+
+        PendingLimitReached at a cap; PairingDeclined while an operator's
+        decline of this device cools down. A refresh keeps the request's
+        expiry: a waiting page re-checks every few seconds, and a request
+        that lived as long as its page was open would never time out.
+        """
         now = self._clock()
         agent = None if user_agent is None else user_agent[:MAX_USER_AGENT_CHARS]
         candidate = PairingRequest(
@@ -348,9 +445,20 @@ class PairingService(OperatorActions):
             candidate,
             max_pending=self.policy.max_pending,
             max_pending_per_client=self.policy.max_pending_per_client,
+            renew_expiry=False,
+            decline_cooldown=self.policy.decline_cooldown,
         )
         if isinstance(outcome, PendingCapHit):
             raise PendingLimitReached(pending_cap_message(outcome))
+        if isinstance(outcome, Declined):
+            by = f" ({outcome.declined_by})" if outcome.declined_by else ""
+            raise PairingDeclined(
+                f"an operator{by} said no to request {outcome.request.id} of this device; it "
+                f"may ask again in {math.ceil(max(0.0, outcome.until - now))} s "
+                "(pairing.decline_cooldown)",
+                outcome.request,
+                outcome.until,
+            )
         return outcome
 
     # -- HTTP credentials ---------------------------------------------------------------------
@@ -413,3 +521,17 @@ class PairingService(OperatorActions):
                 client, until = event.data.get("client"), event.data.get("until")
                 if isinstance(client, str) and isinstance(until, int | float):
                     self._lockouts.remember(client, float(until))
+            elif event.type == "auth.unlocked":
+                client = event.data.get("client")
+                if isinstance(client, str):
+                    self._lockouts.lift(client)
+
+
+def _presents_device_token(attempt: ConnectAttempt | MalformedConnect) -> bool:
+    """Whether the attempt offers a device token, which a lockout does not refuse unheard."""
+    return isinstance(attempt, ConnectAttempt) and attempt.credential == "deviceToken"
+
+
+def _locked_out(remaining: float) -> Denied:
+    detail = f"locked out for {math.ceil(remaining)} s"
+    return Denied(Denial.RATE_LIMITED, detail=detail, retry_after=remaining)

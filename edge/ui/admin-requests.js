@@ -1,6 +1,11 @@
 // The admin dashboard's pending pairing requests (approve as user or admin,
 // reject) and its invites (create, show once, cancel).
 //
+// Admin is never granted by one click: "Approve as admin" opens a dialog that
+// shows what the device asks for (role, name, address, fingerprint) and only
+// its "Grant admin" button sends the approval. "Approve as user" grants user
+// whatever the device asked for.
+//
 // Security rules this file keeps:
 // - Request and invite fields come from the gateway and are set as text
 //   (el() children), never as markup; the invite QR code is shown as an
@@ -9,7 +14,7 @@
 //   the link's #fragment, which browsers never send to any server.
 
 import { olderTwin } from "./admin-devices.js";
-import { absoluteTime, age, copyButton, el, qrImage, remaining, shortId } from "./dom.js";
+import { absoluteTime, age, copyButton, el, fingerprint, qrImage, remaining, shortId } from "./dom.js";
 
 const INVITE_TTLS = [
   { seconds: 600, label: "10 minutes" },
@@ -79,8 +84,8 @@ export class PendingRequests {
         el("dd", { title: absoluteTime(item.createdAt) }, age(item.createdAt)),
         el("dt", {}, "Expires"),
         el("dd", { title: absoluteTime(item.expiresAt) }, remaining(item.expiresAt)),
-        el("dt", {}, "Device"),
-        el("dd", { class: "mono", title: item.deviceId || "" }, shortId(item.deviceId)),
+        el("dt", {}, "Fingerprint"),
+        el("dd", { class: "mono fingerprint", title: item.deviceId || "", dataset: { testid: `pending-fingerprint-${id}` } }, fingerprint(item.deviceId)),
       ),
       this.userField(id),
       this.replaceField(item),
@@ -104,9 +109,9 @@ export class PendingRequests {
             class: "warn",
             dataset: { testid: `approve-admin-${id}` },
             "aria-label": `Approve ${item.name || id} as admin`,
-            onclick: () => this.approve(id, "admin"),
+            onclick: () => this.confirmAdmin(item),
           },
-          "Approve as admin",
+          "Approve as admin…",
         ),
         el(
           "button",
@@ -179,6 +184,79 @@ export class PendingRequests {
         `Replace the older “${twin.name || "Unnamed device"}” (${shortId(twin.id)}, ${twin.lastIp}, last seen ${age(twin.lastSeenAt)}): revoke it as this one is approved`,
       ),
     );
+  }
+
+  /**
+   * Ask before granting admin: show what the device asks for and who it is,
+   * and approve only on "Grant admin". An admin device can approve and revoke
+   * every other, so this is the one approval that must never be a misclick.
+   */
+  confirmAdmin(item) {
+    const id = item.id;
+    const asked = item.role === "admin" ? (item.reason === "role-upgrade" ? "admin (upgrade of a paired user)" : "admin") : "user";
+    const dialog = el(
+      "dialog",
+      { class: "approve-dialog", "aria-labelledby": "approve-dialog-title", dataset: { testid: "approve-dialog" } },
+      el("h3", { id: "approve-dialog-title" }, `Grant admin to ${item.name || "this device"}?`),
+      el(
+        "p",
+        {},
+        "An admin device can approve, rename and revoke every other device. Check the fingerprint against the one the device's page shows.",
+      ),
+      el(
+        "dl",
+        { class: "facts compact" },
+        el("dt", {}, "Asks for"),
+        el("dd", { dataset: { testid: "approve-dialog-role" } }, asked),
+        el("dt", {}, "Name"),
+        el("dd", {}, item.name || "Unnamed device"),
+        el("dt", {}, "Address"),
+        el("dd", { class: "mono" }, item.clientIp || "unknown"),
+        el("dt", {}, "Fingerprint"),
+        el("dd", { class: "mono fingerprint", dataset: { testid: "approve-dialog-fingerprint" } }, fingerprint(item.deviceId)),
+        el("dt", {}, "Request"),
+        el("dd", { class: "mono" }, id),
+      ),
+      el(
+        "div",
+        { class: "actions" },
+        el(
+          "button",
+          {
+            type: "button",
+            class: "warn",
+            dataset: { testid: "approve-dialog-confirm" },
+            onclick: () => {
+              dialog.close();
+              this.approve(id, "admin");
+            },
+          },
+          "Grant admin",
+        ),
+        el(
+          "button",
+          {
+            type: "button",
+            class: "secondary",
+            dataset: { testid: "approve-dialog-user" },
+            onclick: () => {
+              dialog.close();
+              this.approve(id, "user");
+            },
+          },
+          "Approve as user instead",
+        ),
+        el(
+          "button",
+          { type: "button", class: "secondary", dataset: { testid: "approve-dialog-cancel" }, onclick: () => dialog.close() },
+          "Cancel",
+        ),
+      ),
+    );
+    dialog.addEventListener("close", () => dialog.remove());
+    document.body.append(dialog);
+    dialog.showModal();
+    dialog.querySelector('[data-testid="approve-dialog-cancel"]').focus();
   }
 
   async approve(requestId, role) {

@@ -8,7 +8,9 @@
 
 import { CLOSE_STALLED, UNKNOWN_REFUSAL, WAITING_REASONS } from "./close-reasons.js";
 import { KEYS, authFor, deviceName, dropCredentials, local, requestedRole, session, startSession } from "./credentials.js";
+import { clock } from "./dom.js";
 import { signConnect } from "./identity.js";
+import { fetchAttempts } from "./whoami.js";
 
 const APP_VERSION = "1.0";
 const WAITING_RETRY_MS = 2000;
@@ -20,6 +22,9 @@ const HANDSHAKE_STALL_MS = 20000;
 // on the gateway host: the page asks again by itself, slowly, so the fix is enough.
 const QUIET_RETRY_FIRST_MS = 10000;
 const QUIET_RETRY_MAX_MS = 60000;
+const LOCKED_OUT_REASON = "unauthorized: too many failed attempts";
+// Without a lockout end to count down to (the unauthenticated-socket cap, or whoami unreachable).
+const LOCKED_OUT_FALLBACK_MS = 10000;
 
 export class GatewayError extends Error {
   constructor(code, message) {
@@ -63,6 +68,9 @@ export class Connection {
     this.forgetting = false;
     this.connectedNotice = "";
     this.forgetClose = null;
+    // The expiry of the pending request this page waits on (epoch ms), from the gateway.
+    this.waitExpiresAt = null;
+    this.waitUpgrade = false;
   }
 
   renderIdentity() {
@@ -79,6 +87,20 @@ export class Connection {
     window.clearInterval(this.countdownTimer);
     this.reconnectTimer = null;
     this.countdownTimer = null;
+  }
+
+  /** Count down to `due` (epoch ms) with `render(msLeft)` each second, then run `then`. */
+  countDown(due, render, then) {
+    this.clearTimers();
+    const tick = () => render(due - Date.now());
+    tick();
+    this.countdownTimer = window.setInterval(tick, 1000);
+    this.reconnectTimer = window.setTimeout(() => {
+      window.clearInterval(this.countdownTimer);
+      this.countdownTimer = null;
+      this.reconnectTimer = null;
+      then();
+    }, Math.max(0, due - Date.now()));
   }
 
   detachSocket() {
@@ -328,6 +350,10 @@ export class Connection {
     const close = { code, reason };
     const closeMessage = entry.message;
     this.renderIdentity();
+    if (reason === LOCKED_OUT_REASON) {
+      this.lockedOut(entry, close);
+      return;
+    }
 
     switch (entry.next) {
       case "wait":
@@ -346,6 +372,7 @@ export class Connection {
         view.setState("token-needed", { title: entry.title, message: entry.message, closeMessage, close });
         if (reason === "unauthorized: gateway token mismatch") {
           view.showTokenError("The gateway rejected that token. Paste it again.");
+          this.sayTriesLeft("The gateway rejected that token. Paste it again.");
         }
         return;
       case "backoff":
@@ -409,8 +436,12 @@ export class Connection {
   /** Reconnect after `delay` ms, counting down on the page so nobody wonders what it is doing. */
   scheduleReconnect(delay, mode, note = "") {
     this.clearTimers();
-    const due = Date.now() + delay;
+    let due = Date.now() + delay;
     const approvalPending = Boolean(this.pairingError && this.pairingError.requestId);
+    const expiresAt = mode === "waiting" && approvalPending ? this.waitExpiresAt : null;
+    if (expiresAt !== null) {
+      due = Math.min(due, expiresAt);
+    }
     this.reconnectNote = note;
     const render = () => {
       const seconds = Math.max(1, Math.ceil((due - Date.now()) / 1000));
@@ -418,6 +449,9 @@ export class Connection {
         this.view.setWaitingStatus(
           approvalPending ? "Still waiting for an operator; checking every 2 seconds." : `Trying again in ${seconds} s…`,
         );
+        if (expiresAt !== null) {
+          this.view.setWaitingExpiry(`Times out in ${clock(expiresAt - Date.now())}`);
+        }
       } else {
         this.view.setMessage(`${note} Reconnecting in ${seconds} s…`.trim());
       }
@@ -429,12 +463,111 @@ export class Connection {
     if (delay >= 1500) {
       this.countdownTimer = window.setInterval(render, 1000);
     }
-    this.reconnectTimer = window.setTimeout(() => this.connect(), delay);
+    this.reconnectTimer = window.setTimeout(() => {
+      if (expiresAt !== null && Date.now() >= expiresAt) {
+        this.timedOut(this.view.waitingFor || this.pairingError.requestId);
+        return;
+      }
+      this.connect();
+    }, Math.max(0, due - Date.now()));
+  }
+
+  /** Locked out: count down what `/api/whoami` reports (attempts.lockedFor), then reconnect. */
+  async lockedOut(entry, close) {
+    const view = this.view;
+    const attempts = await fetchAttempts();
+    const lockedMs = attempts && attempts.lockedFor > 0 ? attempts.lockedFor * 1000 : LOCKED_OUT_FALLBACK_MS;
+    view.setState("locked-out", { title: entry.title, message: entry.message, close });
+    view.setRetry({ label: "Try again now", enabled: true });
+    this.countDown(
+      Date.now() + lockedMs,
+      (left) => view.setRetryNote(`Trying again by itself in ${clock(left)}.`),
+      () => this.reconnect(),
+    );
+  }
+
+  /** After a wrong token: how many tries this address has left, on the token form. */
+  async sayTriesLeft(prefix) {
+    const attempts = await fetchAttempts();
+    if (!attempts || typeof attempts.triesLeft !== "number" || this.view.state !== "token-needed") {
+      return;
+    }
+    const left = attempts.triesLeft;
+    if (left <= 0) {
+      this.view.showTokenError(`${prefix} No tries left: this address is locked out for ${clock(attempts.lockedFor * 1000)}.`);
+      return;
+    }
+    const tries = left === 1 ? "1 try" : `${left} tries`;
+    this.view.showTokenError(`${prefix} ${tries} left before this address is locked out for a while.`);
+  }
+
+  /** Nobody approved the request in time: stop (a check would open a new one), offer to ask. */
+  timedOut(requestId) {
+    this.clearTimers();
+    this.waitExpiresAt = null;
+    if (this.waitUpgrade) {
+      local.remove(KEYS.wantAdmin);
+      this.connectedNotice = ` Admin access was not granted: request ${requestId} timed out.`;
+      this.attempt = 0;
+      this.view.setState("connecting", { title: "Connecting as a user…", message: "The admin request timed out." });
+      this.connect();
+      return;
+    }
+    this.view.setState("timed-out", {
+      title: "Timed out — ask again",
+      message: `Nobody approved request \`${requestId}\` in time, so it expired. This page stopped asking; ask again to put a new request in front of the operator.`,
+    });
+    this.view.setRetry({ label: "Ask again", enabled: true });
+    this.view.setRetryNote("");
+  }
+
+  /**
+   * An operator declined this device's request. Never ask again by itself:
+   * the operator said no, and a page that re-asked would put the device
+   * straight back in their queue. A person may ask again after the cool-down.
+   */
+  declined(info, close) {
+    this.clearTimers();
+    this.waitExpiresAt = null;
+    const requestId = typeof info.requestId === "string" ? info.requestId : "";
+    if (info.reason === "role-upgrade") {
+      local.remove(KEYS.wantAdmin);
+      this.connectedNotice = ` An operator declined admin access (request ${requestId}).`;
+      this.attempt = 0;
+      this.view.setState("connecting", { title: "Connecting as a user…", message: "The admin request was declined." });
+      this.connect();
+      return;
+    }
+    const view = this.view;
+    view.setState("declined", {
+      title: "Declined by the operator",
+      message: `An operator declined request \`${requestId}\` of this device. This page does not ask again by itself; if that was a mistake, ask the operator, then ask again.`,
+      close,
+    });
+    const seconds = typeof info.retryAfter === "number" ? info.retryAfter : 0;
+    if (seconds <= 0) {
+      view.setRetry({ label: "Ask again", enabled: true });
+      view.setRetryNote("");
+      return;
+    }
+    view.setRetry({ label: "Ask again", enabled: false });
+    this.countDown(
+      Date.now() + seconds * 1000,
+      (left) => view.setRetryNote(`This device may ask again in ${clock(left)}.`),
+      () => {
+        view.setRetry({ label: "Ask again", enabled: true });
+        view.setRetryNote("This device may ask again now.");
+      },
+    );
   }
 
   waitForApproval(close) {
     const view = this.view;
     const info = this.pairingError || {};
+    if (info.code === "PAIRING_DECLINED") {
+      this.declined(info, close);
+      return;
+    }
     const requestId = typeof info.requestId === "string" && info.requestId ? info.requestId : null;
     const upgrade = info.reason === "role-upgrade";
     const entry = this.closeReasons.entry("pairing required") || UNKNOWN_REFUSAL;
@@ -443,10 +576,12 @@ export class Connection {
       return;
     }
     if (requestId) {
-      view.showWaitingRequest(requestId);
+      this.waitExpiresAt = typeof info.expiresAt === "number" ? info.expiresAt : null;
+      this.waitUpgrade = upgrade;
+      view.showWaitingRequest(requestId, this.identity ? this.identity.id : "");
       view.setState("waiting", {
         title: upgrade ? "Waiting for admin approval" : entry.title,
-        message: `${WAITING_REASONS[info.reason] || entry.message} Request ${requestId} expires after a few minutes.`,
+        message: `${WAITING_REASONS[info.reason] || entry.message} Request ${requestId} times out if nobody approves it in time.`,
         closeMessage: null,
         close,
       });
@@ -467,27 +602,30 @@ export class Connection {
   }
 
   /**
-   * The request this page waited on is gone (rejected, or it expired) and the
-   * last check opened a new one. Stop checking: asking again every 2 seconds
-   * would make rejection pointless for the operator.
+   * The request this page waited on is gone and the last check opened a new
+   * one: it expired between two checks (a clock that jumped, a suspended
+   * tab). A declined request never gets here: the gateway answers those
+   * with PAIRING_DECLINED and opens nothing. Stop checking, and say the new
+   * request is the one the operator now sees.
    */
   requestGone(previous, fresh, upgrade, close) {
     this.clearTimers();
     if (upgrade) {
       local.remove(KEYS.wantAdmin);
-      this.connectedNotice = ` Admin access was not granted (request ${previous} was rejected or expired).`;
+      this.connectedNotice = ` Admin access was not granted (request ${previous} timed out).`;
       this.attempt = 0;
       this.view.setState("connecting", { title: "Connecting as a user…", message: "The admin request was not granted." });
       this.connect();
       return;
     }
-    this.view.setState("error", {
-      title: "The request was rejected or expired",
+    this.view.setState("timed-out", {
+      title: "Timed out — ask again",
       message: "",
-      next: "manual",
-      closeMessage: `Request ${previous} is no longer pending: an operator rejected it, or nobody approved it in time. This page stopped asking so it does not flood the operator; the last check opened request ${fresh}, and “Try again” waits for that one.`,
+      closeMessage: `Nobody approved request ${previous} in time, so it expired. This page stopped asking so it does not flood the operator; the last check opened request ${fresh}, and “Ask again” waits for that one.`,
       close,
     });
+    this.view.setRetry({ label: "Ask again", enabled: true });
+    this.view.setRetryNote("");
   }
 
   /**

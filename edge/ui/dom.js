@@ -76,6 +76,21 @@ export function remaining(epochMs, now = Date.now()) {
   return `in ${Math.round(minutes / 60)} h`;
 }
 
+/**
+ * The first 16 hex digits of a device id in groups of four (edge/pairing/models.py
+ * fingerprint): what an operator compares between the device's page and the approval.
+ */
+export function fingerprint(deviceId) {
+  const head = String(deviceId || "").slice(0, 16);
+  return (head.match(/.{1,4}/g) || []).join(" ");
+}
+
+/** "4:05" for a number of milliseconds (never below 0:00): the page's countdowns. */
+export function clock(ms) {
+  const seconds = Math.max(0, Math.ceil(ms / 1000));
+  return `${Math.floor(seconds / 60)}:${String(seconds % 60).padStart(2, "0")}`;
+}
+
 /** A long id cut to its first 12 characters, for lists where the full id sits in a title. */
 export function shortId(id) {
   return typeof id === "string" && id.length > 16 ? `${id.slice(0, 12)}…` : String(id ?? "");

@@ -6,7 +6,7 @@
 // element (the `code` spans of richText, the raw close reason) that element
 // is built with el(), which adds the text as a text node.
 
-import { byTestId, el, show } from "./dom.js";
+import { byTestId, el, fingerprint, show } from "./dom.js";
 
 /** Text with `code` spans, from a message using backticks. */
 function richText(node, text) {
@@ -54,6 +54,9 @@ export class StateView {
       approveCommand: byTestId("approve-command", doc),
       copyCommand: byTestId("copy-command", doc),
       waitingStatus: byTestId("waiting-status", doc),
+      waitingExpiry: byTestId("waiting-expiry", doc),
+      waitingFingerprint: byTestId("waiting-fingerprint", doc),
+      retryNote: byTestId("retry-note", doc),
       cancelUpgrade: byTestId("cancel-upgrade", doc),
       changeToken: byTestId("change-token", doc),
       retryPanel: doc.getElementById("panel-retry"),
@@ -159,8 +162,13 @@ export class StateView {
     show(ui.insecure, state === "insecure");
     show(ui.tokenForm, state === "token-needed");
     show(ui.waiting, state === "waiting");
-    show(ui.retryPanel, state === "error" || state === "revoked" || state === "forgotten");
-    show(ui.retry, state === "error");
+    const stopped = state === "declined" || state === "timed-out" || state === "locked-out";
+    show(ui.retryPanel, state === "error" || state === "revoked" || state === "forgotten" || stopped);
+    show(ui.retry, state === "error" || stopped);
+    if (!stopped) {
+      this.setRetry({ label: "Try again now", enabled: true });
+      this.setRetryNote("");
+    }
     show(ui.startOver, next === "start-over");
     show(ui.connectAgain, state === "forgotten");
     this.renderTitle();
@@ -191,12 +199,36 @@ export class StateView {
     show(this.ui.retryPanel, false);
   }
 
-  /** The waiting panel's request id and the CLI command that approves it. */
-  showWaitingRequest(requestId) {
+  /** The retry button's words and whether it may be pressed yet (a cool-down runs). */
+  setRetry({ label, enabled }) {
+    this.ui.retry.textContent = label;
+    this.ui.retry.disabled = !enabled;
+  }
+
+  /** The line under the retry button: a countdown, or nothing. */
+  setRetryNote(text) {
+    this.ui.retryNote.textContent = text;
+    show(this.ui.retryNote, Boolean(text));
+  }
+
+  /**
+   * The waiting panel's request id, the CLI command that approves it, and
+   * this device's fingerprint (the first 16 hex digits of its id in groups of
+   * four, as `edge devices approve` and the dashboard show them), so the
+   * operator can check they approve this very device.
+   */
+  showWaitingRequest(requestId, deviceId = "") {
     this.waitingFor = requestId;
     this.ui.requestId.textContent = requestId;
     this.ui.approveCommand.textContent = `edge devices approve ${requestId}`;
+    this.ui.waitingFingerprint.textContent = fingerprint(deviceId);
     show(this.ui.waitingWithId, true);
+  }
+
+  /** How long the pending request has left (`Times out in 4:32`). */
+  setWaitingExpiry(text) {
+    this.ui.waitingExpiry.textContent = text;
+    show(this.ui.waitingExpiry, Boolean(text));
   }
 
   hideWaitingRequest() {

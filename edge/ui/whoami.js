@@ -146,6 +146,25 @@ export function renderWhoami(container, info) {
   container.replaceChildren(...parts.filter(Boolean));
 }
 
+/**
+ * This address's failure budget as the gateway counts it (`attempts` of
+ * /api/whoami: limit, triesLeft, lockedFor seconds), or null when it cannot
+ * say (a local client, or the gateway unreachable).
+ */
+export async function fetchAttempts() {
+  try {
+    const response = await fetch("/api/whoami", { cache: "no-store", credentials: "same-origin" });
+    if (!response.ok) {
+      return null;
+    }
+    const info = await response.json();
+    return info && typeof info.attempts === "object" ? info.attempts : null;
+  } catch {
+    return null;
+  }
+}
+
+
 /** Ask GET /api/whoami and show the answer; resolves with it, or with null when it failed. */
 export async function loadWhoami(container) {
   try {

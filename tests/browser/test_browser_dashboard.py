@@ -137,14 +137,15 @@ def test_rejected_request_leaves_the_list_and_the_browser_stops_asking(
     expect(admin.page.get_by_test_id("admin-status")).to_contain_text(
         f"Request {request_id} rejected"
     )
-    remote.expect_state("error")
-    expect(remote.page.get_by_test_id("state-title")).to_have_text(
-        "The request was rejected or expired"
-    )
-    expect(remote.page.get_by_test_id("close-reason-message")).to_contain_text(request_id)
-    expect(remote.page.get_by_test_id("retry-button")).to_be_visible()
-    # The check that found the rejection left one new request; the page does not pile up more.
-    assert len(listing(gateway)["requests"]) == 1
+    remote.expect_state("declined")
+    expect(remote.page.get_by_test_id("state-title")).to_have_text("Declined by the operator")
+    expect(remote.page.get_by_test_id("state-message")).to_contain_text(request_id)
+    expect(remote.page.get_by_test_id("retry-button")).to_be_disabled()
+    expect(remote.page.get_by_test_id("retry-note")).to_contain_text("may ask again in")
+    # The check that found the decline opened nothing, and the page does not ask again.
+    remote.page.wait_for_timeout(5000)
+    assert listing(gateway)["requests"] == []
+    expect(admin.page.get_by_test_id("pending-empty")).to_be_visible()
     remote.shoot("rejected")
 
 
@@ -192,6 +193,7 @@ def test_user_device_asks_for_admin_and_an_admin_grants_it(
     )
 
     admin.page.get_by_test_id(f"approve-admin-{upgrade_id}").click()
+    admin.page.get_by_test_id("approve-dialog-confirm").click()
     remote.expect_state("connected")
     expect(remote.page.get_by_test_id("device-role")).to_have_text("admin")
     expect(remote.page.get_by_test_id("admin-panel")).to_be_visible()

@@ -157,6 +157,9 @@ def test_every_command_prints_one_camel_case_json_document(
     rejected = walk.run(("devices", "reject"), str(stranger["id"]))
     assert rejected["rejected"]["name"] == "stranger"
 
+    assert walk.run(("auth", "lockouts")) == {"lockouts": []}
+    assert walk.run(("auth", "unlock"), "203.0.113.9", code=1)["error"] == "refused"
+
     created = walk.run(("devices", "invite"), "--name", "kiosk", "--url", server.url)
     assert created["url"].startswith(server.url) and created["invite"]["name"] == "kiosk"
     (listed,) = walk.run(("devices", "invites"))["invites"]

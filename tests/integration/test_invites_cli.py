@@ -130,7 +130,13 @@ def test_two_workers_notify_each_event_once(
     server.cli("devices", "revoke", device["id"])
     asked = pair_device(server, tmp_path / "laptop", "--token", GATEWAY_TOKEN, "--wait", "0")
     assert asked.returncode == 1 and "waiting for an operator" in asked.stderr
-    server.cli("devices", "approve", "--latest")
+    # `approve --latest` only shows the newest request and the command; that command approves.
+    (command,) = [
+        line.split()
+        for line in server.cli("devices", "approve", "--latest").stdout.splitlines()
+        if "edge devices approve" in line
+    ]
+    server.cli(*command[1:])
 
     deadline = time.monotonic() + 20
     while len(receiver.events()) < 4 and time.monotonic() < deadline:

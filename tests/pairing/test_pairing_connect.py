@@ -307,9 +307,11 @@ def test_sweep_expires_requests_with_an_event(
 
 
 def test_rejected_request_then_reconnect_makes_a_new_request(
-    service: PairingService, make_client: MakeClient
+    make_service: Callable[..., PairingService], clock: FakeClock
 ) -> None:
-    client = make_client()
+    # Without a cool-down (pairing.decline_cooldown: 0) a declined device may ask again at once.
+    service = make_service(PairingPolicy(decline_cooldown=0))
+    client = Client(service, clock)
     asked = client.with_gateway_token()
     assert isinstance(asked, Denied) and asked.request is not None
     service.reject(asked.request.id, actor="cli")

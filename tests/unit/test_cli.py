@@ -169,6 +169,9 @@ def test_approve_latest(capsys: pytest.CaptureFixture[str], config_file: Path) -
     ask(service, "older")
     ask(service, "newer", ip="198.51.100.99")
     code, out, _ = run(capsys, "devices", "approve", "--latest", "-c", str(config_file))
+    # --latest shows the newest request and the command that approves it; that command approves.
+    (command,) = [line.split() for line in out.splitlines() if "edge devices approve" in line]
+    code, out, _ = run(capsys, *command[1:], "-c", str(config_file))
     assert code == 0 and "'newer'" in out
     assert [d.name for d in service.list_devices()] == ["newer"]
     assert service.list_devices()[0].role == Role.USER

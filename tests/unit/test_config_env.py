@@ -45,6 +45,7 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "auth.rate_limit.lockout": ("60", 60.0),
     "auth.rate_limit.ipv6_prefix": ("48", 48),
     "pairing.request_ttl": ("60", 60.0),
+    "pairing.decline_cooldown": ("120", 120.0),
     "pairing.max_pending": ("5", 5),
     "pairing.max_pending_per_client": ("2", 2),
     "pairing.handshake_timeout": ("3", 3.0),

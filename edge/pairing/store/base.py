@@ -81,6 +81,34 @@ class PendingCapHit:
 
 
 @dataclass(frozen=True)
+class Declined:
+    """``open_request`` refused to re-open: an operator declined ``request`` until ``until``.
+
+    The device asked again within ``pairing.decline_cooldown`` of its last
+    decline. No request is made, so the declined device never lands in the
+    queue again by reconnecting; it may ask once the cool-down is over.
+    """
+
+    request: PairingRequest
+    declined_at: float
+    declined_by: str | None
+    until: float
+
+
+@dataclass(frozen=True)
+class Counted:
+    """What ``count_failure`` did: the failures in the window and the lockout, if any.
+
+    ``started`` is the end of a lockout this failure started (None if it did
+    not start one); ``locked_until`` the end of whichever lockout is running.
+    """
+
+    count: int
+    locked_until: float
+    started: float | None = None
+
+
+@dataclass(frozen=True)
 class Seen:
     """A batched last-seen update for one device; ``ip`` None keeps the stored one."""
 
@@ -185,8 +213,9 @@ class Store(Protocol):
     role, reason or name, with ``refreshed: true``); ``resolve_request`` and
     ``expire_requests`` -> ``pairing.resolved`` with ``decision``;
     ``add_invite``/``redeem_invite``/``cancel_invite`` -> ``invite.created``/
-    ``invite.used``/``invite.cancelled``; ``record_failure`` -> ``auth.lockout``
-    when it starts one.
+    ``invite.used``/``invite.cancelled``; ``record_failure`` and
+    ``count_failure`` -> ``auth.lockout`` when they start one; ``unlock`` ->
+    ``auth.unlocked``.
     """
 
     @property
@@ -261,14 +290,25 @@ class Store(Protocol):
     # -- pairing requests -----------------------------------------------------------
 
     def open_request(
-        self, candidate: PairingRequest, *, max_pending: int, max_pending_per_client: int
-    ) -> PairingRequest | PendingCapHit:
+        self,
+        candidate: PairingRequest,
+        *,
+        max_pending: int,
+        max_pending_per_client: int,
+        renew_expiry: bool = True,
+        decline_cooldown: float = 0.0,
+    ) -> PairingRequest | PendingCapHit | Declined:
         """Create or refresh THE pending request of ``candidate.device_id``.
 
         ``candidate.created_at`` is now. An unexpired pending request of the
         device is refreshed (its id and creation time kept; address, agent,
-        name, role, reason and expiry taken from the candidate) whatever the
-        caps. Otherwise a new one is added unless an unexpired-pending cap is
+        name, role and reason taken from the candidate, and the expiry too
+        when ``renew_expiry``) whatever the caps. Otherwise, if an operator
+        said no to what the candidate asks less than ``decline_cooldown``
+        seconds ago (rejected the device's last request, or approved its
+        request for admin as user and it now asks for admin again), nothing
+        is made and ``Declined`` says until when.
+        Otherwise a new one is added unless an unexpired-pending cap is
         reached (requests of the same ``client_ip``, None counting as one
         address); an id already in use is replaced by a fresh one.
         """
@@ -292,13 +332,15 @@ class Store(Protocol):
         now: float,
         user: str | None = None,
         replaces: str | None = None,
+        at_most: Role | None = None,
     ) -> ResolveOutcome:
         """Atomically take a pending request: at most one caller ever gets RESOLVED.
 
         Approval pairs the device (``models.approved_device`` with
-        ``models.approval_role``), assigning ``user`` when given in the same
-        write, and revokes the device ``replaces`` names (an older twin of the
-        same browser or machine) in that write too, if it is still paired and
+        ``models.approval_role``, ``at_most`` capping the role granted when
+        ``role`` is None), assigning ``user`` when given in the same write, and
+        revokes the device ``replaces`` names (an older twin of the same
+        browser or machine) in that write too, if it is still paired and
         another device. An expired pending request is settled as expired and
         reported EXPIRED.
         """
@@ -351,8 +393,26 @@ class Store(Protocol):
         """
         ...
 
+    def count_failure(
+        self, client: str, *, now: float, window: float, threshold: int, lockout: float
+    ) -> Counted:
+        """``record_failure``, answering the count too (how many tries are left)."""
+        ...
+
     def locked_until(self, client: str) -> float:
         """The end of ``client``'s lockout (0.0 when there never was one)."""
+        ...
+
+    def failure_of(self, client: str) -> FailureCount | None:
+        """``client``'s failure counter (None when it has none)."""
+        ...
+
+    def lockouts(self, now: float) -> list[FailureCount]:
+        """Every client locked out at ``now``, the longest-running lockout first."""
+        ...
+
+    def unlock(self, client: str, *, actor: str, now: float) -> FailureCount | None:
+        """End ``client``'s lockout and clear its count (``auth.unlocked``); None if not locked."""
         ...
 
     # -- events -------------------------------------------------------------------------
@@ -435,6 +495,10 @@ class Reader(Protocol):
         """Pending requests expiring after ``now``, oldest first."""
         ...
 
+    def last_settled_of(self, device_id: str) -> StoredRequest | None:
+        """The device's most recently settled request while the store keeps it, else None."""
+        ...
+
     def expired_requests(self, now: float) -> list[PairingRequest]:
         """Pending requests expiring at or before ``now``, oldest first."""
         ...
@@ -456,6 +520,10 @@ class Reader(Protocol):
         ...
 
     def failure(self, client: str) -> FailureCount | None: ...
+
+    def failures(self) -> list[FailureCount]:
+        """Every failure counter held (an operator's listing: it may scan)."""
+        ...
 
     def latest_seq(self) -> int: ...
 

@@ -22,6 +22,7 @@ from dataclasses import replace
 from edge.pairing.codes import new_request_id
 from edge.pairing.models import (
     REVOKED,
+    ROLE_UPGRADE,
     Device,
     Event,
     Invite,
@@ -39,6 +40,8 @@ from edge.pairing.store.base import (
     RESOLVED_RETENTION,
     Backend,
     BackendInfo,
+    Counted,
+    Declined,
     FailureCount,
     PendingCapHit,
     ResolveOutcome,
@@ -208,16 +211,26 @@ class Ledger:
     # -- pairing requests ---------------------------------------------------------------------
 
     def open_request(
-        self, candidate: PairingRequest, *, max_pending: int, max_pending_per_client: int
-    ) -> PairingRequest | PendingCapHit:
+        self,
+        candidate: PairingRequest,
+        *,
+        max_pending: int,
+        max_pending_per_client: int,
+        renew_expiry: bool = True,
+        decline_cooldown: float = 0.0,
+    ) -> PairingRequest | PendingCapHit | Declined:
         now = candidate.created_at
 
-        def step(tx: Tx) -> PairingRequest | PendingCapHit:
+        def step(tx: Tx) -> PairingRequest | PendingCapHit | Declined:
             existing = tx.pending_of(candidate.device_id)
             if existing is not None:
                 if not existing.expired(now):
-                    return _refresh(tx, existing, candidate)
+                    return _refresh(tx, existing, candidate, renew_expiry=renew_expiry)
                 _settle(tx, existing, "expired", SWEEP, now)
+            last = tx.last_settled_of(candidate.device_id) if decline_cooldown > 0 else None
+            if last is not None and _said_no(last, candidate, now, decline_cooldown):
+                at = last.resolved_at or now
+                return Declined(last.request, at, last.resolved_by, at + decline_cooldown)
             if not tx.client_pending_below(candidate.client_key, max_pending_per_client, now):
                 return PendingCapHit("max_pending_per_client", max_pending_per_client)
             if not tx.pending_below(max_pending, now):
@@ -253,6 +266,7 @@ class Ledger:
         now: float,
         user: str | None = None,
         replaces: str | None = None,
+        at_most: Role | None = None,
     ) -> ResolveOutcome:
         def step(tx: Tx) -> ResolveOutcome:
             stored = tx.request(request_id)
@@ -280,7 +294,7 @@ class Ledger:
             twin = tx.device(replaces) if replaces is not None else None
             if twin is not None and (not twin.is_paired or twin.id == request.device_id):
                 twin = None
-            granted = approval_role(existing, request.role, role)
+            granted = approval_role(existing, request.role, role, at_most)
             device = approved_device(
                 existing,
                 device_id=request.device_id,
@@ -404,7 +418,15 @@ class Ledger:
     def record_failure(
         self, client: str, *, now: float, window: float, threshold: int, lockout: float
     ) -> float | None:
-        def step(tx: Tx) -> float | None:
+        counted = self.count_failure(
+            client, now=now, window=window, threshold=threshold, lockout=lockout
+        )
+        return counted.started
+
+    def count_failure(
+        self, client: str, *, now: float, window: float, threshold: int, lockout: float
+    ) -> Counted:
+        def step(tx: Tx) -> Counted:
             row = tx.failure(client)
             locked_until = row.locked_until if row else 0.0
             if row is None or now - row.window_start >= window:
@@ -424,13 +446,37 @@ class Ledger:
             tx.put_failure(
                 FailureCount(client, window_start, count, locked_until), keep_until=keep_until
             )
-            return started
+            return Counted(count, locked_until, started)
 
         return self.backend.transact("count a failed attempt", now, step)
 
     def locked_until(self, client: str) -> float:
         row = self.backend.read("read a lockout", lambda r: r.failure(client))
         return row.locked_until if row is not None else 0.0
+
+    def failure_of(self, client: str) -> FailureCount | None:
+        return self.backend.read("read a failure counter", lambda r: r.failure(client))
+
+    def lockouts(self, now: float) -> list[FailureCount]:
+        rows = self.backend.read("list lockouts", lambda r: r.failures())
+        return sorted((r for r in rows if r.locked_until > now), key=lambda r: r.locked_until)
+
+    def unlock(self, client: str, *, actor: str, now: float) -> FailureCount | None:
+        """Lifting a lockout also forgets the failures that led to it: a fresh start."""
+
+        def step(tx: Tx) -> FailureCount | None:
+            row = tx.failure(client)
+            if row is None or row.locked_until <= now:
+                return None
+            tx.put_failure(FailureCount(client, now, 0, 0.0), keep_until=now + FAILURE_GRACE)
+            tx.append(
+                "auth.unlocked",
+                {"client": client, "actor": actor, "was_locked_until": row.locked_until},
+                now,
+            )
+            return row
+
+        return self.backend.transact("lift a lockout", now, step)
 
     # -- events -------------------------------------------------------------------------------
 
@@ -501,16 +547,44 @@ def _revoke(tx: Tx, device: Device, actor: str, now: float, **extra: object) -> 
     return revoked
 
 
+def _said_no(last: StoredRequest, candidate: PairingRequest, now: float, cooldown: float) -> bool:
+    """Whether an operator's last decision on the device refuses ``candidate`` for now.
+
+    A rejection refuses any new request; an approval of a request for admin
+    that left the device a user refuses its asking for admin again: both are
+    an operator's "no", and a device that asked again by itself at once would
+    put the question straight back in their queue.
+    """
+    if last.resolved_at is None or now >= last.resolved_at + cooldown:
+        return False
+    if last.status == "rejected":
+        return True
+    return (
+        last.status == "approved"
+        and last.request.role is Role.ADMIN
+        and candidate.role is Role.ADMIN
+        and candidate.reason == ROLE_UPGRADE
+    )
+
+
 def _settle_pending_of(tx: Tx, device_id: str, decision: str, actor: str, now: float) -> None:
     pending = tx.pending_of(device_id)
     if pending is not None:
         _settle(tx, pending, decision, actor, now)
 
 
-def _refresh(tx: Tx, existing: PairingRequest, candidate: PairingRequest) -> PairingRequest:
-    """The device asked again before its request expired: same id and age, fresh details."""
+def _refresh(
+    tx: Tx, existing: PairingRequest, candidate: PairingRequest, *, renew_expiry: bool
+) -> PairingRequest:
+    """The device asked again before its request expired: same id and age, fresh details.
+
+    Without ``renew_expiry`` the request keeps its expiry, so a page that
+    re-checks every few seconds cannot keep a request alive for ever.
+    """
     now = candidate.created_at
     refreshed = replace(candidate, id=existing.id, created_at=existing.created_at)
+    if not renew_expiry:
+        refreshed = replace(refreshed, expires_at=existing.expires_at)
     tx.put_request(StoredRequest(refreshed, PENDING), keep_until=pending_keep_until(refreshed, now))
     changed = (existing.role, existing.reason, existing.name) != (
         refreshed.role,

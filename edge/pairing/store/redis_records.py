@@ -5,6 +5,7 @@ Every key lives under ``<prefix>:`` (``?prefix=`` in ``store.url``, default
 
     dev:<id>            a device              tok:<hash>      its token hash -> device id
     req:<id>            a pairing request     pend:dev:<id>   a device's pending request id
+                                              last:dev:<id>   its last settled request id
     inv:<id>            an invite             invcode:<hash>  an invite code hash -> invite id
     fail:<client>       a failure counter     devices, invites  ids by creation time (zsets)
     pending, pend:addr:<ip>, pend:noaddr      pending request ids by expiry (zsets; the caps)
@@ -60,6 +61,10 @@ class Keys:
         if client_key is None:
             return f"{self.base}pend:noaddr"
         return f"{self.base}pend:addr:{client_key}"
+
+    def settled_of(self, device_id: str) -> str:
+        """The id of the device's last settled request (while that record is kept)."""
+        return f"{self.base}last:dev:{device_id}"
 
     def invite(self, invite_id: str) -> str:
         return self.invite_prefix + invite_id

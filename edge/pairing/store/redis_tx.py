@@ -39,6 +39,7 @@ from edge.pairing.store.redis_records import (
 from edge.request_ids import stamped
 
 LIST_SCRIPT = "list.lua"
+SCAN_SCRIPT = "scan_values.lua"
 FOLLOW_SCRIPT = "follow.lua"
 
 
@@ -128,6 +129,13 @@ class RedisReader:
         stored = parse_request(raw)
         return stored.request if stored.status == PENDING else None
 
+    def last_settled_of(self, device_id: str) -> StoredRequest | None:
+        _, raw = self._follow(self.keys.settled_of(device_id), self.keys.request_prefix)
+        if raw is None:
+            return None
+        stored = parse_request(raw)
+        return stored if stored.status != PENDING else None
+
     def _pending_listing(self, low: str, high: str) -> list[tuple[str, StoredRequest | None]]:
         listing = self._listing(self.keys.pending, self.keys.request_prefix, low, high)
         return [(member, None if raw is None else parse_request(raw)) for member, raw in listing]
@@ -178,6 +186,17 @@ class RedisReader:
     def failure(self, client: str) -> FailureCount | None:
         raw = self._get(self.keys.failure(client))
         return None if raw is None else parse_failure(client, raw)
+
+    def failures(self) -> list[FailureCount]:
+        reply = self._scan(self.keys.failure_prefix + "*")
+        start = len(self.keys.failure_prefix)
+        return [
+            parse_failure(str(reply[n])[start:], str(reply[n + 1])) for n in range(0, len(reply), 2)
+        ]
+
+    def _scan(self, pattern: str) -> list[Any]:
+        """Every string key matching ``pattern`` with its value (a SCAN: operators' listings)."""
+        return list(self._scripts[SCAN_SCRIPT](args=[pattern]))
 
     def latest_seq(self) -> int:
         value = self.client.get(self.keys.seq)
@@ -306,6 +325,7 @@ class RedisTx(RedisReader):
             pending_writes(plan, keys, request, ttl)
         else:
             plan.set(key, record, ttl)
+            plan.set(keys.settled_of(request.device_id), request.id, ttl)
             plan.delete_if(keys.pending_of(request.device_id), request.id)
             plan.zrem(keys.pending, request.id)
             plan.zrem(keys.pending_from(request.client_key), request.id)

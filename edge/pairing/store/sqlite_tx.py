@@ -173,6 +173,14 @@ class SqliteTx:
         )
         return [self.to_request(row) for row in rows]
 
+    def last_settled_of(self, device_id: str) -> StoredRequest | None:
+        rows = self._rows(
+            "SELECT * FROM requests WHERE device_id = ? AND status != 'pending' "
+            "ORDER BY resolved_at DESC LIMIT 1",
+            (device_id,),
+        )
+        return self.to_stored(rows[0]) if rows else None
+
     def expired_requests(self, now: float) -> list[PairingRequest]:
         rows = self._rows(
             "SELECT * FROM requests WHERE status = 'pending' AND expires_at <= ? "
@@ -216,6 +224,18 @@ class SqliteTx:
         return FailureCount(
             client, float(row["window_start"]), int(row["count"]), float(row["locked_until"])
         )
+
+    def failures(self) -> list[FailureCount]:
+        rows = self._rows("SELECT client, window_start, count, locked_until FROM failures")
+        return [
+            FailureCount(
+                row["client"],
+                float(row["window_start"]),
+                int(row["count"]),
+                float(row["locked_until"]),
+            )
+            for row in rows
+        ]
 
     def latest_seq(self) -> int:
         rows = self._rows("SELECT seq FROM sqlite_sequence WHERE name = 'events'")
