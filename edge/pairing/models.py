@@ -207,6 +207,34 @@ def approved_device(
     )
 
 
+def said_no(
+    decision: str,
+    decided: PairingRequest,
+    decided_at: float | None,
+    candidate: PairingRequest,
+    now: float,
+    cooldown: float,
+) -> bool:
+    """Whether an operator's last ``decision`` on a device refuses ``candidate`` for now.
+
+    A rejection refuses any new request; an approval of a request for admin
+    that left the device a user refuses its asking for admin again: both are
+    an operator's "no", and a device that asked again by itself at once would
+    put the question straight back in their queue. Either holds for
+    ``cooldown`` seconds from ``decided_at``.
+    """
+    if decided_at is None or now >= decided_at + cooldown:
+        return False
+    if decision == "rejected":
+        return True
+    return (
+        decision == "approved"
+        and decided.role is Role.ADMIN
+        and candidate.role is Role.ADMIN
+        and candidate.reason == ROLE_UPGRADE
+    )
+
+
 def approval_role(
     existing: Device | None, requested: Role, override: Role | None, at_most: Role | None = None
 ) -> Role:

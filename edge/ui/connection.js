@@ -10,7 +10,7 @@ import { CLOSE_STALLED, UNKNOWN_REFUSAL, WAITING_REASONS } from "./close-reasons
 import { KEYS, authFor, deviceName, dropCredentials, local, requestedRole, session, startSession } from "./credentials.js";
 import { clock } from "./dom.js";
 import { signConnect } from "./identity.js";
-import { fetchAttempts } from "./whoami.js";
+import { StoppedStates } from "./stopped.js";
 
 const APP_VERSION = "1.0";
 const WAITING_RETRY_MS = 2000;
@@ -23,8 +23,6 @@ const HANDSHAKE_STALL_MS = 20000;
 const QUIET_RETRY_FIRST_MS = 10000;
 const QUIET_RETRY_MAX_MS = 60000;
 const LOCKED_OUT_REASON = "unauthorized: too many failed attempts";
-// Without a lockout end to count down to (the unauthenticated-socket cap, or whoami unreachable).
-const LOCKED_OUT_FALLBACK_MS = 10000;
 
 export class GatewayError extends Error {
   constructor(code, message) {
@@ -472,95 +470,6 @@ export class Connection {
     }, Math.max(0, due - Date.now()));
   }
 
-  /** Locked out: count down what `/api/whoami` reports (attempts.lockedFor), then reconnect. */
-  async lockedOut(entry, close) {
-    const view = this.view;
-    const attempts = await fetchAttempts();
-    const lockedMs = attempts && attempts.lockedFor > 0 ? attempts.lockedFor * 1000 : LOCKED_OUT_FALLBACK_MS;
-    view.setState("locked-out", { title: entry.title, message: entry.message, close });
-    view.setRetry({ label: "Try again now", enabled: true });
-    this.countDown(
-      Date.now() + lockedMs,
-      (left) => view.setRetryNote(`Trying again by itself in ${clock(left)}.`),
-      () => this.reconnect(),
-    );
-  }
-
-  /** After a wrong token: how many tries this address has left, on the token form. */
-  async sayTriesLeft(prefix) {
-    const attempts = await fetchAttempts();
-    if (!attempts || typeof attempts.triesLeft !== "number" || this.view.state !== "token-needed") {
-      return;
-    }
-    const left = attempts.triesLeft;
-    if (left <= 0) {
-      this.view.showTokenError(`${prefix} No tries left: this address is locked out for ${clock(attempts.lockedFor * 1000)}.`);
-      return;
-    }
-    const tries = left === 1 ? "1 try" : `${left} tries`;
-    this.view.showTokenError(`${prefix} ${tries} left before this address is locked out for a while.`);
-  }
-
-  /** Nobody approved the request in time: stop (a check would open a new one), offer to ask. */
-  timedOut(requestId) {
-    this.clearTimers();
-    this.waitExpiresAt = null;
-    if (this.waitUpgrade) {
-      local.remove(KEYS.wantAdmin);
-      this.connectedNotice = ` Admin access was not granted: request ${requestId} timed out.`;
-      this.attempt = 0;
-      this.view.setState("connecting", { title: "Connecting as a user…", message: "The admin request timed out." });
-      this.connect();
-      return;
-    }
-    this.view.setState("timed-out", {
-      title: "Timed out — ask again",
-      message: `Nobody approved request \`${requestId}\` in time, so it expired. This page stopped asking; ask again to put a new request in front of the operator.`,
-    });
-    this.view.setRetry({ label: "Ask again", enabled: true });
-    this.view.setRetryNote("");
-  }
-
-  /**
-   * An operator declined this device's request. Never ask again by itself:
-   * the operator said no, and a page that re-asked would put the device
-   * straight back in their queue. A person may ask again after the cool-down.
-   */
-  declined(info, close) {
-    this.clearTimers();
-    this.waitExpiresAt = null;
-    const requestId = typeof info.requestId === "string" ? info.requestId : "";
-    if (info.reason === "role-upgrade") {
-      local.remove(KEYS.wantAdmin);
-      this.connectedNotice = ` An operator declined admin access (request ${requestId}).`;
-      this.attempt = 0;
-      this.view.setState("connecting", { title: "Connecting as a user…", message: "The admin request was declined." });
-      this.connect();
-      return;
-    }
-    const view = this.view;
-    view.setState("declined", {
-      title: "Declined by the operator",
-      message: `An operator declined request \`${requestId}\` of this device. This page does not ask again by itself; if that was a mistake, ask the operator, then ask again.`,
-      close,
-    });
-    const seconds = typeof info.retryAfter === "number" ? info.retryAfter : 0;
-    if (seconds <= 0) {
-      view.setRetry({ label: "Ask again", enabled: true });
-      view.setRetryNote("");
-      return;
-    }
-    view.setRetry({ label: "Ask again", enabled: false });
-    this.countDown(
-      Date.now() + seconds * 1000,
-      (left) => view.setRetryNote(`This device may ask again in ${clock(left)}.`),
-      () => {
-        view.setRetry({ label: "Ask again", enabled: true });
-        view.setRetryNote("This device may ask again now.");
-      },
-    );
-  }
-
   waitForApproval(close) {
     const view = this.view;
     const info = this.pairingError || {};
@@ -602,33 +511,6 @@ export class Connection {
   }
 
   /**
-   * The request this page waited on is gone and the last check opened a new
-   * one: it expired between two checks (a clock that jumped, a suspended
-   * tab). A declined request never gets here: the gateway answers those
-   * with PAIRING_DECLINED and opens nothing. Stop checking, and say the new
-   * request is the one the operator now sees.
-   */
-  requestGone(previous, fresh, upgrade, close) {
-    this.clearTimers();
-    if (upgrade) {
-      local.remove(KEYS.wantAdmin);
-      this.connectedNotice = ` Admin access was not granted (request ${previous} timed out).`;
-      this.attempt = 0;
-      this.view.setState("connecting", { title: "Connecting as a user…", message: "The admin request was not granted." });
-      this.connect();
-      return;
-    }
-    this.view.setState("timed-out", {
-      title: "Timed out — ask again",
-      message: "",
-      closeMessage: `Nobody approved request ${previous} in time, so it expired. This page stopped asking so it does not flood the operator; the last check opened request ${fresh}, and “Ask again” waits for that one.`,
-      close,
-    });
-    this.view.setRetry({ label: "Ask again", enabled: true });
-    this.view.setRetryNote("");
-  }
-
-  /**
    * Ask the gateway to revoke this very device. It may close the socket before
    * it answers; that close is kept in forgetClose rather than handled as one.
    * Resolves with the sentence to show about the gateway's side.
@@ -653,3 +535,6 @@ export class Connection {
     return serverNote;
   }
 }
+
+// The pages where this one stops or waits on a countdown (stopped.js).
+Object.assign(Connection.prototype, StoppedStates);

@@ -21,22 +21,24 @@ from edge.pairing.store.base import (
     RESOLVED_RETENTION,
     Backend,
     BackendInfo,
-    Counted,
-    Declined,
     FailureCount,
-    PendingCapHit,
     RedisInfo,
-    ResolveOutcome,
-    ResolveStatus,
     Seen,
     SnapshotStore,
     Store,
     StoredRequest,
     StoreError,
     StoreSnapshot,
-    pending_cap_message,
 )
 from edge.pairing.store.ledger import Ledger
+from edge.pairing.store.outcomes import (
+    Counted,
+    Declined,
+    PendingCapHit,
+    ResolveOutcome,
+    ResolveStatus,
+    pending_cap_message,
+)
 from edge.pairing.store.sqlite import SqliteStore, StoreMissing, marker_path, start_over
 from edge.pairing.store.urls import backend_of, redact_url, sqlite_file, sqlite_path_of
 

@@ -22,7 +22,6 @@ from dataclasses import replace
 from edge.pairing.codes import new_request_id
 from edge.pairing.models import (
     REVOKED,
-    ROLE_UPGRADE,
     Device,
     Event,
     Invite,
@@ -33,6 +32,7 @@ from edge.pairing.models import (
     device_event_data,
     invite_event_data,
     request_event_data,
+    said_no,
 )
 from edge.pairing.store.base import (
     MAX_EVENTS_PER_READ,
@@ -40,17 +40,19 @@ from edge.pairing.store.base import (
     RESOLVED_RETENTION,
     Backend,
     BackendInfo,
-    Counted,
-    Declined,
     FailureCount,
-    PendingCapHit,
-    ResolveOutcome,
-    ResolveStatus,
     Seen,
     StoredRequest,
     StoreError,
     StoreSnapshot,
     Tx,
+)
+from edge.pairing.store.outcomes import (
+    Counted,
+    Declined,
+    PendingCapHit,
+    ResolveOutcome,
+    ResolveStatus,
 )
 
 FAILURE_GRACE = 60.0  # a failure counter outlives its window or lockout by this much
@@ -228,7 +230,9 @@ class Ledger:
                     return _refresh(tx, existing, candidate, renew_expiry=renew_expiry)
                 _settle(tx, existing, "expired", SWEEP, now)
             last = tx.last_settled_of(candidate.device_id) if decline_cooldown > 0 else None
-            if last is not None and _said_no(last, candidate, now, decline_cooldown):
+            if last is not None and said_no(
+                last.status, last.request, last.resolved_at, candidate, now, decline_cooldown
+            ):
                 at = last.resolved_at or now
                 return Declined(last.request, at, last.resolved_by, at + decline_cooldown)
             if not tx.client_pending_below(candidate.client_key, max_pending_per_client, now):
@@ -545,26 +549,6 @@ def _revoke(tx: Tx, device: Device, actor: str, now: float, **extra: object) -> 
     tx.append("device.revoked", device_event_data(device, actor, **extra), now)
     _settle_pending_of(tx, device.id, "rejected", actor, now)
     return revoked
-
-
-def _said_no(last: StoredRequest, candidate: PairingRequest, now: float, cooldown: float) -> bool:
-    """Whether an operator's last decision on the device refuses ``candidate`` for now.
-
-    A rejection refuses any new request; an approval of a request for admin
-    that left the device a user refuses its asking for admin again: both are
-    an operator's "no", and a device that asked again by itself at once would
-    put the question straight back in their queue.
-    """
-    if last.resolved_at is None or now >= last.resolved_at + cooldown:
-        return False
-    if last.status == "rejected":
-        return True
-    return (
-        last.status == "approved"
-        and last.request.role is Role.ADMIN
-        and candidate.role is Role.ADMIN
-        and candidate.reason == ROLE_UPGRADE
-    )
 
 
 def _settle_pending_of(tx: Tx, device_id: str, decision: str, actor: str, now: float) -> None:
