@@ -72,7 +72,12 @@ def build_gateway(
         gauge=metrics.websockets,
     )
     notifier = Notifier.for_store(
-        settings.notify, store, metrics.registry, blocking=blocking, data_dir=settings.data_dir
+        settings.notify,
+        store,
+        metrics.registry,
+        blocking=blocking,
+        data_dir=settings.data_dir,
+        public_url=lambda: live.settings.server.public_url,
     )
     return Gateway(
         live=live,

@@ -92,10 +92,22 @@ def event_id(event: Event) -> str:
     return f"evt_{event.seq}_{int(event.at * 1000)}"
 
 
-def event_body(event: Event) -> bytes:
-    """The JSON a receiver gets: id, type, time (epoch ms) and the event's data, no secret."""
+def event_body(event: Event, dashboard_url: str | None = None) -> bytes:
+    """The JSON a receiver gets: id, type, time (epoch ms) and the event's data, no secret.
+
+    ``dashboard_url`` (``server.public_url``, when set) is where the operator
+    reading the message opens the dashboard to act on it; never a loopback
+    guess, which would point the receiver's reader at their own machine.
+    """
     data = {k: v for k, v in event_data_json(event.data).items() if not is_secret_field(k)}
-    payload = {"id": event_id(event), "type": event.type, "at": int(event.at * 1000), "data": data}
+    payload: dict[str, object] = {
+        "id": event_id(event),
+        "type": event.type,
+        "at": int(event.at * 1000),
+        "data": data,
+    }
+    if dashboard_url is not None:
+        payload["dashboardUrl"] = dashboard_url + "/"
     return json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
 
 
@@ -248,8 +260,10 @@ class Notifier:
         clock: Callable[[], float] = time.time,
         blocking: Blocking | None = None,
         state: NotifyState | None = None,
+        public_url: Callable[[], str | None] = lambda: None,
     ) -> None:
         self.settings = settings
+        self._public_url = public_url  # read per batch: a reload that sets it applies at once
         self._state = state
         self._claim = claim
         # The claim may be a Redis round trip: it goes through the blocking door.
@@ -285,11 +299,19 @@ class Notifier:
         *,
         blocking: Blocking | None = None,
         data_dir: Path | None = None,
+        public_url: Callable[[], str | None] = lambda: None,
     ) -> Notifier:
         """The notifier of a gateway process; ``data_dir`` is where it records delivery state."""
         claim: Claim = EventClaim(None) if not settings.webhooks else claim_for_store(store)
         state = NotifyState(data_dir) if data_dir is not None else None
-        return cls(settings, claim, registry=registry, blocking=blocking, state=state)
+        return cls(
+            settings,
+            claim,
+            registry=registry,
+            blocking=blocking,
+            state=state,
+            public_url=public_url,
+        )
 
     def stats(self) -> NotifyStats:
         waiting = len(self._intake) + sum(len(t.queue) for t in self._targets)
@@ -391,10 +413,11 @@ class Notifier:
                 "webhook_claim", f"could not claim events for webhooks, sending them anyway: {exc}"
             )
             owned = {event.seq for event in batch}
+        dashboard_url = self._public_url()
         for event in batch:
             if event.seq not in owned:
                 continue
-            delivery = Delivery(event_id(event), event.type, event_body(event))
+            delivery = Delivery(event_id(event), event.type, event_body(event, dashboard_url))
             for target in self._targets:
                 if event.type in target.webhook.events:
                     self._enqueue(target, delivery)

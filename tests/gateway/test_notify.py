@@ -438,6 +438,38 @@ def test_gateway_notifies_pairing_revocation_and_lockout_without_secrets(
     )
 
 
+def test_deliveries_link_the_dashboard_at_server_public_url_as_reloaded(
+    receiver: Receiver, tmp_path: Path
+) -> None:
+    config = base_config(
+        tmp_path,
+        server={"public_url": "https://edge.example.com"},
+        notify={"webhooks": [hook(receiver, events=["pairing.requested"])]},
+    )
+    config_file = tmp_path / "edge.yaml"
+    config_file.write_text(json.dumps(config))  # JSON is YAML
+    app = create_app(config_file)
+    with client_for(app) as client:
+        with open_ws(client) as ws:
+            device_handshake(ws, Device("first"))
+        until(lambda: len(receiver.events()) >= 1, "the first notification")
+        config["server"]["public_url"] = "https://gateway.example.org/edge/"
+        config_file.write_text(json.dumps(config))
+        app.state.gateway.reload()
+        with open_ws(client) as ws:
+            device_handshake(ws, Device("second"))
+        until(lambda: len(receiver.events()) >= 2, "the second notification")
+    first, second = (r.json for r in receiver.events())
+    assert first["dashboardUrl"] == "https://edge.example.com/"
+    assert second["dashboardUrl"] == "https://gateway.example.org/edge/"
+    # Without server.public_url there is no link: a loopback guess would mislead the reader.
+    assert "dashboardUrl" not in json.loads(event_body(event(1)))
+
+
+def device_handshake(ws: Any, device: Device) -> None:
+    assert device.handshake(ws, {"token": GATEWAY_TOKEN})["code"] == "PAIRING_REQUIRED"
+
+
 # -- docs/notifications.md -----------------------------------------------------------------------
 
 DOCS = Path(__file__).parents[2] / "docs" / "notifications.md"
