@@ -6,7 +6,7 @@ from collections.abc import MutableMapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from edge.net import Resolution
+from edge.net import PeerOwner, Resolution
 from edge.pairing.models import Device
 from edge.refusals import Denial
 
@@ -15,6 +15,61 @@ AUTH_KEY = "edge.auth"
 # The connection's owner as the kernel said (edge.gateway.peers), set per connection by the
 # protocol classes `edge serve` gives uvicorn; absent under any other server or test client.
 PEER_OWNER_KEY = "edge.peer_owner"
+# The connection's own memo (``Connection``), set beside it by the same protocol classes.
+CONNECTION_KEY = "edge.connection"
+
+
+class Connection:
+    """What one client connection remembers across the requests it carries.
+
+    ``last`` is the last request's resolution with everything it was made
+    from (the policy, the header list, the peer, the scheme, the scope type):
+    the next request on a keep-alive connection that repeats those exactly is
+    resolved already, by a comparison of the raw header bytes. One entry per
+    connection, gone with it; a reload makes a new policy, which no entry matches.
+    """
+
+    __slots__ = ("last", "owner")
+
+    def __init__(self, owner: PeerOwner) -> None:
+        self.owner = owner
+        self.last: Resolved | None = None
+
+    def resolution(
+        self,
+        policy: object,
+        headers: list[tuple[bytes, bytes]],
+        peer: object,
+        scheme: object,
+        kind: str,
+    ) -> Resolution | None:
+        """The previous request's resolution if this one was made from the same inputs."""
+        last = self.last
+        if (
+            last is not None
+            and last[0] is policy
+            and last[1] == headers
+            and last[2] == peer
+            and last[3] == scheme
+            and last[4] == kind
+        ):
+            return last[5]
+        return None
+
+    def remember(
+        self,
+        policy: object,
+        headers: list[tuple[bytes, bytes]],
+        peer: object,
+        scheme: object,
+        kind: str,
+        resolution: Resolution,
+    ) -> None:
+        self.last = (policy, list(headers), peer, scheme, kind, resolution)
+
+
+# (policy, headers, client, scheme, scope type, the resolution made from them)
+Resolved = tuple[object, list[tuple[bytes, bytes]], object, object, str, Resolution]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,3 +102,22 @@ def resolution_of(scope: MutableMapping[str, Any]) -> Resolution:
 def auth_of(scope: MutableMapping[str, Any]) -> AuthState:
     auth = scope.get(AUTH_KEY)
     return auth if isinstance(auth, AuthState) else ANONYMOUS
+
+
+# The paired AuthState of each recently seen device object, by its id and the credential's
+# kind: one is made per device the token cache hands out, not one per request. An entry
+# holds its device, so no other object can take that id while the entry lives.
+_PAIRED_MEMO = 4096
+_paired_states: tuple[dict[int, AuthState], dict[int, AuthState]] = ({}, {})
+
+
+def paired_state(device: Device, via_cookie: bool) -> AuthState:
+    """``AuthState("paired", device, via_cookie)``, the same object for the same device."""
+    states = _paired_states[via_cookie]
+    state = states.get(id(device))
+    if state is None or state.device is not device:
+        state = AuthState("paired", device=device, via_cookie=via_cookie)
+        if len(states) >= _PAIRED_MEMO:
+            states.clear()
+        states[id(device)] = state
+    return state

@@ -3,7 +3,10 @@
 ``ClientResolutionMiddleware`` resolves the real client once per HTTP or
 WebSocket scope (``edge.net.resolve``), rewrites ``scope["client"]`` and
 ``scope["scheme"]`` to the resolved values, and leaves the full resolution in
-the scope. ``GuardMiddleware`` decides who an HTTP caller is (local, a paired
+the scope; under ``edge serve`` a request that repeats its keep-alive
+connection's previous header bytes reuses that resolution (``Connection``),
+as a client polling over one connection does.
+``GuardMiddleware`` decides who an HTTP caller is (local, a paired
 device, or nobody), answers 401/403 on protected routes, and counts the
 decision. The control socket does its own handshake, so WebSocket scopes only
 pass through the resolution step.
@@ -31,10 +34,13 @@ from edge.gateway.blocking import Blocking
 from edge.gateway.context import (
     ANONYMOUS,
     AUTH_KEY,
+    CONNECTION_KEY,
     LOCAL,
     PEER_OWNER_KEY,
     RESOLUTION_KEY,
     AuthState,
+    Connection,
+    paired_state,
 )
 from edge.gateway.forwarding.headers import SESSION_COOKIE as SESSION_COOKIE
 from edge.gateway.forwarding.headers import hostname_of, session_token
@@ -104,21 +110,32 @@ class ClientResolutionMiddleware:
         if kind != "http" and kind != "websocket":
             await self.app(scope, receive, send)
             return
-        owner = scope.get(PEER_OWNER_KEY)
-        resolution = resolve(
-            scope.get("client"),
-            scope["headers"],
-            self.live.config.policy,
-            scheme=scope.get("scheme", "http"),
-            websocket=kind == "websocket",
-            peer_owner=owner if isinstance(owner, PeerOwner) else NOT_LOOKED_UP,
+        policy = self.live.config.policy
+        headers = scope["headers"]
+        peer = scope.get("client")
+        scheme = scope.get("scheme", "http")
+        found = scope.get(CONNECTION_KEY)
+        connection = found if isinstance(found, Connection) else None
+        resolution = (
+            connection.resolution(policy, headers, peer, scheme, kind) if connection else None
         )
+        if resolution is None:
+            owner = scope.get(PEER_OWNER_KEY)
+            resolution = resolve(
+                peer,
+                headers,
+                policy,
+                scheme=scheme,
+                websocket=kind == "websocket",
+                peer_owner=owner if isinstance(owner, PeerOwner) else NOT_LOOKED_UP,
+            )
+            if connection is not None:
+                connection.remember(policy, headers, peer, scheme, kind, resolution)
         scope[RESOLUTION_KEY] = resolution
         if resolution.client_ip is not None:
             scope["client"] = (resolution.client_ip, resolution.client_port or 0)
         scope["scheme"] = resolution.scheme
-        outcome = resolution.proxy_outcome
-        self.metrics.proxy_outcome(outcome)
+        self.metrics.proxy_outcome(resolution.proxy_outcome)
         if resolution.anomalies:
             anomaly = resolution.anomalies[0]
             self.warner.warn(
@@ -205,7 +222,7 @@ def authenticate_http(service: Credentials, scope: Scope) -> AuthState:
         return AuthState("anonymous", denial=Denial.RATE_LIMITED, retry_after=remaining)
     outcome = service.authenticate_token(token, client_ip=resolution.client_ip)
     if isinstance(outcome, Device):
-        return AuthState("paired", device=outcome, via_cookie=via_cookie)
+        return paired_state(outcome, via_cookie)
     # A cookie is not a guess: the browser sends whatever cookie it holds, and one a
     # sibling host tossed in must not lock the browser's own address out.
     if outcome.counts_as_failure and not via_cookie:

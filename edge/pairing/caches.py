@@ -30,13 +30,22 @@ TOUCH_RESOLUTION = 1.0  # seconds: last_seen_at is kept to about this precision
 
 
 class TokenCache:
-    """Device by token hash, re-read after ``TOKEN_CACHE_TTL``; forgotten on any change."""
+    """Device by token hash, re-read after ``TOKEN_CACHE_TTL``; forgotten on any change.
+
+    Beside it, the same entries by the token as presented (``presented``): a
+    request that shows a token seen within the TTL is answered by one
+    dictionary read, without hashing it. Those entries are copied from the
+    hash entries (same device, same time, so the same expiry), dropped with
+    them by ``forget``, and bounded by the same size. They hold tokens that
+    clients keep sending anyway, for at most ``TOKEN_CACHE_TTL`` seconds.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._entries: OrderedDict[str, tuple[Device, float]] = OrderedDict()
+        self._presented: dict[str, tuple[Device, float]] = {}
         # Bumped whenever a device is forgotten: a store read that raced with a revocation
-        # must not put the device back into the cache afterwards.
+        # must not put the device back into either map afterwards.
         self._epoch = 0
 
     def lookup(self, token_hash: str, read: Callable[[str], Device | None]) -> Device | None:
@@ -67,9 +76,27 @@ class TokenCache:
                 self._entries.popitem(last=False)
         return device
 
-    def fresh(self, token_hash: str) -> Device | None:
-        """The cached device holding ``token_hash`` if read within ``TOKEN_CACHE_TTL``; no I/O."""
+    def fresh(self, token_hash: str, presented: str | None = None) -> Device | None:
+        """The cached device holding ``token_hash`` if read within ``TOKEN_CACHE_TTL``; no I/O.
+
+        With ``presented`` (the token that hashes to ``token_hash``), a hit is
+        also remembered under it for ``fresh_presented``.
+        """
+        epoch = self._epoch
         cached = self._entries.get(token_hash)  # one dict read is atomic; writers take the lock
+        if cached is None or time.monotonic() - cached[1] >= TOKEN_CACHE_TTL:
+            return None
+        if presented is not None:
+            with self._lock:
+                if epoch == self._epoch:  # not forgotten since it was read
+                    if len(self._presented) >= TOKEN_CACHE_SIZE:
+                        del self._presented[next(iter(self._presented))]
+                    self._presented[presented] = cached
+        return cached[0]
+
+    def fresh_presented(self, token: str) -> Device | None:
+        """``fresh`` by the token itself, without hashing it: None when not remembered so."""
+        cached = self._presented.get(token)  # one dict read is atomic; writers take the lock
         if cached is None or time.monotonic() - cached[1] >= TOKEN_CACHE_TTL:
             return None
         return cached[0]
@@ -80,6 +107,9 @@ class TokenCache:
             stale = [h for h, (d, _) in self._entries.items() if d.id == device_id]
             for token_hash in stale:
                 del self._entries[token_hash]
+            shown = [t for t, (d, _) in self._presented.items() if d.id == device_id]
+            for token in shown:
+                del self._presented[token]
 
 
 class LockoutCache:

@@ -78,6 +78,7 @@ __all__ = [
 ]
 
 DEFAULT_POLICY = PairingPolicy()
+CLIENT_KEY_MEMO = 4096  # remembered client keys per service
 
 
 # -- the service ------------------------------------------------------------------------------
@@ -102,12 +103,23 @@ class PairingService(OperatorActions):
         self._tokens = TokenCache()
         self._lockouts = LockoutCache(clock)
         self._touches = Touches(clock)
+        self._client_keys: dict[str | None, str] = {}
 
     # -- gateway token and lockouts ---------------------------------------------------------
 
     def client_key(self, client_ip: str | None) -> str:
-        """The key this client's lockout and caps are counted under (the policy's prefix)."""
-        return client_key(client_ip, self.policy.rate_limit.ipv6_prefix)
+        """The key this client's lockout and caps are counted under (the policy's prefix).
+
+        Asked on every request with a credential, so recent answers are kept
+        (a pure function of the address; bounded, emptied when full).
+        """
+        key = self._client_keys.get(client_ip)
+        if key is None:
+            key = client_key(client_ip, self.policy.rate_limit.ipv6_prefix)
+            if len(self._client_keys) >= CLIENT_KEY_MEMO:
+                self._client_keys.clear()
+            self._client_keys[client_ip] = key
+        return key
 
     def set_gateway_token(self, token: str) -> None:
         if not isinstance(token, str) or not token.strip():
@@ -376,9 +388,11 @@ class PairingService(OperatorActions):
         """
         if not isinstance(device_token, str) or not 0 < len(device_token) <= MAX_SECRET_CHARS:
             return Denial.DEVICE_TOKEN_INVALID
-        cached = self._tokens.fresh(hash_secret(device_token))
+        cached = self._tokens.fresh_presented(device_token)  # seen lately: no hashing
         if cached is None:
-            return None
+            cached = self._tokens.fresh(hash_secret(device_token), presented=device_token)
+            if cached is None:
+                return None
         return self._holder_or_denial(cached, client_ip)
 
     def _holder_or_denial(self, device: Device | None, client_ip: str | None) -> Device | Denial:
