@@ -29,47 +29,19 @@ class Connection:
     connection, gone with it; a reload makes a new policy, which no entry matches.
     """
 
-    __slots__ = ("last", "owner")
+    __slots__ = ("auth", "last", "owner")
 
     def __init__(self, owner: PeerOwner) -> None:
         self.owner = owner
         self.last: Resolved | None = None
-
-    def resolution(
-        self,
-        policy: object,
-        headers: list[tuple[bytes, bytes]],
-        peer: object,
-        scheme: object,
-        kind: str,
-    ) -> Resolution | None:
-        """The previous request's resolution if this one was made from the same inputs."""
-        last = self.last
-        if (
-            last is not None
-            and last[0] is policy
-            and last[1] == headers
-            and last[2] == peer
-            and last[3] == scheme
-            and last[4] == kind
-        ):
-            return last[5]
-        return None
-
-    def remember(
-        self,
-        policy: object,
-        headers: list[tuple[bytes, bytes]],
-        peer: object,
-        scheme: object,
-        kind: str,
-        resolution: Resolution,
-    ) -> None:
-        self.last = (policy, list(headers), peer, scheme, kind, resolution)
+        # The credential decision made for ``last`` (``edge.gateway.guard.Authenticator``).
+        self.auth: RememberedAuth | None = None
 
 
 # (policy, headers, client, scheme, scope type, the resolution made from them)
 Resolved = tuple[object, list[tuple[bytes, bytes]], object, object, str, Resolution]
+# (the Resolved it was made for, the caches' epoch then, valid until (wall clock), the state)
+RememberedAuth = tuple["Resolved", int, float, "AuthState"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from edge.net.client_key import client_key
-from edge.pairing.caches import LockoutCache, TokenCache, Touches
+from edge.pairing.caches import Epoch, LockoutCache, TokenCache, Touches
 from edge.pairing.codes import new_request_id
 from edge.pairing.identity import VerifiedIdentity, verify_device
 from edge.pairing.models import (
@@ -98,10 +98,13 @@ class PairingService(OperatorActions):
         self.store = store
         self.policy = policy
         self._clock = clock
+        self.clock = clock  # the wall clock of its decisions (tests move it)
         self._gateway_token = ""
         self.set_gateway_token(gateway_token)
-        self._tokens = TokenCache()
-        self._lockouts = LockoutCache(clock)
+        # Moves when a cached credential or lockout answer may have changed (``Epoch``).
+        self.epoch = Epoch()
+        self._tokens = TokenCache(self.epoch)
+        self._lockouts = LockoutCache(clock, self.epoch)
         self._touches = Touches(clock)
         self._client_keys: dict[str | None, str] = {}
 
