@@ -153,6 +153,7 @@ class HeadLimitsMixin:
             self._arm_head_timer()
 
     def handle_websocket_upgrade(self, *args: Any) -> None:
+        self._cancel_head_timer()  # no more heads here: nothing may keep this protocol alive
         super().handle_websocket_upgrade(*args)  # type: ignore[misc]
         # The WebSocket protocol owns the transport from here; release the count when it ends.
         protocol: Any = self.transport.get_protocol()

@@ -233,9 +233,8 @@ class Authenticator:
         device forgotten or changed, no lockout started) and for at most
         ``AUTH_MEMO_SECONDS``, and no longer than the device's last-seen note
         needs no renewal (``TOUCH_RESOLUTION``), so last-seen times are as
-        precise as without it. Only
-        decisions that record nothing are kept: local, paired, and anonymous
-        without a credential.
+        precise as without it. Only decisions that record nothing are kept:
+        local, paired, and anonymous without a credential.
         """
         connection = scope.get(CONNECTION_KEY)
         if isinstance(connection, Connection) and connection.last is not None:
@@ -243,6 +242,7 @@ class Authenticator:
             if (
                 kept is not None
                 and kept[0] is connection.last
+                and kept[0][5] is scope[RESOLUTION_KEY]  # this very request's resolution
                 and kept[1] == self._epoch.value
                 and self._clock() < kept[2]
             ):

@@ -67,7 +67,8 @@ class ClientResolutionMiddleware:
                 websocket=kind == "websocket",
                 peer_owner=owner if isinstance(owner, PeerOwner) else NOT_LOOKED_UP,
             )
-            if isinstance(connection, Connection):
+            if kind == "http" and isinstance(connection, Connection):
+                # (a WebSocket connection has one handshake: nothing to repeat)
                 connection.last = (policy, list(headers), peer, scheme, kind, resolution)
         scope[RESOLUTION_KEY] = resolution
         if resolution.client_ip is not None:
