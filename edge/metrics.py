@@ -24,7 +24,6 @@ import logging
 import os
 import shutil
 import threading
-import weakref
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -69,10 +68,6 @@ AUTH_FAILURE_REASONS = tuple(denial.metric_label for denial in Denial)
 ROLES = ("admin", "user")
 CODE_CLASSES = ("2xx", "3xx", "4xx", "5xx", "error")
 REQUEST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
-# With several workers each one hands its per-request counts to the shared files this often
-# (and when it stops); a scrape in the worker itself always sees its exact totals.
-FLUSH_INTERVAL = 1.0
-
 _DECISION_LABELS = {"approved": "approved", "rejected": "rejected", "expired": "expired"}
 _DEVICE_EVENT_LABELS = {
     "device.revoked": "revoked",
@@ -171,9 +166,11 @@ class _Tally:
 
     Counting (``Metrics.observe_request``, ``Metrics.proxy_outcome``) happens on
     the event loop, once per request, where prometheus-client would take a lock
-    (and, with several workers, write to a shared file) three times and walk the
-    histogram's buckets in Python. Here it is three dictionary updates and a
-    ``bisect`` on the loop's thread alone. The totals only grow; ``flush``
+    three times and walk the histogram's buckets in Python. Here it is three
+    dictionary updates and a ``bisect`` on the loop's thread alone. Only one
+    worker batches: with several, another process answers scrapes from the
+    shared files at any moment, so each request is written there at once and
+    the totals are exact whoever answers. The totals only grow; ``flush``
     (under its own lock, from any thread) adds to each series the difference
     from what it added last, so a count made while a flush runs is added by the
     next one and none is lost or added twice.
@@ -220,10 +217,6 @@ class _Tally:
                 child._sum.inc(seconds - self._added_sums[kind])
                 self._added_buckets[kind] = snapshot
                 self._added_sums[kind] = seconds
-
-
-# Every Metrics of this process: a scrape here hands all of their counts to the shared files.
-_LIVE: weakref.WeakSet[Metrics] = weakref.WeakSet()
 
 
 class Metrics:
@@ -363,28 +356,35 @@ class Metrics:
         self._buckets = self._tally.buckets
         self._sums = self._tally.sums
         self._bounds = self._tally.bounds
-        _LIVE.add(self)
+        # With several workers another process may answer the scrape from the shared files at
+        # any moment, so there each request is written at once; batching is for one worker.
+        self._batching = not multiprocess_enabled()
 
     def flush(self) -> None:
         """Hand the per-request counts made since the last flush to their series.
 
-        Reading this registry does it first; with several workers, where the
-        scrape reads the files every worker writes, the gateway also calls it
-        every ``FLUSH_INTERVAL`` seconds and when the worker stops.
+        Reading this registry does it first (``_FlushingRegistry``), so every
+        reader sees exact totals.
         """
         self._tally.flush(self)
 
     def observe_request(self, kind: str, decision: str, seconds: float) -> None:
         """Count one HTTP request or WebSocket handshake and its duration (on the event loop)."""
         key = (kind, decision)
-        if key in self._requests and kind in self._sums:
+        if self._batching and key in self._requests and kind in self._sums:
             self._requests[key] += 1
             self._buckets[kind][bisect_left(self._bounds, seconds)] += 1
             self._sums[kind] += seconds
             return
-        # a label outside the bounded sets: no batched series, straight to prometheus-client
-        self.requests.labels(kind=kind, decision=decision).inc()
-        self.request_duration.labels(kind=kind).observe(seconds)
+        # several workers, or a label outside the bounded sets: straight to prometheus-client
+        count = self._request_counts.get(key)
+        if count is None:
+            count = self.requests.labels(kind=kind, decision=decision)
+        count.inc()
+        duration = self._request_durations.get(kind)
+        if duration is None:
+            duration = self.request_duration.labels(kind=kind)
+        duration.observe(seconds)
 
     def auth_failure(self, reason: str) -> None:
         count = self._auth_failure_counts.get(reason)
@@ -408,10 +408,13 @@ class Metrics:
 
     def proxy_outcome(self, outcome: str) -> None:
         """Count one resolved request's proxy-header outcome (on the event loop)."""
-        if outcome in self._outcomes:
+        if self._batching and outcome in self._outcomes:
             self._outcomes[outcome] += 1
-        else:
-            self.proxy_headers.labels(outcome=outcome).inc()
+            return
+        count = self._proxy_outcome_counts.get(outcome)
+        if count is None:
+            count = self.proxy_headers.labels(outcome=outcome)
+        count.inc()
 
     def peer_lookup(self, owner: str) -> None:
         self.peer_lookups.labels(owner=owner if owner in PEER_OWNERS else "unknown").inc()
@@ -433,9 +436,6 @@ def render_exposition(registry: CollectorRegistry | None = None) -> tuple[bytes,
     """
     directory = os.environ.get(MULTIPROC_ENV)
     if directory:
-        # This process's workers' latest counts first (the others flush on their timer).
-        for metrics in list(_LIVE):
-            metrics.flush()
         with contextlib.suppress(OSError):
             forget_dead_workers(Path(directory))
         aggregated = CollectorRegistry()

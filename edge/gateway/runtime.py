@@ -30,13 +30,7 @@ from edge.gateway.sockets import SocketHub
 from edge.gateway_token import GatewayTokenError, load_gateway_token
 from edge.hostcheck import running_reverse_proxies, same_host_proxy_advice
 from edge.logs import SignalWarner, audit_event, setup_logging
-from edge.metrics import (
-    FLUSH_INTERVAL,
-    Metrics,
-    changes_pairing_state,
-    mark_worker_dead,
-    multiprocess_enabled,
-)
+from edge.metrics import Metrics, changes_pairing_state, mark_worker_dead
 from edge.pairing.models import Event
 from edge.pairing.service import PairingService
 from edge.pairing.store import CLAIM_AUDIT, Store
@@ -120,8 +114,6 @@ class Gateway:
             await self.blocking.run(self._refresh_pairing_gauges)
         self._tasks.append(asyncio.create_task(self._housekeeping()))
         self._tasks.append(asyncio.create_task(self._watch_store_file()))
-        if multiprocess_enabled():
-            self._tasks.append(asyncio.create_task(self._flush_metrics()))
         await self.notifier.start()
 
     async def stop(self) -> None:
@@ -146,7 +138,6 @@ class Gateway:
         with contextlib.suppress(Exception):
             await self.blocking.run(self.service.flush_touches)
         self.blocking.close()
-        self.metrics.flush()  # this worker's last counts reach the shared files
         # The store stays open: every write is already durable, and an app may be
         # started again (the test client runs the lifespan once per session).
 
@@ -265,20 +256,6 @@ class Gateway:
                 await self.blocking.run(self._housekeeping_once)
             except Exception as exc:
                 logger.error("housekeeping failed: %s", exc)
-
-    async def _flush_metrics(self) -> None:
-        """Hand the per-request counts to the files other processes scrape, every second.
-
-        Only with several workers (or the dedicated listener): a scrape of this
-        worker's own registry flushes it first, but one served from the shared
-        files by another process sees this worker as of its last flush.
-        """
-        while True:
-            await asyncio.sleep(FLUSH_INTERVAL)
-            try:
-                self.metrics.flush()
-            except Exception as exc:
-                logger.error("metrics flush failed: %s", exc)
 
     async def _watch_store_file(self) -> None:
         """Notice the store's file vanish, shrink, be replaced or fail ``quick_check``.

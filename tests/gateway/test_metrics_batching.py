@@ -1,11 +1,12 @@
 """Per-request counts kept in plain integers: the exposition's totals are exactly what they were.
 
-``Metrics`` counts each request, its duration and its proxy-header outcome in
-integers and hands them to prometheus-client when its registry is read, on a
-one-second timer with several workers, and when a worker stops. These tests
-hold the totals to exact counts: against prometheus-client's own histogram for
-the same observations, across reads in between, and summed over two worker
-processes writing the shared multiprocess directory.
+With one worker ``Metrics`` counts each request, its duration and its
+proxy-header outcome in integers and hands them to prometheus-client whenever
+its registry is read; with several workers (the multiprocess files) each
+request is written at once. These tests hold the totals to exact counts:
+against prometheus-client's own histogram for the same observations, across
+reads in between, and summed over two worker processes writing the shared
+multiprocess directory.
 """
 
 from __future__ import annotations
@@ -111,7 +112,7 @@ DENIED_REQUESTS = 11
 def _serve_as_a_worker(data: str) -> None:
     """One worker: its own app and store, the shared metrics directory, then a normal stop.
 
-    It leaves with ``os._exit``, so only what the app's stop wrote reaches the files.
+    It leaves with ``os._exit``: what it counted must be in the files by then.
     """
     from edge import create_app
 
