@@ -19,8 +19,11 @@ Every request carries the same headers (``Host``, ``X-Forwarded-For``,
 checked to see the caller as a paired, non-local device. Load comes from
 ``wrk`` in its own process; the servers take turns for several rounds, so
 load from other processes on the machine lands on all of them, and each
-figure is the median of its rounds. ``--check`` exits 1 when Edge makes less
-than 0.85 of the bare app's requests per second.
+figure is the median of its rounds. The target is Edge's whole stack
+costing no more than uvicorn's own proxy middleware: ``--check`` exits 1 when
+Edge makes fewer requests per second than bare + proxy headers in the same
+run (wall-clock figures on a shared machine move by a tenth between runs;
+``http_instructions.py --check`` holds the same target in instructions).
 
 The helpers here (free ports, managed processes, a configured ``edge serve``,
 pairing a benchmark device, wrk) are shared by the other benchmarks.
@@ -59,7 +62,7 @@ from edge.pairing.identity import DeviceKey  # noqa: E402
 
 TOKEN = "benchmark-gateway-token-0123456789abcdefghij"
 CLIENT_IP = "203.0.113.9"
-TARGET_RATIO = 0.85
+TARGET_RATIO = 1.0  # of bare + proxy headers' requests per second
 PATH = "/healthz"
 
 
@@ -143,9 +146,15 @@ class EdgeUnderTest:
 
 @contextlib.contextmanager
 def edge_serve(
-    tmp: Path, env: dict[str, str] | None = None, **overrides: Any
+    tmp: Path,
+    env: dict[str, str] | None = None,
+    launcher: list[str] | None = None,
+    **overrides: Any,
 ) -> Iterator[EdgeUnderTest]:
-    """``edge serve`` on a free loopback port with a benchmark configuration (+ overrides)."""
+    """``edge serve`` on a free loopback port with a benchmark configuration (+ overrides).
+
+    ``launcher`` replaces ``python -m edge.cli`` (a script taking the CLI's arguments).
+    """
     port = free_port()
     config: dict[str, Any] = {
         "server": {"host": "127.0.0.1", "port": port, "workers": 1},
@@ -161,7 +170,8 @@ def edge_serve(
             config[key] = value
     path = tmp / "edge.yaml"
     path.write_text(yaml.safe_dump(config))
-    args = [sys.executable, "-m", "edge.cli", "serve", "--config", str(path)]
+    start = launcher or [sys.executable, "-m", "edge.cli"]
+    args = [*start, "serve", "--config", str(path)]
     with managed(args, tmp / "edge.log", cwd=REPO, env=env or clean_env()) as proc:
         wait_ready(f"http://127.0.0.1:{port}/readyz", proc)
         yield EdgeUnderTest(port, path, proc)
@@ -281,11 +291,27 @@ def bare_app() -> Any:
     return Starlette(routes=[Route(PATH, healthz)])
 
 
-def serve_bare(port: int, proxy_headers: bool, app: str = "benchmarks.http_stack:bare_app") -> None:
-    """uvicorn with ``edge serve``'s settings (``UVICORN_SETTINGS``), on a bare app factory."""
+def serve_bare(
+    port: int,
+    proxy_headers: bool,
+    app: str = "benchmarks.http_stack:bare_app",
+    ws: str | None = None,
+    edge_protocols: bool = False,
+) -> None:
+    """uvicorn with ``edge serve``'s settings (``UVICORN_SETTINGS``), on a bare app factory.
+
+    ``edge_protocols``: with the protocol classes ``edge serve`` gives uvicorn
+    (bounded heads, each connection's owner and memo) instead of uvicorn's own.
+    """
     import uvicorn
 
     settings = {**UVICORN_SETTINGS, "proxy_headers": proxy_headers}
+    if ws is not None:
+        settings["ws"] = ws
+    if edge_protocols:
+        from edge.gateway.protocols import HTTP_PROTOCOL, WS_PROTOCOL
+
+        settings["http"], settings["ws"] = HTTP_PROTOCOL, WS_PROTOCOL
     uvicorn.run(
         app,
         factory=True,
@@ -387,7 +413,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument(
-        "--check", action="store_true", help=f"exit 1 below {TARGET_RATIO} of the bare app"
+        "--check",
+        action="store_true",
+        help=f"exit 1 below {TARGET_RATIO} of bare + proxy headers' requests/s",
     )
     parser.add_argument("--serve-bare", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--proxy-headers", action="store_true", help=argparse.SUPPRESS)
@@ -440,29 +468,33 @@ def report(rows: list[Row], args: argparse.Namespace) -> int:
     )
     print()
     print(
-        "| server | requests/s | x bare | requests per CPU s | x bare | p50 ms | p99 ms | errors |"
+        "| server | requests/s | x bare | x proxy headers | requests per CPU s | x bare "
+        "| x proxy headers | p50 ms | p99 ms | errors |"
     )
     print(
-        "|--------|-----------:|-------:|-------------------:|-------:|-------:|-------:|-------:|"
+        "|--------|-----------:|-------:|----------------:|-------------------:|-------:"
+        "|----------------:|-------:|-------:|-------:|"
     )
     for row in rows:
         print(
             f"| {row.target} | {row.requests_per_second:,.0f} | "
             f"{row.requests_per_second / bare.requests_per_second:.2f} | "
+            f"{row.requests_per_second / proxied.requests_per_second:.2f} | "
             f"{row.requests_per_cpu_second:,.0f} | "
             f"{row.requests_per_cpu_second / bare.requests_per_cpu_second:.2f} | "
+            f"{row.requests_per_cpu_second / proxied.requests_per_cpu_second:.2f} | "
             f"{row.p50_ms:.2f} | {row.p99_ms:.2f} | {row.errors} |"
         )
-    ratio = edge.requests_per_second / bare.requests_per_second
-    cpu_ratio = edge.requests_per_cpu_second / bare.requests_per_cpu_second
+    ratio = edge.requests_per_second / proxied.requests_per_second
+    cpu_ratio = edge.requests_per_cpu_second / proxied.requests_per_cpu_second
     verdict = "ok" if ratio >= TARGET_RATIO else "below target"
     cpu_verdict = "ok" if cpu_ratio >= TARGET_RATIO else "below target"
     print()
     print(
-        f"edge / bare = {ratio:.2f} requests/s ({verdict}), {cpu_ratio:.2f} per CPU second "
-        f"({cpu_verdict}), target {TARGET_RATIO}; edge / bare + proxy headers = "
-        f"{edge.requests_per_second / proxied.requests_per_second:.2f} requests/s, "
-        f"{edge.requests_per_cpu_second / proxied.requests_per_cpu_second:.2f} per CPU second"
+        f"edge / bare + proxy headers = {ratio:.2f} requests/s ({verdict}), {cpu_ratio:.2f} per "
+        f"CPU second ({cpu_verdict}), target {TARGET_RATIO}; edge / bare = "
+        f"{edge.requests_per_second / bare.requests_per_second:.2f} requests/s, "
+        f"{edge.requests_per_cpu_second / bare.requests_per_cpu_second:.2f} per CPU second"
     )
     errors = sum(row.errors for row in rows)
     if errors:

@@ -28,7 +28,9 @@ under uvicorn with the same settings (``bare_socket_app``: it plays the
 handshake without checking anything): the floor that uvicorn, the WebSocket
 library and Starlette set, and so what Edge itself adds.
 
-``--quick`` uses 1,000 sockets and 3 s of handshakes. The file-descriptor
+``--ws`` picks the WebSocket implementation uvicorn runs for both servers
+(``websockets``, ``websockets-sansio`` or ``wsproto``; by default the one
+``edge serve`` ships with). ``--quick`` uses 1,000 sockets and 3 s of handshakes. The file-descriptor
 limit is raised to its hard limit first (server and clients inherit it).
 """
 
@@ -234,10 +236,12 @@ def bare_socket_app() -> Any:
 
 
 @contextlib.contextmanager
-def bare_socket_server(tmp: Path) -> Iterator[tuple[int, int]]:
+def bare_socket_server(tmp: Path, ws: str | None = None) -> Iterator[tuple[int, int]]:
     """The bare socket app under uvicorn with ``edge serve``'s settings: (port, pid)."""
     port = free_port()
     args = [sys.executable, str(Path(__file__).resolve()), "--serve-bare", str(port)]
+    if ws is not None:
+        args += ["--ws", ws]
     with managed(args, tmp / "bare.log", cwd=REPO, env=clean_env()) as proc:
         wait_ready(f"http://127.0.0.1:{port}/ws", proc, expect_status=404)
         yield port, proc.pid
@@ -403,6 +407,24 @@ def run_server(
     )
 
 
+WS_IMPLEMENTATIONS = ("websockets", "websockets-sansio", "wsproto")
+
+
+def edge_cli_with(ws: str | None, cli_args: list[str]) -> int:
+    """The ``edge`` CLI, its ``serve`` running uvicorn's WebSocket implementation ``ws``."""
+    if ws is not None:
+        from uvicorn.config import WS_PROTOCOLS
+        from uvicorn.importer import import_from_string
+
+        import edge.gateway.protocols as protocols
+
+        base = import_from_string(WS_PROTOCOLS[ws])
+        protocols.WS_PROTOCOL = protocols.with_peer_owner(base, "WebSocketProtocol")
+    from edge.cli import main as edge_main
+
+    return edge_main(cli_args)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1,000 sockets, 3 s of handshakes")
@@ -414,10 +436,23 @@ def main() -> int:
         action="store_true",
         help=f"exit 1 at {TARGET_KIB_PER_SOCKET} KiB per socket or more",
     )
+    parser.add_argument(
+        "--ws",
+        choices=WS_IMPLEMENTATIONS,
+        help="the WebSocket implementation uvicorn runs (default: edge serve's)",
+    )
     parser.add_argument("--serve-bare", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--edge-cli", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.edge_cli is not None:
+        return edge_cli_with(args.ws, args.edge_cli)
     if args.serve_bare is not None:
-        serve_bare(args.serve_bare, False, app="benchmarks.websocket:bare_socket_app")
+        serve_bare(
+            args.serve_bare,
+            False,
+            app="benchmarks.websocket:bare_socket_app",
+            ws=args.ws,
+        )
         return 0
     if args.quick:
         args.sockets, args.duration = 1_000, 3.0
@@ -426,10 +461,14 @@ def main() -> int:
         raise SystemExit(f"the descriptor limit is {limit}; {args.sockets} sockets need more")
     with tempfile.TemporaryDirectory(prefix="edge-bench-ws-") as directory:
         tmp = Path(directory)
-        with edge_serve(tmp) as edge:
+        launcher = None
+        if args.ws is not None:
+            launcher = [sys.executable, str(Path(__file__).resolve()), "--ws", args.ws]
+            launcher.append("--edge-cli")
+        with edge_serve(tmp, launcher=launcher) as edge:
             credentials = pair_admin(edge)
             edge_results = run_server(credentials, edge.proc.pid, args, broadcast=True)
-        with bare_socket_server(tmp) as (port, pid):
+        with bare_socket_server(tmp, args.ws) as (port, pid):
             bare_credentials = Credentials(port, credentials.key, credentials.device_token)
             bare_results = run_server(bare_credentials, pid, args, broadcast=False)
     return report(edge_results, bare_results, args)

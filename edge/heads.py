@@ -114,6 +114,7 @@ class HeadLimitsMixin:
         self._head_tail = b""
         self._in_head = True
         self._head_timer: asyncio.TimerHandle | None = None
+        self._head_started = 0.0
         self._counted: str | None = None
         peer = transport.get_extra_info("peername")
         address = peer[0] if isinstance(peer, tuple) and peer else None
@@ -152,6 +153,7 @@ class HeadLimitsMixin:
             self._arm_head_timer()
 
     def handle_websocket_upgrade(self, *args: Any) -> None:
+        self._cancel_head_timer()  # no more heads here: nothing may keep this protocol alive
         super().handle_websocket_upgrade(*args)  # type: ignore[misc]
         # The WebSocket protocol owns the transport from here; release the count when it ends.
         protocol: Any = self.transport.get_protocol()
@@ -176,10 +178,19 @@ class HeadLimitsMixin:
 
     # -- internals -------------------------------------------------------------------
 
+    # One timer per connection, not one per request: a head's start is noted (a clock
+    # read) and the timer, when it fires, either refuses a head that has taken the whole
+    # deadline or sleeps until the current head's own deadline. A kept-alive connection
+    # answering many requests a second thus sets a timer about once per deadline, where
+    # arming and cancelling one per request cost more than the rest of this class.
+
     def _arm_head_timer(self) -> None:
-        self._cancel_head_timer()
         loop = asyncio.get_running_loop()
-        self._head_timer = loop.call_later(self._head_limits.deadline, self._head_too_slow)
+        self._head_started = loop.time()
+        if self._head_timer is None:
+            self._head_timer = loop.call_at(
+                self._head_started + self._head_limits.deadline, self._head_deadline
+            )
 
     def _cancel_head_timer(self) -> None:
         timer = getattr(self, "_head_timer", None)
@@ -190,12 +201,17 @@ class HeadLimitsMixin:
     def _end_head(self) -> None:
         self._in_head = False
         self._head_tail = b""
-        self._cancel_head_timer()
 
-    def _head_too_slow(self) -> None:
+    def _head_deadline(self) -> None:
         self._head_timer = None
-        if self._in_head and not self.transport.is_closing():
+        if not self._in_head or self.transport.is_closing():
+            return  # no head pending: the next one arms the timer again
+        loop = asyncio.get_running_loop()
+        due = self._head_started + self._head_limits.deadline
+        if loop.time() >= due:
             self._refuse_head("slow")
+        else:  # a later head, begun after this timer was set: its own deadline
+            self._head_timer = loop.call_at(due, self._head_deadline)
 
     def _refuse_head(self, reason: str) -> None:
         self._in_head = False

@@ -23,7 +23,9 @@ import contextlib
 import logging
 import os
 import shutil
-from collections.abc import Mapping
+import threading
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from prometheus_client import (
@@ -36,6 +38,7 @@ from prometheus_client import (
 )
 from prometheus_client import multiprocess as _multiprocess
 from prometheus_client import values as _values
+from prometheus_client.metrics_core import Metric
 
 from edge.heads import REASONS as HEAD_REFUSALS
 from edge.hostcheck import process_alive
@@ -65,7 +68,6 @@ AUTH_FAILURE_REASONS = tuple(denial.metric_label for denial in Denial)
 ROLES = ("admin", "user")
 CODE_CLASSES = ("2xx", "3xx", "4xx", "5xx", "error")
 REQUEST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
-
 _DECISION_LABELS = {"approved": "approved", "rejected": "rejected", "expired": "expired"}
 _DEVICE_EVENT_LABELS = {
     "device.revoked": "revoked",
@@ -143,11 +145,85 @@ def code_class(status: int | None) -> str:
     return f"{status // 100}xx" if status >= 200 else "2xx"
 
 
+class _FlushingRegistry(CollectorRegistry):
+    """A registry that hands the batched per-request counts to their series before any read.
+
+    Every reader goes through ``collect`` (``generate_latest``, ``get_sample_value``),
+    so none sees totals behind what this worker has counted.
+    """
+
+    def __init__(self, flush: Callable[[], None]) -> None:
+        super().__init__(auto_describe=True)
+        self._flush = flush
+
+    def collect(self) -> Iterable[Metric]:
+        self._flush()
+        yield from super().collect()
+
+
+class _Tally:
+    """Per-request counts in plain integers; ``flush`` adds what is new to the series.
+
+    Counting (``Metrics.observe_request``, ``Metrics.proxy_outcome``) happens on
+    the event loop, once per request, where prometheus-client would take a lock
+    three times and walk the histogram's buckets in Python. Here it is three
+    dictionary updates and a ``bisect`` on the loop's thread alone. Only one
+    worker batches: with several, another process answers scrapes from the
+    shared files at any moment, so each request is written there at once and
+    the totals are exact whoever answers. The totals only grow; ``flush``
+    (under its own lock, from any thread) adds to each series the difference
+    from what it added last, so a count made while a flush runs is added by the
+    next one and none is lost or added twice.
+    """
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._lock = threading.Lock()
+        self.requests: dict[tuple[str, str], int] = dict.fromkeys(metrics._request_counts, 0)
+        self.outcomes: dict[str, int] = dict.fromkeys(PROXY_OUTCOMES, 0)
+        bounds = (*(float(b) for b in REQUEST_BUCKETS), float("inf"))
+        self.bounds = bounds
+        # per kind: observations per bucket (not cumulative, as prometheus-client keeps them)
+        self.buckets: dict[str, list[int]] = {kind: [0] * len(bounds) for kind in KINDS}
+        self.sums: dict[str, float] = dict.fromkeys(KINDS, 0.0)
+        self._added_requests = dict(self.requests)
+        self._added_outcomes = dict(self.outcomes)
+        self._added_buckets = {kind: [0] * len(bounds) for kind in KINDS}
+        self._added_sums = dict(self.sums)
+
+    def flush(self, metrics: Metrics) -> None:
+        with self._lock:
+            for key, total in list(self.requests.items()):
+                added = self._added_requests.get(key, 0)
+                if total != added:
+                    metrics._request_counts[key].inc(total - added)
+                    self._added_requests[key] = total
+            for outcome, total in list(self.outcomes.items()):
+                added = self._added_outcomes.get(outcome, 0)
+                if total != added:
+                    metrics._proxy_outcome_counts[outcome].inc(total - added)
+                    self._added_outcomes[outcome] = total
+            for kind, counts in self.buckets.items():
+                added_counts = self._added_buckets[kind]
+                if counts == added_counts:
+                    continue
+                # prometheus-client keeps a histogram child as one value per bucket (each
+                # observation adds to the first bucket it fits) and one for the sum.
+                child = metrics._request_durations[kind]
+                snapshot = list(counts)
+                seconds = self.sums[kind]
+                for index, count in enumerate(snapshot):
+                    if count != added_counts[index]:
+                        child._buckets[index].inc(count - added_counts[index])
+                child._sum.inc(seconds - self._added_sums[kind])
+                self._added_buckets[kind] = snapshot
+                self._added_sums[kind] = seconds
+
+
 class Metrics:
     """The gateway's metrics, registered in their own registry (one per app)."""
 
-    def __init__(self, version: str, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry or CollectorRegistry(auto_describe=True)
+    def __init__(self, version: str) -> None:
+        self.registry: CollectorRegistry = _FlushingRegistry(self.flush)
         r = self.registry
         self.requests = Counter(
             "edge_requests",
@@ -274,9 +350,34 @@ class Metrics:
         self._proxy_outcome_counts = {
             outcome: self.proxy_headers.labels(outcome=outcome) for outcome in PROXY_OUTCOMES
         }
+        self._tally = _Tally(self)
+        self._requests = self._tally.requests
+        self._outcomes = self._tally.outcomes
+        self._buckets = self._tally.buckets
+        self._sums = self._tally.sums
+        self._bounds = self._tally.bounds
+        # With several workers another process may answer the scrape from the shared files at
+        # any moment, so there each request is written at once; batching is for one worker.
+        self._batching = not multiprocess_enabled()
+
+    def flush(self) -> None:
+        """Hand the per-request counts made since the last flush to their series.
+
+        Reading this registry does it first (``_FlushingRegistry``), so every
+        reader sees exact totals.
+        """
+        self._tally.flush(self)
 
     def observe_request(self, kind: str, decision: str, seconds: float) -> None:
-        count = self._request_counts.get((kind, decision))
+        """Count one HTTP request or WebSocket handshake and its duration (on the event loop)."""
+        key = (kind, decision)
+        if self._batching and key in self._requests and kind in self._sums:
+            self._requests[key] += 1
+            self._buckets[kind][bisect_left(self._bounds, seconds)] += 1
+            self._sums[kind] += seconds
+            return
+        # several workers, or a label outside the bounded sets: straight to prometheus-client
+        count = self._request_counts.get(key)
         if count is None:
             count = self.requests.labels(kind=kind, decision=decision)
         count.inc()
@@ -306,6 +407,10 @@ class Metrics:
             self.devices.labels(role=role).set(devices_by_role.get(role, 0))
 
     def proxy_outcome(self, outcome: str) -> None:
+        """Count one resolved request's proxy-header outcome (on the event loop)."""
+        if self._batching and outcome in self._outcomes:
+            self._outcomes[outcome] += 1
+            return
         count = self._proxy_outcome_counts.get(outcome)
         if count is None:
             count = self.proxy_headers.labels(outcome=outcome)

@@ -1,12 +1,11 @@
-"""The two pure ASGI middlewares every request passes through.
+"""The guard: who an HTTP caller is, and the refusals of protected routes.
 
-``ClientResolutionMiddleware`` resolves the real client once per HTTP or
-WebSocket scope (``edge.net.resolve``), rewrites ``scope["client"]`` and
-``scope["scheme"]`` to the resolved values, and leaves the full resolution in
-the scope. ``GuardMiddleware`` decides who an HTTP caller is (local, a paired
-device, or nobody), answers 401/403 on protected routes, and counts the
-decision. The control socket does its own handshake, so WebSocket scopes only
-pass through the resolution step.
+Every request first passes ``ClientResolutionMiddleware``
+(``edge.gateway.resolution``, re-exported here), which leaves the resolved
+client in the scope. ``GuardMiddleware`` then decides who an HTTP caller is
+(local, a paired device, or nobody), answers 401/403 on protected routes, and
+counts the decision. The control socket does its own handshake, so WebSocket
+scopes only pass through the resolution step.
 
 Who a caller is comes from ``Authenticator``, which the guard, forward-auth
 and upstream WebSockets share. It answers from the pairing service's caches on
@@ -32,18 +31,21 @@ from edge.gateway.blocking import Blocking
 from edge.gateway.context import (
     ANONYMOUS,
     AUTH_KEY,
+    CONNECTION_KEY,
     LOCAL,
-    PEER_OWNER_KEY,
     RESOLUTION_KEY,
     AuthState,
+    Connection,
+    paired_state,
 )
 from edge.gateway.forwarding.headers import SESSION_COOKIE as SESSION_COOKIE
 from edge.gateway.forwarding.headers import hostname_of, session_token
 from edge.gateway.live import Live
 from edge.gateway.origins import normalise_origin, origin_allowed, own_origin
-from edge.logs import SignalWarner
+from edge.gateway.resolution import ClientResolutionMiddleware as ClientResolutionMiddleware
 from edge.metrics import Metrics
-from edge.net import NOT_LOOKED_UP, PeerOwner, Resolution, resolve
+from edge.net import Resolution
+from edge.pairing.caches import TOUCH_RESOLUTION
 from edge.pairing.models import Device, Role
 from edge.pairing.service import FailureCounted, PairingService
 from edge.pairing.store import StoreError
@@ -69,69 +71,10 @@ ADMIN_PREFIXES = ("/api/devices", "/api/requests", "/api/invites")
 CONTROL_WRITE_PREFIXES = ("/api/",)
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 SAME_SITE_FETCHES = frozenset({"same-origin", "none"})
-
-_ANOMALY_ADVICE = {
-    "untrusted_proxy_headers": (
-        "Received proxy headers from {peer}, which is not in proxy.trusted_proxies: they were "
-        "ignored and the client is treated as {peer}. If {peer} is your reverse proxy, add it to "
-        "proxy.trusted_proxies; otherwise a client is trying to forge its address."
-    ),
-    "malformed_forwarded": (
-        "Malformed {header} chain from trusted proxy {peer}: the walk stopped at the last "
-        "trusted address, which is treated as the client. If a proxy in proxy.trusted_proxies "
-        "writes placeholders such as 'unknown' or obfuscated names, make it write addresses; "
-        "if your proxy sets another header, list that one first in proxy.client_ip_headers "
-        "(see `edge explain`)."
-    ),
-    "too_many_hops": (
-        "Proxy chain from {peer} is longer than 64 hops: the walk stopped. A client may be "
-        "stuffing {header}; make the proxy overwrite the header instead of appending to it, "
-        "or list a header it sets alone (x-real-ip) first in proxy.client_ip_headers."
-    ),
-}
+# How long a keep-alive connection's repeated request may reuse its credential decision.
+AUTH_MEMO_SECONDS = 1.0
 
 logger = logging.getLogger("edge.access")
-
-
-class ClientResolutionMiddleware:
-    def __init__(self, app: ASGIApp, *, live: Live, metrics: Metrics, warner: SignalWarner) -> None:
-        self.app = app
-        self.live = live
-        self.metrics = metrics
-        self.warner = warner
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        kind = scope["type"]
-        if kind != "http" and kind != "websocket":
-            await self.app(scope, receive, send)
-            return
-        owner = scope.get(PEER_OWNER_KEY)
-        resolution = resolve(
-            scope.get("client"),
-            scope["headers"],
-            self.live.config.policy,
-            scheme=scope.get("scheme", "http"),
-            websocket=kind == "websocket",
-            peer_owner=owner if isinstance(owner, PeerOwner) else NOT_LOOKED_UP,
-        )
-        scope[RESOLUTION_KEY] = resolution
-        if resolution.client_ip is not None:
-            scope["client"] = (resolution.client_ip, resolution.client_port or 0)
-        scope["scheme"] = resolution.scheme
-        outcome = resolution.proxy_outcome
-        self.metrics.proxy_outcome(outcome)
-        if resolution.anomalies:
-            anomaly = resolution.anomalies[0]
-            self.warner.warn(
-                f"{anomaly}:{resolution.peer_ip}",
-                _ANOMALY_ADVICE[anomaly].format(
-                    peer=resolution.peer_ip or "unix socket",
-                    header=resolution.header_used or "forwarding header",
-                ),
-                anomaly=anomaly,
-                peer=resolution.peer_ip,
-            )
-        await self.app(scope, receive, send)
 
 
 def _credential(scope: Scope) -> tuple[str, bool] | None:
@@ -208,7 +151,7 @@ def authenticate_http(service: Credentials, scope: Scope) -> AuthState:
     token, via_cookie = found
     outcome = service.authenticate_token(token, client_ip=resolution.client_ip)
     if isinstance(outcome, Device):
-        return AuthState("paired", device=outcome, via_cookie=via_cookie)
+        return paired_state(outcome, via_cookie)
     key = service.client_key(resolution.client_ip)
     remaining = service.lockout_remaining(key)
     if remaining > 0:
@@ -283,6 +226,8 @@ class Authenticator:
         self._blocking = blocking
         self._cached = _Cached(service, self._refresh_lockout)
         self._refreshing: set[str] = set()
+        self._epoch = service.epoch
+        self._clock = service.clock
 
     async def __call__(self, scope: Scope) -> AuthState:
         """Who the caller of ``scope`` is; ``StoreError`` when the store cannot say."""
@@ -294,11 +239,41 @@ class Authenticator:
 
         The guard calls this first, so the common request (a recently seen
         token) costs neither a thread hop nor a coroutine.
+
+        On a keep-alive connection whose request repeats the previous one's
+        header bytes (its resolution came from the ``Connection`` memo), the
+        previous decision stands while the caches' ``Epoch`` has not moved (no
+        device forgotten or changed, no lockout started) and for at most
+        ``AUTH_MEMO_SECONDS``, and no longer than the device's last-seen note
+        needs no renewal (``TOUCH_RESOLUTION``), so last-seen times are as
+        precise as without it. Only decisions that record nothing are kept:
+        local, paired, and anonymous without a credential.
         """
+        connection = scope.get(CONNECTION_KEY)
+        if isinstance(connection, Connection) and connection.last is not None:
+            kept = connection.auth
+            if (
+                kept is not None
+                and kept[0] is connection.last
+                and kept[0][5] is scope[RESOLUTION_KEY]  # this very request's resolution
+                and kept[1] == self._epoch.value
+                and self._clock() < kept[2]
+            ):
+                return kept[3]
+            epoch, resolved = self._epoch.value, connection.last
+        else:
+            connection = None
         try:
-            return authenticate_http(self._cached, scope)
+            state = authenticate_http(self._cached, scope)
         except _NeedsStore:
             return None
+        if connection is not None and state.denial is None and state.retry_after == 0:
+            until = self._clock() + AUTH_MEMO_SECONDS
+            if state.device is not None:  # kept no longer than a new last-seen note would wait
+                noted = self._service.noted_at(state.device.id)
+                until = min(until, noted + TOUCH_RESOLUTION) if noted is not None else 0.0
+            connection.auth = (resolved, epoch, until, state)
+        return state
 
     async def from_store(self, scope: Scope) -> AuthState:
         """The whole decision again, through the blocking door; ``StoreError`` if it is down."""

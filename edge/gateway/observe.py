@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextvars
 import logging
 
-from prometheus_client import CollectorRegistry
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from edge.diagnostics import Diagnostics, describe_forwarded
@@ -33,10 +32,8 @@ _RESOLUTION: contextvars.ContextVar[Resolution | None] = contextvars.ContextVar(
 class ObservedMetrics(Metrics):
     """``Metrics`` whose refusal counter also tells the diagnostics record."""
 
-    def __init__(
-        self, version: str, diagnostics: Diagnostics, registry: CollectorRegistry | None = None
-    ) -> None:
-        super().__init__(version, registry)
+    def __init__(self, version: str, diagnostics: Diagnostics) -> None:
+        super().__init__(version)
         self.diagnostics = diagnostics
 
     def auth_failure(self, reason: str) -> None:

@@ -16,33 +16,43 @@ in-process test client, the key is absent and the owner is unknown.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any
 
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.auto import AutoWebSocketsProtocol
 
-from edge.gateway.context import PEER_OWNER_KEY
+from edge.gateway.context import CONNECTION_KEY, PEER_OWNER_KEY, Connection
 from edge.heads import HeadLimitedH11Protocol, HeadLimitedHttpToolsProtocol
 from edge.net.peer import PeerOwner
 from edge.peercred import owner_of_transport
 
 
 class _WithPeerOwner:
-    """The app, for one connection: every scope it serves carries that connection's owner."""
+    """The app, for one connection: every scope it serves carries that connection's owner.
 
-    __slots__ = ("app", "owner")
+    And the connection's memo (``Connection``), so a keep-alive connection's
+    repeated request is resolved once.
+    """
+
+    __slots__ = ("app", "connection", "owner")
 
     def __init__(self, app: Any, owner: PeerOwner) -> None:
         self.app = app
         self.owner = owner
+        self.connection = Connection(owner)
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+    def __call__(self, scope: Any, receive: Any, send: Any) -> Awaitable[None]:
+        # A plain call returning the app's coroutine: no coroutine of its own per request.
         scope[PEER_OWNER_KEY] = self.owner
-        await self.app(scope, receive, send)
+        scope[CONNECTION_KEY] = self.connection
+        return self.app(scope, receive, send)  # type: ignore[no-any-return]
 
 
-def _with_peer_owner(base: Any, name: str) -> Any:
+def with_peer_owner(base: Any, name: str) -> Any:
+    """uvicorn's protocol class ``base`` with the connection's owner and memo (``name``)."""
+
     class Protocol(base):  # type: ignore[misc]
         edge_peer_owner: PeerOwner | None = None
 
@@ -69,9 +79,9 @@ _BOUNDED_HTTP = (
     if issubclass(AutoHTTPProtocol, HttpToolsProtocol)
     else HeadLimitedH11Protocol
 )
-HTTPProtocol = _with_peer_owner(_BOUNDED_HTTP, "HTTPProtocol")
+HTTPProtocol = with_peer_owner(_BOUNDED_HTTP, "HTTPProtocol")
 WebSocketProtocol = (
-    _with_peer_owner(AutoWebSocketsProtocol, "WebSocketProtocol")
+    with_peer_owner(AutoWebSocketsProtocol, "WebSocketProtocol")
     if AutoWebSocketsProtocol is not None
     else None
 )

@@ -21,6 +21,27 @@ ANOMALY_HELP = {
     ),
 }
 
+# The warning the gateway logs (rate-limited) when a request shows an anomaly.
+ANOMALY_ADVICE = {
+    "untrusted_proxy_headers": (
+        "Received proxy headers from {peer}, which is not in proxy.trusted_proxies: they were "
+        "ignored and the client is treated as {peer}. If {peer} is your reverse proxy, add it to "
+        "proxy.trusted_proxies; otherwise a client is trying to forge its address."
+    ),
+    "malformed_forwarded": (
+        "Malformed {header} chain from trusted proxy {peer}: the walk stopped at the last "
+        "trusted address, which is treated as the client. If a proxy in proxy.trusted_proxies "
+        "writes placeholders such as 'unknown' or obfuscated names, make it write addresses; "
+        "if your proxy sets another header, list that one first in proxy.client_ip_headers "
+        "(see `edge explain`)."
+    ),
+    "too_many_hops": (
+        "Proxy chain from {peer} is longer than 64 hops: the walk stopped. A client may be "
+        "stuffing {header}; make the proxy overwrite the header instead of appending to it, "
+        "or list a header it sets alone (x-real-ip) first in proxy.client_ip_headers."
+    ),
+}
+
 
 def describe(resolution: Resolution, policy: ResolverPolicy) -> str:
     """The walk, hop by hop, and the decision with the rule behind it, as plain text."""

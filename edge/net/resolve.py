@@ -171,13 +171,16 @@ class Resolution:
     proxied: bool = False  # any proxy header was present, trusted or not
     peer_owner: PeerOwner = NOT_LOOKED_UP  # what the kernel said about the connection's owner
     peer_check: str = "uid"  # the local.peer_check rule the decision was made under
+    # The bounded metrics label: the first anomaly, ``trusted`` or ``none``. Counted on
+    # every request, so it is worked out once, when the resolution is made.
+    proxy_outcome: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def proxy_outcome(self) -> str:
-        """The bounded metrics label: the first anomaly, ``trusted`` or ``none``."""
+    def __post_init__(self) -> None:
         if self.anomalies:
-            return self.anomalies[0]
-        return "trusted" if self.trusted_peer and self.proxied else "none"
+            outcome = self.anomalies[0]
+        else:
+            outcome = "trusted" if self.trusted_peer and self.proxied else "none"
+        object.__setattr__(self, "proxy_outcome", outcome)
 
     def to_dict(self) -> dict[str, object]:
         return {

@@ -32,15 +32,39 @@ TOUCH_RESOLUTION = 1.0  # seconds: last_seen_at is kept to about this precision
 TOUCH_WRITE_INTERVAL = 60.0
 
 
-class TokenCache:
-    """Device by token hash, re-read after ``TOKEN_CACHE_TTL``; forgotten on any change."""
+class Epoch:
+    """A count that moves whenever a cached answer may have changed.
+
+    The token cache moves it when it forgets a device or re-reads one that
+    changed, the lockout cache when a lockout starts or grows. Anything that
+    keeps a decision made from these caches (the gateway's per-connection
+    memo) keeps the count it saw and drops the decision once it moved.
+    """
+
+    __slots__ = ("value",)
 
     def __init__(self) -> None:
+        self.value = 0
+
+
+class TokenCache:
+    """Device by token hash, re-read after ``TOKEN_CACHE_TTL``; forgotten on any change.
+
+    Beside it, the same entries by the token as presented (``presented``): a
+    request that shows a token seen within the TTL is answered by one
+    dictionary read, without hashing it. Those entries are copied from the
+    hash entries (same device, same time, so the same expiry), dropped with
+    them by ``forget``, and bounded by the same size. They hold tokens that
+    clients keep sending anyway, for at most ``TOKEN_CACHE_TTL`` seconds.
+    """
+
+    def __init__(self, epoch: Epoch | None = None) -> None:
         self._lock = threading.Lock()
         self._entries: OrderedDict[str, tuple[Device, float]] = OrderedDict()
-        # Bumped whenever a device is forgotten: a store read that raced with a revocation
-        # must not put the device back into the cache afterwards.
-        self._epoch = 0
+        self._presented: dict[str, tuple[Device, float]] = {}
+        # Moved whenever a device is forgotten: a store read that raced with a revocation
+        # must not put the device back into either map afterwards.
+        self._epoch = epoch if epoch is not None else Epoch()
 
     def lookup(self, token_hash: str, read: Callable[[str], Device | None]) -> Device | None:
         """The device holding ``token_hash``, from memory or from ``read`` (the store)."""
@@ -52,7 +76,7 @@ class TokenCache:
         cached = self._entries.get(token_hash)
         if cached is not None and now - cached[1] < TOKEN_CACHE_TTL:
             return cached[0]
-        epoch = self._epoch
+        epoch = self._epoch.value
         try:
             device = read(token_hash)
         except StoreError:
@@ -62,36 +86,60 @@ class TokenCache:
         if device is None:
             return None
         with self._lock:
-            if epoch != self._epoch:
+            if epoch != self._epoch.value:
                 return device  # a device changed meanwhile: answer, but cache nothing stale
+            if cached is not None and cached[0] != device:
+                self._epoch.value += 1  # changed elsewhere, unannounced: decisions made go
             self._entries[token_hash] = (device, now)
             self._entries.move_to_end(token_hash)
             while len(self._entries) > TOKEN_CACHE_SIZE:
                 self._entries.popitem(last=False)
         return device
 
-    def fresh(self, token_hash: str) -> Device | None:
-        """The cached device holding ``token_hash`` if read within ``TOKEN_CACHE_TTL``; no I/O."""
+    def fresh(self, token_hash: str, presented: str | None = None) -> Device | None:
+        """The cached device holding ``token_hash`` if read within ``TOKEN_CACHE_TTL``; no I/O.
+
+        With ``presented`` (the token that hashes to ``token_hash``), a hit is
+        also remembered under it for ``fresh_presented``.
+        """
+        epoch = self._epoch.value
         cached = self._entries.get(token_hash)  # one dict read is atomic; writers take the lock
+        if cached is None or time.monotonic() - cached[1] >= TOKEN_CACHE_TTL:
+            return None
+        if presented is not None:
+            with self._lock:
+                if epoch == self._epoch.value:  # not forgotten since it was read
+                    if len(self._presented) >= TOKEN_CACHE_SIZE:
+                        del self._presented[next(iter(self._presented))]
+                    self._presented[presented] = cached
+        return cached[0]
+
+    def fresh_presented(self, token: str) -> Device | None:
+        """``fresh`` by the token itself, without hashing it: None when not remembered so."""
+        cached = self._presented.get(token)  # one dict read is atomic; writers take the lock
         if cached is None or time.monotonic() - cached[1] >= TOKEN_CACHE_TTL:
             return None
         return cached[0]
 
     def forget(self, device_id: str) -> None:
         with self._lock:
-            self._epoch += 1
+            self._epoch.value += 1
             stale = [h for h, (d, _) in self._entries.items() if d.id == device_id]
             for token_hash in stale:
                 del self._entries[token_hash]
+            shown = [t for t, (d, _) in self._presented.items() if d.id == device_id]
+            for token in shown:
+                del self._presented[token]
 
 
 class LockoutCache:
     """Lockout ends per client key, asked of the store at most once per ``LOCKOUT_RECHECK``."""
 
-    def __init__(self, clock: Callable[[], float]) -> None:
+    def __init__(self, clock: Callable[[], float], epoch: Epoch | None = None) -> None:
         self._clock = clock
         self._lock = threading.Lock()
         self._entries: dict[str, tuple[float, float]] = {}  # key -> (until, checked at)
+        self._epoch = epoch if epoch is not None else Epoch()
 
     def remaining(self, client_key: str, read: Callable[[str], float]) -> float:
         """Seconds until ``client_key`` may try again (0.0: not locked out)."""
@@ -128,6 +176,8 @@ class LockoutCache:
                 if len(self._entries) >= LOCKOUT_CACHE_SIZE:
                     self._entries.clear()  # only a cache: the store still has them
             previous = self._entries.get(client_key, (0.0, 0.0))[0]
+            if until > previous and until > self._clock():
+                self._epoch.value += 1  # a lockout starts or grows (a recheck finding none: not)
             self._entries[client_key] = (max(until, previous), checked_at)
 
     def lift(self, client_key: str) -> None:
@@ -182,6 +232,12 @@ class Touches:
     def _due(self, device_id: str, seen: Seen, now: float) -> bool:
         written = self._written.get(device_id)
         return written is None or written.ip != seen.ip or now - written.at >= TOUCH_WRITE_INTERVAL
+
+    def noted_at(self, device_id: str) -> float | None:
+        """When ``device_id`` was last noted and not yet written; a later note within
+        ``TOUCH_RESOLUTION`` of it from the same address would add nothing."""
+        pending = self._pending.get(device_id)  # one dict read is atomic; writers take the lock
+        return pending.at if pending is not None else None
 
     def flush(self, write: Callable[[Mapping[str, Seen]], None]) -> None:
         """Hand what is due to ``write``; kept for the next try if it fails."""

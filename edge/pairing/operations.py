@@ -359,6 +359,10 @@ class OperatorActions:
         """Note that a device was seen (written later by ``flush_touches``)."""
         self._touches.touch(device_id, client_ip)
 
+    def noted_at(self, device_id: str) -> float | None:
+        """When the device was last noted as seen and not yet written (``Touches.noted_at``)."""
+        return self._touches.noted_at(device_id)
+
     def flush_touches(self) -> None:
         """One batched write of last-seen times; kept for the next try if the store fails."""
         self._touches.flush(self.store.record_seen)

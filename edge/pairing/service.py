@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from edge.net.client_key import UNKNOWN_CLIENT, client_key
-from edge.pairing.caches import LockoutCache, TokenCache, Touches
+from edge.pairing.caches import Epoch, LockoutCache, TokenCache, Touches
 from edge.pairing.codes import new_request_id
 from edge.pairing.identity import VerifiedIdentity, verify_device
 from edge.pairing.models import (
@@ -84,6 +84,7 @@ __all__ = [
 ]
 
 DEFAULT_POLICY = PairingPolicy()
+CLIENT_KEY_MEMO = 4096  # remembered client keys per service
 
 
 # -- the service ------------------------------------------------------------------------------
@@ -103,17 +104,31 @@ class PairingService(OperatorActions):
         self.store = store
         self.policy = policy
         self._clock = clock
+        self.clock = clock  # the wall clock of its decisions (tests move it)
         self._gateway_token = ""
         self.set_gateway_token(gateway_token)
-        self._tokens = TokenCache()
-        self._lockouts = LockoutCache(clock)
+        # Moves when a cached credential or lockout answer may have changed (``Epoch``).
+        self.epoch = Epoch()
+        self._tokens = TokenCache(self.epoch)
+        self._lockouts = LockoutCache(clock, self.epoch)
         self._touches = Touches(clock)
+        self._client_keys: dict[str | None, str] = {}
 
     # -- gateway token and lockouts ---------------------------------------------------------
 
     def client_key(self, client_ip: str | None) -> str:
-        """The key this client's lockout and caps are counted under (the policy's prefix)."""
-        return client_key(client_ip, self.policy.rate_limit.ipv6_prefix)
+        """The key this client's lockout and caps are counted under (the policy's prefix).
+
+        Asked on every request with a credential, so recent answers are kept
+        (a pure function of the address; bounded, emptied when full).
+        """
+        key = self._client_keys.get(client_ip)
+        if key is None:
+            key = client_key(client_ip, self.policy.rate_limit.ipv6_prefix)
+            if len(self._client_keys) >= CLIENT_KEY_MEMO:
+                self._client_keys.clear()
+            self._client_keys[client_ip] = key
+        return key
 
     def set_gateway_token(self, token: str) -> None:
         if not isinstance(token, str) or not token.strip():
@@ -484,9 +499,11 @@ class PairingService(OperatorActions):
         """
         if not isinstance(device_token, str) or not 0 < len(device_token) <= MAX_SECRET_CHARS:
             return Denial.DEVICE_TOKEN_INVALID
-        cached = self._tokens.fresh(hash_secret(device_token))
+        cached = self._tokens.fresh_presented(device_token)  # seen lately: no hashing
         if cached is None:
-            return None
+            cached = self._tokens.fresh(hash_secret(device_token), presented=device_token)
+            if cached is None:
+                return None
         return self._holder_or_denial(cached, client_ip)
 
     def _holder_or_denial(self, device: Device | None, client_ip: str | None) -> Device | Denial:

@@ -22,7 +22,7 @@ maps the upstream's redirects back onto the gateway's paths.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
@@ -98,16 +98,20 @@ class PathNormalisationMiddleware:
         self.app = app
         self.prefixes = tuple(prefixes)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # A plain method: a path that needs no work (nearly all) costs no coroutine here.
         kind = scope["type"]
         if kind != "http" and kind != "websocket":
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
         path: str = scope["path"]
         raw: bytes = scope.get("raw_path") or quote(path).encode("ascii")
         if scope.get("root_path") or not _NEEDS_WORK.search(raw):
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
+        return self._normalised(scope, receive, send, path, raw)
+
+    async def _normalised(
+        self, scope: Scope, receive: Receive, send: Send, path: str, raw: bytes
+    ) -> None:
         try:
             normal = normalise(raw)
             if normal.climbed:

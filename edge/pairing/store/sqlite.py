@@ -398,10 +398,31 @@ class SqliteBackend:
             raise self._error(action, exc) from None
 
     def wait_events(self, after: int, timeout: float) -> list[Event]:
-        """Poll every 50 ms: SQLite has no notifications across processes."""
+        """Poll every 50 ms: SQLite has no notifications across processes.
+
+        A poll reads the event log only when the database may have changed
+        since this thread's last empty read for the same ``after``:
+        ``PRAGMA data_version`` moves when any other connection (another
+        thread, worker or the CLI) commits, and ``total_changes`` when this
+        one does. Both are read before the log, so a commit that lands between
+        them and the read is seen by the next poll. The values are the
+        connection's own, so the connection is part of what is compared.
+        """
         deadline = time.monotonic() + max(0.0, timeout)
+        start = int(after)
+
+        def poll(r: SqliteTx) -> list[Event]:
+            conn = r.conn
+            version = conn.execute("PRAGMA data_version").fetchone()[0]
+            marker = (conn, start, version, conn.total_changes)
+            if getattr(self._local, "quiet", None) == marker:
+                return []  # nothing committed since the log last read empty from here
+            events = r.events_after(start, 500)
+            self._local.quiet = None if events else marker
+            return events
+
         while True:
-            events = self.read("read the event log", lambda r: r.events_after(int(after), 500))
+            events = self.read("read the event log", poll)
             remaining = deadline - time.monotonic()
             if events or remaining <= 0 or self._closed:
                 return events
