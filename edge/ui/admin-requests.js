@@ -193,6 +193,20 @@ export class PendingRequests {
    */
   confirmAdmin(item) {
     const id = item.id;
+    const grant = (role, cls, testid, label) =>
+      el(
+        "button",
+        {
+          type: "button",
+          class: cls,
+          dataset: { testid },
+          onclick: () => {
+            dialog.close();
+            this.approve(id, role);
+          },
+        },
+        label,
+      );
     const asked = item.role === "admin" ? (item.reason === "role-upgrade" ? "admin (upgrade of a paired user)" : "admin") : "user";
     const dialog = el(
       "dialog",
@@ -220,32 +234,8 @@ export class PendingRequests {
       el(
         "div",
         { class: "actions" },
-        el(
-          "button",
-          {
-            type: "button",
-            class: "warn",
-            dataset: { testid: "approve-dialog-confirm" },
-            onclick: () => {
-              dialog.close();
-              this.approve(id, "admin");
-            },
-          },
-          "Grant admin",
-        ),
-        el(
-          "button",
-          {
-            type: "button",
-            class: "secondary",
-            dataset: { testid: "approve-dialog-user" },
-            onclick: () => {
-              dialog.close();
-              this.approve(id, "user");
-            },
-          },
-          "Approve as user instead",
-        ),
+        grant("admin", "warn", "approve-dialog-confirm", "Grant admin"),
+        grant("user", "secondary", "approve-dialog-user", "Approve as user instead"),
         el(
           "button",
           { type: "button", class: "secondary", dataset: { testid: "approve-dialog-cancel" }, onclick: () => dialog.close() },

@@ -38,16 +38,24 @@ export const StoppedStates = {
     this.view.showTokenError(`${prefix} ${tries} left before this address is locked out for a while.`);
   },
 
+  /**
+   * A paired user's request for admin ended without admin: stop asking for
+   * it and connect as the user it already is; ``notice`` follows "Connected".
+   */
+  connectAsUser(notice, message) {
+    local.remove(KEYS.wantAdmin);
+    this.connectedNotice = notice;
+    this.attempt = 0;
+    this.view.setState("connecting", { title: "Connecting as a user…", message });
+    this.connect();
+  },
+
   /** Nobody approved the request in time: stop (a check would open a new one), offer to ask. */
   timedOut(requestId) {
     this.clearTimers();
     this.waitExpiresAt = null;
     if (this.waitUpgrade) {
-      local.remove(KEYS.wantAdmin);
-      this.connectedNotice = ` Admin access was not granted: request ${requestId} timed out.`;
-      this.attempt = 0;
-      this.view.setState("connecting", { title: "Connecting as a user…", message: "The admin request timed out." });
-      this.connect();
+      this.connectAsUser(` Admin access was not granted: request ${requestId} timed out.`, "The admin request timed out.");
       return;
     }
     this.view.setState("timed-out", {
@@ -68,11 +76,7 @@ export const StoppedStates = {
     this.waitExpiresAt = null;
     const requestId = typeof info.requestId === "string" ? info.requestId : "";
     if (info.reason === "role-upgrade") {
-      local.remove(KEYS.wantAdmin);
-      this.connectedNotice = ` An operator declined admin access (request ${requestId}).`;
-      this.attempt = 0;
-      this.view.setState("connecting", { title: "Connecting as a user…", message: "The admin request was declined." });
-      this.connect();
+      this.connectAsUser(` An operator declined admin access (request ${requestId}).`, "The admin request was declined.");
       return;
     }
     const view = this.view;
@@ -108,11 +112,7 @@ export const StoppedStates = {
   requestGone(previous, fresh, upgrade, close) {
     this.clearTimers();
     if (upgrade) {
-      local.remove(KEYS.wantAdmin);
-      this.connectedNotice = ` Admin access was not granted (request ${previous} timed out).`;
-      this.attempt = 0;
-      this.view.setState("connecting", { title: "Connecting as a user…", message: "The admin request was not granted." });
-      this.connect();
+      this.connectAsUser(` Admin access was not granted (request ${previous} timed out).`, "The admin request was not granted.");
       return;
     }
     this.view.setState("timed-out", {
