@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -44,6 +44,16 @@ _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)(\.[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)*\.?$"
 )
 _ORIGIN = re.compile(r"^(https?)://(\[[0-9a-f:.]+\]|[a-z0-9.-]+)(:\d{1,5})?$")
+
+
+# The JSON Schema of an optional duration key: seconds, or text such as 90d (parse_duration).
+_OPTIONAL_DURATION: dict[str, Any] = {
+    "anyOf": [
+        {"type": "number", "exclusiveMinimum": 0},
+        {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*[smhdSMHD]?\s*$"},
+        {"type": "null"},
+    ]
+}
 
 
 class _Section(BaseModel):
@@ -244,13 +254,7 @@ class PairingSettings(_Section):
         None,
         gt=0,
         # seconds, or a duration such as 90d (``_duration`` below reads it)
-        json_schema_extra={
-            "anyOf": [
-                {"type": "number", "exclusiveMinimum": 0},
-                {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*[smhdSMHD]?\s*$"},
-                {"type": "null"},
-            ]
-        },
+        json_schema_extra=_OPTIONAL_DURATION,
     )
 
     # Devices a local client paired (approved by "local", never by an operator): every
@@ -258,13 +262,7 @@ class PairingSettings(_Section):
     local_device_idle_expiry: float | None = Field(
         30 * 86_400.0,
         gt=0,
-        json_schema_extra={
-            "anyOf": [
-                {"type": "number", "exclusiveMinimum": 0},
-                {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*[smhdSMHD]?\s*$"},
-                {"type": "null"},
-            ]
-        },
+        json_schema_extra=_OPTIONAL_DURATION,
     )
 
     @field_validator("device_idle_expiry", "local_device_idle_expiry", mode="before")
