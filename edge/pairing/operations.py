@@ -65,10 +65,7 @@ class OperatorActions:
         ``role`` is not given: operators' commands pass ``Role.USER``, so that
         admin is only ever granted by name (``models.approval_role``).
         """
-        if role is not None and not isinstance(role, Role):
-            raise InvalidValue(f'role must be "admin" or "user", not {role!r}')
-        if user is not None and valid_user(user) is None:
-            raise InvalidValue(f"{user!r} is not a user name: {USER_RULE}")
+        _check_choice(role, user)
         resolution = self._resolve(
             request_id, approve=True, role=role, actor=actor, user=user, at_most=at_most
         )
@@ -93,8 +90,7 @@ class OperatorActions:
         knowing it as the same person. The second value is the revoked twin,
         None when it was already gone.
         """
-        if user is not None and valid_user(user) is None:
-            raise InvalidValue(f"{user!r} is not a user name: {USER_RULE}")
+        _check_choice(role, user)
         twin = self.find_device(replaces)
         done = self._resolve(
             request_id,
@@ -419,3 +415,11 @@ class _Done:
     request: PairingRequest | None
     device: Device | None
     replaced: Device | None = None
+
+
+def _check_choice(role: Role | None, user: str | None) -> None:
+    """The operator's choices on an approval: a real role, a valid user name."""
+    if role is not None and not isinstance(role, Role):
+        raise InvalidValue(f'role must be "admin" or "user", not {role!r}')
+    if user is not None and valid_user(user) is None:
+        raise InvalidValue(f"{user!r} is not a user name: {USER_RULE}")
