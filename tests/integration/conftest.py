@@ -110,7 +110,10 @@ class EdgeServer:
             env=self.env,
             start_new_session=True,
         )
-        wait_for_port(self.port, proc=self.proc)
+        try:
+            wait_for_port(self.port, proc=self.proc)
+        except (RuntimeError, TimeoutError) as exc:
+            raise RuntimeError(f"{exc}; edge serve said:\n{self.log()}") from None
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             with contextlib.suppress(httpx.HTTPError):
